@@ -1,0 +1,56 @@
+//! The `pg_webhook.*` settings. Read only through the accessors below.
+
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
+
+/// Default for `pg_webhook.max_payload_bytes`: 1 MiB, in line with what
+/// hosted webhook services accept per message.
+pub(crate) const DEFAULT_MAX_PAYLOAD_BYTES: i32 = 1024 * 1024;
+
+static ALLOW_PRIVATE_TARGETS: GucSetting<bool> = GucSetting::<bool>::new(false);
+static CAPTURE_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
+static MAX_PAYLOAD_BYTES: GucSetting<i32> = GucSetting::<i32>::new(DEFAULT_MAX_PAYLOAD_BYTES);
+
+/// Registers the settings; called once per backend from `_PG_init`.
+pub(crate) fn init() {
+    GucRegistry::define_bool_guc(
+        c"pg_webhook.allow_private_targets",
+        c"Allow endpoints on loopback, private and link-local addresses.",
+        c"Off by default so that a subscription cannot reach internal services. Only a superuser may turn it on.",
+        &ALLOW_PRIVATE_TARGETS,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"pg_webhook.capture_enabled",
+        c"Whether watched tables enqueue events.",
+        c"Turn off in a session to write to watched tables without producing events (bulk loads, backfills).",
+        &CAPTURE_ENABLED,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_webhook.max_payload_bytes",
+        c"Largest event data accepted, in bytes of JSON text.",
+        c"A larger webhook_publish or captured row fails with SQLSTATE 54000. Default 1 MiB.",
+        &MAX_PAYLOAD_BYTES,
+        1024,
+        64 * 1024 * 1024,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+}
+
+/// `pg_webhook.allow_private_targets` (default off).
+pub(crate) fn allow_private_targets() -> bool {
+    ALLOW_PRIVATE_TARGETS.get()
+}
+
+/// `pg_webhook.capture_enabled` (default on).
+pub(crate) fn capture_enabled() -> bool {
+    CAPTURE_ENABLED.get()
+}
+
+/// `pg_webhook.max_payload_bytes` (default 1 MiB).
+pub(crate) fn max_payload_bytes() -> i32 {
+    MAX_PAYLOAD_BYTES.get()
+}

@@ -1,0 +1,172 @@
+//! The row-change capture trigger, `webhook._capture(event_prefix)`.
+//!
+//! Installed by `webhook_watch` as an AFTER … FOR EACH ROW trigger. For each
+//! row it runs one cached statement that builds the event data with
+//! PostgreSQL's own `to_jsonb` (every column type converts exactly as in SQL),
+//! inserts the event and one delivery per matching active endpoint, all in the
+//! writer's transaction; then it asks for one wake-up at commit.
+//!
+//! Why one prepared statement through raw SPI: this runs for every captured
+//! row, so it must not re-parse or re-plan SQL per row. The rows travel as
+//! `record` parameters, so a single plan serves every watched table.
+//!
+//! Must not: do network I/O, read secrets, or notify per row.
+
+use crate::{gucs, wake};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode;
+use std::cell::Cell;
+use std::ffi::CString;
+
+/// The capture statement. $1 event type, $2 table, $3 schema, $4 op,
+/// $5 qualified table, $6 new row, $7 old row (records, may be null).
+const CAPTURE_SQL: &std::ffi::CStr = c"
+with data as (
+    select jsonb_build_object('table', $2::text, 'schema', $3::text, 'op', $4::text,
+                              'new', to_jsonb($6::record), 'old', to_jsonb($7::record)) as payload
+), ev as (
+    insert into webhook.events (event_type, payload, source_table)
+    select $1::text, data.payload, $5::text
+    from data
+    where webhook._check_payload_size(octet_length(data.payload::text))
+    returning id, event_type
+)
+insert into webhook.deliveries (event_id, endpoint_id, status)
+select ev.id, e.id, case when e.paused_at is null then 'pending' else 'paused' end
+from ev
+join webhook.endpoints e on e.is_active and webhook._matches(e.event_types, ev.event_type)";
+
+const ARG_TYPES: [pg_sys::Oid; 7] = [
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::RECORDOID,
+    pg_sys::RECORDOID,
+];
+
+thread_local! {
+    /// The capture statement, prepared once per backend and kept by SPI
+    /// (`SPI_keepplan`); the plan cache revalidates it after DDL.
+    static PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+fn raise(code: PgSqlErrorCode, message: String) -> ! {
+    pgrx::pg_sys::panic::ErrorReport::new(code, message, "webhook._capture")
+        .report(pgrx::PgLogLevel::ERROR);
+    unreachable!("ereport(ERROR) does not return")
+}
+
+/// The capture trigger function. Its SQL declaration is written by hand so
+/// that it runs as the extension owner (writers need no privilege on the
+/// webhook tables) with a fixed search_path.
+#[pg_trigger(sql = r#"
+-- API: Private
+CREATE FUNCTION webhook."_capture"() RETURNS trigger
+    LANGUAGE c
+    SECURITY DEFINER
+    SET search_path = pg_catalog, webhook
+    AS 'MODULE_PATHNAME', '@FUNCTION_NAME@';
+COMMENT ON FUNCTION webhook."_capture"() IS
+    'Row-change capture trigger installed by webhook_watch; argument: the event prefix.';
+"#)]
+fn _capture<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgTriggerError> {
+    if !gucs::capture_enabled() {
+        return Ok(None);
+    }
+    if !matches!(trigger.level(), PgTriggerLevel::Row) || !matches!(trigger.when()?, PgTriggerWhen::After) {
+        raise(
+            PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
+            "webhook._capture must be an AFTER … FOR EACH ROW trigger; install it with webhook_watch()".into(),
+        );
+    }
+    let args = trigger.extra_args()?;
+    let Some(prefix) = args.first() else {
+        raise(
+            PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
+            "webhook._capture needs the event prefix as its argument; install it with webhook_watch()".into(),
+        );
+    };
+    let td = trigger.trigger_data();
+    let (suffix, op, new_tuple, old_tuple) = match trigger.op()? {
+        PgTriggerOperation::Insert => ("created", "INSERT", td.tg_trigtuple, std::ptr::null_mut()),
+        PgTriggerOperation::Update => ("updated", "UPDATE", td.tg_newtuple, td.tg_trigtuple),
+        PgTriggerOperation::Delete => ("deleted", "DELETE", std::ptr::null_mut(), td.tg_trigtuple),
+        PgTriggerOperation::Truncate => raise(
+            PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
+            "webhook._capture does not capture TRUNCATE".into(),
+        ),
+    };
+    let table = trigger.table_name()?;
+    let schema = trigger.table_schema()?;
+    let event_type = format!("{prefix}.{suffix}");
+    let qualified = format!("{}.{}", spi::quote_identifier(&schema), spi::quote_identifier(&table));
+
+    // SAFETY: tg_relation is the open, locked relation the trigger fired on;
+    // its tuple descriptor describes both tuples.
+    let tupdesc = unsafe { (*td.tg_relation).rd_att };
+    let row = |tuple: pg_sys::HeapTuple| -> Option<pg_sys::Datum> {
+        // SAFETY: non-null tuples handed to us by the executor for this
+        // relation; the copy is made in the current (per-call) memory context.
+        (!tuple.is_null()).then(|| unsafe { pg_sys::heap_copy_tuple_as_datum(tuple, tupdesc) })
+    };
+    let values: [Option<pg_sys::Datum>; 7] = [
+        event_type.as_str().into_datum(),
+        table.as_str().into_datum(),
+        schema.as_str().into_datum(),
+        op.into_datum(),
+        qualified.as_str().into_datum(),
+        row(new_tuple),
+        row(old_tuple),
+    ];
+    let inserted = execute_capture(&values);
+    if inserted > 0 {
+        wake::at_commit();
+    }
+    Ok(None)
+}
+
+/// Runs the capture statement; returns the number of deliveries inserted.
+fn execute_capture(values: &[Option<pg_sys::Datum>; 7]) -> u64 {
+    let mut datums: [pg_sys::Datum; 7] = [pg_sys::Datum::from(0); 7];
+    let mut nulls: [std::ffi::c_char; 7] = [b' ' as std::ffi::c_char; 7];
+    for (i, v) in values.iter().enumerate() {
+        match v {
+            Some(d) => datums[i] = *d,
+            None => nulls[i] = b'n' as std::ffi::c_char,
+        }
+    }
+    // SAFETY: SPI is connected and finished in this block; errors raised
+    // inside SPI unwind through pgrx's guard and abort the transaction, which
+    // also cleans up the SPI connection. The plan pointer is either null or a
+    // plan we kept with SPI_keepplan.
+    unsafe {
+        if pg_sys::SPI_connect() != pg_sys::SPI_OK_CONNECT as i32 {
+            raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, "pg_webhook: SPI_connect failed".into());
+        }
+        let mut plan = PLAN.get();
+        if plan.is_null() {
+            plan = pg_sys::SPI_prepare(CAPTURE_SQL.as_ptr(), ARG_TYPES.len() as i32, ARG_TYPES.as_ptr().cast_mut());
+            if plan.is_null() || pg_sys::SPI_keepplan(plan) != 0 {
+                raise(
+                    PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                    "pg_webhook: could not prepare the capture statement".into(),
+                );
+            }
+            PLAN.set(plan);
+        }
+        let rc = pg_sys::SPI_execute_plan(plan, datums.as_mut_ptr(), nulls.as_ptr(), false, 0);
+        if rc != pg_sys::SPI_OK_INSERT as i32 {
+            let msg = CString::new(format!("pg_webhook: capture statement returned SPI code {rc}"))
+                .unwrap_or_default();
+            raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, msg.to_string_lossy().into_owned());
+        }
+        let inserted = pg_sys::SPI_processed;
+        pg_sys::SPI_finish();
+        inserted
+    }
+}

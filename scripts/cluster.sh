@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Throwaway PostgreSQL 15 cluster on loopback, for tests, the demo and benchmarks.
+#
+#   scripts/cluster.sh start DIR PORT [extra postgresql.conf lines...]
+#   scripts/cluster.sh stop DIR
+#
+# PostgreSQL refuses to run as root, so as root the cluster belongs to the
+# `postgres` OS user. It listens on 127.0.0.1:PORT and on a socket in DIR/sock,
+# with trust authentication (loopback only), and logs to DIR/log.
+set -euo pipefail
+
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+
+as_owner() {
+    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+cmd=${1:?usage: cluster.sh start|stop DIR [PORT]}
+dir=${2:?usage: cluster.sh start|stop DIR [PORT]}
+
+case "$cmd" in
+start)
+    port=${3:?usage: cluster.sh start DIR PORT}
+    shift 3
+    mkdir -p "$dir"
+    if [ "$(id -u)" = 0 ]; then chown postgres "$dir"; fi
+    as_owner "$PG_BIN/initdb" -D "$dir/data" -A trust -U postgres --no-sync >"$dir/initdb.log" 2>&1 \
+        || { cat "$dir/initdb.log" >&2; exit 1; }
+    as_owner mkdir -p "$dir/sock"
+    {
+        echo "listen_addresses = '127.0.0.1'"
+        echo "port = $port"
+        echo "unix_socket_directories = '$dir/sock'"
+        echo "max_connections = 200"
+        for line in "$@"; do echo "$line"; done
+    } | as_owner tee -a "$dir/data/postgresql.conf" >/dev/null
+    as_owner "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 start >/dev/null \
+        || { cat "$dir/log" >&2; exit 1; }
+    ;;
+stop)
+    if [ -f "$dir/data/postmaster.pid" ]; then
+        as_owner "$PG_BIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null || true
+    fi
+    ;;
+*)
+    echo "usage: cluster.sh start|stop DIR [PORT]" >&2
+    exit 2
+    ;;
+esac
