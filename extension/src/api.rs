@@ -18,7 +18,12 @@ const GENERATED_SECRET_BYTES: usize = 32;
 #[pg_extern(immutable, parallel_safe, name = "webhook_sign")]
 fn webhook_sign(secret: &str, msg_id: &str, ts: i64, body: &str) -> Result<String, ErrorReport> {
     let secret = Secret::parse(secret).map_err(Error::from)?;
-    Ok(pg_webhook_protocol::sign(&secret, msg_id, ts, body.as_bytes()))
+    Ok(pg_webhook_protocol::sign(
+        &secret,
+        msg_id,
+        ts,
+        body.as_bytes(),
+    ))
 }
 
 /// True when one of the space-separated `v1,` signatures matches. The
@@ -32,7 +37,13 @@ fn webhook_verify(
     signature: &str,
 ) -> Result<bool, ErrorReport> {
     let secret = Secret::parse(secret).map_err(Error::from)?;
-    Ok(pg_webhook_protocol::verify(&secret, msg_id, ts, body.as_bytes(), signature))
+    Ok(pg_webhook_protocol::verify(
+        &secret,
+        msg_id,
+        ts,
+        body.as_bytes(),
+        signature,
+    ))
 }
 
 /// Private helpers, created in the schema `webhook` (the schema itself is
@@ -46,8 +57,11 @@ mod webhook {
     /// `pg_webhook.allow_private_targets` is on.
     #[pg_extern(stable, name = "_check_url")]
     fn check_url(url: Option<&str>) -> Result<String, ErrorReport> {
-        let url = url.ok_or(Error::Url(destination::DestinationError::Malformed("the URL is null".into())))?;
-        let parsed = destination::check_url(url, gucs::allow_private_targets()).map_err(Error::from)?;
+        let url = url.ok_or(Error::Url(destination::DestinationError::Malformed(
+            "the URL is null".into(),
+        )))?;
+        let parsed =
+            destination::check_url(url, gucs::allow_private_targets()).map_err(Error::from)?;
         Ok(parsed.to_string())
     }
 

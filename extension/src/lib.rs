@@ -20,9 +20,21 @@ mod tests;
 
 ::pgrx::pg_module_magic!(name, version);
 
-extension_sql_file!("../../sql/install/01_tables.sql", name = "tables", bootstrap);
-extension_sql_file!("../../sql/install/02_internal.sql", name = "internal", requires = ["tables"]);
-extension_sql_file!("../../sql/install/03_api.sql", name = "api", requires = ["internal"]);
+extension_sql_file!(
+    "../../sql/install/01_tables.sql",
+    name = "tables",
+    bootstrap
+);
+extension_sql_file!(
+    "../../sql/install/02_internal.sql",
+    name = "internal",
+    requires = ["tables"]
+);
+extension_sql_file!(
+    "../../sql/install/03_api.sql",
+    name = "api",
+    requires = ["internal"]
+);
 extension_sql_file!("../../sql/install/04_grants.sql", name = "grants", finalize);
 
 /// Called by PostgreSQL when the library is loaded into a backend.

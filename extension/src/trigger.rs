@@ -78,7 +78,9 @@ fn _capture<'a>(
     if !gucs::capture_enabled() {
         return Ok(None);
     }
-    if !matches!(trigger.level(), PgTriggerLevel::Row) || !matches!(trigger.when()?, PgTriggerWhen::After) {
+    if !matches!(trigger.level(), PgTriggerLevel::Row)
+        || !matches!(trigger.when()?, PgTriggerWhen::After)
+    {
         raise(
             PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
             "webhook._capture must be an AFTER … FOR EACH ROW trigger; install it with webhook_watch()".into(),
@@ -104,7 +106,11 @@ fn _capture<'a>(
     let table = trigger.table_name()?;
     let schema = trigger.table_schema()?;
     let event_type = format!("{prefix}.{suffix}");
-    let qualified = format!("{}.{}", spi::quote_identifier(&schema), spi::quote_identifier(&table));
+    let qualified = format!(
+        "{}.{}",
+        spi::quote_identifier(&schema),
+        spi::quote_identifier(&table)
+    );
 
     // SAFETY: tg_relation is the open, locked relation the trigger fired on;
     // its tuple descriptor describes both tuples.
@@ -146,11 +152,18 @@ fn execute_capture(values: &[Option<pg_sys::Datum>; 7]) -> u64 {
     // plan we kept with SPI_keepplan.
     unsafe {
         if pg_sys::SPI_connect() != pg_sys::SPI_OK_CONNECT as i32 {
-            raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, "pg_webhook: SPI_connect failed".into());
+            raise(
+                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                "pg_webhook: SPI_connect failed".into(),
+            );
         }
         let mut plan = PLAN.get();
         if plan.is_null() {
-            plan = pg_sys::SPI_prepare(CAPTURE_SQL.as_ptr(), ARG_TYPES.len() as i32, ARG_TYPES.as_ptr().cast_mut());
+            plan = pg_sys::SPI_prepare(
+                CAPTURE_SQL.as_ptr(),
+                ARG_TYPES.len() as i32,
+                ARG_TYPES.as_ptr().cast_mut(),
+            );
             if plan.is_null() || pg_sys::SPI_keepplan(plan) != 0 {
                 raise(
                     PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
@@ -161,9 +174,14 @@ fn execute_capture(values: &[Option<pg_sys::Datum>; 7]) -> u64 {
         }
         let rc = pg_sys::SPI_execute_plan(plan, datums.as_mut_ptr(), nulls.as_ptr(), false, 0);
         if rc != pg_sys::SPI_OK_INSERT as i32 {
-            let msg = CString::new(format!("pg_webhook: capture statement returned SPI code {rc}"))
-                .unwrap_or_default();
-            raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, msg.to_string_lossy().into_owned());
+            let msg = CString::new(format!(
+                "pg_webhook: capture statement returned SPI code {rc}"
+            ))
+            .unwrap_or_default();
+            raise(
+                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                msg.to_string_lossy().into_owned(),
+            );
         }
         let inserted = pg_sys::SPI_processed;
         pg_sys::SPI_finish();

@@ -30,7 +30,12 @@ thread_local! {
 pub(crate) fn at_commit() {
     // SAFETY: plain reads of the current transaction state; we run inside a
     // transaction (called from SQL or a trigger).
-    let key = unsafe { (pg_sys::GetTopTransactionIdIfAny(), pg_sys::GetCurrentSubTransactionId()) };
+    let key = unsafe {
+        (
+            pg_sys::GetTopTransactionIdIfAny(),
+            pg_sys::GetCurrentSubTransactionId(),
+        )
+    };
     if key.0 != pg_sys::InvalidTransactionId && LAST_NOTIFIED.get() == key {
         return;
     }

@@ -213,18 +213,45 @@ mod tests {
     #[test]
     fn checks_urls() {
         assert!(check_url("https://example.com/hook?x=1", false).is_ok());
-        assert!(matches!(check_url("ftp://example.com", false), Err(DestinationError::Scheme(_))));
-        assert!(matches!(check_url("not a url", false), Err(DestinationError::Malformed(_))));
-        assert!(matches!(check_url("https://u:p@example.com", false), Err(DestinationError::Credentials)));
-        assert!(matches!(check_url("https://example.com/#x", false), Err(DestinationError::Fragment)));
+        assert!(matches!(
+            check_url("ftp://example.com", false),
+            Err(DestinationError::Scheme(_))
+        ));
+        assert!(matches!(
+            check_url("not a url", false),
+            Err(DestinationError::Malformed(_))
+        ));
+        assert!(matches!(
+            check_url("https://u:p@example.com", false),
+            Err(DestinationError::Credentials)
+        ));
+        assert!(matches!(
+            check_url("https://example.com/#x", false),
+            Err(DestinationError::Fragment)
+        ));
         let long = format!("https://example.com/{}", "a".repeat(MAX_URL_BYTES));
-        assert!(matches!(check_url(&long, false), Err(DestinationError::TooLong(_))));
-        for private in ["http://127.0.0.1:8080/", "http://[::1]/", "http://localhost/", "http://api.localhost./x", "http://169.254.169.254/"] {
+        assert!(matches!(
+            check_url(&long, false),
+            Err(DestinationError::TooLong(_))
+        ));
+        for private in [
+            "http://127.0.0.1:8080/",
+            "http://[::1]/",
+            "http://localhost/",
+            "http://api.localhost./x",
+            "http://169.254.169.254/",
+        ] {
             assert!(
-                matches!(check_url(private, false), Err(DestinationError::Forbidden { .. })),
+                matches!(
+                    check_url(private, false),
+                    Err(DestinationError::Forbidden { .. })
+                ),
                 "{private} should be refused"
             );
-            assert!(check_url(private, true).is_ok(), "{private} should be allowed");
+            assert!(
+                check_url(private, true).is_ok(),
+                "{private} should be allowed"
+            );
         }
     }
 }

@@ -34,7 +34,11 @@ mod tests {
 
     #[test]
     fn body_is_valid_json_with_the_three_fields() {
-        let b = body("order.\"created\"", "2026-01-02T03:04:05.000006Z", r#"{"a": [1, 2]}"#);
+        let b = body(
+            "order.\"created\"",
+            "2026-01-02T03:04:05.000006Z",
+            r#"{"a": [1, 2]}"#,
+        );
         let v: serde_json::Value = serde_json::from_str(&b).unwrap();
         assert_eq!(v["type"], "order.\"created\"");
         assert_eq!(v["timestamp"], "2026-01-02T03:04:05.000006Z");

@@ -76,8 +76,8 @@ impl Secret {
     }
 
     fn mac(&self, msg_id: &str, timestamp: i64, body: &[u8]) -> Hmac<Sha256> {
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC-SHA256 accepts keys of any length");
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0)
+            .expect("HMAC-SHA256 accepts keys of any length");
         mac.update(msg_id.as_bytes());
         mac.update(b".");
         mac.update(timestamp.to_string().as_bytes());
@@ -159,7 +159,13 @@ mod tests {
         assert!(!verify(&secret, MSG_ID, TS + 1, BODY, EXPECTED));
         assert!(!verify(&secret, "msg_other", TS, BODY, EXPECTED));
         assert!(!verify(&secret, MSG_ID, TS, br#"{"test": 1}"#, EXPECTED));
-        assert!(!verify(&secret, MSG_ID, TS, BODY, "v2,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="));
+        assert!(!verify(
+            &secret,
+            MSG_ID,
+            TS,
+            BODY,
+            "v2,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        ));
         assert!(!verify(&secret, MSG_ID, TS, BODY, "v1,not base64"));
         assert!(!verify(&secret, MSG_ID, TS, BODY, ""));
     }
@@ -189,7 +195,10 @@ mod tests {
     #[test]
     fn rejects_bad_secrets() {
         assert_eq!(Secret::parse("whsec_***"), Err(SecretError::NotBase64));
-        assert_eq!(Secret::parse("whsec_AAAA"), Err(SecretError::BadLength { len: 3 }));
+        assert_eq!(
+            Secret::parse("whsec_AAAA"),
+            Err(SecretError::BadLength { len: 3 })
+        );
         let round = Secret::from_bytes(&[1u8; 24]).unwrap();
         assert_eq!(Secret::parse(&round.expose_encoded()).unwrap(), round);
     }

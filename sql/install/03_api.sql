@@ -109,6 +109,9 @@ begin
     if v_schema = 'webhook' then
         raise exception 'the tables of pg_webhook itself cannot be watched' using errcode = '22023';
     end if;
+    if v_schema in ('pg_catalog', 'information_schema') or v_schema like 'pg\_toast%' then
+        raise exception 'system catalogs cannot be watched' using errcode = '22023';
+    end if;
     select array_agg(distinct lower(op) order by lower(op)) into v_ops from unnest(operations) as op;
     if v_ops is null or not v_ops <@ array['delete', 'insert', 'update'] or array_position(v_ops, null) is not null then
         raise exception 'operations must be a non-empty subset of {insert,update,delete}, not %', coalesce(operations::text, 'NULL')

@@ -1,0 +1,351 @@
+//! Harness for the end-to-end tests: a database per test in the throwaway
+//! cluster started by `tests/run.sh`, an HTTP receiver on 127.0.0.1 with a
+//! scriptable answer, the worker (in-process or as its real binary), and
+//! waits that end on a condition or fail loudly at a deadline.
+//!
+//! Must not: sleep for a fixed time in place of waiting for a condition.
+#![warn(missing_docs)]
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use pg_webhook_worker::{CancellationToken, Config, Worker, WorkerEvent};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, Notify};
+use tokio_postgres::{Client, NoTls};
+
+/// Default deadline of every wait.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// Connection string of the cluster's admin database (set by tests/run.sh).
+pub fn admin_dsn() -> String {
+    std::env::var("PG_WEBHOOK_TEST_DSN").expect(
+        "PG_WEBHOOK_TEST_DSN is not set: run the end-to-end tests with `bash tests/run.sh`, \
+         which starts a throwaway PostgreSQL cluster and installs the extension",
+    )
+}
+
+/// Connects and drives the connection in a task.
+pub async fn connect(dsn: &str) -> Client {
+    let (client, connection) = tokio_postgres::connect(dsn, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {dsn}: {e}"));
+    tokio::spawn(connection);
+    client
+}
+
+/// A fresh database with the extension installed, for one test.
+pub struct TestDb {
+    /// The database's name.
+    pub name: String,
+    /// Connection string to it.
+    pub dsn: String,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl TestDb {
+    /// Creates the database and the extension, and allows private targets
+    /// (the receivers live on 127.0.0.1).
+    pub async fn new() -> Self {
+        let admin = admin_dsn();
+        let name = format!(
+            "pgwh_{}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            rand::random::<u32>()
+        );
+        let client = connect(&admin).await;
+        client
+            .batch_execute(&format!("create database {name}"))
+            .await
+            .expect("create database");
+        client
+            .batch_execute(&format!(
+                "alter database {name} set pg_webhook.allow_private_targets = on"
+            ))
+            .await
+            .expect("alter database");
+        let dsn = format!("{admin} dbname={name}");
+        connect(&dsn)
+            .await
+            .batch_execute("create extension pg_webhook")
+            .await
+            .expect("create extension");
+        Self { name, dsn }
+    }
+
+    /// A new connection to this database.
+    pub async fn client(&self) -> Client {
+        connect(&self.dsn).await
+    }
+
+    /// Worker settings for tests: private targets allowed, short timers.
+    pub fn worker_config(&self) -> Config {
+        let mut c = Config::for_database(&self.dsn).expect("valid test DSN");
+        c.allow_private_targets = true;
+        c.poll_interval = Duration::from_millis(500);
+        c.lease_margin = Duration::from_millis(500);
+        c.drain_timeout = Duration::from_secs(10);
+        c
+    }
+
+    /// Subscribes `url`; returns (endpoint id, signing secret).
+    pub async fn subscribe(
+        &self,
+        client: &Client,
+        url: &str,
+        patterns: &[&str],
+        retry_policy: Option<&str>,
+    ) -> (i64, String) {
+        let policy: Option<serde_json::Value> =
+            retry_policy.map(|p| serde_json::from_str(p).expect("policy JSON"));
+        let patterns: Vec<String> = patterns.iter().map(|s| s.to_string()).collect();
+        let row = client
+            .query_one(
+                "select endpoint_id, signing_secret from webhook_subscribe($1, $2, retry_policy => $3)",
+                &[&url, &patterns, &policy],
+            )
+            .await
+            .expect("webhook_subscribe");
+        (row.get(0), row.get(1))
+    }
+
+    /// Waits until `sql` (a query returning one boolean) is true, re-checking
+    /// whenever the worker reports progress and at least every 100 ms (other
+    /// processes' progress sends no events). Panics at the deadline.
+    pub async fn wait_for(
+        &self,
+        client: &Client,
+        sql: &str,
+        events: Option<&mut mpsc::UnboundedReceiver<WorkerEvent>>,
+    ) {
+        let deadline = Instant::now() + WAIT;
+        let mut events = events;
+        loop {
+            let ok: bool = client
+                .query_one(sql, &[])
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .get(0);
+            if ok {
+                return;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "timed out after {WAIT:?} waiting for: {sql}"
+            );
+            let tick = left.min(Duration::from_millis(100));
+            match events.as_deref_mut() {
+                Some(rx) => {
+                    let _ = tokio::time::timeout(tick, rx.recv()).await;
+                }
+                None => tokio::time::sleep(tick).await,
+            }
+        }
+    }
+}
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Header name (lowercase) → value.
+    pub headers: Vec<(String, String)>,
+    /// The raw body.
+    pub body: String,
+    /// When it arrived.
+    pub at: Instant,
+}
+
+impl Received {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).expect("the body is JSON")
+    }
+}
+
+#[derive(Default)]
+struct ReceiverState {
+    requests: Vec<Received>,
+    script: VecDeque<u16>,
+    delay: Duration,
+}
+
+struct Shared {
+    state: Mutex<ReceiverState>,
+    arrived: Notify,
+}
+
+/// An HTTP server on 127.0.0.1 that records every request and answers with
+/// scripted statuses (then 200).
+pub struct Receiver {
+    addr: std::net::SocketAddr,
+    shared: Arc<Shared>,
+    stop: Arc<Notify>,
+}
+
+impl Receiver {
+    /// Starts on a free port.
+    pub async fn start() -> Self {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(ReceiverState::default()),
+            arrived: Notify::new(),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind receiver");
+        let addr = listener.local_addr().expect("receiver address");
+        let app = axum::Router::new()
+            .fallback(handle)
+            .with_state(shared.clone());
+        let stop = Arc::new(Notify::new());
+        let stopped = stop.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stopped.notified().await })
+                .await
+                .expect("receiver server");
+        });
+        Self { addr, shared, stop }
+    }
+
+    /// URL of `path` on this receiver.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// The next answers, in order; 200 after they run out.
+    pub fn script(&self, statuses: &[u16]) {
+        self.shared.state.lock().unwrap().script.extend(statuses);
+    }
+
+    /// Delay every answer by this much.
+    pub fn set_delay(&self, delay: Duration) {
+        self.shared.state.lock().unwrap().delay = delay;
+    }
+
+    /// Everything received so far.
+    pub fn requests(&self) -> Vec<Received> {
+        self.shared.state.lock().unwrap().requests.clone()
+    }
+
+    /// Waits until at least `n` requests arrived; panics at the deadline.
+    pub async fn wait_for(&self, n: usize) -> Vec<Received> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let arrived = self.shared.arrived.notified();
+            let got = self.requests();
+            if got.len() >= n {
+                return got;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "timed out waiting for {n} requests, got {}",
+                got.len()
+            );
+            let _ = tokio::time::timeout(left, arrived).await;
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.stop.notify_one();
+    }
+}
+
+async fn handle(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, &'static str) {
+    let received = Received {
+        headers: headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    v.to_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect(),
+        body: String::from_utf8_lossy(&body).into_owned(),
+        at: Instant::now(),
+    };
+    let (status, delay) = {
+        let mut s = shared.state.lock().unwrap();
+        s.requests.push(received);
+        (s.script.pop_front().unwrap_or(200), s.delay)
+    };
+    shared.arrived.notify_waiters();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    (
+        StatusCode::from_u16(status).expect("scripted status is valid"),
+        "receiver says hi",
+    )
+}
+
+/// A worker running in this process.
+pub struct RunningWorker {
+    cancel: CancellationToken,
+    handle: tokio::task::JoinHandle<Result<(), pg_webhook_worker::Error>>,
+    /// Its progress signals.
+    pub events: mpsc::UnboundedReceiver<WorkerEvent>,
+}
+
+impl RunningWorker {
+    /// Starts a worker with `config`.
+    pub fn start(config: Config) -> Self {
+        let (tx, events) = mpsc::unbounded_channel();
+        let cancel = CancellationToken::new();
+        let handle = tokio::spawn(Worker::new(config).with_events(tx).run(cancel.clone()));
+        Self {
+            cancel,
+            handle,
+            events,
+        }
+    }
+
+    /// Cancels it and waits for a clean exit.
+    pub async fn stop(self) {
+        self.cancel.cancel();
+        self.handle
+            .await
+            .expect("worker task")
+            .expect("worker ran without a fatal error");
+    }
+}
+
+/// Path of the real `pg-webhook-worker` binary (built by tests/run.sh).
+pub fn worker_binary() -> std::path::PathBuf {
+    if let Ok(p) = std::env::var("PG_WEBHOOK_WORKER_BIN") {
+        return p.into();
+    }
+    let p =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/pg-webhook-worker");
+    assert!(p.exists(), "{} not found: build it with `cargo build -p pg-webhook-worker` or set PG_WEBHOOK_WORKER_BIN", p.display());
+    p
+}
+
+/// Runs `f` and fails the test if it takes longer than the wait deadline.
+pub async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, f)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
+}

@@ -1,0 +1,139 @@
+//! Several workers, and workers that die: no loss, no double delivery.
+
+use pg_webhook_tests::{worker_binary, Receiver, RunningWorker, TestDb};
+use std::collections::HashMap;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_never_double_deliver() {
+    const N: i64 = 400;
+    let db = TestDb::new().await;
+    let receiver = Receiver::start().await;
+    let client = db.client().await;
+    db.subscribe(&client, &receiver.url("/"), &["*"], None)
+        .await;
+    client
+        .batch_execute(&format!("select webhook_publish('bulk.item', jsonb_build_object('i', i)) from generate_series(1, {N}) i"))
+        .await
+        .unwrap();
+
+    let config = |id: &str| {
+        let mut c = db.worker_config();
+        c.batch_size = 7;
+        c.concurrency = 8;
+        c.worker_id = id.into();
+        c
+    };
+    let mut a = RunningWorker::start(config("worker-a"));
+    let b = RunningWorker::start(config("worker-b"));
+    db.wait_for(
+        &client,
+        &format!("select count(*) = {N} from webhook.deliveries where status = 'succeeded'"),
+        Some(&mut a.events),
+    )
+    .await;
+    a.stop().await;
+    b.stop().await;
+
+    let mut per_id: HashMap<String, usize> = HashMap::new();
+    for r in receiver.requests() {
+        *per_id
+            .entry(r.header("webhook-id").unwrap().to_owned())
+            .or_default() += 1;
+    }
+    assert_eq!(per_id.len() as i64, N, "every event arrived");
+    let doubles: Vec<_> = per_id.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(doubles.is_empty(), "delivered more than once: {doubles:?}");
+    let attempts: i64 = client
+        .query_one("select count(*) from webhook.attempts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(attempts, N);
+    let workers: i64 = client
+        .query_one(
+            "select count(distinct worker_id) from webhook.attempts",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(workers >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_worker_claims_are_taken_over() {
+    const N: i64 = 20;
+    let db = TestDb::new().await;
+    let receiver = Receiver::start().await;
+    // Slow answers keep the first worker's claims in flight when it dies.
+    receiver.set_delay(Duration::from_secs(5));
+    let client = db.client().await;
+    client
+        .query_one(
+            "select endpoint_id from webhook_subscribe($1, timeout => '2 seconds')",
+            &[&receiver.url("/slow")],
+        )
+        .await
+        .unwrap();
+    client
+        .batch_execute(&format!("select webhook_publish('work.item', jsonb_build_object('i', i)) from generate_series(1, {N}) i"))
+        .await
+        .unwrap();
+
+    let mut doomed = tokio::process::Command::new(worker_binary())
+        .env("DATABASE_URL", &db.dsn)
+        .env("PG_WEBHOOK_ALLOW_PRIVATE_TARGETS", "true")
+        .env("PG_WEBHOOK_LEASE_MARGIN_MS", "500")
+        .env("PG_WEBHOOK_WORKER_ID", "doomed")
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the worker binary");
+    receiver.wait_for(1).await;
+    let leased: i64 = client
+        .query_one(
+            "select count(*) from webhook.deliveries where leased_by = 'doomed'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        leased > 0,
+        "the first worker holds claims when it is killed"
+    );
+    doomed.start_kill().expect("SIGKILL");
+    let status = doomed.wait().await.unwrap();
+    assert!(!status.success());
+
+    receiver.set_delay(Duration::ZERO);
+    let mut config = db.worker_config();
+    config.worker_id = "rescuer".into();
+    let mut rescuer = RunningWorker::start(config);
+    db.wait_for(
+        &client,
+        &format!("select count(*) = {N} from webhook.deliveries where status = 'succeeded'"),
+        Some(&mut rescuer.events),
+    )
+    .await;
+    rescuer.stop().await;
+
+    let mut seen: Vec<String> = receiver
+        .requests()
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap().to_owned())
+        .collect();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len() as i64, N, "every event reached the receiver");
+    let by_doomed: i64 = client
+        .query_one(
+            "select count(*) from webhook.attempts where worker_id = 'doomed'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(by_doomed, 0, "the killed worker recorded nothing");
+}

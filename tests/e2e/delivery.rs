@@ -1,0 +1,340 @@
+//! What arrives, when, and signed how.
+
+use pg_webhook_protocol::{verify, Secret};
+use pg_webhook_tests::{Receiver, RunningWorker, TestDb};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivers_signed_webhook_after_commit() {
+    let db = TestDb::new().await;
+    let receiver = Receiver::start().await;
+    let client = db.client().await;
+    let (_endpoint, secret) = db
+        .subscribe(&client, &receiver.url("/hooks"), &["order.*"], None)
+        .await;
+    client
+        .batch_execute(
+            "create table orders (id int primary key, item text, qty int);
+             select webhook_watch('orders', event_prefix => 'order');",
+        )
+        .await
+        .unwrap();
+    let mut worker = RunningWorker::start(db.worker_config());
+
+    client
+        .batch_execute("begin; insert into orders values (1, 'book', 2); commit;")
+        .await
+        .unwrap();
+    let got = receiver.wait_for(1).await;
+    db.wait_for(
+        &client,
+        "select count(*) = 1 from webhook.deliveries where status = 'succeeded'",
+        Some(&mut worker.events),
+    )
+    .await;
+
+    let req = &got[0];
+    assert_eq!(req.header("content-type"), Some("application/json"));
+    let event_id: i64 = client
+        .query_one("select id from webhook.events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let msg_id = req.header("webhook-id").expect("webhook-id header");
+    assert_eq!(msg_id, event_id.to_string());
+    let ts: i64 = req
+        .header("webhook-timestamp")
+        .expect("webhook-timestamp")
+        .parse()
+        .unwrap();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!((now - ts).abs() < 60, "timestamp {ts} is not now ({now})");
+    let signature = req.header("webhook-signature").expect("webhook-signature");
+    assert!(signature.starts_with("v1,"));
+    let secret = Secret::parse(&secret).unwrap();
+    assert!(
+        verify(&secret, msg_id, ts, req.body.as_bytes(), signature),
+        "signature must verify"
+    );
+
+    let body = req.json();
+    assert_eq!(body["type"], "order.created");
+    assert!(body["timestamp"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(body["data"]["table"], "orders");
+    assert_eq!(body["data"]["op"], "INSERT");
+    assert_eq!(body["data"]["new"]["item"], "book");
+    assert_eq!(body["data"]["new"]["qty"], 2);
+    assert!(body["data"]["old"].is_null());
+
+    let row = client
+        .query_one("select status_code, attempt_number, error is null, response_excerpt from webhook.attempts", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, Option<i32>>(0), Some(200));
+    assert_eq!(row.get::<_, i32>(1), 1);
+    assert!(row.get::<_, bool>(2));
+    assert_eq!(
+        row.get::<_, Option<String>>(3).as_deref(),
+        Some("receiver says hi")
+    );
+
+    // Updates and deletes carry old and new rows.
+    client
+        .batch_execute("update orders set qty = 3 where id = 1; delete from orders where id = 1;")
+        .await
+        .unwrap();
+    let got = receiver.wait_for(3).await;
+    let bodies: Vec<_> = got.iter().map(|r| r.json()).collect();
+    let update = bodies
+        .iter()
+        .find(|b| b["type"] == "order.updated")
+        .expect("an update event");
+    assert_eq!(update["data"]["old"]["qty"], 2);
+    assert_eq!(update["data"]["new"]["qty"], 3);
+    let delete = bodies
+        .iter()
+        .find(|b| b["type"] == "order.deleted")
+        .expect("a delete event");
+    assert!(delete["data"]["new"].is_null());
+    assert_eq!(delete["data"]["old"]["id"], 1);
+
+    worker.stop().await;
+    assert_eq!(
+        receiver.requests().len(),
+        3,
+        "each event is delivered exactly once when all goes well"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_delivery_after_rollback() {
+    let db = TestDb::new().await;
+    let receiver = Receiver::start().await;
+    let client = db.client().await;
+    db.subscribe(&client, &receiver.url("/"), &["*"], None)
+        .await;
+    client
+        .batch_execute("create table items (id int); select webhook_watch('items');")
+        .await
+        .unwrap();
+    let mut worker = RunningWorker::start(db.worker_config());
+
+    client
+        .batch_execute(
+            "begin; insert into items values (1); select webhook_publish('rolled.back', '{}'); rollback;
+             begin; savepoint s; insert into items values (2); rollback to savepoint s; insert into items values (3); commit;",
+        )
+        .await
+        .unwrap();
+    // The committed row 3 is the marker: once it has been recorded, anything
+    // from the rolled-back work would have been claimed too.
+    db.wait_for(
+        &client,
+        "select count(*) = 1 from webhook.deliveries where status = 'succeeded'",
+        Some(&mut worker.events),
+    )
+    .await;
+    worker.stop().await;
+
+    let got = receiver.requests();
+    assert_eq!(got.len(), 1, "only the committed row is delivered: {got:?}");
+    assert_eq!(got[0].json()["data"]["new"]["id"], 3);
+    let events: i64 = client
+        .query_one("select count(*) from webhook.events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(events, 1, "rolled-back work leaves no event behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_get_only_matching_event_types() {
+    let db = TestDb::new().await;
+    let orders = Receiver::start().await;
+    let everything = Receiver::start().await;
+    let client = db.client().await;
+    db.subscribe(&client, &orders.url("/orders"), &["order.*"], None)
+        .await;
+    db.subscribe(&client, &everything.url("/all"), &["*"], None)
+        .await;
+    let mut worker = RunningWorker::start(db.worker_config());
+
+    client
+        .batch_execute(
+            "select webhook_publish('order.created', '{\"n\": 1}');
+             select webhook_publish('invoice.paid', '{\"n\": 2}');
+             select webhook_publish('order.shipped.late', '{\"n\": 3}');
+             select webhook_publish('orders.created', '{\"n\": 4}');",
+        )
+        .await
+        .unwrap();
+    db.wait_for(
+        &client,
+        "select count(*) = 6 from webhook.deliveries where status = 'succeeded'",
+        Some(&mut worker.events),
+    )
+    .await;
+    worker.stop().await;
+
+    let types = |r: &Receiver| {
+        let mut t: Vec<String> = r
+            .requests()
+            .iter()
+            .map(|q| q.json()["type"].as_str().unwrap().to_owned())
+            .collect();
+        t.sort();
+        t
+    };
+    assert_eq!(types(&orders), ["order.created", "order.shipped.late"]);
+    assert_eq!(
+        types(&everything),
+        [
+            "invoice.paid",
+            "order.created",
+            "order.shipped.late",
+            "orders.created"
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_with_idempotency_key_is_one_event() {
+    let db = TestDb::new().await;
+    let receiver = Receiver::start().await;
+    let a = db.client().await;
+    let b = db.client().await;
+    db.subscribe(&a, &receiver.url("/"), &["*"], None).await;
+
+    let first: i64 = a
+        .query_one(
+            "select webhook_publish('payment.done', '{\"v\": 1}', 'key-1')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let again: i64 = a
+        .query_one(
+            "select webhook_publish('payment.done', '{\"v\": 2}', 'key-1')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(first, again);
+
+    // Two sessions racing on one new key: the second waits for the first's
+    // commit and then returns the same id.
+    a.batch_execute("begin").await.unwrap();
+    let in_a: i64 = a
+        .query_one("select webhook_publish('payment.done', '{}', 'key-2')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let racing = tokio::spawn(async move {
+        let id: i64 = b
+            .query_one("select webhook_publish('payment.done', '{}', 'key-2')", &[])
+            .await
+            .unwrap()
+            .get(0);
+        id
+    });
+    a.batch_execute("commit").await.unwrap();
+    assert_eq!(racing.await.unwrap(), in_a);
+
+    let mut worker = RunningWorker::start(db.worker_config());
+    db.wait_for(
+        &a,
+        "select count(*) = 2 from webhook.deliveries where status = 'succeeded'",
+        Some(&mut worker.events),
+    )
+    .await;
+    worker.stop().await;
+    let events: i64 = a
+        .query_one("select count(*) from webhook.events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(events, 2);
+    assert_eq!(receiver.requests().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_wakes_the_worker_without_polling() {
+    let db = TestDb::new().await;
+    let receiver = Receiver::start().await;
+    let client = db.client().await;
+    db.subscribe(&client, &receiver.url("/"), &["*"], None)
+        .await;
+    let mut config = db.worker_config();
+    config.poll_interval = Duration::from_secs(3600);
+    let mut worker = RunningWorker::start(config);
+    // Wait until the worker listens and has gone idle, so that only a NOTIFY
+    // can wake it before the (hour-long) poll.
+    while worker.events.recv().await != Some(pg_webhook_worker::WorkerEvent::Listening) {}
+    client
+        .batch_execute("select webhook_publish('ping.now', '{}')")
+        .await
+        .unwrap();
+    pg_webhook_tests::within("delivery woken by NOTIFY", receiver.wait_for(1)).await;
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_is_only_a_hint_poll_still_delivers() {
+    let db = TestDb::new().await;
+    let receiver = Receiver::start().await;
+    let client = db.client().await;
+    let (endpoint, _) = db
+        .subscribe(&client, &receiver.url("/"), &["*"], None)
+        .await;
+    let mut worker = RunningWorker::start(db.worker_config());
+    while worker.events.recv().await != Some(pg_webhook_worker::WorkerEvent::Listening) {}
+    // Enqueue behind the extension's back: no NOTIFY is sent at all.
+    client
+        .execute(
+            "with ev as (insert into webhook.events (event_type, payload) values ('silent.one', '{}') returning id)
+             insert into webhook.deliveries (event_id, endpoint_id) select id, $1 from ev",
+            &[&endpoint],
+        )
+        .await
+        .unwrap();
+    receiver.wait_for(1).await;
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_refuses_private_destinations_unless_allowed() {
+    let db = TestDb::new().await;
+    let receiver = Receiver::start().await;
+    let client = db.client().await;
+    db.subscribe(&client, &receiver.url("/"), &["*"], None)
+        .await;
+    let mut config = db.worker_config();
+    config.allow_private_targets = false;
+    let mut worker = RunningWorker::start(config);
+    client
+        .batch_execute("select webhook_publish('internal.probe', '{}')")
+        .await
+        .unwrap();
+    db.wait_for(
+        &client,
+        "select count(*) = 1 from webhook.deliveries where status = 'failed'",
+        Some(&mut worker.events),
+    )
+    .await;
+    worker.stop().await;
+    let error: String = client
+        .query_one("select error from webhook.attempts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(error.contains("loopback"), "{error}");
+    assert!(
+        receiver.requests().is_empty(),
+        "nothing may reach a loopback receiver"
+    );
+}

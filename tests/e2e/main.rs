@@ -1,0 +1,8 @@
+//! End-to-end tests: a real PostgreSQL cluster (started by tests/run.sh), the
+//! real worker (in-process, or its binary where a process must die), real
+//! HTTP receivers on 127.0.0.1. One binary, one module per concern.
+
+mod concurrency;
+mod delivery;
+mod queries;
+mod retry;

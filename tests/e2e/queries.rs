@@ -1,0 +1,107 @@
+//! The SQL contract: the worker's statements exist and prepare, and bad input
+//! gets a specific SQLSTATE.
+
+use pg_webhook_tests::TestDb;
+use tokio_postgres::error::SqlState;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepare_all_worker_queries() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    for sql in pg_webhook_worker::queries::ALL {
+        client
+            .prepare(sql)
+            .await
+            .unwrap_or_else(|e| panic!("worker query does not prepare: {sql}: {e:?}"));
+    }
+}
+
+async fn code_of(client: &tokio_postgres::Client, sql: &str) -> SqlState {
+    match client.batch_execute(sql).await {
+        Ok(()) => panic!("expected an error from: {sql}"),
+        Err(e) => e
+            .code()
+            .unwrap_or_else(|| panic!("no SQLSTATE for {sql}: {e}"))
+            .clone(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_specific_sqlstate() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    let cases: &[(&str, SqlState)] = &[
+        ("select webhook_subscribe('not a url')", SqlState::INVALID_PARAMETER_VALUE),
+        ("select webhook_subscribe('ftp://example.com/x')", SqlState::INVALID_PARAMETER_VALUE),
+        ("select webhook_subscribe('https://user:pw@example.com/')", SqlState::INVALID_PARAMETER_VALUE),
+        ("select webhook_subscribe('https://example.com/', array['order.*.x'])", SqlState::INVALID_PARAMETER_VALUE),
+        ("select webhook_subscribe('https://example.com/', array[]::text[])", SqlState::INVALID_PARAMETER_VALUE),
+        ("select webhook_subscribe('https://example.com/', secret => 'whsec_short')", SqlState::INVALID_PARAMETER_VALUE),
+        ("select webhook_subscribe('https://example.com/', headers => '{\"webhook-id\": \"x\"}')", SqlState::INVALID_PARAMETER_VALUE),
+        ("select webhook_subscribe('https://example.com/', retry_policy => '{\"max_attempts\": 0}')", SqlState::INVALID_PARAMETER_VALUE),
+        ("select webhook_subscribe('https://example.com/', retry_policy => '{\"initial_delay\": \"soon\"}')", SqlState::INVALID_PARAMETER_VALUE),
+        ("select webhook_subscribe('https://example.com/', timeout => '1 hour')", SqlState::INVALID_PARAMETER_VALUE),
+        ("select webhook_unsubscribe(424242)", SqlState::UNDEFINED_OBJECT),
+        ("select webhook_publish('bad type!', '{}')", SqlState::INVALID_PARAMETER_VALUE),
+        ("select webhook_publish('ok.type', null)", SqlState::NULL_VALUE_NOT_ALLOWED),
+        ("set pg_webhook.max_payload_bytes = 1024; select webhook_publish('big.one', jsonb_build_object('x', repeat('a', 2000)))", SqlState::PROGRAM_LIMIT_EXCEEDED),
+        ("select webhook_watch('pg_class')", SqlState::INVALID_PARAMETER_VALUE),
+        ("select webhook_watch('webhook.events')", SqlState::INVALID_PARAMETER_VALUE),
+        ("select webhook_sign('nope', 'id', 1, 'body')", SqlState::INVALID_PARAMETER_VALUE),
+    ];
+    for (sql, want) in cases {
+        assert_eq!(&code_of(&c, sql).await, want, "{sql}");
+    }
+    // Private targets: refused while the setting is off (the test database
+    // turns it on for the receivers; this session turns it back off).
+    c.batch_execute("set pg_webhook.allow_private_targets = off")
+        .await
+        .unwrap();
+    for url in [
+        "http://127.0.0.1:8080/",
+        "http://localhost/x",
+        "http://169.254.169.254/latest",
+        "http://10.0.0.8/",
+        "http://[::1]/",
+    ] {
+        let sql = format!("select webhook_subscribe('{url}')");
+        assert_eq!(
+            code_of(&c, &sql).await,
+            SqlState::INSUFFICIENT_PRIVILEGE,
+            "{sql}"
+        );
+    }
+    // Nothing half-made: no endpoint row survived any of the failures.
+    let n: i64 = c
+        .query_one("select count(*) from webhook.endpoints", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    let n: i64 = c
+        .query_one("select count(*) from webhook.events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_and_verify_in_sql_match_the_protocol_crate() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    let row = c
+        .query_one(
+            "select webhook_sign('whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', 'msg_p5jXN8AQM9LWM0D4loKWxJek', 1614265330, '{\"test\": 2432232314}'),
+                    webhook_verify('whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', 'msg_p5jXN8AQM9LWM0D4loKWxJek', 1614265330, '{\"test\": 2432232314}',
+                                   'v1,bogus v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<_, String>(0),
+        "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+    );
+    assert!(row.get::<_, bool>(1));
+}

@@ -1,0 +1,172 @@
+//! Failures: retried with the endpoint's policy, every attempt logged.
+
+use pg_webhook_tests::{Receiver, RunningWorker, TestDb};
+
+const FAST: &str =
+    r#"{"max_attempts": 3, "initial_delay": "50 milliseconds", "max_delay": "200 milliseconds"}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_500_then_succeeds() {
+    let db = TestDb::new().await;
+    let receiver = Receiver::start().await;
+    receiver.script(&[500, 500]);
+    let client = db.client().await;
+    db.subscribe(&client, &receiver.url("/flaky"), &["*"], Some(FAST))
+        .await;
+    let mut worker = RunningWorker::start(db.worker_config());
+    client
+        .batch_execute("select webhook_publish('job.done', '{\"id\": 7}')")
+        .await
+        .unwrap();
+
+    db.wait_for(
+        &client,
+        "select count(*) = 1 from webhook.deliveries where status = 'succeeded'",
+        Some(&mut worker.events),
+    )
+    .await;
+    worker.stop().await;
+
+    let got = receiver.requests();
+    assert_eq!(got.len(), 3);
+    let ids: Vec<_> = got
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap().to_owned())
+        .collect();
+    assert!(
+        ids.iter().all(|id| id == &ids[0]),
+        "same webhook-id on every retry: {ids:?}"
+    );
+    let bodies: Vec<_> = got.iter().map(|r| r.body.clone()).collect();
+    assert!(
+        bodies.iter().all(|b| b == &bodies[0]),
+        "same body on every retry"
+    );
+
+    let rows = client
+        .query("select attempt_number, status_code, error from webhook.attempts order by attempt_number", &[])
+        .await
+        .unwrap();
+    let codes: Vec<(i32, Option<i32>)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(codes, [(1, Some(500)), (2, Some(500)), (3, Some(200))]);
+    assert_eq!(
+        rows[0].get::<_, Option<String>>(2).as_deref(),
+        Some("HTTP 500")
+    );
+    let count: i32 = client
+        .query_one("select attempt_count from webhook.deliveries", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gives_up_when_receiver_is_down() {
+    let db = TestDb::new().await;
+    // A port that was just free: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let client = db.client().await;
+    db.subscribe(
+        &client,
+        &format!("http://127.0.0.1:{port}/down"),
+        &["*"],
+        Some(FAST),
+    )
+    .await;
+    let mut worker = RunningWorker::start(db.worker_config());
+    client
+        .batch_execute("select webhook_publish('job.done', '{}')")
+        .await
+        .unwrap();
+
+    db.wait_for(
+        &client,
+        "select count(*) = 1 from webhook.deliveries where status = 'failed'",
+        Some(&mut worker.events),
+    )
+    .await;
+    worker.stop().await;
+
+    let rows = client
+        .query("select attempt_number, status_code, error from webhook.attempts order by attempt_number", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 3, "max_attempts = 3, each one logged");
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row.get::<_, i32>(0), i as i32 + 1);
+        assert_eq!(row.get::<_, Option<i32>>(1), None);
+        let error: String = row.get(2);
+        assert!(error.contains("connection failed"), "{error}");
+    }
+    let row = client
+        .query_one("select attempt_count, finalized_at is not null, lease_token is null from webhook.deliveries", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), 3);
+    assert!(row.get::<_, bool>(1) && row.get::<_, bool>(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gone_410_is_final() {
+    let db = TestDb::new().await;
+    let receiver = Receiver::start().await;
+    receiver.script(&[410]);
+    let client = db.client().await;
+    db.subscribe(&client, &receiver.url("/gone"), &["*"], Some(FAST))
+        .await;
+    let mut worker = RunningWorker::start(db.worker_config());
+    client
+        .batch_execute("select webhook_publish('job.done', '{}')")
+        .await
+        .unwrap();
+    db.wait_for(
+        &client,
+        "select count(*) = 1 from webhook.deliveries where status = 'failed'",
+        Some(&mut worker.events),
+    )
+    .await;
+    worker.stop().await;
+    assert_eq!(receiver.requests().len(), 1, "410 Gone is not retried");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_are_not_followed() {
+    let db = TestDb::new().await;
+    let receiver = Receiver::start().await;
+    receiver.script(&[302, 302, 302]);
+    let client = db.client().await;
+    db.subscribe(&client, &receiver.url("/moved"), &["*"], Some(FAST))
+        .await;
+    let mut worker = RunningWorker::start(db.worker_config());
+    client
+        .batch_execute("select webhook_publish('job.done', '{}')")
+        .await
+        .unwrap();
+    db.wait_for(
+        &client,
+        "select count(*) = 1 from webhook.deliveries where status = 'failed'",
+        Some(&mut worker.events),
+    )
+    .await;
+    worker.stop().await;
+    let codes: Vec<Option<i32>> = client
+        .query(
+            "select status_code from webhook.attempts order by attempt_number",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        codes,
+        [Some(302), Some(302), Some(302)],
+        "a 3xx is a failed attempt"
+    );
+}

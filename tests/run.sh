@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone on a fresh machine:
+#   1. set-up (apt packages, cargo-pgrx, pgrx init) when missing;
+#   2. unit tests (protocol, worker: no database);
+#   3. #[pg_test]s inside PostgreSQL (cargo pgrx test);
+#   4. end-to-end tests: a throwaway cluster on 127.0.0.1, the extension
+#      installed from this tree, the real worker, real HTTP receivers.
+# Runs from the workspace root, where cargo-pgrx finds ./sql/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+
+bash scripts/setup.sh
+
+echo "== unit tests"
+cargo test --quiet
+
+echo "== #[pg_test] (inside PostgreSQL)"
+if [ "$(id -u)" = 0 ]; then
+    pgrx_dir=$(mktemp -d /tmp/pg_webhook-pgrx-test.XXXXXX)
+    chown postgres "$pgrx_dir"
+    CARGO_PGRX_TEST_RUNAS=postgres CARGO_PGRX_TEST_PGDATA="$pgrx_dir/data" \
+        cargo pgrx test -p pg_webhook pg15
+    rm -rf "$pgrx_dir"
+else
+    cargo pgrx test -p pg_webhook pg15
+fi
+
+echo "== end-to-end"
+# The pg_test build installed a library with test functions; install the real one.
+cargo pgrx install -p pg_webhook --pg-config "$PG_CONFIG" >/dev/null
+cargo build --quiet -p pg-webhook-worker
+work=$(mktemp -d /tmp/pg_webhook-e2e.XXXXXX)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cleanup() { bash "$ROOT/scripts/cluster.sh" stop "$work" || true; rm -rf "$work"; }
+trap cleanup EXIT
+bash scripts/cluster.sh start "$work" "$port" "fsync = off"
+export PG_WEBHOOK_TEST_DSN="host=127.0.0.1 port=$port user=postgres dbname=postgres"
+export PG_WEBHOOK_WORKER_BIN="$ROOT/target/debug/pg-webhook-worker"
+cargo test -p pg_webhook_tests
+echo "== all tests passed"

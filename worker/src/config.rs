@@ -1,0 +1,263 @@
+//! The worker's configuration: flags and `PG_WEBHOOK_*` environment variables
+//! (parsed by clap), validated once at start-up.
+//!
+//! Why the lease is a margin and not a fixed length: each claim leases a
+//! delivery for *its endpoint's* timeout plus this margin, so the lease always
+//! outlives the request, whatever timeout an endpoint has; a fixed lease
+//! shorter than some endpoint's timeout would make deliveries double.
+
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Parser};
+use std::time::Duration;
+
+/// Default number of deliveries in flight at once.
+pub const DEFAULT_CONCURRENCY: usize = 64;
+/// Default largest claim.
+pub const DEFAULT_BATCH_SIZE: usize = 100;
+/// Default fallback poll interval, in milliseconds.
+pub const DEFAULT_POLL_INTERVAL_MS: u64 = 1000;
+/// Default lease margin over the endpoint's timeout, in milliseconds.
+pub const DEFAULT_LEASE_MARGIN_MS: u64 = 30_000;
+/// Default bound on the stored response excerpt, in bytes.
+pub const DEFAULT_RESPONSE_EXCERPT_BYTES: usize = 1024;
+/// Default time allowed for in-flight deliveries at shutdown, in milliseconds.
+pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 30_000;
+
+/// Command line and environment of `pg-webhook-worker`.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "pg-webhook-worker",
+    version,
+    about = "Delivers pg_webhook deliveries: claims, signs, POSTs, retries, records."
+)]
+pub struct Cli {
+    /// PostgreSQL connection string (URL or key=value). Falls back to DATABASE_URL.
+    #[arg(long, env = "PG_WEBHOOK_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Deliveries in flight at once.
+    #[arg(long, env = "PG_WEBHOOK_CONCURRENCY", default_value_t = DEFAULT_CONCURRENCY)]
+    pub concurrency: usize,
+    /// Most deliveries taken by one claim.
+    #[arg(long, env = "PG_WEBHOOK_BATCH_SIZE", default_value_t = DEFAULT_BATCH_SIZE)]
+    pub batch_size: usize,
+    /// Longest sleep between two looks at the queue when no NOTIFY arrives, in ms.
+    #[arg(long, env = "PG_WEBHOOK_POLL_INTERVAL_MS", default_value_t = DEFAULT_POLL_INTERVAL_MS)]
+    pub poll_interval_ms: u64,
+    /// Lease margin over the endpoint's timeout, in ms: how long after a worker
+    /// dies its claims become available again beyond the request timeout.
+    #[arg(long, env = "PG_WEBHOOK_LEASE_MARGIN_MS", default_value_t = DEFAULT_LEASE_MARGIN_MS)]
+    pub lease_margin_ms: u64,
+    /// Bytes of response body kept in webhook.attempts.response_excerpt.
+    #[arg(long, env = "PG_WEBHOOK_RESPONSE_EXCERPT_BYTES", default_value_t = DEFAULT_RESPONSE_EXCERPT_BYTES)]
+    pub response_excerpt_bytes: usize,
+    /// Allow loopback, private and link-local destinations (tests, internal setups).
+    #[arg(long, env = "PG_WEBHOOK_ALLOW_PRIVATE_TARGETS", default_value = "false",
+          action = ArgAction::Set, value_parser = BoolishValueParser::new())]
+    pub allow_private_targets: bool,
+    /// Identifier recorded with each attempt. Defaults to <hostname>-<pid>.
+    #[arg(long, env = "PG_WEBHOOK_WORKER_ID")]
+    pub worker_id: Option<String>,
+    /// Time given to in-flight deliveries on shutdown, in ms; the rest are left
+    /// to lease expiry (another worker redelivers them).
+    #[arg(long, env = "PG_WEBHOOK_DRAIN_TIMEOUT_MS", default_value_t = DEFAULT_DRAIN_TIMEOUT_MS)]
+    pub drain_timeout_ms: u64,
+}
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// No connection string anywhere.
+    #[error("no database given: set DATABASE_URL (or PG_WEBHOOK_DATABASE_URL, or --database-url)")]
+    MissingDatabaseUrl,
+    /// The connection string does not parse.
+    #[error("the database connection string is invalid")]
+    InvalidDatabaseUrl(#[source] tokio_postgres::Error),
+    /// A number outside its range.
+    #[error("{name} must be between {min} and {max}, not {value}")]
+    OutOfRange {
+        /// the setting's flag name
+        name: &'static str,
+        /// the given value
+        value: u64,
+        /// smallest accepted
+        min: u64,
+        /// largest accepted
+        max: u64,
+    },
+}
+
+/// The validated configuration the worker runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the database is (its `Debug` redacts the password).
+    pub pg: tokio_postgres::Config,
+    /// Deliveries in flight at once (default 64).
+    pub concurrency: usize,
+    /// Most deliveries per claim (default 100).
+    pub batch_size: usize,
+    /// Longest idle sleep without a NOTIFY (default 1 s).
+    pub poll_interval: Duration,
+    /// Lease margin over each endpoint's timeout (default 30 s).
+    pub lease_margin: Duration,
+    /// Response bytes kept per attempt (default 1024).
+    pub response_excerpt_bytes: usize,
+    /// Whether private destinations are allowed (default false).
+    pub allow_private_targets: bool,
+    /// Recorded with each attempt.
+    pub worker_id: String,
+    /// Time given to in-flight deliveries at shutdown (default 30 s).
+    pub drain_timeout: Duration,
+}
+
+fn check(name: &'static str, value: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(ConfigError::OutOfRange {
+            name,
+            value,
+            min,
+            max,
+        })
+    }
+}
+
+impl Config {
+    /// Validates parsed flags. `lookup` reads the environment (a parameter so
+    /// that tests never mutate the process environment); it supplies the
+    /// `DATABASE_URL` fallback.
+    pub fn from_cli(
+        cli: Cli,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let dsn = cli
+            .database_url
+            .filter(|s| !s.is_empty())
+            .or_else(|| lookup("DATABASE_URL").filter(|s| !s.is_empty()))
+            .ok_or(ConfigError::MissingDatabaseUrl)?;
+        let mut pg: tokio_postgres::Config =
+            dsn.parse().map_err(ConfigError::InvalidDatabaseUrl)?;
+        if pg.get_application_name().is_none() {
+            pg.application_name("pg-webhook-worker");
+        }
+        let worker_id = cli.worker_id.filter(|s| !s.is_empty()).unwrap_or_else(|| {
+            let host = lookup("HOSTNAME").unwrap_or_else(|| "worker".into());
+            format!("{host}-{}", std::process::id())
+        });
+        Ok(Self {
+            pg,
+            concurrency: check("--concurrency", cli.concurrency as u64, 1, 10_000)? as usize,
+            batch_size: check("--batch-size", cli.batch_size as u64, 1, 10_000)? as usize,
+            poll_interval: Duration::from_millis(check(
+                "--poll-interval-ms",
+                cli.poll_interval_ms,
+                10,
+                3_600_000,
+            )?),
+            lease_margin: Duration::from_millis(check(
+                "--lease-margin-ms",
+                cli.lease_margin_ms,
+                100,
+                3_600_000,
+            )?),
+            response_excerpt_bytes: check(
+                "--response-excerpt-bytes",
+                cli.response_excerpt_bytes as u64,
+                0,
+                65_536,
+            )? as usize,
+            allow_private_targets: cli.allow_private_targets,
+            worker_id,
+            drain_timeout: Duration::from_millis(check(
+                "--drain-timeout-ms",
+                cli.drain_timeout_ms,
+                0,
+                3_600_000,
+            )?),
+        })
+    }
+
+    /// Defaults for the given connection string (for embedding the worker as
+    /// a library; tests use it).
+    pub fn for_database(dsn: &str) -> Result<Self, ConfigError> {
+        let cli = Cli::try_parse_from(["pg-webhook-worker", "--database-url", dsn])
+            .expect("the default flags always parse");
+        Self::from_cli(cli, |_| None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        let mut all = vec!["pg-webhook-worker"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all).unwrap()
+    }
+
+    #[test]
+    fn falls_back_to_database_url() {
+        let c = Config::from_cli(parse(&[]), |k| {
+            (k == "DATABASE_URL").then(|| "postgres://u:secretpw@db/x".into())
+        })
+        .unwrap();
+        assert_eq!(c.pg.get_dbname(), Some("x"));
+        assert_eq!(c.concurrency, DEFAULT_CONCURRENCY);
+        assert!(!c.allow_private_targets);
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("secretpw"),
+            "the password must not appear in logs: {shown}"
+        );
+    }
+
+    #[test]
+    fn flag_wins_over_database_url() {
+        let c = Config::from_cli(parse(&["--database-url", "host=a dbname=flag"]), |_| {
+            Some("dbname=env".into())
+        })
+        .unwrap();
+        assert_eq!(c.pg.get_dbname(), Some("flag"));
+    }
+
+    #[test]
+    fn missing_database_is_a_clear_error() {
+        let e = Config::from_cli(parse(&[]), |_| None).unwrap_err();
+        assert!(e.to_string().contains("DATABASE_URL"), "{e}");
+    }
+
+    #[test]
+    fn rejects_out_of_range_values() {
+        let e = Config::from_cli(
+            parse(&["--database-url", "dbname=x", "--concurrency", "0"]),
+            |_| None,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("--concurrency"), "{e}");
+        let e = Config::from_cli(
+            parse(&["--database-url", "dbname=x", "--lease-margin-ms", "5"]),
+            |_| None,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("--lease-margin-ms"), "{e}");
+    }
+
+    #[test]
+    fn parses_booleans_and_durations() {
+        let c = Config::from_cli(
+            parse(&[
+                "--database-url",
+                "dbname=x",
+                "--allow-private-targets",
+                "true",
+                "--poll-interval-ms",
+                "50",
+            ]),
+            |_| None,
+        )
+        .unwrap();
+        assert!(c.allow_private_targets);
+        assert_eq!(c.poll_interval, Duration::from_millis(50));
+    }
+}

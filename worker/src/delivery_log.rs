@@ -1,0 +1,191 @@
+//! Writing outcomes back: the only writer of attempt rows and delivery state
+//! transitions. Attempts are batched (everything waiting, up to
+//! `MAX_RECORD_BATCH`) into one call of `webhook._record_attempts`, which moves
+//! a delivery only while this worker still holds its lease.
+//!
+//! Must not: send HTTP or compute retry policy.
+
+use crate::dispatch::Outcome;
+use crate::error::DbError;
+use crate::events::{Events, WorkerEvent};
+use crate::queries;
+use crate::queue::Claim;
+use crate::retry::Decision;
+use std::time::{Duration, SystemTime};
+use tokio::sync::mpsc;
+use tokio_postgres::{Client, Statement};
+
+/// Most attempts written by one statement.
+pub const MAX_RECORD_BATCH: usize = 500;
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+/// Give up writing a batch after this many failed tries when retrying cannot
+/// help: after shutdown began, or when the server rejected the statement
+/// itself. The leases then expire and the deliveries are sent again
+/// (at-least-once), so nothing is lost.
+const MAX_HOPELESS_TRIES: u32 = 5;
+
+/// One finished attempt and the decision taken on it.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    /// the delivery
+    pub delivery_id: i64,
+    /// the lease it was sent under
+    pub lease_token: i64,
+    /// 1-based attempt number
+    pub attempt: i32,
+    /// when the request started
+    pub started_at: SystemTime,
+    /// how long it took, in ms
+    pub duration_ms: f64,
+    /// the HTTP status, if any
+    pub status_code: Option<i32>,
+    /// bounded response excerpt
+    pub excerpt: Option<String>,
+    /// what went wrong, if anything
+    pub error: Option<String>,
+    /// 'succeeded', 'retry' or 'failed'
+    pub outcome: &'static str,
+    /// for 'retry': delay before the next attempt, in ms
+    pub retry_delay_ms: Option<i64>,
+}
+
+impl AttemptRecord {
+    /// Combines a claim, the attempt's outcome and the policy's decision.
+    pub fn new(claim: &Claim, outcome: &Outcome, decision: Decision) -> Self {
+        let (label, delay) = match decision {
+            Decision::Succeeded => ("succeeded", None),
+            Decision::RetryIn(d) => (
+                "retry",
+                Some(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            ),
+            Decision::GiveUp => ("failed", None),
+        };
+        Self {
+            delivery_id: claim.delivery_id,
+            lease_token: claim.lease_token,
+            attempt: i32::try_from(claim.attempt).unwrap_or(i32::MAX),
+            started_at: outcome.started_at,
+            duration_ms: outcome.duration.as_secs_f64() * 1000.0,
+            // webhook.attempts only holds real HTTP codes; an exotic one (600-999,
+            // which HTTP libraries accept) stays visible in the error text.
+            status_code: outcome
+                .status
+                .filter(|s| (100..=599).contains(s))
+                .map(i32::from),
+            excerpt: outcome.excerpt.clone(),
+            error: outcome.result.as_ref().err().map(|e| e.to_string()),
+            outcome: label,
+            retry_delay_ms: delay,
+        }
+    }
+}
+
+/// A connection with the record statement prepared.
+pub struct Recorder {
+    client: Client,
+    record: Statement,
+    worker_id: String,
+}
+
+impl Recorder {
+    /// Prepares the record statement on `client`.
+    pub async fn new(client: Client, worker_id: String) -> Result<Self, DbError> {
+        let record = client.prepare(queries::RECORD).await?;
+        Ok(Self {
+            client,
+            record,
+            worker_id,
+        })
+    }
+
+    /// Writes a batch in one statement; returns how many deliveries moved.
+    pub async fn record(&self, batch: &[AttemptRecord]) -> Result<u64, DbError> {
+        let ids: Vec<i64> = batch.iter().map(|r| r.delivery_id).collect();
+        let tokens: Vec<i64> = batch.iter().map(|r| r.lease_token).collect();
+        let attempts: Vec<i32> = batch.iter().map(|r| r.attempt).collect();
+        let started: Vec<SystemTime> = batch.iter().map(|r| r.started_at).collect();
+        let durations: Vec<f64> = batch.iter().map(|r| r.duration_ms).collect();
+        let statuses: Vec<Option<i32>> = batch.iter().map(|r| r.status_code).collect();
+        let excerpts: Vec<Option<&str>> = batch.iter().map(|r| r.excerpt.as_deref()).collect();
+        let errors: Vec<Option<&str>> = batch.iter().map(|r| r.error.as_deref()).collect();
+        let outcomes: Vec<&str> = batch.iter().map(|r| r.outcome).collect();
+        let delays: Vec<Option<i64>> = batch.iter().map(|r| r.retry_delay_ms).collect();
+        let row = self
+            .client
+            .query_one(
+                &self.record,
+                &[
+                    &self.worker_id,
+                    &ids,
+                    &tokens,
+                    &attempts,
+                    &started,
+                    &durations,
+                    &statuses,
+                    &excerpts,
+                    &errors,
+                    &outcomes,
+                    &delays,
+                ],
+            )
+            .await?;
+        let moved: i32 = row.get(0);
+        Ok(moved.max(0) as u64)
+    }
+}
+
+/// Receives attempt records until every sender is gone, writing them in
+/// batches and reconnecting as needed.
+pub(crate) async fn run_recorder(
+    pg: tokio_postgres::Config,
+    worker_id: String,
+    mut rx: mpsc::Receiver<AttemptRecord>,
+    events: Events,
+) {
+    let mut recorder: Option<Recorder> = None;
+    let mut batch = Vec::with_capacity(MAX_RECORD_BATCH);
+    while rx.recv_many(&mut batch, MAX_RECORD_BATCH).await > 0 {
+        let mut backoff = RETRY_MIN;
+        let mut hopeless_tries = 0;
+        loop {
+            let result = match &recorder {
+                Some(r) => r.record(&batch).await,
+                None => match crate::db::connect(&pg).await {
+                    Ok(client) => match Recorder::new(client, worker_id.clone()).await {
+                        Ok(r) => recorder.insert(r).record(&batch).await,
+                        Err(e) => Err(e),
+                    },
+                    Err(e) => Err(e),
+                },
+            };
+            match result {
+                Ok(moved) => {
+                    tracing::debug!(attempts = batch.len(), moved, "recorded attempts");
+                    events.emit(WorkerEvent::Recorded {
+                        delivery_ids: batch.iter().map(|r| r.delivery_id).collect(),
+                        moved,
+                    });
+                    break;
+                }
+                Err(e) => {
+                    if recorder.as_ref().is_none_or(|r| r.client.is_closed()) {
+                        recorder = None;
+                    }
+                    if rx.is_closed() || e.code().is_some() {
+                        hopeless_tries += 1;
+                        if hopeless_tries >= MAX_HOPELESS_TRIES {
+                            tracing::error!(error = %e, cause = ?e.0, attempts = batch.len(),
+                                "could not record attempts; their leases will expire and they will be sent again");
+                            break;
+                        }
+                    }
+                    tracing::warn!(error = %e, cause = ?e.0, "recording attempts failed; retrying in {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(RETRY_MAX);
+                }
+            }
+        }
+        batch.clear();
+    }
+}

@@ -1,0 +1,311 @@
+//! Sending one delivery: build the signed request, POST it, read a bounded
+//! excerpt of the answer, and classify what happened.
+//!
+//! Must not: touch the database or decide retries (it only says whether a
+//! failure is retryable).
+
+use crate::config::Config;
+use crate::guard::{Blocked, PublicOnlyResolver};
+use crate::queue::Claim;
+use crate::retry::Verdict;
+use pg_webhook_protocol::{destination, envelope, signature_header};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// The `User-Agent` of every request.
+pub const USER_AGENT: &str = concat!("pg-webhook-worker/", env!("CARGO_PKG_VERSION"));
+/// Connection attempts give up after this long (the request timeout still
+/// bounds the whole exchange).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why an attempt got no usable answer, or got a failing one.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// No complete answer within the endpoint's timeout.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// Could not connect (refused, unreachable, DNS failure, TLS failure).
+    #[error("connection failed: {0}")]
+    Connect(String),
+    /// The destination is of a refused class.
+    #[error("destination refused: {0}")]
+    Blocked(String),
+    /// The request failed after connecting (reset, protocol error).
+    #[error("request failed: {0}")]
+    Request(String),
+    /// The receiver answered with a non-2xx status.
+    #[error("HTTP {status}")]
+    Status {
+        /// the status code
+        status: u16,
+        /// parsed `Retry-After`, if any
+        retry_after: Option<Duration>,
+    },
+    /// A stored secret could not be parsed, so nothing was sent.
+    #[error("the endpoint's signing secret is unreadable; rotate it")]
+    NoSecret,
+}
+
+impl SendError {
+    /// Whether trying again may succeed. 410 Gone, a refused destination and
+    /// an unreadable secret are final; everything else (timeouts, 5xx, 4xx,
+    /// 3xx) is retried, as Stripe and Svix do.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(
+            self,
+            Self::Blocked(_) | Self::NoSecret | Self::Status { status: 410, .. }
+        )
+    }
+}
+
+/// What one attempt produced.
+#[derive(Debug)]
+pub struct Outcome {
+    /// When the request started (worker clock).
+    pub started_at: SystemTime,
+    /// How long until the answer was read (or the failure).
+    pub duration: Duration,
+    /// The status code when a response arrived.
+    pub status: Option<u16>,
+    /// The first bytes of the response body (lossy UTF-8, NULs dropped).
+    pub excerpt: Option<String>,
+    /// `Ok` for 2xx.
+    pub result: Result<(), SendError>,
+}
+
+impl Outcome {
+    /// The retry policy's view of this outcome.
+    pub fn verdict(&self) -> Verdict {
+        match &self.result {
+            Ok(()) => Verdict::Delivered,
+            Err(e) if !e.is_retryable() => Verdict::Permanent,
+            Err(SendError::Status { retry_after, .. }) => Verdict::Retryable {
+                retry_after: *retry_after,
+            },
+            Err(_) => Verdict::Retryable { retry_after: None },
+        }
+    }
+}
+
+/// Sends deliveries over one shared HTTP client (keep-alive pool, HTTP/2
+/// when the server offers it over TLS).
+#[derive(Debug, Clone)]
+pub struct Dispatcher {
+    client: reqwest::Client,
+    excerpt_bytes: usize,
+    allow_private: bool,
+}
+
+impl Dispatcher {
+    /// Builds the client: no redirects (a 3xx is a failure), no proxy (a
+    /// proxy would resolve names where the guard cannot see them), and the
+    /// public-only resolver unless private targets are allowed.
+    pub fn new(config: &Config) -> Result<Self, reqwest::Error> {
+        let mut builder = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true);
+        if !config.allow_private_targets {
+            builder = builder.dns_resolver(Arc::new(PublicOnlyResolver));
+        }
+        Ok(Self {
+            client: builder.build()?,
+            excerpt_bytes: config.response_excerpt_bytes,
+            allow_private: config.allow_private_targets,
+        })
+    }
+
+    /// Sends one attempt of `claim`, signed for `timestamp` (unix seconds).
+    pub async fn send(&self, claim: &Claim, timestamp: i64) -> Outcome {
+        let started_at = SystemTime::now();
+        let clock = Instant::now();
+        let (status, excerpt, result) = match self.exchange(claim, timestamp).await {
+            Ok((status, excerpt, retry_after)) => {
+                let result = if (200..300).contains(&status) {
+                    Ok(())
+                } else {
+                    Err(SendError::Status {
+                        status,
+                        retry_after,
+                    })
+                };
+                (Some(status), Some(excerpt), result)
+            }
+            Err(e) => (None, None, Err(e)),
+        };
+        Outcome {
+            started_at,
+            duration: clock.elapsed(),
+            status,
+            excerpt,
+            result,
+        }
+    }
+
+    async fn exchange(
+        &self,
+        claim: &Claim,
+        timestamp: i64,
+    ) -> Result<(u16, String, Option<Duration>), SendError> {
+        if claim.secrets.is_empty() {
+            return Err(SendError::NoSecret);
+        }
+        let url = reqwest::Url::parse(&claim.url)
+            .map_err(|e| SendError::Request(format!("invalid URL: {e}")))?;
+        if !self.allow_private {
+            // IP literals never reach the resolver, so they are checked here.
+            destination::check_host(&url).map_err(|e| SendError::Blocked(e.to_string()))?;
+        }
+        let body = envelope::body(&claim.event_type, &claim.event_time, &claim.payload);
+        let msg_id = claim.event_id.to_string();
+        let signature = signature_header(&claim.secrets, &msg_id, timestamp, body.as_bytes());
+
+        let mut headers = HeaderMap::with_capacity(claim.headers.len() + 4);
+        for (name, value) in &claim.headers {
+            // Validated by SQL at subscription; anything unparsable is skipped
+            // rather than failing the delivery.
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::try_from(name.as_str()),
+                HeaderValue::try_from(value.as_str()),
+            ) {
+                headers.insert(n, v);
+            }
+        }
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(envelope::HEADER_ID, header_value(&msg_id));
+        headers.insert(
+            envelope::HEADER_TIMESTAMP,
+            header_value(&timestamp.to_string()),
+        );
+        headers.insert(envelope::HEADER_SIGNATURE, header_value(&signature));
+
+        let request = self
+            .client
+            .post(url)
+            .headers(headers)
+            .body(body)
+            .timeout(claim.timeout);
+        let exchange = async {
+            let mut response = request
+                .send()
+                .await
+                .map_err(|e| classify(e, claim.timeout))?;
+            let status = response.status().as_u16();
+            let retry_after = response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_retry_after);
+            let mut excerpt = Vec::new();
+            while excerpt.len() < self.excerpt_bytes {
+                match response.chunk().await {
+                    Ok(Some(chunk)) => {
+                        let room = self.excerpt_bytes - excerpt.len();
+                        excerpt.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                    }
+                    // The status is what counts; a body cut short is still an answer.
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            Ok::<_, SendError>((status, clean_text(&excerpt), retry_after))
+        };
+        // reqwest's per-request timeout covers the body too, but the excerpt
+        // loop tolerates body errors, so bound the whole exchange explicitly.
+        match tokio::time::timeout(claim.timeout, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(SendError::Timeout(claim.timeout)),
+        }
+    }
+}
+
+fn header_value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).expect("ids, timestamps and base64 signatures are visible ASCII")
+}
+
+/// `Retry-After` as delta-seconds (the HTTP-date form is rare for webhooks
+/// and is ignored: the backoff schedule applies).
+fn parse_retry_after(v: &str) -> Option<Duration> {
+    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// Text safe to store in PostgreSQL: lossy UTF-8 without NUL bytes.
+pub(crate) fn clean_text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).replace('\0', "")
+}
+
+/// Maps a reqwest failure to our classes, with a message that has no URL
+/// (the URL is on the endpoint row already, and may carry tokens).
+fn classify(e: reqwest::Error, timeout: Duration) -> SendError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
+    while let Some(s) = source {
+        if let Some(blocked) = s.downcast_ref::<Blocked>() {
+            return SendError::Blocked(blocked.to_string());
+        }
+        source = s.source();
+    }
+    if e.is_timeout() {
+        return SendError::Timeout(timeout);
+    }
+    let connect = e.is_connect();
+    let chain = error_chain(&e.without_url());
+    if connect {
+        SendError::Connect(chain)
+    } else {
+        SendError::Request(chain)
+    }
+}
+
+/// "outer: inner: innermost", skipping repeats.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retryable_classes() {
+        assert!(SendError::Timeout(Duration::from_secs(1)).is_retryable());
+        assert!(SendError::Status {
+            status: 500,
+            retry_after: None
+        }
+        .is_retryable());
+        assert!(SendError::Status {
+            status: 301,
+            retry_after: None
+        }
+        .is_retryable());
+        assert!(!SendError::Status {
+            status: 410,
+            retry_after: None
+        }
+        .is_retryable());
+        assert!(!SendError::Blocked("x".into()).is_retryable());
+    }
+
+    #[test]
+    fn retry_after_seconds_only() {
+        assert_eq!(parse_retry_after(" 120 "), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+    }
+
+    #[test]
+    fn excerpt_is_storable_text() {
+        assert_eq!(clean_text(b"a\0b\xffc"), "ab\u{fffd}c");
+    }
+}

@@ -1,0 +1,26 @@
+//! Every SQL statement the worker runs, in one place, so that a test can
+//! prepare each of them against a real database and catch drift between the
+//! worker and the extension's SQL.
+
+/// The installed extension version (compatibility check at start-up).
+pub const EXTENSION_VERSION: &str =
+    "select extversion from pg_catalog.pg_extension where extname = 'pg_webhook'";
+
+/// Claims and leases due deliveries: $1 worker id, $2 limit, $3 lease margin in ms.
+pub const CLAIM: &str = "select delivery_id, lease_token, attempt_number, event_id, event_type, event_time, \
+     payload, endpoint_id, url, headers, timeout_ms, secrets, max_attempts, initial_delay_ms, max_delay_ms, \
+     backoff_multiplier \
+     from webhook._claim_deliveries($1::text, $2::integer, $3::bigint * interval '1 millisecond')";
+
+/// Records a batch of attempts (see `webhook._record_attempts`).
+pub const RECORD: &str = "select webhook._record_attempts($1::text, $2::bigint[], $3::bigint[], $4::integer[], \
+     $5::timestamptz[], $6::double precision[], $7::integer[], $8::text[], $9::text[], $10::text[], $11::bigint[])";
+
+/// Milliseconds until the next pending delivery is due (null: none pending).
+pub const NEXT_DUE: &str = "select webhook._next_due_ms()";
+
+/// The wake-up channel that the extension notifies at commit.
+pub const LISTEN: &str = "listen pg_webhook_wake";
+
+/// All statements that take part in `prepare` (for the drift test).
+pub const ALL: &[&str] = &[EXTENSION_VERSION, CLAIM, RECORD, NEXT_DUE];

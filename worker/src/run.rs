@@ -1,0 +1,261 @@
+//! The loop: wait → claim → spawn bounded → (record, in the recorder task);
+//! graceful drain on cancellation. The only place that spawns tasks.
+//!
+//! Waiting is event-driven: a NOTIFY at commit, a finished delivery when all
+//! slots are busy, or a timer set to the next due delivery (a retry, an
+//! expired lease) capped by the poll interval. Never a blind busy loop.
+//!
+//! Must not: contain policy (retry.rs), HTTP (dispatch.rs) or SQL (queries.rs).
+
+use crate::config::Config;
+use crate::delivery_log::{self, AttemptRecord, MAX_RECORD_BATCH};
+use crate::dispatch::Dispatcher;
+use crate::error::{DbError, Error};
+use crate::events::{Events, WorkerEvent};
+use crate::queue::{Claim, Queue};
+use crate::{db, listen, retry};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Shortest idle sleep: when deliveries are due but another worker holds
+/// them in its claim transaction, look again soon but do not spin.
+const MIN_IDLE: Duration = Duration::from_millis(5);
+const RECONNECT_MIN: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(10);
+
+/// A configured worker, ready to run.
+#[derive(Debug)]
+pub struct Worker {
+    config: Config,
+    events: Events,
+}
+
+impl Worker {
+    /// A worker with the given configuration.
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            events: Events::default(),
+        }
+    }
+
+    /// Sends progress signals to `tx` (tests wait on these instead of sleeping).
+    pub fn with_events(mut self, tx: mpsc::UnboundedSender<WorkerEvent>) -> Self {
+        self.events = Events::new(Some(tx));
+        self
+    }
+
+    /// Runs until `cancel` fires, then stops claiming, lets in-flight
+    /// deliveries finish (up to the drain timeout), records them, and returns.
+    /// Fails only at start-up (no database, no extension, wrong version);
+    /// afterwards, database and network failures are retried.
+    pub async fn run(self, cancel: CancellationToken) -> Result<(), Error> {
+        let Worker { config, events } = self;
+        let client = db::connect(&config.pg).await?;
+        let version = db::check_extension(&client).await?;
+        tracing::info!(extension_version = %version, ?config, "pg-webhook-worker starting");
+        let mut queue = Queue::new(client).await?;
+        let dispatcher = Arc::new(Dispatcher::new(&config).map_err(Error::Http)?);
+
+        let wake = Arc::new(Notify::new());
+        let listener = tokio::spawn(listen::run(
+            config.pg.clone(),
+            wake.clone(),
+            cancel.clone(),
+            events.clone(),
+        ));
+        // Bounded: when recording falls behind, delivery tasks wait to hand
+        // over their outcome and keep their slot, which stops new claims.
+        let (record_tx, record_rx) = mpsc::channel(config.concurrency + MAX_RECORD_BATCH);
+        let recorder = tokio::spawn(delivery_log::run_recorder(
+            config.pg.clone(),
+            config.worker_id.clone(),
+            record_rx,
+            events.clone(),
+        ));
+
+        let mut tasks: JoinSet<()> = JoinSet::new();
+        let mut backoff = RECONNECT_MIN;
+        loop {
+            while let Some(done) = tasks.try_join_next() {
+                report_task_end(done);
+            }
+            if cancel.is_cancelled() {
+                break;
+            }
+            if queue.is_closed() {
+                match reopen(&config, &cancel, &mut backoff).await {
+                    Some(q) => queue = q,
+                    None => break,
+                }
+            }
+
+            let free = config.concurrency.saturating_sub(tasks.len());
+            if free > 0 {
+                let limit = free.min(config.batch_size);
+                match queue
+                    .claim_batch(&config.worker_id, limit, config.lease_margin)
+                    .await
+                {
+                    Ok(claims) => {
+                        backoff = RECONNECT_MIN;
+                        let full = claims.len() == limit;
+                        if !claims.is_empty() {
+                            events.emit(WorkerEvent::Claimed(claims.len()));
+                        }
+                        for claim in claims {
+                            tasks.spawn(deliver(claim, dispatcher.clone(), record_tx.clone()));
+                        }
+                        if full && tasks.len() < config.concurrency {
+                            continue; // more may be due right now
+                        }
+                        if !full {
+                            idle(&queue, &config, &wake, &cancel).await;
+                            continue;
+                        }
+                    }
+                    Err(e) => {
+                        db_trouble(&e, "claiming deliveries", &cancel, &mut backoff).await;
+                        continue;
+                    }
+                }
+            }
+            // Every slot is busy: wait for one to free up.
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                Some(done) = tasks.join_next() => report_task_end(done),
+            }
+        }
+
+        tracing::info!(
+            in_flight = tasks.len(),
+            "shutting down: finishing in-flight deliveries"
+        );
+        let drain = async {
+            while let Some(done) = tasks.join_next().await {
+                report_task_end(done);
+            }
+        };
+        if tokio::time::timeout(config.drain_timeout, drain)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                abandoned = tasks.len(),
+                "drain timeout reached; abandoned deliveries will be sent again when their lease expires"
+            );
+            tasks.shutdown().await;
+        }
+        drop(record_tx);
+        if let Err(e) = recorder.await {
+            tracing::error!(error = %e, "the recorder task failed");
+        }
+        let _ = listener.await;
+        tracing::info!("pg-webhook-worker stopped");
+        Ok(())
+    }
+}
+
+/// Runs a worker until `cancel` fires (see [`Worker::run`]).
+pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error> {
+    Worker::new(config).run(cancel).await
+}
+
+/// Nothing more is due now: sleep until the next delivery is due (a retry or
+/// an expired lease), a NOTIFY, the poll interval, or cancellation.
+async fn idle(queue: &Queue, config: &Config, wake: &Notify, cancel: &CancellationToken) {
+    let sleep_for = match queue.next_due().await {
+        Ok(Some(due)) => due.clamp(MIN_IDLE, config.poll_interval),
+        Ok(None) => config.poll_interval,
+        Err(e) => {
+            tracing::warn!(error = %e, cause = ?e.0, "could not read the next due time");
+            config.poll_interval
+        }
+    };
+    tokio::select! {
+        _ = cancel.cancelled() => {}
+        _ = wake.notified() => {}
+        _ = tokio::time::sleep(sleep_for) => {}
+    }
+}
+
+/// Sends one delivery and hands its outcome to the recorder.
+async fn deliver(
+    claim: Claim,
+    dispatcher: Arc<Dispatcher>,
+    record_tx: mpsc::Sender<AttemptRecord>,
+) {
+    let timestamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let outcome = dispatcher.send(&claim, timestamp).await;
+    let decision = retry::decide(
+        &claim.policy,
+        claim.attempt,
+        outcome.verdict(),
+        rand::random::<f64>(),
+    );
+    match &outcome.result {
+        Ok(()) => {
+            tracing::debug!(delivery_id = claim.delivery_id, status = ?outcome.status, "delivered")
+        }
+        Err(e) => tracing::info!(
+            delivery_id = claim.delivery_id,
+            endpoint_id = claim.endpoint_id,
+            attempt = claim.attempt,
+            error = %e,
+            ?decision,
+            "attempt failed"
+        ),
+    }
+    let record = AttemptRecord::new(&claim, &outcome, decision);
+    if record_tx.send(record).await.is_err() {
+        tracing::error!(
+            delivery_id = claim.delivery_id,
+            "recorder gone; the lease will expire and the delivery be retried"
+        );
+    }
+}
+
+fn report_task_end(done: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = done {
+        if e.is_panic() {
+            tracing::error!(error = %e, "a delivery task panicked; its lease will expire and it will be retried");
+        }
+    }
+}
+
+/// Logs a database failure and backs off (cancellation cuts the wait short).
+async fn db_trouble(e: &DbError, doing: &str, cancel: &CancellationToken, backoff: &mut Duration) {
+    tracing::warn!(error = %e, cause = ?e.0, "{doing} failed; retrying in {backoff:?}");
+    tokio::select! {
+        _ = cancel.cancelled() => {}
+        _ = tokio::time::sleep(*backoff) => {}
+    }
+    *backoff = (*backoff * 2).min(RECONNECT_MAX);
+}
+
+/// Reconnects the claim connection, retrying until it works or `cancel` fires.
+async fn reopen(
+    config: &Config,
+    cancel: &CancellationToken,
+    backoff: &mut Duration,
+) -> Option<Queue> {
+    loop {
+        if cancel.is_cancelled() {
+            return None;
+        }
+        let attempt = async { Queue::new(db::connect(&config.pg).await?).await };
+        match attempt.await {
+            Ok(q) => {
+                tracing::info!("claim connection re-established");
+                *backoff = RECONNECT_MIN;
+                return Some(q);
+            }
+            Err(e) => db_trouble(&e, "reconnecting", cancel, backoff).await,
+        }
+    }
+}
