@@ -14,12 +14,16 @@
 -- API: Public
 do $$
 begin
-    if not exists (select 1 from pg_catalog.pg_roles where rolname = 'webhook_worker') then
+    -- Two databases creating the extension at once race on these
+    -- cluster-wide names; the loser's error only means the role exists.
+    begin
         create role webhook_worker nologin;
-    end if;
-    if not exists (select 1 from pg_catalog.pg_roles where rolname = 'webhook_reader') then
+    exception when duplicate_object or unique_violation then null;
+    end;
+    begin
         create role webhook_reader nologin;
-    end if;
+    exception when duplicate_object or unique_violation then null;
+    end;
 end
 $$;
 

@@ -137,3 +137,49 @@ async fn killed_worker_claims_are_taken_over() {
         .get(0);
     assert_eq!(by_doomed, 0, "the killed worker recorded nothing");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_deliveries() {
+    let db = TestDb::new().await;
+    let receiver = Receiver::start().await;
+    receiver.set_delay(Duration::from_millis(1500));
+    let client = db.client().await;
+    db.subscribe(&client, &receiver.url("/"), &["*"], None)
+        .await;
+    client
+        .batch_execute("select webhook_publish('drain.me', '{}')")
+        .await
+        .unwrap();
+    let mut worker = tokio::process::Command::new(worker_binary())
+        .env("DATABASE_URL", &db.dsn)
+        .env("PG_WEBHOOK_ALLOW_PRIVATE_TARGETS", "true")
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the worker binary");
+    receiver.wait_for(1).await;
+    // The request is in flight (the receiver answers after 1.5 s): ask the
+    // worker to stop; it must finish and record the delivery, then exit 0.
+    let pid = worker.id().expect("running");
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = pg_webhook_tests::within("worker exit after SIGTERM", worker.wait())
+        .await
+        .unwrap();
+    assert!(status.success(), "graceful exit: {status:?}");
+    let done: i64 = client
+        .query_one(
+            "select count(*) from webhook.deliveries where status = 'succeeded'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        done, 1,
+        "the in-flight delivery was finished and recorded before exit"
+    );
+}

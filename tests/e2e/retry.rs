@@ -170,3 +170,63 @@ async fn redirects_are_not_followed() {
         "a 3xx is a failed attempt"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_receiver_times_out_and_excerpt_is_bounded() {
+    let db = TestDb::new().await;
+    let slow = Receiver::start().await;
+    slow.set_delay(std::time::Duration::from_secs(3));
+    let chatty = Receiver::start().await;
+    let client = db.client().await;
+    client
+        .query_one(
+            "select endpoint_id from webhook_subscribe($1, array['slow.*'], retry_policy => '{\"max_attempts\": 1}', timeout => '300 milliseconds')",
+            &[&slow.url("/slow")],
+        )
+        .await
+        .unwrap();
+    db.subscribe(&client, &chatty.url("/chatty"), &["chatty.*"], None)
+        .await;
+    let mut config = db.worker_config();
+    config.response_excerpt_bytes = 5;
+    let mut worker = RunningWorker::start(config);
+    client
+        .batch_execute(
+            "select webhook_publish('slow.one', '{}'); select webhook_publish('chatty.one', '{}');",
+        )
+        .await
+        .unwrap();
+    db.wait_for(
+        &client,
+        "select count(*) = 2 from webhook.deliveries where status in ('failed', 'succeeded')",
+        Some(&mut worker.events),
+    )
+    .await;
+    worker.stop().await;
+    let rows = client
+        .query(
+            "select ev.event_type, d.status, a.status_code, a.error, a.response_excerpt, a.duration_ms
+             from webhook.attempts a join webhook.deliveries d on d.id = a.delivery_id
+             join webhook.events ev on ev.id = d.event_id order by ev.event_type",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    let (chatty_row, slow_row) = (&rows[0], &rows[1]);
+    assert_eq!(chatty_row.get::<_, String>(1), "succeeded");
+    assert_eq!(
+        chatty_row.get::<_, Option<String>>(4).as_deref(),
+        Some("recei"),
+        "excerpt bounded to 5 bytes"
+    );
+    assert_eq!(slow_row.get::<_, String>(1), "failed");
+    assert_eq!(slow_row.get::<_, Option<i32>>(2), None);
+    let error: String = slow_row.get(3);
+    assert!(error.contains("timed out"), "{error}");
+    let ms: f64 = slow_row.get(5);
+    assert!(
+        (250.0..2500.0).contains(&ms),
+        "the attempt ended near the 300 ms timeout, not the 3 s answer: {ms}"
+    );
+}
