@@ -1,0 +1,116 @@
+//! The ceilings: what dispatch could do at best (the worker's own HTTP client
+//! blasting the sink, no database) and what the database could do at best
+//! (plain batched INSERT and UPDATE of 200-byte rows).
+
+use crate::db::BenchDb;
+use crate::{median, Args};
+use pg_webhook_protocol::Secret;
+use pg_webhook_worker::dispatch::Dispatcher;
+use pg_webhook_worker::queue::Claim;
+use pg_webhook_worker::retry::RetryPolicy;
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Ceiling {
+    pub http_requests_per_sec: f64,
+    pub insert_rows_per_sec: f64,
+    pub update_rows_per_sec: f64,
+}
+
+fn claim(sink: &str, i: i64) -> Claim {
+    Claim {
+        delivery_id: i,
+        lease_token: 0,
+        attempt: 1,
+        event_id: i,
+        event_type: "row.created".into(),
+        event_time: "2026-01-01T00:00:00.000000Z".into(),
+        payload: format!(
+            r#"{{"op": "INSERT", "new": {{"id": {i}, "payload": "{}"}}, "old": null, "table": "bench_rows", "schema": "public"}}"#,
+            "x".repeat(200)
+        ),
+        endpoint_id: 1,
+        url: sink.into(),
+        headers: Vec::new(),
+        timeout: Duration::from_secs(10),
+        secrets: vec![Secret::from_bytes(&[7u8; 32]).expect("32 bytes is a valid key")],
+        policy: RetryPolicy::default(),
+    }
+}
+
+async fn http_once(args: &Args) -> anyhow::Result<f64> {
+    let mut config = pg_webhook_worker::Config::for_database("host=unused")?;
+    config.allow_private_targets = true;
+    let concurrency = config.concurrency;
+    let dispatcher = Arc::new(Dispatcher::new(&config)?);
+    let permits = Arc::new(Semaphore::new(concurrency));
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..args.ceiling_requests as i64 {
+        let permit = permits.clone().acquire_owned().await?;
+        let d = dispatcher.clone();
+        let c = claim(&args.sink, i);
+        tasks.spawn(async move {
+            let outcome = d.send(&c, 1_700_000_000).await;
+            drop(permit);
+            outcome.result.is_ok()
+        });
+        while let Some(done) = tasks.try_join_next() {
+            anyhow::ensure!(done?, "the sink refused a request");
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        anyhow::ensure!(done?, "the sink refused a request");
+    }
+    Ok(args.ceiling_requests as f64 / start.elapsed().as_secs_f64())
+}
+
+async fn db_once(args: &Args) -> anyhow::Result<(f64, f64)> {
+    const ROWS: i64 = 100_000;
+    const BATCH: i64 = 1000;
+    let db = BenchDb::new(&args.dsn, "ceiling").await?;
+    let c = db.client().await?;
+    c.batch_execute("create table ceil_rows (id bigint primary key, n int not null default 0, payload text not null)").await?;
+    let insert = c.prepare("insert into ceil_rows (id, payload) select i, repeat('x', 200) from generate_series($1::bigint, $2::bigint) i").await?;
+    let update = c
+        .prepare("update ceil_rows set n = n + 1 where id between $1 and $2")
+        .await?;
+    let start = Instant::now();
+    for b in 0..ROWS / BATCH {
+        c.execute(&insert, &[&(b * BATCH + 1), &((b + 1) * BATCH)])
+            .await?;
+    }
+    let inserts = ROWS as f64 / start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    for b in 0..ROWS / BATCH {
+        c.execute(&update, &[&(b * BATCH + 1), &((b + 1) * BATCH)])
+            .await?;
+    }
+    let updates = ROWS as f64 / start.elapsed().as_secs_f64();
+    drop(c);
+    db.drop().await?;
+    Ok((inserts, updates))
+}
+
+pub async fn run(args: &Args) -> anyhow::Result<Ceiling> {
+    let (mut http, mut ins, mut upd) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..args.runs {
+        http.push(http_once(args).await?);
+        let (i, u) = db_once(args).await?;
+        ins.push(i);
+        upd.push(u);
+    }
+    let c = Ceiling {
+        http_requests_per_sec: median(http),
+        insert_rows_per_sec: median(ins),
+        update_rows_per_sec: median(upd),
+    };
+    eprintln!(
+        "  ceiling: HTTP {:.0} req/s, INSERT {:.0} rows/s, UPDATE {:.0} rows/s",
+        c.http_requests_per_sec, c.insert_rows_per_sec, c.update_rows_per_sec
+    );
+    Ok(c)
+}

@@ -1,0 +1,106 @@
+//! Database helpers: a fresh database per run, endpoints, waits.
+
+use std::time::{Duration, Instant};
+use tokio_postgres::{Client, NoTls};
+
+/// Connects and drives the connection in a task.
+pub async fn connect(dsn: &str) -> anyhow::Result<Client> {
+    let (client, connection) = tokio_postgres::connect(dsn, NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// A database created for one run, with the extension.
+pub struct BenchDb {
+    pub dsn: String,
+    pub name: String,
+    admin: String,
+}
+
+impl BenchDb {
+    pub async fn new(admin: &str, label: &str) -> anyhow::Result<Self> {
+        let name = format!("bench_{label}_{}", rand::random::<u32>());
+        let c = connect(admin).await?;
+        c.batch_execute(&format!("create database {name}")).await?;
+        c.batch_execute(&format!(
+            "alter database {name} set pg_webhook.allow_private_targets = on"
+        ))
+        .await?;
+        let dsn = format!("{admin} dbname={name}");
+        connect(&dsn)
+            .await?
+            .batch_execute("create extension pg_webhook")
+            .await?;
+        Ok(Self {
+            dsn,
+            name,
+            admin: admin.to_owned(),
+        })
+    }
+
+    pub async fn client(&self) -> anyhow::Result<Client> {
+        connect(&self.dsn).await
+    }
+
+    /// Subscribes `n` endpoints to `*` at `url`.
+    pub async fn subscribe(&self, c: &Client, url: &str, n: usize) -> anyhow::Result<()> {
+        for i in 0..n {
+            c.execute(
+                "select webhook_subscribe($1, name => $2)",
+                &[&url, &format!("sink-{i}")],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    pub async fn drop(self) -> anyhow::Result<()> {
+        let c = connect(&self.admin).await?;
+        c.batch_execute(&format!("drop database {} with (force)", self.name))
+            .await?;
+        Ok(())
+    }
+}
+
+/// Number of deliveries not yet finished (uses the partial index).
+pub async fn unfinished(c: &Client) -> anyhow::Result<i64> {
+    Ok(c.query_one(
+        "select count(*) from webhook.deliveries where status = 'pending'",
+        &[],
+    )
+    .await?
+    .get(0))
+}
+
+/// Waits until no delivery is pending, checking every `every`; calls
+/// `on_check` with the count each time. Fails after `limit`.
+pub async fn wait_drained(
+    c: &Client,
+    every: Duration,
+    limit: Duration,
+    mut on_check: impl FnMut(i64),
+) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    loop {
+        let left = unfinished(c).await?;
+        on_check(left);
+        if left == 0 {
+            return Ok(start.elapsed());
+        }
+        anyhow::ensure!(
+            start.elapsed() < limit,
+            "still {left} pending after {limit:?}"
+        );
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// A table of rows with a 200-byte payload, watched by pg_webhook.
+pub async fn watched_table(c: &Client, name: &str) -> anyhow::Result<()> {
+    c.batch_execute(&format!(
+        "create table {name} (id bigint primary key, payload text not null);
+         select webhook_watch('{name}', event_prefix => 'row');"
+    ))
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,207 @@
+//! Drain rate, fan-out and the 1,000,000-delivery backlog: rows are committed
+//! with the worker stopped, then the real worker binary is started and timed
+//! until nothing is pending.
+
+use crate::db::{self, BenchDb};
+use crate::worker::WorkerProcess;
+use crate::{median, Args};
+use serde::Serialize;
+use std::time::{Duration, Instant};
+use tokio_postgres::Client;
+
+/// A throughput figure.
+#[derive(Debug, Clone, Serialize)]
+pub struct Throughput {
+    pub events: usize,
+    pub endpoints: usize,
+    pub deliveries: usize,
+    /// deliveries per second, median of the runs
+    pub per_sec: f64,
+    pub runs: Vec<f64>,
+}
+
+/// The backlog run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Backlog {
+    pub deliveries: usize,
+    pub per_sec: f64,
+    pub peak_rss_mib: f64,
+    pub claim_at_start: ClaimPlan,
+    pub claim_near_end: ClaimPlan,
+    /// pending deliveries when the second plan was taken
+    pub pending_near_end: i64,
+}
+
+/// The claim query's plan, as EXPLAIN (ANALYZE, BUFFERS) reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClaimPlan {
+    pub nodes: String,
+    pub total_cost: f64,
+    pub execution_ms: f64,
+    pub shared_buffers_hit: i64,
+}
+
+const BATCH: usize = 100_000;
+
+async fn fill(c: &Client, events: usize) -> anyhow::Result<()> {
+    let mut from = 1;
+    while from <= events {
+        let to = (from + BATCH - 1).min(events);
+        c.execute(
+            "insert into bench_rows select i, repeat('x', 200) from generate_series($1::bigint, $2::bigint) i",
+            &[&(from as i64), &(to as i64)],
+        )
+        .await?;
+        from = to + 1;
+    }
+    c.batch_execute("vacuum analyze webhook.deliveries, webhook.events")
+        .await?;
+    Ok(())
+}
+
+async fn drain_once(args: &Args, events: usize, endpoints: usize) -> anyhow::Result<f64> {
+    let db = BenchDb::new(&args.dsn, "drain").await?;
+    let c = db.client().await?;
+    db.subscribe(&c, &args.sink, endpoints).await?;
+    db::watched_table(&c, "bench_rows").await?;
+    fill(&c, events).await?;
+    let total = events * endpoints;
+    let worker = WorkerProcess::start(&args.worker_bin, &db.dsn)?;
+    let start = Instant::now();
+    db::wait_drained(
+        &c,
+        Duration::from_millis(20),
+        Duration::from_secs(1800),
+        |_| {},
+    )
+    .await?;
+    let elapsed = start.elapsed();
+    worker.stop().await?;
+    let failed: i64 = c
+        .query_one(
+            "select count(*) from webhook.deliveries where status <> 'succeeded'",
+            &[],
+        )
+        .await?
+        .get(0);
+    anyhow::ensure!(failed == 0, "{failed} deliveries did not succeed");
+    drop(c);
+    db.drop().await?;
+    Ok(total as f64 / elapsed.as_secs_f64())
+}
+
+/// Deliveries per second for `events` row events to `endpoints` endpoints.
+pub async fn throughput(
+    args: &Args,
+    events: usize,
+    endpoints: usize,
+) -> anyhow::Result<Throughput> {
+    let mut runs = Vec::new();
+    for i in 0..args.runs {
+        let r = drain_once(args, events, endpoints).await?;
+        eprintln!(
+            "  drain {events} events x {endpoints} endpoints, run {}: {r:.0} deliveries/s",
+            i + 1
+        );
+        runs.push(r);
+    }
+    Ok(Throughput {
+        events,
+        endpoints,
+        deliveries: events * endpoints,
+        per_sec: median(runs.clone()),
+        runs,
+    })
+}
+
+/// The claim's access path (the first statement of
+/// `webhook._claim_deliveries`, kept in step with sql/install/02_internal.sql).
+const CLAIM_EXPLAIN: &str = "explain (analyze, buffers, format json)
+    select d.id from webhook.deliveries d
+    where d.status = 'pending' and d.next_attempt_at <= now()
+    order by d.next_attempt_at limit 100
+    for update skip locked";
+
+async fn claim_plan(c: &Client) -> anyhow::Result<ClaimPlan> {
+    c.batch_execute("begin").await?;
+    let row = c.query_one(CLAIM_EXPLAIN, &[]).await;
+    c.batch_execute("rollback").await?;
+    let plan: serde_json::Value = row?.get(0);
+    let top = &plan[0];
+    let mut nodes = Vec::new();
+    let mut node = &top["Plan"];
+    loop {
+        let mut name = node["Node Type"].as_str().unwrap_or("?").to_owned();
+        if let Some(index) = node["Index Name"].as_str() {
+            name = format!("{name} using {index}");
+        }
+        nodes.push(name);
+        match node["Plans"].get(0) {
+            Some(child) => node = child,
+            None => break,
+        }
+    }
+    Ok(ClaimPlan {
+        nodes: nodes.join(" > "),
+        total_cost: top["Plan"]["Total Cost"].as_f64().unwrap_or(f64::NAN),
+        execution_ms: top["Execution Time"].as_f64().unwrap_or(f64::NAN),
+        shared_buffers_hit: top["Plan"]["Shared Hit Blocks"].as_i64().unwrap_or(-1),
+    })
+}
+
+/// One backlog run (not repeated: it is the longest scenario).
+pub async fn backlog(args: &Args) -> anyhow::Result<Backlog> {
+    let db = BenchDb::new(&args.dsn, "backlog").await?;
+    let c = db.client().await?;
+    db.subscribe(&c, &args.sink, 1).await?;
+    db::watched_table(&c, "bench_rows").await?;
+    eprintln!("  backlog: committing {} row events", args.backlog);
+    fill(&c, args.backlog).await?;
+    let claim_at_start = claim_plan(&c).await?;
+    let probe = db.client().await?;
+
+    let worker = WorkerProcess::start(&args.worker_bin, &db.dsn)?;
+    let start = Instant::now();
+    let mut peak = 0.0f64;
+    let mut near_end: Option<(ClaimPlan, i64)> = None;
+    let threshold = (args.backlog / 10) as i64;
+    loop {
+        let left = db::unfinished(&c).await?;
+        if let Some((rss, hwm)) = worker.rss_mib() {
+            peak = peak.max(rss).max(hwm);
+        }
+        if near_end.is_none() && left <= threshold && left > 0 {
+            near_end = Some((claim_plan(&probe).await?, left));
+        }
+        if left == 0 {
+            break;
+        }
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(3600),
+            "backlog not drained in an hour"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let elapsed = start.elapsed();
+    if let Some((_, hwm)) = worker.rss_mib() {
+        peak = peak.max(hwm);
+    }
+    worker.stop().await?;
+    let (claim_near_end, pending_near_end) = match near_end {
+        Some(x) => x,
+        None => (claim_plan(&probe).await?, 0),
+    };
+    drop(c);
+    drop(probe);
+    db.drop().await?;
+    let per_sec = args.backlog as f64 / elapsed.as_secs_f64();
+    eprintln!("  backlog: {per_sec:.0} deliveries/s, peak RSS {peak:.1} MiB");
+    Ok(Backlog {
+        deliveries: args.backlog,
+        per_sec,
+        peak_rss_mib: peak,
+        claim_at_start,
+        claim_near_end,
+        pending_near_end,
+    })
+}

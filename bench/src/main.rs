@@ -1,0 +1,124 @@
+//! `pg-webhook-bench`: measures pg_webhook on this machine and writes the
+//! figures (JSON, a Markdown table, an SVG plot). Started by
+//! `scripts/bench.sh`, which provides a tuned throwaway cluster, an nginx
+//! sink and release builds; run that script, not this binary, by hand.
+//!
+//! Every figure is the median of `--runs` runs.
+
+mod capture;
+mod ceiling;
+mod db;
+mod drain;
+mod latency;
+mod report;
+mod worker;
+
+use clap::Parser;
+use std::path::PathBuf;
+
+/// Where things are and how much to measure.
+/// (A flag given twice takes its last value, so `scripts/bench.sh --out x` overrides its default.)
+#[derive(Debug, Clone, Parser)]
+#[command(args_override_self = true)]
+pub struct Args {
+    /// Admin connection string of the benchmark cluster.
+    #[arg(long)]
+    pub dsn: String,
+    /// URL of the nginx sink (answers 200 to any POST).
+    #[arg(long)]
+    pub sink: String,
+    /// The release worker binary.
+    #[arg(long)]
+    pub worker_bin: PathBuf,
+    /// pgbench binary.
+    #[arg(long, default_value = "/usr/lib/postgresql/15/bin/pgbench")]
+    pub pgbench: PathBuf,
+    /// Output folder.
+    #[arg(long, default_value = "results")]
+    pub out: PathBuf,
+    /// Runs per figure (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Events for the drain run (one endpoint).
+    #[arg(long, default_value_t = 100_000)]
+    pub drain_events: usize,
+    /// Events for the fan-out run (times --fanout-endpoints deliveries).
+    #[arg(long, default_value_t = 10_000)]
+    pub fanout_events: usize,
+    /// Endpoints subscribed to `*` in the fan-out run.
+    #[arg(long, default_value_t = 10)]
+    pub fanout_endpoints: usize,
+    /// Pending deliveries in the backlog run.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub backlog: usize,
+    /// Seconds of each pgbench run.
+    #[arg(long, default_value_t = 8)]
+    pub pgbench_secs: u64,
+    /// Seconds of each steady-rate latency run.
+    #[arg(long, default_value_t = 10)]
+    pub latency_secs: u64,
+    /// Requests in the HTTP ceiling run.
+    #[arg(long, default_value_t = 100_000)]
+    pub ceiling_requests: usize,
+    /// Only these scenarios (comma separated: drain,fanout,capture,latency,backlog,ceiling).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Commit being measured (for the report).
+    #[arg(long, default_value = "unknown")]
+    pub commit: String,
+    /// The command line that started the run (for the report).
+    #[arg(long, default_value = "bash scripts/bench.sh")]
+    pub command: String,
+}
+
+impl Args {
+    fn wants(&self, scenario: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s == scenario)
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mut figures = report::Figures::new(&args);
+
+    if args.wants("ceiling") {
+        figures.ceiling = Some(ceiling::run(&args).await?);
+        report::progress(&figures);
+    }
+    if args.wants("drain") {
+        figures.drain = Some(drain::throughput(&args, args.drain_events, 1).await?);
+        report::progress(&figures);
+    }
+    if args.wants("fanout") {
+        figures.fanout =
+            Some(drain::throughput(&args, args.fanout_events, args.fanout_endpoints).await?);
+        report::progress(&figures);
+    }
+    if args.wants("capture") {
+        figures.capture = capture::run(&args).await?;
+        report::progress(&figures);
+    }
+    if args.wants("latency") {
+        figures.latency = latency::run(&args).await?;
+        report::progress(&figures);
+    }
+    if args.wants("backlog") {
+        figures.backlog = Some(drain::backlog(&args).await?);
+    }
+    report::write(&args, &figures)?;
+    Ok(())
+}
+
+/// The median of some measurements.
+pub fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    let n = xs.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
+}

@@ -1,0 +1,53 @@
+//! The real worker binary as a child process, with its memory sampled.
+
+use std::path::Path;
+use std::time::Duration;
+use tokio::process::{Child, Command};
+
+pub struct WorkerProcess {
+    child: Child,
+}
+
+impl WorkerProcess {
+    pub fn start(bin: &Path, dsn: &str) -> anyhow::Result<Self> {
+        let child = Command::new(bin)
+            .env("DATABASE_URL", dsn)
+            .env("PG_WEBHOOK_ALLOW_PRIVATE_TARGETS", "true")
+            .env("RUST_LOG", "warn")
+            .kill_on_drop(true)
+            .spawn()?;
+        Ok(Self { child })
+    }
+
+    /// (current RSS, peak RSS) in MiB, from /proc.
+    pub fn rss_mib(&self) -> Option<(f64, f64)> {
+        let pid = self.child.id()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+                .map(|kb| kb / 1024.0)
+        };
+        Some((field("VmRSS:")?, field("VmHWM:")?))
+    }
+
+    /// SIGTERM, then wait (the worker drains and exits).
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(pid) = self.child.id() {
+            std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()?;
+        }
+        match tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await {
+            Ok(status) => anyhow::ensure!(status?.success(), "worker exited with failure"),
+            Err(_) => {
+                self.child.start_kill()?;
+                anyhow::bail!("worker did not stop within 30 s of SIGTERM");
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The pg_webhook benchmark: one command, from a fresh clone.
+#
+#   bash scripts/bench.sh [pg-webhook-bench flags, e.g. --runs 5 or --only drain,latency]
+#
+# Starts everything it needs on loopback (a throwaway PostgreSQL 15 cluster
+# tuned like a small production box, durable: fsync and synchronous_commit on;
+# an nginx sink answering 200), builds release binaries, runs the scenarios,
+# stops everything, prints the table and writes results/latest.{json,md,svg}
+# plus a dated JSON file.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+
+bash scripts/setup.sh nginx-light postgresql-contrib
+echo "== building (release)"
+cargo pgrx install --release -p pg_webhook --pg-config "$PG_CONFIG" >/dev/null
+cargo build --release --quiet -p pg-webhook-worker -p pg_webhook_bench
+
+work=$(mktemp -d /tmp/pg_webhook-bench.XXXXXX)
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+pg_port=$(free_port)
+sink_port=$(free_port)
+cleanup() {
+    [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+    bash "$ROOT/scripts/cluster.sh" stop "$work" || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "== PostgreSQL on 127.0.0.1:$pg_port"
+bash scripts/cluster.sh start "$work" "$pg_port" \
+    "shared_buffers = 1GB" "effective_cache_size = 4GB" "work_mem = 16MB" \
+    "maintenance_work_mem = 256MB" "wal_buffers = 16MB" "max_wal_size = 8GB" "min_wal_size = 1GB" \
+    "checkpoint_timeout = 15min" "checkpoint_completion_target = 0.9" "random_page_cost = 1.1" \
+    "synchronous_commit = on" "fsync = on" \
+    "autovacuum_naptime = 10s" "autovacuum_vacuum_scale_factor = 0.05" "autovacuum_vacuum_cost_limit = 2000"
+
+echo "== nginx sink on 127.0.0.1:$sink_port"
+mkdir -p "$work/nginx"
+cat >"$work/nginx.conf" <<NGINX
+worker_processes 1;
+pid $work/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+    client_body_temp_path $work/nginx;
+    server {
+        listen 127.0.0.1:$sink_port;
+        location / { return 200 "ok"; }
+    }
+}
+NGINX
+nginx -c "$work/nginx.conf" -p "$work/nginx"
+
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+git diff --quiet HEAD 2>/dev/null || commit="$commit-dirty"
+./target/release/pg-webhook-bench \
+    --dsn "host=127.0.0.1 port=$pg_port user=postgres dbname=postgres" \
+    --sink "http://127.0.0.1:$sink_port/webhooks" \
+    --worker-bin "$ROOT/target/release/pg-webhook-worker" \
+    --out "$ROOT/results" --commit "$commit" --command "bash scripts/bench.sh $*" "$@"
