@@ -119,6 +119,7 @@ pub async fn throughput(
 const CLAIM_EXPLAIN: &str = "explain (analyze, buffers, format json)
     select d.id from webhook.deliveries d
     where d.status = 'pending' and d.next_attempt_at <= now()
+      and (d.lease_until is null or d.lease_until <= now())
     order by d.next_attempt_at limit 100
     for update skip locked";
 

@@ -96,6 +96,15 @@ mod webhook {
         Ok(true)
     }
 
+    /// True when one of an endpoint's patterns selects the event type. In
+    /// Rust because a SQL version cannot be inlined (it needs a sub-select),
+    /// and a non-inlined SQL function is parsed and planned again for every
+    /// captured row.
+    #[pg_extern(immutable, parallel_safe, strict, name = "_matches")]
+    fn matches(patterns: Array<'_, &str>, event_type: &str) -> bool {
+        pg_webhook_protocol::patterns::any_matches(patterns.iter().flatten(), event_type)
+    }
+
     /// Wakes the workers when this transaction commits (once per transaction,
     /// see `wake.rs`).
     #[pg_extern(volatile, name = "_wake")]

@@ -53,7 +53,7 @@ mod tests {
             "only updates are watched"
         );
         Spi::run("update t set price = 10.25").unwrap();
-        let payload = Spi::get_one::<pgrx::JsonB>("select payload from webhook.events")
+        let payload = Spi::get_one::<pgrx::JsonB>("select payload::jsonb from webhook.events")
             .unwrap()
             .unwrap()
             .0;

@@ -23,17 +23,17 @@ use std::ffi::CString;
 /// $5 qualified table, $6 new row, $7 old row (records, may be null).
 const CAPTURE_SQL: &std::ffi::CStr = c"
 with data as (
-    select jsonb_build_object('table', $2::text, 'schema', $3::text, 'op', $4::text,
-                              'new', to_jsonb($6::record), 'old', to_jsonb($7::record)) as payload
+    select pg_catalog.json_build_object('table', $2::text, 'schema', $3::text, 'op', $4::text,
+                                        'new', pg_catalog.to_json($6::record), 'old', pg_catalog.to_json($7::record)) as payload
 ), ev as (
     insert into webhook.events (event_type, payload, source_table)
     select $1::text, data.payload, $5::text
     from data
-    where webhook._check_payload_size(octet_length(data.payload::text))
+    where webhook._check_payload_size(pg_catalog.octet_length(data.payload::text))
     returning id, event_type
 )
 insert into webhook.deliveries (event_id, endpoint_id, status)
-select ev.id, e.id, case when e.paused_at is null then 'pending' else 'paused' end
+select ev.id, e.id, case when e.paused_at is null then 'pending' else 'paused' end::webhook.delivery_status
 from ev
 join webhook.endpoints e on e.is_active and webhook._matches(e.event_types, ev.event_type)";
 

@@ -11,11 +11,15 @@
 //! Must not: notify per row, or notify from a transaction that enqueued nothing.
 
 use pgrx::pg_sys;
-use pgrx::Spi;
 use std::cell::Cell;
 
-/// Queues the wake-up on the channel the worker LISTENs on, `pg_webhook_wake`.
-const NOTIFY_SQL: &str = "select pg_catalog.pg_notify('pg_webhook_wake', '')";
+/// The channel the worker LISTENs on.
+const CHANNEL: &std::ffi::CStr = c"pg_webhook_wake";
+
+// commands/async.h, which pgrx's bindings do not include.
+unsafe extern "C-unwind" {
+    fn Async_Notify(channel: *const std::ffi::c_char, payload: *const std::ffi::c_char);
+}
 
 thread_local! {
     /// (top-level xid, subtransaction id) of the last notification issued by
@@ -39,9 +43,16 @@ pub(crate) fn at_commit() {
     if key.0 != pg_sys::InvalidTransactionId && LAST_NOTIFIED.get() == key {
         return;
     }
-    // Once per transaction, so the cost of going through SPI is immaterial.
-    Spi::run(NOTIFY_SQL).unwrap_or_else(|e| {
-        pgrx::error!("pg_webhook: could not queue the wake-up notification: {e}")
-    });
+    // SAFETY: both arguments are NUL-terminated static strings; we are in a
+    // transaction, as NOTIFY requires. Called directly rather than through
+    // SPI: with one row per transaction, parsing `select pg_notify(…)` would
+    // be paid on every captured row.
+    // The guard turns a PostgreSQL ERROR raised inside into a Rust panic that
+    // pgrx re-raises, instead of a longjmp across Rust frames.
+    unsafe {
+        pg_sys::submodules::ffi::pg_guard_ffi_boundary(|| {
+            Async_Notify(CHANNEL.as_ptr(), c"".as_ptr())
+        })
+    };
     LAST_NOTIFIED.set(key);
 }

@@ -11,6 +11,7 @@
 
 pub mod destination;
 pub mod envelope;
+pub mod patterns;
 pub mod signing;
 
 pub use envelope::{body, HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP};

@@ -209,24 +209,8 @@ end
 $$;
 
 -- -----------------------------------------------------------------------------
--- matching and enqueueing
+-- matching and enqueueing (webhook._matches(patterns, event_type) is Rust)
 -- -----------------------------------------------------------------------------
-
--- API: Private
--- Immutable and SQL so that the planner inlines it into the delivery insert.
-create function webhook._matches(
-    p_patterns text[],  -- an endpoint's event_types
-    p_event_type text   -- the event's type
-) returns boolean
-language sql immutable parallel safe
-as $$
-    select exists (
-        select 1 from unnest(p_patterns) as p
-        where p = '*'
-           or p = p_event_type
-           or (right(p, 2) = '.*' and starts_with(p_event_type, left(p, -1)))
-    )
-$$;
 
 -- API: Private
 -- The enqueue path of webhook_publish (which runs it as the extension owner).
@@ -245,13 +229,13 @@ begin
     perform webhook._check_payload_size(octet_length(p_data::text));
     if p_idempotency_key is null then
         insert into webhook.events (event_type, payload)
-        values (p_event_type, p_data)
+        values (p_event_type, p_data::json)
         returning id into v_event_id;
     else
         -- ON CONFLICT waits for a concurrent transaction holding the same key,
         -- so two racing publishers still end with one event.
         insert into webhook.events (event_type, payload, idempotency_key)
-        values (p_event_type, p_data, p_idempotency_key)
+        values (p_event_type, p_data::json, p_idempotency_key)
         on conflict (idempotency_key) where idempotency_key is not null do nothing
         returning id into v_event_id;
         if v_event_id is null then
@@ -261,7 +245,7 @@ begin
     end if;
 
     insert into webhook.deliveries (event_id, endpoint_id, status)
-    select v_event_id, e.id, case when e.paused_at is null then 'pending' else 'paused' end
+    select v_event_id, e.id, case when e.paused_at is null then 'pending' else 'paused' end::webhook.delivery_status
     from webhook.endpoints e
     where e.is_active and webhook._matches(e.event_types, p_event_type);
     get diagnostics v_deliveries = row_count;
@@ -327,11 +311,17 @@ $$;
 -- -----------------------------------------------------------------------------
 
 -- API: Private
--- Claims up to p_limit due deliveries and leases them: next_attempt_at moves
--- to the end of the lease (the endpoint's timeout plus a margin), so a worker
--- that dies simply lets them become due again; no rescuer process is needed.
--- The lease token is this transaction's 64-bit id: unique without any
--- coordination between workers. The caller commits before sending anything.
+-- Claims up to p_limit due deliveries and leases them until the endpoint's
+-- timeout plus a margin; a worker that dies simply lets its leases lapse and
+-- the deliveries become claimable again; no rescuer process is needed. The
+-- lease token is this transaction's 64-bit id: unique without coordination
+-- between workers. The caller commits before sending anything.
+-- Why the lease is kept in columns of their own (and next_attempt_at is left
+-- alone): no indexed column changes, so the claim is a HOT update and writes
+-- no index entry. The due index still lists leased rows, so the scan skips
+-- them; there are at most as many as deliveries in flight.
+-- plpgsql and not SQL: PostgreSQL 15 re-plans a SQL function's statement at
+-- every call, plpgsql keeps the plan.
 create function webhook._claim_deliveries(
     p_worker_id text,        -- recorded in leased_by
     p_limit integer,         -- at most this many rows
@@ -354,20 +344,24 @@ create function webhook._claim_deliveries(
     max_delay_ms bigint,
     backoff_multiplier double precision
 )
-language sql volatile
+language plpgsql volatile
 security definer
 set search_path = pg_catalog, webhook
 as $$
+begin
+    return query
     with due as (
         select d.id
         from webhook.deliveries d
-        where d.status = 'pending' and d.next_attempt_at <= now()
+        where d.status = 'pending'
+          and d.next_attempt_at <= now()
+          and (d.lease_until is null or d.lease_until <= now())
         order by d.next_attempt_at
         limit p_limit
         for update skip locked
     ), claimed as (
         update webhook.deliveries d
-        set next_attempt_at = now() + ep.timeout + p_lease_margin,
+        set lease_until = now() + ep.timeout + p_lease_margin,
             lease_token = pg_current_xact_id()::text::bigint,
             leased_by = p_worker_id
         from due, webhook.endpoints ep
@@ -395,7 +389,8 @@ as $$
            (c.retry_policy ->> 'backoff_multiplier')::double precision
     from claimed c
     join webhook.events ev on ev.id = c.event_id
-    join webhook.endpoint_secrets s on s.endpoint_id = c.endpoint_id
+    join webhook.endpoint_secrets s on s.endpoint_id = c.endpoint_id;
+end
 $$;
 
 -- API: Private
@@ -417,10 +412,13 @@ create function webhook._record_attempts(
     p_outcomes text[],          -- 'succeeded' | 'retry' | 'failed'
     p_retry_delays_ms bigint[]  -- for 'retry': how long from now
 ) returns integer
-language sql volatile
+language plpgsql volatile
 security definer
 set search_path = pg_catalog, webhook
 as $$
+declare
+    v_moved integer;
+begin
     with r as (
         select *
         from unnest(p_delivery_ids, p_lease_tokens, p_attempt_numbers, p_started_at, p_duration_ms,
@@ -430,17 +428,18 @@ as $$
     ), logged as (
         insert into webhook.attempts (delivery_id, attempt_number, started_at, duration_ms,
                                       status_code, response_excerpt, error, worker_id)
-        select delivery_id, attempt_number, started_at, duration_ms,
-               status_code, response_excerpt, error, p_worker_id
+        select r.delivery_id, r.attempt_number, r.started_at, r.duration_ms,
+               r.status_code, r.response_excerpt, r.error, p_worker_id
         from r
     ), moved as (
         update webhook.deliveries d
-        set status = case r.outcome when 'retry' then 'pending' else r.outcome end,
+        set status = case r.outcome when 'retry' then 'pending' else r.outcome end::webhook.delivery_status,
             attempt_count = d.attempt_count + 1,
             next_attempt_at = case when r.outcome = 'retry'
                                    then now() + r.retry_delay_ms * interval '1 millisecond'
                                    else d.next_attempt_at end,
             lease_token = null,
+            lease_until = null,
             leased_by = null,
             last_attempt_at = r.started_at,
             last_status_code = r.status_code,
@@ -450,20 +449,37 @@ as $$
         where d.id = r.delivery_id and d.lease_token = r.lease_token and d.status = 'pending'
         returning d.id
     )
-    select count(*)::integer from moved
+    select count(*)::integer into v_moved from moved;
+    return v_moved;
+end
 $$;
 
 -- API: Private
--- Milliseconds until the earliest pending delivery is due (0 if one is due
--- now, null if none is pending). Lets an idle worker sleep exactly until the
--- next retry or lease expiry instead of polling blindly.
+-- Milliseconds until the earliest pending delivery is claimable (0 if one is
+-- now, null if none is pending), so that an idle worker sleeps exactly until
+-- the next retry or lease expiry instead of polling blindly. Two index
+-- probes: the first unleased due time after now, and the earliest lease end
+-- among rows already due (only leased ones are left when a worker is idle).
 create function webhook._next_due_ms()
 returns bigint
-language sql stable
+language plpgsql stable
 security definer
 set search_path = pg_catalog, webhook
 as $$
-    select greatest(0, ceil(extract(epoch from (min(next_attempt_at) - clock_timestamp())) * 1000))::bigint
-    from webhook.deliveries
-    where status = 'pending'
+declare
+    v_next timestamptz;
+    v_lease timestamptz;
+begin
+    select min(d.next_attempt_at) into v_next
+    from webhook.deliveries d
+    where d.status = 'pending' and d.next_attempt_at > now();
+    select min(coalesce(d.lease_until, d.next_attempt_at)) into v_lease
+    from webhook.deliveries d
+    where d.status = 'pending' and d.next_attempt_at <= now();
+    if v_next is null and v_lease is null then
+        return null;
+    end if;
+    -- least() skips nulls: either bound alone is enough.
+    return greatest(0, ceil(extract(epoch from (least(v_next, v_lease) - clock_timestamp())) * 1000))::bigint;
+end
 $$;

@@ -49,8 +49,8 @@ begin
     -- Undelivered work for a removed endpoint is cancelled, not lost silently:
     -- it stays visible with status 'cancelled'.
     update webhook.deliveries d
-    set status = 'cancelled', finalized_at = now(), lease_token = null, leased_by = null
-    where d.endpoint_id = $1 and d.status in ('pending', 'paused');
+    set status = 'cancelled', finalized_at = now(), lease_token = null, lease_until = null, leased_by = null
+    where d.endpoint_id = $1 and d.status <= 'paused';
     delete from webhook.endpoint_secrets s where s.endpoint_id = $1;
     return true;
 end

@@ -205,7 +205,7 @@ async fn slow_receiver_times_out_and_excerpt_is_bounded() {
     worker.stop().await;
     let rows = client
         .query(
-            "select ev.event_type, d.status, a.status_code, a.error, a.response_excerpt, a.duration_ms
+            "select ev.event_type, d.status::text, a.status_code, a.error, a.response_excerpt, a.duration_ms
              from webhook.attempts a join webhook.deliveries d on d.id = a.delivery_id
              join webhook.events ev on ev.id = d.event_id order by ev.event_type",
             &[],

@@ -79,6 +79,11 @@ impl Worker {
 
         let mut tasks: JoinSet<()> = JoinSet::new();
         let mut backoff = RECONNECT_MIN;
+        // With a backlog, claim only once half a batch of slots is free: one
+        // claim statement per delivery (claiming each slot as it frees up)
+        // would cap throughput at the claim's round trip. When the queue is
+        // idle every slot is free, so a lone event is still claimed at once.
+        let min_claim = (config.batch_size.min(config.concurrency) / 2).max(1);
         loop {
             while let Some(done) = tasks.try_join_next() {
                 report_task_end(done);
@@ -94,7 +99,7 @@ impl Worker {
             }
 
             let free = config.concurrency.saturating_sub(tasks.len());
-            if free > 0 {
+            if free >= min_claim {
                 let limit = free.min(config.batch_size);
                 match queue
                     .claim_batch(&config.worker_id, limit, config.lease_margin)
@@ -109,12 +114,12 @@ impl Worker {
                         for claim in claims {
                             tasks.spawn(deliver(claim, dispatcher.clone(), record_tx.clone()));
                         }
-                        if full && tasks.len() < config.concurrency {
-                            continue; // more may be due right now
-                        }
                         if !full {
                             idle(&queue, &config, &wake, &cancel).await;
                             continue;
+                        }
+                        if config.concurrency - tasks.len() >= min_claim {
+                            continue; // more may be due right now
                         }
                     }
                     Err(e) => {
@@ -123,7 +128,7 @@ impl Worker {
                     }
                 }
             }
-            // Every slot is busy: wait for one to free up.
+            // A backlog, and too few free slots for a batch: wait for one to free up.
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 Some(done) = tasks.join_next() => report_task_end(done),
