@@ -35,7 +35,7 @@ work=$(mktemp -d /tmp/pg_webhook-e2e.XXXXXX)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 cleanup() { bash "$ROOT/scripts/cluster.sh" stop "$work" || true; rm -rf "$work"; }
 trap cleanup EXIT
-bash scripts/cluster.sh start "$work" "$port" "fsync = off"
+bash scripts/cluster.sh start "$work" "$port" "fsync = off" "max_prepared_transactions = 10"
 export PG_WEBHOOK_TEST_DSN="host=127.0.0.1 port=$port user=postgres dbname=postgres"
 export PG_WEBHOOK_WORKER_BIN="$ROOT/target/debug/pg-webhook-worker"
 cargo test -p pg_webhook_tests

@@ -105,6 +105,13 @@ mod webhook {
         pg_webhook_protocol::patterns::any_matches(patterns.iter().flatten(), event_type)
     }
 
+    /// `pg_webhook.notify_min_interval` in ms, read by the worker at start so
+    /// that it lingers long enough after each wake-up.
+    #[pg_extern(stable, name = "_notify_min_interval_ms")]
+    fn notify_min_interval_ms() -> i32 {
+        gucs::notify_min_interval_ms()
+    }
+
     /// Wakes the workers when this transaction commits (once per transaction,
     /// see `wake.rs`).
     #[pg_extern(volatile, name = "_wake")]

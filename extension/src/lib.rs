@@ -41,6 +41,7 @@ extension_sql_file!("../../sql/install/04_grants.sql", name = "grants", finalize
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     gucs::init();
+    wake::init();
 }
 
 /// Required by `cargo pgrx test`.

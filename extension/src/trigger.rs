@@ -21,15 +21,21 @@ use std::ffi::CString;
 
 /// The capture statement. $1 event type, $2 table, $3 schema, $4 op,
 /// $5 qualified table, $6 new row, $7 old row (records, may be null).
+/// Every name is schema-qualified (operators included: there are none) because
+/// the trigger runs as the extension owner without pinning search_path (a
+/// `SET search_path` on the function would cost a configuration save and
+/// restore on every row), so the caller's search_path must not matter.
 const CAPTURE_SQL: &std::ffi::CStr = c"
 with data as (
-    select pg_catalog.json_build_object('table', $2::text, 'schema', $3::text, 'op', $4::text,
-                                        'new', pg_catalog.to_json($6::record), 'old', pg_catalog.to_json($7::record)) as payload
+    select pg_catalog.json_build_object(
+               'table', $2::pg_catalog.text, 'schema', $3::pg_catalog.text, 'op', $4::pg_catalog.text,
+               'new', pg_catalog.to_json($6::pg_catalog.record),
+               'old', pg_catalog.to_json($7::pg_catalog.record)) as payload
 ), ev as (
     insert into webhook.events (event_type, payload, source_table)
-    select $1::text, data.payload, $5::text
+    select $1::pg_catalog.text, data.payload, $5::pg_catalog.text
     from data
-    where webhook._check_payload_size(pg_catalog.octet_length(data.payload::text))
+    where webhook._check_payload_size(pg_catalog.octet_length(data.payload::pg_catalog.text))
     returning id, event_type
 )
 insert into webhook.deliveries (event_id, endpoint_id, status)
@@ -60,14 +66,13 @@ fn raise(code: PgSqlErrorCode, message: String) -> ! {
 }
 
 /// The capture trigger function. Its SQL declaration is written by hand so
-/// that it runs as the extension owner (writers need no privilege on the
-/// webhook tables) with a fixed search_path.
+/// that it runs as the extension owner: writers need no privilege on the
+/// webhook tables.
 #[pg_trigger(sql = r#"
 -- API: Private
 CREATE FUNCTION webhook."_capture"() RETURNS trigger
     LANGUAGE c
     SECURITY DEFINER
-    SET search_path = pg_catalog, webhook
     AS 'MODULE_PATHNAME', '@FUNCTION_NAME@';
 COMMENT ON FUNCTION webhook."_capture"() IS
     'Row-change capture trigger installed by webhook_watch; argument: the event prefix.';

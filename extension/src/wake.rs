@@ -1,16 +1,25 @@
-//! Waking the workers at commit, at most once per transaction.
+//! Waking the workers at commit: a debounced NOTIFY.
 //!
-//! `NOTIFY` is transactional: PostgreSQL queues it and delivers it only if the
-//! transaction commits, so a rolled-back write wakes nobody. PostgreSQL also
-//! folds identical notifications of one transaction into one, but every call
-//! still costs a lookup; we skip the call entirely after the first one in a
-//! (sub)transaction. Every transaction that notifies takes a cluster-wide lock
-//! at commit, so this path is kept to one notification per transaction and
-//! never one per row.
+//! `NOTIFY` is transactional: PostgreSQL delivers it only if the transaction
+//! commits, so a rolled-back write wakes nobody. But every transaction that
+//! notifies takes a cluster-wide lock in its pre-commit step and holds it
+//! until its commit is flushed, so notifying writers commit one at a time
+//! (measured here at 16 clients: 0.19 of plain INSERT throughput with one
+//! NOTIFY per transaction, 0.50 with none at all).
 //!
-//! Must not: notify per row, or notify from a transaction that enqueued nothing.
+//! So the decision is made once per transaction, at pre-commit, and a backend
+//! that notified less than `pg_webhook.notify_min_interval` ago skips it: its
+//! previous notification already woke the workers, and a worker keeps looking
+//! at the queue for a while after each wake-up ("lingering", see the worker's
+//! `run.rs`), long enough to see every commit whose notification was skipped.
+//! An idle system therefore still wakes at the first commit, and a busy one
+//! sends at most one notification per backend per interval.
+//!
+//! Must not: notify per row, or from a transaction that enqueued nothing.
 
+use crate::gucs;
 use pgrx::pg_sys;
+use pgrx::prelude::*;
 use std::cell::Cell;
 
 /// The channel the worker LISTENs on.
@@ -22,37 +31,62 @@ unsafe extern "C-unwind" {
 }
 
 thread_local! {
-    /// (top-level xid, subtransaction id) of the last notification issued by
-    /// this backend. The subtransaction id matters: a notification made inside
-    /// a subtransaction that later rolls back is discarded by PostgreSQL, so
-    /// the next row in the parent must notify again.
-    static LAST_NOTIFIED: Cell<(pg_sys::TransactionId, pg_sys::SubTransactionId)> =
-        const { Cell::new((pg_sys::InvalidTransactionId, 0)) };
+    /// This transaction enqueued deliveries and wants a wake-up at commit.
+    static WANTED: Cell<bool> = const { Cell::new(false) };
+    /// When this backend last queued a notification (PostgreSQL timestamp, µs).
+    static LAST_NOTIFY: Cell<pg_sys::TimestampTz> = const { Cell::new(i64::MIN) };
 }
 
-/// Queues `NOTIFY pg_webhook_wake` for this transaction unless already done.
+/// Registers the transaction callback; called once per backend from
+/// `_PG_init`. One permanent callback and a flag cost less per transaction
+/// than registering a callback in every transaction that enqueues.
+pub(crate) fn init() {
+    // SAFETY: registering a callback with a static lifetime and no argument.
+    unsafe { pg_sys::RegisterXactCallback(Some(on_xact_event), std::ptr::null_mut()) };
+}
+
+/// Asks for a wake-up when this transaction commits.
 pub(crate) fn at_commit() {
-    // SAFETY: plain reads of the current transaction state; we run inside a
-    // transaction (called from SQL or a trigger).
-    let key = unsafe {
-        (
-            pg_sys::GetTopTransactionIdIfAny(),
-            pg_sys::GetCurrentSubTransactionId(),
-        )
-    };
-    if key.0 != pg_sys::InvalidTransactionId && LAST_NOTIFIED.get() == key {
+    WANTED.set(true);
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_xact_event(
+    event: pg_sys::XactEvent::Type,
+    _arg: *mut std::ffi::c_void,
+) {
+    match event {
+        pg_sys::XactEvent::XACT_EVENT_PRE_COMMIT if WANTED.get() => notify_unless_recent(),
+        // A prepared (two-phase) transaction may not NOTIFY; its deliveries
+        // are found by the workers' timers instead. Every end of a
+        // transaction clears the request.
+        pg_sys::XactEvent::XACT_EVENT_COMMIT
+        | pg_sys::XactEvent::XACT_EVENT_ABORT
+        | pg_sys::XactEvent::XACT_EVENT_PREPARE
+        | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT
+        | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => WANTED.set(false),
+        _ => {}
+    }
+}
+
+/// Runs at pre-commit, before PostgreSQL moves queued notifications into the
+/// shared queue: queue ours unless this backend notified very recently.
+fn notify_unless_recent() {
+    // SAFETY: reads the clock; no preconditions.
+    let now = unsafe { pg_sys::GetCurrentTimestamp() };
+    let interval_us = i64::from(gucs::notify_min_interval_ms()) * 1000;
+    if interval_us > 0 && now.saturating_sub(LAST_NOTIFY.get()) < interval_us {
         return;
     }
-    // SAFETY: both arguments are NUL-terminated static strings; we are in a
-    // transaction, as NOTIFY requires. Called directly rather than through
-    // SPI: with one row per transaction, parsing `select pg_notify(…)` would
-    // be paid on every captured row.
-    // The guard turns a PostgreSQL ERROR raised inside into a Rust panic that
-    // pgrx re-raises, instead of a longjmp across Rust frames.
+    // SAFETY: both arguments are NUL-terminated static strings; we are still
+    // inside the committing transaction, as NOTIFY requires. The guard turns
+    // a PostgreSQL ERROR into a Rust panic that pgrx re-raises, instead of a
+    // longjmp across Rust frames. Called directly rather than through SPI,
+    // which would parse `select pg_notify(…)` on every transaction.
     unsafe {
         pg_sys::submodules::ffi::pg_guard_ffi_boundary(|| {
             Async_Notify(CHANNEL.as_ptr(), c"".as_ptr())
         })
     };
-    LAST_NOTIFIED.set(key);
+    LAST_NOTIFY.set(now);
 }

@@ -227,22 +227,22 @@ declare
     v_deliveries integer;
 begin
     perform webhook._check_payload_size(octet_length(p_data::text));
-    if p_idempotency_key is null then
-        insert into webhook.events (event_type, payload)
-        values (p_event_type, p_data::json)
-        returning id into v_event_id;
-    else
+    v_event_id := nextval(pg_get_serial_sequence('webhook.events', 'id'));
+    if p_idempotency_key is not null then
         -- ON CONFLICT waits for a concurrent transaction holding the same key,
-        -- so two racing publishers still end with one event.
-        insert into webhook.events (event_type, payload, idempotency_key)
-        values (p_event_type, p_data::json, p_idempotency_key)
-        on conflict (idempotency_key) where idempotency_key is not null do nothing
-        returning id into v_event_id;
-        if v_event_id is null then
-            select id into v_event_id from webhook.events where idempotency_key = p_idempotency_key;
+        -- so two racing publishers still end with one event: the second one
+        -- finds the first one's row once it commits.
+        insert into webhook.idempotency_keys (idempotency_key, event_id)
+        values (p_idempotency_key, v_event_id)
+        on conflict (idempotency_key) do nothing;
+        if not found then
+            select k.event_id into v_event_id from webhook.idempotency_keys k where k.idempotency_key = p_idempotency_key;
             return v_event_id;
         end if;
     end if;
+    insert into webhook.events (id, event_type, payload, idempotency_key)
+    overriding system value
+    values (v_event_id, p_event_type, p_data::json, p_idempotency_key);
 
     insert into webhook.deliveries (event_id, endpoint_id, status)
     select v_event_id, e.id, case when e.paused_at is null then 'pending' else 'paused' end::webhook.delivery_status
@@ -482,4 +482,27 @@ begin
     -- least() skips nulls: either bound alone is enough.
     return greatest(0, ceil(extract(epoch from (least(v_next, v_lease) - clock_timestamp())) * 1000))::bigint;
 end
+$$;
+
+-- -----------------------------------------------------------------------------
+-- invariants (see webhook.deliveries: kept by the writers, checked by tests)
+-- -----------------------------------------------------------------------------
+
+-- API: Private
+-- Deliveries that break an invariant of the state machine, with the name of
+-- the invariant. Empty in a healthy database; the test suites assert it.
+create function webhook._invariant_violations()
+returns table (delivery_id bigint, invariant text)
+language sql stable
+set search_path = pg_catalog, webhook
+as $$
+    select d.id, v.invariant
+    from webhook.deliveries d
+    cross join lateral (values
+        ('open iff not finalized', (d.status <= 'paused') = (d.finalized_at is null)),
+        ('leases only while pending', d.status = 'pending' or d.lease_token is null),
+        ('a lease is complete', (d.lease_token is null) = (d.lease_until is null)),
+        ('attempt_count >= 0', d.attempt_count >= 0)
+    ) as v(invariant, holds)
+    where not v.holds
 $$;

@@ -50,7 +50,10 @@ begin
     -- it stays visible with status 'cancelled'.
     update webhook.deliveries d
     set status = 'cancelled', finalized_at = now(), lease_token = null, lease_until = null, leased_by = null
-    where d.endpoint_id = $1 and d.status <= 'paused';
+    where d.endpoint_id = $1 and d.status = 'pending';
+    update webhook.deliveries d
+    set status = 'cancelled', finalized_at = now()
+    where d.endpoint_id = $1 and d.status = 'paused';
     delete from webhook.endpoint_secrets s where s.endpoint_id = $1;
     return true;
 end

@@ -34,6 +34,7 @@ async fn two_workers_never_double_deliver() {
     .await;
     a.stop().await;
     b.stop().await;
+    db.assert_invariants(&client).await;
 
     let mut per_id: HashMap<String, usize> = HashMap::new();
     for r in receiver.requests() {
@@ -118,6 +119,7 @@ async fn killed_worker_claims_are_taken_over() {
     )
     .await;
     rescuer.stop().await;
+    db.assert_invariants(&client).await;
 
     let mut seen: Vec<String> = receiver
         .requests()

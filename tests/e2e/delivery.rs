@@ -102,6 +102,7 @@ async fn delivers_signed_webhook_after_commit() {
     assert_eq!(delete["data"]["old"]["id"], 1);
 
     worker.stop().await;
+    db.assert_invariants(&client).await;
     assert_eq!(
         receiver.requests().len(),
         3,
@@ -138,6 +139,7 @@ async fn no_delivery_after_rollback() {
     )
     .await;
     worker.stop().await;
+    db.assert_invariants(&client).await;
 
     let got = receiver.requests();
     assert_eq!(got.len(), 1, "only the committed row is delivered: {got:?}");
@@ -178,6 +180,7 @@ async fn endpoints_get_only_matching_event_types() {
     )
     .await;
     worker.stop().await;
+    db.assert_invariants(&client).await;
 
     let types = |r: &Receiver| {
         let mut t: Vec<String> = r
@@ -253,6 +256,7 @@ async fn publish_with_idempotency_key_is_one_event() {
     )
     .await;
     worker.stop().await;
+    db.assert_invariants(&a).await;
     let events: i64 = a
         .query_one("select count(*) from webhook.events", &[])
         .await
@@ -281,6 +285,7 @@ async fn notify_wakes_the_worker_without_polling() {
         .unwrap();
     pg_webhook_tests::within("delivery woken by NOTIFY", receiver.wait_for(1)).await;
     worker.stop().await;
+    db.assert_invariants(&client).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -304,6 +309,7 @@ async fn notify_is_only_a_hint_poll_still_delivers() {
         .unwrap();
     receiver.wait_for(1).await;
     worker.stop().await;
+    db.assert_invariants(&client).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -327,6 +333,7 @@ async fn worker_refuses_private_destinations_unless_allowed() {
     )
     .await;
     worker.stop().await;
+    db.assert_invariants(&client).await;
     let error: String = client
         .query_one("select error from webhook.attempts", &[])
         .await
@@ -337,4 +344,46 @@ async fn worker_refuses_private_destinations_unless_allowed() {
         receiver.requests().is_empty(),
         "nothing may reach a loopback receiver"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_phase_commit_is_delivered_after_commit_prepared() {
+    // NOTIFY is not allowed in a prepared transaction; capture must still
+    // work there (the worker's timers find the delivery).
+    let db = TestDb::new().await;
+    let receiver = Receiver::start().await;
+    let client = db.client().await;
+    db.subscribe(&client, &receiver.url("/"), &["*"], None)
+        .await;
+    client
+        .batch_execute("create table t2pc (id int); select webhook_watch('t2pc');")
+        .await
+        .unwrap();
+    let mut worker = RunningWorker::start(db.worker_config());
+    let gid = format!("pgwh-{}", db.name);
+    client
+        .batch_execute(&format!(
+            "begin; insert into t2pc values (1); prepare transaction '{gid}';"
+        ))
+        .await
+        .unwrap();
+    let pending: i64 = client
+        .query_one("select count(*) from webhook.deliveries", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(pending, 0, "nothing is visible before COMMIT PREPARED");
+    client
+        .batch_execute(&format!("commit prepared '{gid}'"))
+        .await
+        .unwrap();
+    receiver.wait_for(1).await;
+    db.wait_for(
+        &client,
+        "select count(*) = 1 from webhook.deliveries where status = 'succeeded'",
+        Some(&mut worker.events),
+    )
+    .await;
+    worker.stop().await;
+    db.assert_invariants(&client).await;
 }

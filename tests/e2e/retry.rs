@@ -26,6 +26,7 @@ async fn retries_500_then_succeeds() {
     )
     .await;
     worker.stop().await;
+    db.assert_invariants(&client).await;
 
     let got = receiver.requests();
     assert_eq!(got.len(), 3);
@@ -91,6 +92,7 @@ async fn gives_up_when_receiver_is_down() {
     )
     .await;
     worker.stop().await;
+    db.assert_invariants(&client).await;
 
     let rows = client
         .query("select attempt_number, status_code, error from webhook.attempts order by attempt_number", &[])
@@ -131,6 +133,7 @@ async fn gone_410_is_final() {
     )
     .await;
     worker.stop().await;
+    db.assert_invariants(&client).await;
     assert_eq!(receiver.requests().len(), 1, "410 Gone is not retried");
 }
 
@@ -154,6 +157,7 @@ async fn redirects_are_not_followed() {
     )
     .await;
     worker.stop().await;
+    db.assert_invariants(&client).await;
     let codes: Vec<Option<i32>> = client
         .query(
             "select status_code from webhook.attempts order by attempt_number",
@@ -203,6 +207,7 @@ async fn slow_receiver_times_out_and_excerpt_is_bounded() {
     )
     .await;
     worker.stop().await;
+    db.assert_invariants(&client).await;
     let rows = client
         .query(
             "select ev.event_type, d.status::text, a.status_code, a.error, a.response_excerpt, a.duration_ms

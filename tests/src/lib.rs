@@ -115,6 +115,20 @@ impl TestDb {
         (row.get(0), row.get(1))
     }
 
+    /// Fails the test if any delivery breaks a state-machine invariant
+    /// (`webhook._invariant_violations()`).
+    pub async fn assert_invariants(&self, client: &Client) {
+        let rows = client
+            .query(
+                "select delivery_id, invariant from webhook._invariant_violations()",
+                &[],
+            )
+            .await
+            .expect("invariant check");
+        let broken: Vec<(i64, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        assert!(broken.is_empty(), "deliveries break invariants: {broken:?}");
+    }
+
     /// Waits until `sql` (a query returning one boolean) is true, re-checking
     /// whenever the worker reports progress and at least every 100 ms (other
     /// processes' progress sends no events). Panics at the deadline.

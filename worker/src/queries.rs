@@ -19,8 +19,18 @@ pub const RECORD: &str = "select webhook._record_attempts($1::text, $2::bigint[]
 /// Milliseconds until the next pending delivery is due (null: none pending).
 pub const NEXT_DUE: &str = "select webhook._next_due_ms()";
 
+/// The extension's `pg_webhook.notify_min_interval`, in ms: how long a
+/// session may stay silent after notifying (the worker lingers longer).
+pub const NOTIFY_MIN_INTERVAL: &str = "select webhook._notify_min_interval_ms()";
+
 /// The wake-up channel that the extension notifies at commit.
 pub const LISTEN: &str = "listen pg_webhook_wake";
 
 /// All statements that take part in `prepare` (for the drift test).
-pub const ALL: &[&str] = &[EXTENSION_VERSION, CLAIM, RECORD, NEXT_DUE];
+pub const ALL: &[&str] = &[
+    EXTENSION_VERSION,
+    CLAIM,
+    RECORD,
+    NEXT_DUE,
+    NOTIFY_MIN_INTERVAL,
+];

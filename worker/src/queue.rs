@@ -123,6 +123,16 @@ impl Queue {
         Ok(ms.map(|ms| Duration::from_millis(ms.max(0) as u64)))
     }
 
+    /// The extension's notify debounce interval (see `linger` in run.rs).
+    pub async fn notify_min_interval(&self) -> Result<Duration, DbError> {
+        let row = self
+            .client
+            .query_one(queries::NOTIFY_MIN_INTERVAL, &[])
+            .await?;
+        let ms: i32 = row.get(0);
+        Ok(Duration::from_millis(ms.max(0) as u64))
+    }
+
     /// True when the connection is gone and the queue must be rebuilt.
     pub fn is_closed(&self) -> bool {
         self.client.is_closed()

@@ -15,7 +15,7 @@ use crate::events::{Events, WorkerEvent};
 use crate::queue::{Claim, Queue};
 use crate::{db, listen, retry};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -23,6 +23,11 @@ use tokio_util::sync::CancellationToken;
 /// Shortest idle sleep: when deliveries are due but another worker holds
 /// them in its claim transaction, look again soon but do not spin.
 const MIN_IDLE: Duration = Duration::from_millis(5);
+/// How often the queue is looked at while lingering (see [`Linger`]).
+const LINGER_POLL: Duration = Duration::from_millis(2);
+/// Margin added to the linger window for a skipped commit to become visible
+/// (its WAL flush) after its pre-commit step.
+const LINGER_SLACK: Duration = Duration::from_millis(100);
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(10);
 
@@ -58,6 +63,7 @@ impl Worker {
         let version = db::check_extension(&client).await?;
         tracing::info!(extension_version = %version, ?config, "pg-webhook-worker starting");
         let mut queue = Queue::new(client).await?;
+        let mut linger = Linger::new(queue.notify_min_interval().await?);
         let dispatcher = Arc::new(Dispatcher::new(&config).map_err(Error::Http)?);
 
         let wake = Arc::new(Notify::new());
@@ -109,13 +115,14 @@ impl Worker {
                         backoff = RECONNECT_MIN;
                         let full = claims.len() == limit;
                         if !claims.is_empty() {
+                            linger.extend();
                             events.emit(WorkerEvent::Claimed(claims.len()));
                         }
                         for claim in claims {
                             tasks.spawn(deliver(claim, dispatcher.clone(), record_tx.clone()));
                         }
                         if !full {
-                            idle(&queue, &config, &wake, &cancel).await;
+                            idle(&queue, &config, &wake, &cancel, &mut linger).await;
                             continue;
                         }
                         if config.concurrency - tasks.len() >= min_claim {
@@ -169,21 +176,78 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error>
     Worker::new(config).run(cancel).await
 }
 
-/// Nothing more is due now: sleep until the next delivery is due (a retry or
-/// an expired lease), a NOTIFY, the poll interval, or cancellation.
-async fn idle(queue: &Queue, config: &Config, wake: &Notify, cancel: &CancellationToken) {
-    let sleep_for = match queue.next_due().await {
-        Ok(Some(due)) => due.clamp(MIN_IDLE, config.poll_interval),
-        Ok(None) => config.poll_interval,
-        Err(e) => {
-            tracing::warn!(error = %e, cause = ?e.0, "could not read the next due time");
-            config.poll_interval
+/// How long to keep looking at the queue after activity. A session that
+/// notified less than `pg_webhook.notify_min_interval` ago commits without
+/// notifying (see the extension's wake.rs); every such commit happens within
+/// that interval of a notification the worker received, or of events it
+/// found. So after each wake-up or non-empty claim, the worker polls the
+/// queue every [`LINGER_POLL`] for twice the interval plus [`LINGER_SLACK`]
+/// before it sleeps until the next NOTIFY.
+#[derive(Debug)]
+struct Linger {
+    window: Duration,
+    until: Instant,
+}
+
+impl Linger {
+    fn new(notify_min_interval: Duration) -> Self {
+        let window = if notify_min_interval.is_zero() {
+            Duration::ZERO // every commit notifies: nothing to catch
+        } else {
+            notify_min_interval * 2 + LINGER_SLACK
+        };
+        Self {
+            window,
+            until: Instant::now(),
         }
-    };
-    tokio::select! {
-        _ = cancel.cancelled() => {}
-        _ = wake.notified() => {}
-        _ = tokio::time::sleep(sleep_for) => {}
+    }
+
+    fn extend(&mut self) {
+        self.until = Instant::now() + self.window;
+    }
+
+    fn active(&self) -> bool {
+        Instant::now() < self.until
+    }
+}
+
+/// Nothing more is due now: sleep until the next delivery is due (a retry or
+/// an expired lease), a NOTIFY, the poll interval, or cancellation; while
+/// lingering, look at the queue every [`LINGER_POLL`] instead.
+async fn idle(
+    queue: &Queue,
+    config: &Config,
+    wake: &Notify,
+    cancel: &CancellationToken,
+    linger: &mut Linger,
+) {
+    loop {
+        let due = match queue.next_due().await {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::warn!(error = %e, cause = ?e.0, "could not read the next due time");
+                None
+            }
+        };
+        let lingering = linger.active();
+        let sleep_for = match due {
+            Some(due) if lingering && due.is_zero() => return, // new work: claim it
+            Some(due) if lingering => due.min(LINGER_POLL),
+            Some(due) => due.clamp(MIN_IDLE, config.poll_interval),
+            None if lingering => LINGER_POLL,
+            None => config.poll_interval,
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = wake.notified() => {
+                linger.extend();
+                return;
+            }
+            _ = tokio::time::sleep(sleep_for) => {}
+        }
+        if !lingering {
+            return;
+        }
     }
 }
 
