@@ -83,7 +83,6 @@ pub async fn run(args: &Args) -> anyhow::Result<Vec<CaptureRow>> {
                     &c,
                     std::time::Duration::from_millis(100),
                     std::time::Duration::from_secs(600),
-                    |_| {},
                 )
                 .await?;
                 w.stop().await?;

@@ -147,14 +147,9 @@ pub async fn run(args: &Args) -> anyhow::Result<Vec<LatencyRow>> {
         rows.push(row);
     }
     worker.stop().await?;
-    db::wait_drained(
-        &c,
-        Duration::from_millis(50),
-        Duration::from_secs(60),
-        |_| {},
-    )
-    .await
-    .ok();
+    db::wait_drained(&c, Duration::from_millis(50), Duration::from_secs(60))
+        .await
+        .ok();
     drop(c);
     db.drop().await?;
     Ok(rows)

@@ -160,9 +160,9 @@ pub fn table(f: &Figures) -> String {
     t
 }
 
-/// Prints what has been measured so far.
-pub fn progress(f: &Figures) {
-    eprintln!("{}", table(f));
+/// Marks the end of a scenario (its figures were printed as measured).
+pub fn progress(_f: &Figures) {
+    eprintln!();
 }
 
 /// A bar chart of the throughput figures and one of the latencies.

@@ -180,7 +180,10 @@ comment on column webhook.deliveries.lease_until is
 -- API: Public
 create table webhook.attempts (
     id               bigint generated always as identity primary key,
-    delivery_id      bigint not null references webhook.deliveries (id) on delete cascade,
+    -- No foreign key: attempts are written only by webhook._record_attempts
+    -- for deliveries it has just checked, and the key check would cost a
+    -- lookup and a row lock per attempt on the delivery path.
+    delivery_id      bigint not null,
     attempt_number   integer not null,
     started_at       timestamptz not null,
     duration_ms      double precision not null,

@@ -11,7 +11,7 @@ use clap::{ArgAction, Parser};
 use std::time::Duration;
 
 /// Default number of deliveries in flight at once.
-pub const DEFAULT_CONCURRENCY: usize = 64;
+pub const DEFAULT_CONCURRENCY: usize = 128;
 /// Default largest claim.
 pub const DEFAULT_BATCH_SIZE: usize = 100;
 /// Default fallback poll interval, in milliseconds.
@@ -57,6 +57,12 @@ pub struct Cli {
     /// Identifier recorded with each attempt. Defaults to <hostname>-<pid>.
     #[arg(long, env = "PG_WEBHOOK_WORKER_ID")]
     pub worker_id: Option<String>,
+    /// Runtime threads. Default: half the CPUs, at least one. The worker is
+    /// I/O-bound and usually shares the machine with PostgreSQL; measured on
+    /// 2 cores, one thread delivers ~15% more than two (no cross-thread
+    /// wake-ups) and leaves the other core to the database.
+    #[arg(long, env = "PG_WEBHOOK_THREADS")]
+    pub threads: Option<usize>,
     /// Time given to in-flight deliveries on shutdown, in ms; the rest are left
     /// to lease expiry (another worker redelivers them).
     #[arg(long, env = "PG_WEBHOOK_DRAIN_TIMEOUT_MS", default_value_t = DEFAULT_DRAIN_TIMEOUT_MS)]
@@ -107,6 +113,8 @@ pub struct Config {
     pub worker_id: String,
     /// Time given to in-flight deliveries at shutdown (default 30 s).
     pub drain_timeout: Duration,
+    /// Runtime threads for the binary (default: half the CPUs, at least 1).
+    pub threads: usize,
 }
 
 fn check(name: &'static str, value: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
@@ -168,6 +176,10 @@ impl Config {
             )? as usize,
             allow_private_targets: cli.allow_private_targets,
             worker_id,
+            threads: match cli.threads {
+                Some(n) => check("--threads", n as u64, 1, 256)? as usize,
+                None => std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
+            },
             drain_timeout: Duration::from_millis(check(
                 "--drain-timeout-ms",
                 cli.drain_timeout_ms,

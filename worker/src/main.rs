@@ -7,8 +7,7 @@ use pg_webhook_worker::{run, CancellationToken, Cli, Config};
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -19,12 +18,22 @@ async fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(e.into()),
     };
-    let cancel = CancellationToken::new();
-    tokio::spawn(stop_on_signal(cancel.clone()));
-    match run(config, cancel).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(e.into()),
-    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.threads)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(anyhow::Error::new(e).context("cannot start the async runtime")),
+    };
+    runtime.block_on(async {
+        let cancel = CancellationToken::new();
+        tokio::spawn(stop_on_signal(cancel.clone()));
+        match run(config, cancel).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(e.into()),
+        }
+    })
 }
 
 /// Cancels on SIGTERM (what service managers send) or Ctrl-C.

@@ -7,6 +7,7 @@ pub const EXTENSION_VERSION: &str =
     "select extversion from pg_catalog.pg_extension where extname = 'pg_webhook'";
 
 /// Claims and leases due deliveries: $1 worker id, $2 limit, $3 lease margin in ms.
+/// `queue::Claim::from_row` reads the columns by position: keep the order.
 pub const CLAIM: &str = "select delivery_id, lease_token, attempt_number, event_id, event_type, event_time, \
      payload, endpoint_id, url, headers, timeout_ms, secrets, max_attempts, initial_delay_ms, max_delay_ms, \
      backoff_multiplier \

@@ -44,37 +44,39 @@ pub struct Claim {
 }
 
 impl Claim {
+    /// Decodes a row of [`queries::CLAIM`], by position (the columns are
+    /// listed in this order there; looking them up by name would compare
+    /// strings for every column of every row).
     fn from_row(row: &Row) -> Self {
-        let headers: String = row.get("headers");
-        let headers = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&headers)
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|(k, v)| v.as_str().map(|v| (k, v.to_owned())))
-            .collect();
-        let secrets: Vec<String> = row.get("secrets");
-        let timeout_ms: i32 = row.get("timeout_ms");
+        let headers: String = row.get(9);
+        let headers = if headers == "{}" {
+            Vec::new()
+        } else {
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&headers)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k, v.to_owned())))
+                .collect()
+        };
+        let secrets: Vec<String> = row.get(11);
+        let timeout_ms: i32 = row.get(10);
         Self {
-            delivery_id: row.get("delivery_id"),
-            lease_token: row.get("lease_token"),
-            attempt: row.get::<_, i32>("attempt_number").max(1) as u32,
-            event_id: row.get("event_id"),
-            event_type: row.get("event_type"),
-            event_time: row.get("event_time"),
-            payload: row.get("payload"),
-            endpoint_id: row.get("endpoint_id"),
-            url: row.get("url"),
+            delivery_id: row.get(0),
+            lease_token: row.get(1),
+            attempt: row.get::<_, i32>(2).max(1) as u32,
+            event_id: row.get(3),
+            event_type: row.get(4),
+            event_time: row.get(5),
+            payload: row.get(6),
+            endpoint_id: row.get(7),
+            url: row.get(8),
             headers,
             timeout: Duration::from_millis(timeout_ms.max(1) as u64),
             secrets: secrets
                 .iter()
                 .filter_map(|s| Secret::parse(s).ok())
                 .collect(),
-            policy: RetryPolicy::with_overrides(
-                row.get("max_attempts"),
-                row.get("initial_delay_ms"),
-                row.get("max_delay_ms"),
-                row.get("backoff_multiplier"),
-            ),
+            policy: RetryPolicy::with_overrides(row.get(12), row.get(13), row.get(14), row.get(15)),
         }
     }
 }
