@@ -9,7 +9,7 @@
 //! Must not: resolve names or do any other I/O.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use url::{Host, Url};
+use url::Url;
 
 /// Longest URL accepted, in bytes.
 pub const MAX_URL_BYTES: usize = 2048;
@@ -163,22 +163,31 @@ pub fn check_url(raw: &str, allow_private: bool) -> Result<Url, DestinationError
 
 /// Refuses a URL whose host is a non-public IP literal or a `localhost` name.
 pub fn check_host(url: &Url) -> Result<(), DestinationError> {
+    match url.host_str() {
+        None => Err(DestinationError::Malformed("the URL has no host".into())),
+        Some(host) => check_host_name(host),
+    }
+}
+
+/// [`check_host`] for a host as written in a URL: a name, an IPv4 address or
+/// a bracketed IPv6 address (`[::1]`).
+pub fn check_host_name(host: &str) -> Result<(), DestinationError> {
     let forbidden = |class| DestinationError::Forbidden {
-        host: url.host_str().unwrap_or_default().to_owned(),
+        host: host.to_owned(),
         class,
     };
-    match url.host() {
-        None => Err(DestinationError::Malformed("the URL has no host".into())),
-        Some(Host::Ipv4(ip)) => classify_v4(ip).map_or(Ok(()), |c| Err(forbidden(c))),
-        Some(Host::Ipv6(ip)) => classify_v6(ip).map_or(Ok(()), |c| Err(forbidden(c))),
-        Some(Host::Domain(name)) => {
-            let name = name.trim_end_matches('.').to_ascii_lowercase();
-            if name == "localhost" || name.ends_with(".localhost") {
-                Err(forbidden(AddressClass::Loopback))
-            } else {
-                Ok(())
-            }
-        }
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return classify(ip).map_or(Ok(()), |c| Err(forbidden(c)));
+    }
+    let name = host.trim_end_matches('.').to_ascii_lowercase();
+    if name == "localhost" || name.ends_with(".localhost") {
+        Err(forbidden(AddressClass::Loopback))
+    } else {
+        Ok(())
     }
 }
 

@@ -38,7 +38,7 @@ pub enum Error {
     },
     /// The HTTP client could not be built.
     #[error("could not build the HTTP client")]
-    Http(#[source] reqwest::Error),
+    Http(#[source] crate::dispatch::ClientError),
     /// A database call failed at start-up.
     #[error(transparent)]
     Db(#[from] DbError),
