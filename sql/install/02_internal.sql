@@ -349,6 +349,13 @@ security definer
 set search_path = pg_catalog, webhook
 as $$
 begin
+    -- A claim's commit need not wait for its WAL flush. Were the server to
+    -- crash before the flush, the lease would be lost and the delivery sent
+    -- again: a duplicate, which at-least-once allows; never a loss, since a
+    -- later (durable) commit of the attempt flushes the claim's WAL first.
+    -- Measured: a drain's claims otherwise spend their time waiting on fsync
+    -- while delivery slots sit idle.
+    perform pg_catalog.set_config('synchronous_commit', 'off', true);
     return query
     with due as (
         select d.id
