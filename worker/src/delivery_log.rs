@@ -17,6 +17,8 @@ use tokio_postgres::{Client, Statement};
 
 /// Most attempts written by one statement.
 pub const MAX_RECORD_BATCH: usize = 500;
+/// How long the recorder waits for more outcomes before writing a batch.
+const RECORD_GATHER: std::time::Duration = std::time::Duration::from_millis(5);
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 /// Give up writing a batch after this many failed tries when retrying cannot
@@ -146,6 +148,19 @@ pub(crate) async fn run_recorder(
     let mut recorder: Option<Recorder> = None;
     let mut batch = Vec::with_capacity(MAX_RECORD_BATCH);
     while rx.recv_many(&mut batch, MAX_RECORD_BATCH).await > 0 {
+        // Under a trickle of deliveries each outcome would otherwise be its
+        // own statement and commit; waiting a few ms for company costs no
+        // delivery latency (the request was already sent) and saves most of
+        // them. A full batch goes at once.
+        let gather = tokio::time::sleep(RECORD_GATHER);
+        tokio::pin!(gather);
+        while batch.len() < MAX_RECORD_BATCH {
+            let room = MAX_RECORD_BATCH - batch.len();
+            tokio::select! {
+                _ = &mut gather => break,
+                n = rx.recv_many(&mut batch, room) => if n == 0 { break },
+            }
+        }
         let mut backoff = RETRY_MIN;
         let mut hopeless_tries = 0;
         loop {

