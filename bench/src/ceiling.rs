@@ -98,7 +98,19 @@ async fn db_once(args: &Args) -> anyhow::Result<(f64, f64)> {
 pub async fn run(args: &Args) -> anyhow::Result<Ceiling> {
     let (mut http, mut ins, mut upd) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..args.runs {
-        http.push(http_once(args).await?);
+        // On a runtime of its own with the worker binary's default thread
+        // count, so that the ceiling is the worker's client as it runs.
+        let threads = pg_webhook_worker::Config::for_database("host=unused")?.threads;
+        let a = args.clone();
+        let rps = tokio::task::spawn_blocking(move || {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .enable_all()
+                .build()?
+                .block_on(http_once(&a))
+        })
+        .await??;
+        http.push(rps);
         let (i, u) = db_once(args).await?;
         ins.push(i);
         upd.push(u);
