@@ -387,3 +387,72 @@ async fn two_phase_commit_is_delivered_after_commit_prepared() {
     worker.stop().await;
     db.assert_invariants(&client).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivers_over_https_with_http2_and_checks_certificates() {
+    let ca = pg_webhook_tests::TestCa::new();
+    let db = TestDb::new().await;
+    let receiver = Receiver::start_tls(&ca).await;
+    let client = db.client().await;
+    let (_, secret) = db
+        .subscribe(
+            &client,
+            &receiver.https_url("/tls"),
+            &["*"],
+            Some(r#"{"max_attempts": 1}"#),
+        )
+        .await;
+
+    // Without the test CA, the certificate is refused: one failed attempt.
+    let mut untrusting = RunningWorker::start(db.worker_config());
+    client
+        .batch_execute("select webhook_publish('tls.first', '{}')")
+        .await
+        .unwrap();
+    db.wait_for(
+        &client,
+        "select count(*) = 1 from webhook.deliveries where status = 'failed'",
+        Some(&mut untrusting.events),
+    )
+    .await;
+    untrusting.stop().await;
+    let error: String = client
+        .query_one("select error from webhook.attempts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        error.contains("connection failed") && error.to_lowercase().contains("certificate"),
+        "{error}"
+    );
+    assert!(receiver.requests().is_empty());
+
+    // Trusting it (what --ca-file does): delivered, over HTTP/2 (ALPN).
+    let mut config = db.worker_config();
+    config.extra_roots = ca.roots();
+    let mut worker = RunningWorker::start(config);
+    client
+        .batch_execute("select webhook_publish('tls.second', '{\"x\": 1}')")
+        .await
+        .unwrap();
+    let got = receiver.wait_for(1).await;
+    db.wait_for(
+        &client,
+        "select count(*) = 1 from webhook.deliveries where status = 'succeeded'",
+        Some(&mut worker.events),
+    )
+    .await;
+    worker.stop().await;
+    db.assert_invariants(&client).await;
+    let req = &got[0];
+    assert_eq!(req.version, axum::http::Version::HTTP_2);
+    let ts: i64 = req.header("webhook-timestamp").unwrap().parse().unwrap();
+    let secret = Secret::parse(&secret).unwrap();
+    assert!(verify(
+        &secret,
+        req.header("webhook-id").unwrap(),
+        ts,
+        req.body.as_bytes(),
+        req.header("webhook-signature").unwrap()
+    ));
+}

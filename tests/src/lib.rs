@@ -8,7 +8,7 @@
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Version};
 use pg_webhook_worker::{CancellationToken, Config, Worker, WorkerEvent};
 use std::collections::VecDeque;
 use std::future::Future;
@@ -172,6 +172,8 @@ pub struct Received {
     pub headers: Vec<(String, String)>,
     /// The raw body.
     pub body: String,
+    /// HTTP/1.1 or HTTP/2.
+    pub version: Version,
     /// When it arrived.
     pub at: Instant,
 }
@@ -276,6 +278,123 @@ impl Receiver {
     }
 }
 
+/// A certificate authority made up for one test, and a server certificate
+/// it signed for `127.0.0.1` and `localhost`.
+pub struct TestCa {
+    /// The CA certificate, PEM (what the worker is told to trust).
+    pub ca_pem: String,
+    server_cert: rustls::pki_types::CertificateDer<'static>,
+    server_key: rustls::pki_types::PrivateKeyDer<'static>,
+}
+
+impl TestCa {
+    /// Generates the CA and the server certificate.
+    pub fn new() -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
+        let key = KeyPair::generate().expect("server key");
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_owned()]).expect("server params");
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse().expect("an IP")));
+        let cert = params
+            .signed_by(&key, &ca, &ca_key)
+            .expect("server certificate");
+        Self {
+            ca_pem: ca.pem(),
+            server_cert: cert.der().clone(),
+            server_key: rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
+        }
+    }
+
+    /// The CA certificate as the worker's `extra_roots`.
+    pub fn roots(&self) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+        use rustls::pki_types::pem::PemObject;
+        rustls::pki_types::CertificateDer::pem_slice_iter(self.ca_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .expect("the CA PEM parses")
+    }
+
+    /// Writes the CA certificate to a file and returns its path.
+    pub fn write_ca_file(&self) -> std::path::PathBuf {
+        let path = std::env::temp_dir().join(format!(
+            "pgwh-ca-{}-{}.pem",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::write(&path, &self.ca_pem).expect("write the CA file");
+        path
+    }
+}
+
+impl Default for TestCa {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Receiver {
+    /// Starts an HTTPS receiver (HTTP/2 or HTTP/1.1 by ALPN) with a
+    /// certificate of `ca`.
+    pub async fn start_tls(ca: &TestCa) -> Self {
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![ca.server_cert.clone()], ca.server_key.clone_key())
+            .expect("server certificate");
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let shared = Arc::new(Shared {
+            state: Mutex::new(ReceiverState::default()),
+            arrived: Notify::new(),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind receiver");
+        let addr = listener.local_addr().expect("receiver address");
+        let app = axum::Router::new()
+            .fallback(handle)
+            .with_state(shared.clone());
+        let stop = Arc::new(Notify::new());
+        let stopped = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = tokio::select! {
+                    _ = stopped.notified() => return,
+                    accepted = listener.accept() => match accepted {
+                        Ok(a) => a,
+                        Err(_) => continue,
+                    },
+                };
+                let acceptor = acceptor.clone();
+                let service = hyper_util::service::TowerToHyperService::new(app.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let _ = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+                });
+            }
+        });
+        Self { addr, shared, stop }
+    }
+
+    /// `https://` URL of `path` on this receiver.
+    pub fn https_url(&self, path: &str) -> String {
+        format!("https://{}{}", self.addr, path)
+    }
+}
+
 impl Drop for Receiver {
     fn drop(&mut self) {
         self.stop.notify_one();
@@ -284,10 +403,12 @@ impl Drop for Receiver {
 
 async fn handle(
     State(shared): State<Arc<Shared>>,
+    version: Version,
     headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, &'static str) {
     let received = Received {
+        version,
         headers: headers
             .iter()
             .map(|(k, v)| {

@@ -57,6 +57,10 @@ pub struct Cli {
     /// Identifier recorded with each attempt. Defaults to <hostname>-<pid>.
     #[arg(long, env = "PG_WEBHOOK_WORKER_ID")]
     pub worker_id: Option<String>,
+    /// PEM file of extra root certificates to trust, besides the Mozilla
+    /// roots (receivers behind a private certificate authority).
+    #[arg(long, env = "PG_WEBHOOK_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
     /// Runtime threads. Default: half the CPUs, at least one. The worker is
     /// I/O-bound and usually shares the machine with PostgreSQL; measured on
     /// 2 cores, one thread delivers ~15% more than two (no cross-thread
@@ -78,6 +82,14 @@ pub enum ConfigError {
     /// The connection string does not parse.
     #[error("the database connection string is invalid")]
     InvalidDatabaseUrl(#[source] tokio_postgres::Error),
+    /// The CA file cannot be read or holds no valid certificate.
+    #[error("cannot use the CA file {path}: {reason}")]
+    CaFile {
+        /// the file given
+        path: String,
+        /// what went wrong
+        reason: String,
+    },
     /// A number outside its range.
     #[error("{name} must be between {min} and {max}, not {value}")]
     OutOfRange {
@@ -115,6 +127,27 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Runtime threads for the binary (default: half the CPUs, at least 1).
     pub threads: usize,
+    /// Extra trusted root certificates (DER), from `--ca-file`.
+    pub extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+}
+
+/// Reads every certificate of a PEM file.
+fn read_roots(
+    path: &std::path::Path,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, ConfigError> {
+    use rustls::pki_types::pem::PemObject;
+    let fail = |reason: String| ConfigError::CaFile {
+        path: path.display().to_string(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| fail(format!("{e:?}")))?;
+    if certs.is_empty() {
+        return Err(fail("no PEM certificate in it".into()));
+    }
+    Ok(certs)
 }
 
 fn check(name: &'static str, value: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
@@ -176,6 +209,10 @@ impl Config {
             )? as usize,
             allow_private_targets: cli.allow_private_targets,
             worker_id,
+            extra_roots: match &cli.ca_file {
+                Some(path) => read_roots(path)?,
+                None => Vec::new(),
+            },
             threads: match cli.threads {
                 Some(n) => check("--threads", n as u64, 1, 256)? as usize,
                 None => std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
@@ -253,6 +290,37 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("--lease-margin-ms"), "{e}");
+    }
+
+    #[test]
+    fn ca_file_must_hold_certificates() {
+        let dir = std::env::temp_dir();
+        let missing = dir.join("pgwh-no-such-ca.pem");
+        let e = Config::from_cli(
+            parse(&[
+                "--database-url",
+                "dbname=x",
+                "--ca-file",
+                missing.to_str().unwrap(),
+            ]),
+            |_| None,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("pgwh-no-such-ca.pem"), "{e}");
+        let empty = dir.join(format!("pgwh-empty-ca-{}.pem", std::process::id()));
+        std::fs::write(&empty, "not a certificate").unwrap();
+        let e = Config::from_cli(
+            parse(&[
+                "--database-url",
+                "dbname=x",
+                "--ca-file",
+                empty.to_str().unwrap(),
+            ]),
+            |_| None,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("no PEM certificate"), "{e}");
+        std::fs::remove_file(empty).ok();
     }
 
     #[test]

@@ -122,19 +122,30 @@ pub struct ClientError(#[source] rustls::Error);
 impl Dispatcher {
     /// Builds the client: redirects are never followed (a 3xx is a failure),
     /// no proxy (a proxy would resolve names where the guard cannot see
-    /// them), TLS with the Mozilla root certificates, and the guarded
-    /// resolver.
+    /// them), TLS with the Mozilla root certificates (plus `--ca-file`'s),
+    /// and the guarded resolver.
     pub fn new(config: &Config) -> Result<Self, ClientError> {
         let mut http =
             HttpConnector::new_with_resolver(GuardedResolver::new(config.allow_private_targets));
         http.enforce_http(false); // https URLs go through to the TLS layer
         http.set_nodelay(true);
         http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        for cert in &config.extra_roots {
+            roots.add(cert.clone()).map_err(ClientError)?;
+        }
         // The ring provider, named explicitly: rustls refuses to guess when
         // a build pulls in more than one.
+        let tls = rustls::ClientConfig::builder_with_provider(
+            rustls::crypto::ring::default_provider().into(),
+        )
+        .with_safe_default_protocol_versions()
+        .map_err(ClientError)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-            .map_err(ClientError)?
+            .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .enable_http2()
