@@ -26,12 +26,8 @@ async fn two_workers_never_double_deliver() {
     };
     let mut a = RunningWorker::start(config("worker-a"));
     let b = RunningWorker::start(config("worker-b"));
-    db.wait_for(
-        &client,
-        &format!("select count(*) = {N} from webhook.deliveries where status = 'succeeded'"),
-        Some(&mut a.events),
-    )
-    .await;
+    db.wait_deliveries(&client, "succeeded", N, &mut a.events)
+        .await;
     a.stop().await;
     b.stop().await;
     db.assert_invariants(&client).await;
@@ -112,12 +108,8 @@ async fn killed_worker_claims_are_taken_over() {
     let mut config = db.worker_config();
     config.worker_id = "rescuer".into();
     let mut rescuer = RunningWorker::start(config);
-    db.wait_for(
-        &client,
-        &format!("select count(*) = {N} from webhook.deliveries where status = 'succeeded'"),
-        Some(&mut rescuer.events),
-    )
-    .await;
+    db.wait_deliveries(&client, "succeeded", N, &mut rescuer.events)
+        .await;
     rescuer.stop().await;
     db.assert_invariants(&client).await;
 

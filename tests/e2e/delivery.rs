@@ -26,12 +26,8 @@ async fn delivers_signed_webhook_after_commit() {
         .await
         .unwrap();
     let got = receiver.wait_for(1).await;
-    db.wait_for(
-        &client,
-        "select count(*) = 1 from webhook.deliveries where status = 'succeeded'",
-        Some(&mut worker.events),
-    )
-    .await;
+    db.wait_deliveries(&client, "succeeded", 1, &mut worker.events)
+        .await;
 
     let req = &got[0];
     assert_eq!(req.header("content-type"), Some("application/json"));
@@ -132,12 +128,8 @@ async fn no_delivery_after_rollback() {
         .unwrap();
     // The committed row 3 is the marker: once it has been recorded, anything
     // from the rolled-back work would have been claimed too.
-    db.wait_for(
-        &client,
-        "select count(*) = 1 from webhook.deliveries where status = 'succeeded'",
-        Some(&mut worker.events),
-    )
-    .await;
+    db.wait_deliveries(&client, "succeeded", 1, &mut worker.events)
+        .await;
     worker.stop().await;
     db.assert_invariants(&client).await;
 
@@ -173,12 +165,8 @@ async fn endpoints_get_only_matching_event_types() {
         )
         .await
         .unwrap();
-    db.wait_for(
-        &client,
-        "select count(*) = 6 from webhook.deliveries where status = 'succeeded'",
-        Some(&mut worker.events),
-    )
-    .await;
+    db.wait_deliveries(&client, "succeeded", 6, &mut worker.events)
+        .await;
     worker.stop().await;
     db.assert_invariants(&client).await;
 
@@ -249,12 +237,8 @@ async fn publish_with_idempotency_key_is_one_event() {
     assert_eq!(racing.await.unwrap(), in_a);
 
     let mut worker = RunningWorker::start(db.worker_config());
-    db.wait_for(
-        &a,
-        "select count(*) = 2 from webhook.deliveries where status = 'succeeded'",
-        Some(&mut worker.events),
-    )
-    .await;
+    db.wait_deliveries(&a, "succeeded", 2, &mut worker.events)
+        .await;
     worker.stop().await;
     db.assert_invariants(&a).await;
     let events: i64 = a
@@ -326,12 +310,8 @@ async fn worker_refuses_private_destinations_unless_allowed() {
         .batch_execute("select webhook_publish('internal.probe', '{}')")
         .await
         .unwrap();
-    db.wait_for(
-        &client,
-        "select count(*) = 1 from webhook.deliveries where status = 'failed'",
-        Some(&mut worker.events),
-    )
-    .await;
+    db.wait_deliveries(&client, "failed", 1, &mut worker.events)
+        .await;
     worker.stop().await;
     db.assert_invariants(&client).await;
     let error: String = client
@@ -378,12 +358,8 @@ async fn two_phase_commit_is_delivered_after_commit_prepared() {
         .await
         .unwrap();
     receiver.wait_for(1).await;
-    db.wait_for(
-        &client,
-        "select count(*) = 1 from webhook.deliveries where status = 'succeeded'",
-        Some(&mut worker.events),
-    )
-    .await;
+    db.wait_deliveries(&client, "succeeded", 1, &mut worker.events)
+        .await;
     worker.stop().await;
     db.assert_invariants(&client).await;
 }
@@ -409,12 +385,8 @@ async fn delivers_over_https_with_http2_and_checks_certificates() {
         .batch_execute("select webhook_publish('tls.first', '{}')")
         .await
         .unwrap();
-    db.wait_for(
-        &client,
-        "select count(*) = 1 from webhook.deliveries where status = 'failed'",
-        Some(&mut untrusting.events),
-    )
-    .await;
+    db.wait_deliveries(&client, "failed", 1, &mut untrusting.events)
+        .await;
     untrusting.stop().await;
     let error: String = client
         .query_one("select error from webhook.attempts", &[])
@@ -436,12 +408,8 @@ async fn delivers_over_https_with_http2_and_checks_certificates() {
         .await
         .unwrap();
     let got = receiver.wait_for(1).await;
-    db.wait_for(
-        &client,
-        "select count(*) = 1 from webhook.deliveries where status = 'succeeded'",
-        Some(&mut worker.events),
-    )
-    .await;
+    db.wait_deliveries(&client, "succeeded", 1, &mut worker.events)
+        .await;
     worker.stop().await;
     db.assert_invariants(&client).await;
     let req = &got[0];

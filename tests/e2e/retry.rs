@@ -19,12 +19,8 @@ async fn retries_500_then_succeeds() {
         .await
         .unwrap();
 
-    db.wait_for(
-        &client,
-        "select count(*) = 1 from webhook.deliveries where status = 'succeeded'",
-        Some(&mut worker.events),
-    )
-    .await;
+    db.wait_deliveries(&client, "succeeded", 1, &mut worker.events)
+        .await;
     worker.stop().await;
     db.assert_invariants(&client).await;
 
@@ -85,12 +81,8 @@ async fn gives_up_when_receiver_is_down() {
         .await
         .unwrap();
 
-    db.wait_for(
-        &client,
-        "select count(*) = 1 from webhook.deliveries where status = 'failed'",
-        Some(&mut worker.events),
-    )
-    .await;
+    db.wait_deliveries(&client, "failed", 1, &mut worker.events)
+        .await;
     worker.stop().await;
     db.assert_invariants(&client).await;
 
@@ -126,12 +118,8 @@ async fn gone_410_is_final() {
         .batch_execute("select webhook_publish('job.done', '{}')")
         .await
         .unwrap();
-    db.wait_for(
-        &client,
-        "select count(*) = 1 from webhook.deliveries where status = 'failed'",
-        Some(&mut worker.events),
-    )
-    .await;
+    db.wait_deliveries(&client, "failed", 1, &mut worker.events)
+        .await;
     worker.stop().await;
     db.assert_invariants(&client).await;
     assert_eq!(receiver.requests().len(), 1, "410 Gone is not retried");
@@ -150,12 +138,8 @@ async fn redirects_are_not_followed() {
         .batch_execute("select webhook_publish('job.done', '{}')")
         .await
         .unwrap();
-    db.wait_for(
-        &client,
-        "select count(*) = 1 from webhook.deliveries where status = 'failed'",
-        Some(&mut worker.events),
-    )
-    .await;
+    db.wait_deliveries(&client, "failed", 1, &mut worker.events)
+        .await;
     worker.stop().await;
     db.assert_invariants(&client).await;
     let codes: Vec<Option<i32>> = client

@@ -129,6 +129,19 @@ impl TestDb {
         assert!(broken.is_empty(), "deliveries break invariants: {broken:?}");
     }
 
+    /// Waits until exactly `n` deliveries have `status` (see [`Self::wait_for`]).
+    pub async fn wait_deliveries(
+        &self,
+        client: &Client,
+        status: &str,
+        n: i64,
+        events: &mut mpsc::UnboundedReceiver<WorkerEvent>,
+    ) {
+        let sql =
+            format!("select count(*) = {n} from webhook.deliveries where status = '{status}'");
+        self.wait_for(client, &sql, Some(events)).await;
+    }
+
     /// Waits until `sql` (a query returning one boolean) is true, re-checking
     /// whenever the worker reports progress and at least every 100 ms (other
     /// processes' progress sends no events). Panics at the deadline.
@@ -205,6 +218,15 @@ struct Shared {
     arrived: Notify,
 }
 
+impl Shared {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(ReceiverState::default()),
+            arrived: Notify::new(),
+        })
+    }
+}
+
 /// An HTTP server on 127.0.0.1 that records every request and answers with
 /// scripted statuses (then 200).
 pub struct Receiver {
@@ -216,10 +238,7 @@ pub struct Receiver {
 impl Receiver {
     /// Starts on a free port.
     pub async fn start() -> Self {
-        let shared = Arc::new(Shared {
-            state: Mutex::new(ReceiverState::default()),
-            arrived: Notify::new(),
-        });
+        let shared = Shared::new();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind receiver");
@@ -350,10 +369,7 @@ impl Receiver {
             .expect("server certificate");
         tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-        let shared = Arc::new(Shared {
-            state: Mutex::new(ReceiverState::default()),
-            arrived: Notify::new(),
-        });
+        let shared = Shared::new();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind receiver");
