@@ -1,10 +1,17 @@
 //! The row-change capture trigger, `webhook._capture(event_prefix)`.
 //!
 //! Installed by `webhook_watch` as an AFTER … FOR EACH ROW trigger. For each
-//! row it runs one cached statement that builds the event data with
-//! PostgreSQL's own `to_jsonb` (every column type converts exactly as in SQL),
-//! inserts the event and one delivery per matching active endpoint, all in the
-//! writer's transaction; then it asks for one wake-up at commit.
+//! row it converts the old and new rows with PostgreSQL's own `row_to_json`
+//! (every column type converts exactly as in SQL), then runs one cached
+//! statement that inserts the event and one delivery per matching active
+//! endpoint, all in the writer's transaction; then it asks for one wake-up at
+//! commit.
+//!
+//! Privileges: the rows are converted as the writer, and only the insert runs
+//! as the extension's owner (so that writers need no right on the webhook
+//! tables). The function is *not* SECURITY DEFINER, on purpose: converting a
+//! row to JSON may call a cast to json defined by whoever owns a column's
+//! type, and such a cast must never run with the owner's rights.
 //!
 //! Why one prepared statement through raw SPI: this runs for every captured
 //! row, so it must not re-parse or re-plan SQL per row. The rows travel as
@@ -20,7 +27,7 @@ use std::cell::Cell;
 use std::ffi::CString;
 
 /// The capture statement. $1 event type, $2 table, $3 schema, $4 op,
-/// $5 qualified table, $6 new row, $7 old row (records, may be null).
+/// $5 qualified table, $6 new row, $7 old row (json, may be null).
 /// Every name is schema-qualified (operators included: there are none) because
 /// the trigger runs as the extension owner without pinning search_path (a
 /// `SET search_path` on the function would cost a configuration save and
@@ -29,8 +36,7 @@ const CAPTURE_SQL: &std::ffi::CStr = c"
 with data as (
     select pg_catalog.json_build_object(
                'table', $2::pg_catalog.text, 'schema', $3::pg_catalog.text, 'op', $4::pg_catalog.text,
-               'new', pg_catalog.to_json($6::pg_catalog.record),
-               'old', pg_catalog.to_json($7::pg_catalog.record)) as payload
+               'new', $6::pg_catalog.json, 'old', $7::pg_catalog.json) as payload
 ), ev as (
     insert into webhook.events (event_type, payload, source_table)
     select $1::pg_catalog.text, data.payload, $5::pg_catalog.text
@@ -49,8 +55,8 @@ const ARG_TYPES: [pg_sys::Oid; 7] = [
     pg_sys::TEXTOID,
     pg_sys::TEXTOID,
     pg_sys::TEXTOID,
-    pg_sys::RECORDOID,
-    pg_sys::RECORDOID,
+    pg_sys::JSONOID,
+    pg_sys::JSONOID,
 ];
 
 thread_local! {
@@ -65,14 +71,13 @@ fn raise(code: PgSqlErrorCode, message: String) -> ! {
     unreachable!("ereport(ERROR) does not return")
 }
 
-/// The capture trigger function. Its SQL declaration is written by hand so
-/// that it runs as the extension owner: writers need no privilege on the
-/// webhook tables.
+/// The capture trigger function. Its SQL declaration is written by hand to
+/// keep it in the webhook schema with a comment; see the module docs for
+/// whose rights each step runs with.
 #[pg_trigger(sql = r#"
 -- API: Private
 CREATE FUNCTION webhook."_capture"() RETURNS trigger
     LANGUAGE c
-    SECURITY DEFINER
     AS 'MODULE_PATHNAME', '@FUNCTION_NAME@';
 COMMENT ON FUNCTION webhook."_capture"() IS
     'Row-change capture trigger installed by webhook_watch; argument: the event prefix.';
@@ -122,8 +127,10 @@ fn _capture<'a>(
     let tupdesc = unsafe { (*td.tg_relation).rd_att };
     let row = |tuple: pg_sys::HeapTuple| -> Option<pg_sys::Datum> {
         // SAFETY: non-null tuples handed to us by the executor for this
-        // relation; the copy is made in the current (per-call) memory context.
-        (!tuple.is_null()).then(|| unsafe { pg_sys::heap_copy_tuple_as_datum(tuple, tupdesc) })
+        // relation; the composite copy and its JSON are made in the current
+        // (per-call) memory context. Runs as the writer (see module docs).
+        (!tuple.is_null())
+            .then(|| unsafe { row_to_json(pg_sys::heap_copy_tuple_as_datum(tuple, tupdesc)) })
     };
     let values: [Option<pg_sys::Datum>; 7] = [
         event_type.as_str().into_datum(),
@@ -134,11 +141,82 @@ fn _capture<'a>(
         row(new_tuple),
         row(old_tuple),
     ];
-    let inserted = execute_capture(&values);
+    let inserted = as_extension_owner(|| execute_capture(&values));
     if inserted > 0 {
         wake::at_commit();
     }
     Ok(None)
+}
+
+thread_local! {
+    /// `row_to_json(record)`, looked up once per backend.
+    static ROW_TO_JSON: Cell<*mut pg_sys::FmgrInfo> = const { Cell::new(std::ptr::null_mut()) };
+    /// The extension's owner, looked up once per backend.
+    static OWNER: Cell<pg_sys::Oid> = const { Cell::new(pg_sys::InvalidOid) };
+}
+
+/// `row_to_json(composite)`, called directly through a cached function
+/// lookup (no SQL, no planning).
+///
+/// # Safety
+/// `composite` must be a valid composite datum.
+unsafe fn row_to_json(composite: pg_sys::Datum) -> pg_sys::Datum {
+    let mut finfo = ROW_TO_JSON.get();
+    if finfo.is_null() {
+        // SAFETY: allocated in TopMemoryContext, which lives as long as the
+        // backend, and filled in by fmgr for a built-in function.
+        unsafe {
+            finfo = pg_sys::MemoryContextAllocZero(
+                pg_sys::TopMemoryContext,
+                std::mem::size_of::<pg_sys::FmgrInfo>(),
+            )
+            .cast();
+            pg_sys::fmgr_info_cxt(
+                pg_sys::Oid::from(pg_sys::F_ROW_TO_JSON_RECORD),
+                finfo,
+                pg_sys::TopMemoryContext,
+            );
+        }
+        ROW_TO_JSON.set(finfo);
+    }
+    // SAFETY: finfo describes row_to_json(record), which takes one composite
+    // and reads its type from the datum itself.
+    unsafe { pg_sys::FunctionCall1Coll(finfo, pg_sys::InvalidOid, composite) }
+}
+
+/// Runs `f` with the extension owner's rights, then switches back. If `f`
+/// raises an ERROR, PostgreSQL restores the caller's identity when it aborts
+/// the (sub)transaction.
+fn as_extension_owner<T>(f: impl FnOnce() -> T) -> T {
+    let mut owner = OWNER.get();
+    if owner == pg_sys::InvalidOid {
+        owner = Spi::get_one::<pg_sys::Oid>(
+            "select extowner from pg_catalog.pg_extension where extname = 'pg_webhook'",
+        )
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| {
+            raise(
+                PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+                "the pg_webhook extension is not installed in this database".into(),
+            )
+        });
+        OWNER.set(owner);
+    }
+    let (mut user, mut context) = (pg_sys::InvalidOid, 0);
+    // SAFETY: plain reads and writes of the session's current identity; the
+    // flag marks the change as local, as SECURITY DEFINER functions do.
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
+        pg_sys::SetUserIdAndSecContext(
+            owner,
+            context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
+        );
+    }
+    let result = f();
+    // SAFETY: restores what was read above.
+    unsafe { pg_sys::SetUserIdAndSecContext(user, context) };
+    result
 }
 
 /// Runs the capture statement; returns the number of deliveries inserted.

@@ -7,8 +7,9 @@
 -- (Role names starting with "pg_" are reserved by PostgreSQL, hence no
 -- "pg_webhook_" prefix.) Roles are cluster-wide and outlive the extension, so
 -- they are created only when missing.
--- Producers need nothing: webhook_publish and the capture trigger run the
--- enqueue as the extension owner (SECURITY DEFINER).
+-- Producers need nothing: webhook_publish (SECURITY DEFINER) and the capture
+-- trigger (which switches to the owner for its insert only) enqueue as the
+-- extension owner.
 -- =============================================================================
 
 -- API: Public

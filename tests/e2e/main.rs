@@ -6,3 +6,4 @@ mod concurrency;
 mod delivery;
 mod queries;
 mod retry;
+mod security;

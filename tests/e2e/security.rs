@@ -1,0 +1,80 @@
+//! Privileges: nothing a table owner defines may run with the extension
+//! owner's rights, and producers need no right on the webhook tables.
+
+use pg_webhook_tests::TestDb;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_conversion_runs_as_the_writer_not_as_the_extension_owner() {
+    let db = TestDb::new().await;
+    let admin = db.client().await;
+    let writer = format!("pgwh_writer_{}", db.name);
+    admin
+        .batch_execute(&format!(
+            "create role {writer} login;
+             grant create on schema public to {writer};
+             select webhook_subscribe('https://example.com/hooks');"
+        ))
+        .await
+        .unwrap();
+    // The writer owns a type whose cast to json is their own function: the
+    // capture converts rows to JSON, which calls that cast (PostgreSQL uses a
+    // type's cast to json, when there is one, for non-composite user types).
+    let as_writer = pg_webhook_tests::connect(&format!("{} user={writer}", db.dsn)).await;
+    as_writer
+        .batch_execute(
+            "create type probe as enum ('x');
+             create table probe_log (who text);
+             create function probe_to_json(probe) returns json language plpgsql as $$
+                 begin insert into probe_log values (current_user); return '{}'; end $$;
+             create cast (probe as json) with function probe_to_json(probe);
+             create table watched (id int, p probe);",
+        )
+        .await
+        .unwrap();
+    // A superuser watches the writer's table (writers cannot: the trigger
+    // function lives in the webhook schema).
+    admin
+        .batch_execute("select webhook_watch('watched')")
+        .await
+        .unwrap();
+    as_writer
+        .batch_execute("insert into watched values (1, 'x')")
+        .await
+        .expect("a writer with no right on the webhook tables can still produce events");
+
+    let who: Vec<String> = as_writer
+        .query("select who from probe_log", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        who,
+        [writer.clone()],
+        "the writer's cast must run as the writer"
+    );
+    let events: i64 = admin
+        .query_one("select count(*) from webhook.events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(events, 1);
+    let denied = as_writer
+        .query("select * from webhook.events", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        denied.code(),
+        Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE)
+    );
+
+    drop(as_writer);
+    admin
+        .batch_execute(&format!(
+            "drop table watched, probe_log; drop cast (probe as json); drop function probe_to_json(probe);
+             drop type probe; revoke create on schema public from {writer}; drop role {writer};"
+        ))
+        .await
+        .unwrap();
+}
