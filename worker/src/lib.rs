@@ -30,6 +30,7 @@ pub mod error;
 pub mod events;
 pub mod guard;
 pub mod listen;
+mod pacing;
 pub mod queries;
 pub mod queue;
 pub mod retry;

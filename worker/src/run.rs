@@ -12,27 +12,15 @@ use crate::delivery_log::{self, AttemptRecord, MAX_RECORD_BATCH};
 use crate::dispatch::Dispatcher;
 use crate::error::{DbError, Error};
 use crate::events::{Events, WorkerEvent};
+use crate::pacing::{idle, Linger, Pace};
 use crate::queue::{Claim, Queue};
 use crate::{db, listen, retry};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-/// Shortest idle sleep: when deliveries are due but another worker holds
-/// them in its claim transaction, look again soon but do not spin.
-const MIN_IDLE: Duration = Duration::from_millis(5);
-/// Shortest time between two claims when the previous one came back small:
-/// under a trickle of events (one per transaction, thousands a second), a
-/// claim per event would cost a statement and a commit each. Waiting at most
-/// this long lets a few gather, for a little latency (measured: p50 +1 ms).
-const CLAIM_PACE: Duration = Duration::from_millis(2);
-/// How often the queue is looked at while lingering (see [`Linger`]).
-const LINGER_POLL: Duration = Duration::from_millis(2);
-/// Margin added to the linger window for a skipped commit to become visible
-/// (its WAL flush) after its pre-commit step.
-const LINGER_SLACK: Duration = Duration::from_millis(100);
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(10);
 
@@ -112,7 +100,7 @@ impl Worker {
 
             let free = config.concurrency.saturating_sub(tasks.len());
             if free >= min_claim {
-                // Pace small claims (see CLAIM_PACE).
+                // Pace small claims (see pacing.rs).
                 if let Some(wait) = pace.remaining() {
                     tokio::select! {
                         _ = cancel.cancelled() => break,
@@ -189,104 +177,6 @@ impl Worker {
 /// Runs a worker until `cancel` fires (see [`Worker::run`]).
 pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error> {
     Worker::new(config).run(cancel).await
-}
-
-/// Remembers when the last claim started and whether it came back small
-/// (under half its limit), to space out small claims by [`CLAIM_PACE`].
-#[derive(Debug, Default)]
-struct Pace {
-    last: Option<Instant>,
-    small: bool,
-}
-
-impl Pace {
-    fn remaining(&self) -> Option<Duration> {
-        let since = self.last?.elapsed();
-        (self.small && since < CLAIM_PACE).then(|| CLAIM_PACE - since)
-    }
-
-    fn claimed(&mut self) {
-        self.last = Some(Instant::now());
-    }
-
-    fn got(&mut self, n: usize, limit: usize) {
-        self.small = n * 2 < limit;
-    }
-}
-
-/// How long to keep looking at the queue after activity. A session that
-/// notified less than `pg_webhook.notify_min_interval` ago commits without
-/// notifying (see the extension's wake.rs); every such commit happens within
-/// that interval of a notification the worker received, or of events it
-/// found. So after each wake-up or non-empty claim, the worker polls the
-/// queue every [`LINGER_POLL`] for twice the interval plus [`LINGER_SLACK`]
-/// before it sleeps until the next NOTIFY.
-#[derive(Debug)]
-struct Linger {
-    window: Duration,
-    until: Instant,
-}
-
-impl Linger {
-    fn new(notify_min_interval: Duration) -> Self {
-        let window = if notify_min_interval.is_zero() {
-            Duration::ZERO // every commit notifies: nothing to catch
-        } else {
-            notify_min_interval * 2 + LINGER_SLACK
-        };
-        Self {
-            window,
-            until: Instant::now(),
-        }
-    }
-
-    fn extend(&mut self) {
-        self.until = Instant::now() + self.window;
-    }
-
-    fn active(&self) -> bool {
-        Instant::now() < self.until
-    }
-}
-
-/// Nothing more is due now: sleep until the next delivery is due (a retry or
-/// an expired lease), a NOTIFY, the poll interval, or cancellation; while
-/// lingering, look at the queue every [`LINGER_POLL`] instead.
-async fn idle(
-    queue: &Queue,
-    config: &Config,
-    wake: &Notify,
-    cancel: &CancellationToken,
-    linger: &mut Linger,
-) {
-    loop {
-        let due = match queue.next_due().await {
-            Ok(due) => due,
-            Err(e) => {
-                tracing::warn!(error = %e, cause = ?e.0, "could not read the next due time");
-                None
-            }
-        };
-        let lingering = linger.active();
-        let sleep_for = match due {
-            Some(due) if lingering && due.is_zero() => return, // new work: claim it
-            Some(due) if lingering => due.min(LINGER_POLL),
-            Some(due) => due.clamp(MIN_IDLE, config.poll_interval),
-            None if lingering => LINGER_POLL,
-            None => config.poll_interval,
-        };
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = wake.notified() => {
-                linger.extend();
-                return;
-            }
-            _ = tokio::time::sleep(sleep_for) => {}
-        }
-        if !lingering {
-            return;
-        }
-    }
 }
 
 /// Sends one delivery and hands its outcome to the recorder.

@@ -1,0 +1,154 @@
+//! When to look at the queue: pacing small claims, lingering after activity
+//! (the other half of the extension's debounced NOTIFY), and the idle wait.
+//!
+//! Must not: claim, send or record anything; it only decides how long to wait.
+
+use crate::config::Config;
+use crate::queue::Queue;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Shortest idle sleep: when deliveries are due but another worker holds
+/// them in its claim transaction, look again soon but do not spin.
+const MIN_IDLE: Duration = Duration::from_millis(5);
+/// Shortest time between two claims when the previous one came back small:
+/// under a trickle of events (one per transaction, thousands a second), a
+/// claim per event would cost a statement and a commit each. Waiting at most
+/// this long lets a few gather, for a little latency (measured: p50 +1 ms).
+const CLAIM_PACE: Duration = Duration::from_millis(2);
+/// How often the queue is looked at while lingering (see [`Linger`]).
+const LINGER_POLL: Duration = Duration::from_millis(2);
+/// Margin added to the linger window for a skipped commit to become visible
+/// (its WAL flush) after its pre-commit step.
+const LINGER_SLACK: Duration = Duration::from_millis(100);
+/// Remembers when the last claim started and whether it came back small
+/// (under half its limit), to space out small claims by [`CLAIM_PACE`].
+#[derive(Debug, Default)]
+pub(crate) struct Pace {
+    last: Option<Instant>,
+    small: bool,
+}
+
+impl Pace {
+    pub(crate) fn remaining(&self) -> Option<Duration> {
+        let since = self.last?.elapsed();
+        (self.small && since < CLAIM_PACE).then(|| CLAIM_PACE - since)
+    }
+
+    pub(crate) fn claimed(&mut self) {
+        self.last = Some(Instant::now());
+    }
+
+    pub(crate) fn got(&mut self, n: usize, limit: usize) {
+        self.small = n * 2 < limit;
+    }
+}
+
+/// How long to keep looking at the queue after activity. A session that
+/// notified less than `pg_webhook.notify_min_interval` ago commits without
+/// notifying (see the extension's wake.rs); every such commit happens within
+/// that interval of a notification the worker received, or of events it
+/// found. So after each wake-up or non-empty claim, the worker polls the
+/// queue every [`LINGER_POLL`] for twice the interval plus [`LINGER_SLACK`]
+/// before it sleeps until the next NOTIFY.
+#[derive(Debug)]
+pub(crate) struct Linger {
+    window: Duration,
+    until: Instant,
+}
+
+impl Linger {
+    pub(crate) fn new(notify_min_interval: Duration) -> Self {
+        let window = if notify_min_interval.is_zero() {
+            Duration::ZERO // every commit notifies: nothing to catch
+        } else {
+            notify_min_interval * 2 + LINGER_SLACK
+        };
+        Self {
+            window,
+            until: Instant::now(),
+        }
+    }
+
+    pub(crate) fn extend(&mut self) {
+        self.until = Instant::now() + self.window;
+    }
+
+    pub(crate) fn active(&self) -> bool {
+        Instant::now() < self.until
+    }
+}
+
+/// Nothing more is due now: sleep until the next delivery is due (a retry or
+/// an expired lease), a NOTIFY, the poll interval, or cancellation; while
+/// lingering, look at the queue every [`LINGER_POLL`] instead.
+pub(crate) async fn idle(
+    queue: &Queue,
+    config: &Config,
+    wake: &Notify,
+    cancel: &CancellationToken,
+    linger: &mut Linger,
+) {
+    loop {
+        let due = match queue.next_due().await {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::warn!(error = %e, cause = ?e.0, "could not read the next due time");
+                None
+            }
+        };
+        let lingering = linger.active();
+        let sleep_for = match due {
+            Some(due) if lingering && due.is_zero() => return, // new work: claim it
+            Some(due) if lingering => due.min(LINGER_POLL),
+            Some(due) => due.clamp(MIN_IDLE, config.poll_interval),
+            None if lingering => LINGER_POLL,
+            None => config.poll_interval,
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = wake.notified() => {
+                linger.extend();
+                return;
+            }
+            _ = tokio::time::sleep(sleep_for) => {}
+        }
+        if !lingering {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linger_covers_twice_the_notify_interval() {
+        let mut l = Linger::new(Duration::from_millis(50));
+        assert_eq!(l.window, Duration::from_millis(200));
+        assert!(!l.active());
+        l.extend();
+        assert!(l.active());
+        let mut never = Linger::new(Duration::ZERO);
+        never.extend();
+        assert!(
+            !never.active(),
+            "every commit notifies: nothing to linger for"
+        );
+    }
+
+    #[test]
+    fn only_small_claims_are_paced() {
+        let mut p = Pace::default();
+        assert_eq!(p.remaining(), None);
+        p.claimed();
+        p.got(100, 100);
+        assert_eq!(p.remaining(), None, "a full claim is followed at once");
+        p.claimed();
+        p.got(3, 100);
+        let wait = p.remaining().expect("a small claim is paced");
+        assert!(wait <= CLAIM_PACE);
+    }
+}
