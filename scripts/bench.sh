@@ -19,7 +19,7 @@ cargo pgrx install --release -p pg_webhook --pg-config "$PG_CONFIG" >/dev/null
 cargo build --release --quiet -p pg-webhook-worker -p pg_webhook_bench
 
 work=$(mktemp -d /tmp/pg_webhook-bench.XXXXXX)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+free_port() { bash "$ROOT/scripts/cluster.sh" free-port; }
 pg_port=$(free_port)
 sink_port=$(free_port)
 cleanup() {

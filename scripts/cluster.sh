@@ -3,6 +3,7 @@
 #
 #   scripts/cluster.sh start DIR PORT [extra postgresql.conf lines...]
 #   scripts/cluster.sh stop DIR
+#   scripts/cluster.sh free-port     (prints a free TCP port on 127.0.0.1)
 #
 # PostgreSQL refuses to run as root, so as root the cluster belongs to the
 # `postgres` OS user. It listens on 127.0.0.1:PORT and on a socket in DIR/sock,
@@ -15,7 +16,11 @@ as_owner() {
     if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
-cmd=${1:?usage: cluster.sh start|stop DIR [PORT]}
+cmd=${1:?usage: cluster.sh start|stop DIR [PORT] | free-port}
+if [ "$cmd" = free-port ]; then
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+    exit 0
+fi
 dir=${2:?usage: cluster.sh start|stop DIR [PORT]}
 
 case "$cmd" in

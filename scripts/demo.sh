@@ -15,7 +15,7 @@ cargo pgrx install --release -p pg_webhook --pg-config "$PG_CONFIG" >/dev/null
 cargo build --release --quiet -p pg-webhook-worker -p pg_webhook_tests --bin pg-webhook-worker --bin demo-receiver
 
 work=$(mktemp -d /tmp/pg_webhook-demo.XXXXXX)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+free_port() { bash "$ROOT/scripts/cluster.sh" free-port; }
 pg_port=$(free_port)
 rx_port=$(free_port)
 pids=()

@@ -32,7 +32,7 @@ echo "== end-to-end"
 cargo pgrx install -p pg_webhook --pg-config "$PG_CONFIG" >/dev/null
 cargo build --quiet -p pg-webhook-worker
 work=$(mktemp -d /tmp/pg_webhook-e2e.XXXXXX)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(bash scripts/cluster.sh free-port)
 cleanup() { bash "$ROOT/scripts/cluster.sh" stop "$work" || true; rm -rf "$work"; }
 trap cleanup EXIT
 bash scripts/cluster.sh start "$work" "$port" "fsync = off" "max_prepared_transactions = 10"

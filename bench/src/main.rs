@@ -84,24 +84,24 @@ async fn main() -> anyhow::Result<()> {
 
     if args.wants("ceiling") {
         figures.ceiling = Some(ceiling::run(&args).await?);
-        report::progress(&figures);
+        eprintln!();
     }
     if args.wants("drain") {
         figures.drain = Some(drain::throughput(&args, args.drain_events, 1).await?);
-        report::progress(&figures);
+        eprintln!();
     }
     if args.wants("fanout") {
         figures.fanout =
             Some(drain::throughput(&args, args.fanout_events, args.fanout_endpoints).await?);
-        report::progress(&figures);
+        eprintln!();
     }
     if args.wants("capture") {
         figures.capture = capture::run(&args).await?;
-        report::progress(&figures);
+        eprintln!();
     }
     if args.wants("latency") {
         figures.latency = latency::run(&args).await?;
-        report::progress(&figures);
+        eprintln!();
     }
     if args.wants("backlog") {
         figures.backlog = Some(drain::backlog(&args).await?);

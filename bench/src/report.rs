@@ -164,11 +164,6 @@ pub fn table(f: &Figures) -> String {
     t
 }
 
-/// Marks the end of a scenario (its figures were printed as measured).
-pub fn progress(_f: &Figures) {
-    eprintln!();
-}
-
 /// A bar chart of the throughput figures and one of the latencies.
 pub fn svg(f: &Figures) -> String {
     let mut bars: Vec<(String, f64)> = Vec::new();

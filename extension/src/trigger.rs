@@ -24,7 +24,6 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 use std::cell::Cell;
-use std::ffi::CString;
 
 /// The capture statement. $1 event type, $2 table, $3 schema, $4 op,
 /// $5 qualified table, $6 new row, $7 old row (json, may be null).
@@ -257,13 +256,9 @@ fn execute_capture(values: &[Option<pg_sys::Datum>; 7]) -> u64 {
         }
         let rc = pg_sys::SPI_execute_plan(plan, datums.as_mut_ptr(), nulls.as_ptr(), false, 0);
         if rc != pg_sys::SPI_OK_INSERT as i32 {
-            let msg = CString::new(format!(
-                "pg_webhook: capture statement returned SPI code {rc}"
-            ))
-            .unwrap_or_default();
             raise(
                 PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-                msg.to_string_lossy().into_owned(),
+                format!("pg_webhook: capture statement returned SPI code {rc}"),
             );
         }
         let inserted = pg_sys::SPI_processed;

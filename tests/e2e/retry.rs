@@ -1,28 +1,43 @@
 //! Failures: retried with the endpoint's policy, every attempt logged.
 
 use pg_webhook_tests::{Receiver, RunningWorker, TestDb};
+use tokio_postgres::Client;
 
 const FAST: &str =
     r#"{"max_attempts": 3, "initial_delay": "50 milliseconds", "max_delay": "200 milliseconds"}"#;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retries_500_then_succeeds() {
+/// Publishes one `job.done` event to a receiver that answers `statuses`
+/// (then 200), under the FAST policy, and runs a worker until the delivery
+/// ends `final_status`; checks the invariants after the worker stopped.
+async fn deliver_one(
+    statuses: &[u16],
+    data: &str,
+    final_status: &str,
+) -> (TestDb, Client, Receiver) {
     let db = TestDb::new().await;
     let receiver = Receiver::start().await;
-    receiver.script(&[500, 500]);
+    receiver.script(statuses);
     let client = db.client().await;
-    db.subscribe(&client, &receiver.url("/flaky"), &["*"], Some(FAST))
+    db.subscribe(&client, &receiver.url("/hook"), &["*"], Some(FAST))
         .await;
     let mut worker = RunningWorker::start(db.worker_config());
     client
-        .batch_execute("select webhook_publish('job.done', '{\"id\": 7}')")
+        .execute(
+            "select webhook_publish('job.done', $1::text::jsonb)",
+            &[&data],
+        )
         .await
         .unwrap();
-
-    db.wait_deliveries(&client, "succeeded", 1, &mut worker.events)
+    db.wait_deliveries(&client, final_status, 1, &mut worker.events)
         .await;
     worker.stop().await;
     db.assert_invariants(&client).await;
+    (db, client, receiver)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_500_then_succeeds() {
+    let (_db, client, receiver) = deliver_one(&[500, 500], r#"{"id": 7}"#, "succeeded").await;
 
     let got = receiver.requests();
     assert_eq!(got.len(), 3);
@@ -107,41 +122,13 @@ async fn gives_up_when_receiver_is_down() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gone_410_is_final() {
-    let db = TestDb::new().await;
-    let receiver = Receiver::start().await;
-    receiver.script(&[410]);
-    let client = db.client().await;
-    db.subscribe(&client, &receiver.url("/gone"), &["*"], Some(FAST))
-        .await;
-    let mut worker = RunningWorker::start(db.worker_config());
-    client
-        .batch_execute("select webhook_publish('job.done', '{}')")
-        .await
-        .unwrap();
-    db.wait_deliveries(&client, "failed", 1, &mut worker.events)
-        .await;
-    worker.stop().await;
-    db.assert_invariants(&client).await;
+    let (_db, _client, receiver) = deliver_one(&[410], "{}", "failed").await;
     assert_eq!(receiver.requests().len(), 1, "410 Gone is not retried");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redirects_are_not_followed() {
-    let db = TestDb::new().await;
-    let receiver = Receiver::start().await;
-    receiver.script(&[302, 302, 302]);
-    let client = db.client().await;
-    db.subscribe(&client, &receiver.url("/moved"), &["*"], Some(FAST))
-        .await;
-    let mut worker = RunningWorker::start(db.worker_config());
-    client
-        .batch_execute("select webhook_publish('job.done', '{}')")
-        .await
-        .unwrap();
-    db.wait_deliveries(&client, "failed", 1, &mut worker.events)
-        .await;
-    worker.stop().await;
-    db.assert_invariants(&client).await;
+    let (_db, client, _receiver) = deliver_one(&[302, 302, 302], "{}", "failed").await;
     let codes: Vec<Option<i32>> = client
         .query(
             "select status_code from webhook.attempts order by attempt_number",

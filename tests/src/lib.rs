@@ -238,6 +238,12 @@ pub struct Receiver {
 impl Receiver {
     /// Starts on a free port.
     pub async fn start() -> Self {
+        Self::serve(None).await
+    }
+
+    /// Binds 127.0.0.1:0 and serves the recording handler, over TLS when an
+    /// acceptor is given (HTTP/2 or HTTP/1.1, as ALPN decides).
+    async fn serve(tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let shared = Shared::new();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -248,11 +254,37 @@ impl Receiver {
             .with_state(shared.clone());
         let stop = Arc::new(Notify::new());
         let stopped = stop.clone();
+        let Some(acceptor) = tls else {
+            tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { stopped.notified().await })
+                    .await
+                    .expect("receiver server");
+            });
+            return Self { addr, shared, stop };
+        };
         tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stopped.notified().await })
-                .await
-                .expect("receiver server");
+            loop {
+                let (tcp, _) = tokio::select! {
+                    _ = stopped.notified() => return,
+                    accepted = listener.accept() => match accepted {
+                        Ok(a) => a,
+                        Err(_) => continue,
+                    },
+                };
+                let acceptor = acceptor.clone();
+                let service = hyper_util::service::TowerToHyperService::new(app.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let _ = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+                });
+            }
         });
         Self { addr, shared, stop }
     }
@@ -368,41 +400,7 @@ impl Receiver {
             .with_single_cert(vec![ca.server_cert.clone()], ca.server_key.clone_key())
             .expect("server certificate");
         tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-        let shared = Shared::new();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind receiver");
-        let addr = listener.local_addr().expect("receiver address");
-        let app = axum::Router::new()
-            .fallback(handle)
-            .with_state(shared.clone());
-        let stop = Arc::new(Notify::new());
-        let stopped = stop.clone();
-        tokio::spawn(async move {
-            loop {
-                let (tcp, _) = tokio::select! {
-                    _ = stopped.notified() => return,
-                    accepted = listener.accept() => match accepted {
-                        Ok(a) => a,
-                        Err(_) => continue,
-                    },
-                };
-                let acceptor = acceptor.clone();
-                let service = hyper_util::service::TowerToHyperService::new(app.clone());
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let _ = hyper_util::server::conn::auto::Builder::new(
-                        hyper_util::rt::TokioExecutor::new(),
-                    )
-                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                    .await;
-                });
-            }
-        });
-        Self { addr, shared, stop }
+        Self::serve(Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls)))).await
     }
 
     /// `https://` URL of `path` on this receiver.
