@@ -51,7 +51,7 @@ async fn row_conversion_runs_as_the_writer_not_as_the_extension_owner() {
         .collect();
     assert_eq!(
         who,
-        [writer.clone()],
+        std::slice::from_ref(&writer),
         "the writer's cast must run as the writer"
     );
     let events: i64 = admin
