@@ -58,12 +58,14 @@ select webhook_publish('invoice.paid', '{"invoice": "inv_42", "amount": 1999}');
 SQL
 
 echo "== waiting for the deliveries"
+# Four events (two inserts, an update, a publish): the worker fans each out
+# to the receiver and delivers it.
 for _ in $(seq 1 100); do
-    left=$(sql -At -c "select count(*) from webhook.deliveries where status <> 'succeeded'")
-    [ "$left" = 0 ] && break
+    done=$(sql -At -c "select count(*) from webhook.deliveries where status = 'succeeded'")
+    [ "$done" = 4 ] && break
     sleep 0.1
 done
-[ "$left" = 0 ] || { echo "deliveries still pending; worker log:"; cat "$work/worker.log"; exit 1; }
+[ "$done" = 4 ] || { echo "deliveries still pending; worker log:"; cat "$work/worker.log"; exit 1; }
 for _ in $(seq 1 50); do [ "$(wc -l <"$work/received.log")" -ge 4 ] && break; sleep 0.1; done
 
 echo
@@ -71,7 +73,7 @@ echo "== what the receiver got"
 cat "$work/received.log"
 echo
 echo "== the delivery log (select … from webhook.delivery_log)"
-sql -c "select delivery_id, event_id, event_type, endpoint_name, status, attempt_number, status_code,
+sql -c "select delivery_id, message_id, event_type, endpoint_name, status, attempt_number, status_code,
                round(duration_ms::numeric, 1) as ms, started_at
         from webhook.delivery_log order by delivery_id, attempt_number"
 echo "== done; cleaning up"

@@ -25,9 +25,10 @@ fn claim(sink: &str, i: i64) -> Claim {
         delivery_id: i,
         lease_token: 0,
         attempt: 1,
-        event_id: i,
+        message_id: format!("msg_{i:032x}"),
         event_type: "row.created".into(),
         event_time: "2026-01-01T00:00:00.000000Z".into(),
+        event_created_us: 0,
         payload: format!(
             r#"{{"op": "INSERT", "new": {{"id": {i}, "payload": "{}"}}, "old": null, "table": "bench_rows", "schema": "public"}}"#,
             "x".repeat(200)

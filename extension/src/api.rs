@@ -112,6 +112,18 @@ mod webhook {
         gucs::notify_min_interval_ms()
     }
 
+    /// `pg_webhook.retention` in seconds, for the retention SQL.
+    #[pg_extern(stable, name = "_retention_s")]
+    fn retention_s() -> i32 {
+        gucs::retention_s()
+    }
+
+    /// `pg_webhook.disable_after` in seconds, for the record and maintenance SQL.
+    #[pg_extern(stable, name = "_disable_after_s")]
+    fn disable_after_s() -> i32 {
+        gucs::disable_after_s()
+    }
+
     /// Wakes the workers when this transaction commits (once per transaction,
     /// see `wake.rs`).
     #[pg_extern(volatile, name = "_wake")]

@@ -11,6 +11,15 @@ static CAPTURE_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
 static MAX_PAYLOAD_BYTES: GucSetting<i32> = GucSetting::<i32>::new(DEFAULT_MAX_PAYLOAD_BYTES);
 static NOTIFY_MIN_INTERVAL_MS: GucSetting<i32> =
     GucSetting::<i32>::new(DEFAULT_NOTIFY_MIN_INTERVAL_MS);
+static RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(DEFAULT_RETENTION_S);
+static DISABLE_AFTER_S: GucSetting<i32> = GucSetting::<i32>::new(DEFAULT_DISABLE_AFTER_S);
+
+/// Default for `pg_webhook.retention`: 30 days, as Svix keeps message
+/// history; finished deliveries, their attempts and events are removed
+/// between the retention and 8/7 of it (see `sql/install/08_retention.sql`).
+pub(crate) const DEFAULT_RETENTION_S: i32 = 30 * 24 * 3600;
+/// Default for `pg_webhook.disable_after`: 5 days without a success, as Svix.
+pub(crate) const DEFAULT_DISABLE_AFTER_S: i32 = 5 * 24 * 3600;
 
 /// Default for `pg_webhook.notify_min_interval`: 50 ms, measured as enough to
 /// take NOTIFY's commit lock out of the way of 16 concurrent writers, while a
@@ -46,6 +55,26 @@ pub(crate) fn init() {
         GucFlags::UNIT_MS,
     );
     GucRegistry::define_int_guc(
+        c"pg_webhook.retention",
+        c"How long finished deliveries, their attempts and their events are kept.",
+        c"They are removed whole (log slots truncated) between this and 8/7 of it; what is still pending is never removed. At least a minute.",
+        &RETENTION_S,
+        60,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"pg_webhook.disable_after",
+        c"How long an endpoint may fail without a single success before it is disabled.",
+        c"Its deliveries then wait until webhook_resume. A 410 Gone answer disables it at once.",
+        &DISABLE_AFTER_S,
+        1,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
         c"pg_webhook.max_payload_bytes",
         c"Largest event data accepted, in bytes of JSON text.",
         c"A larger webhook_publish or captured row fails with SQLSTATE 54000. Default 1 MiB.",
@@ -75,4 +104,14 @@ pub(crate) fn max_payload_bytes() -> i32 {
 /// `pg_webhook.notify_min_interval`, in ms (default 50).
 pub(crate) fn notify_min_interval_ms() -> i32 {
     NOTIFY_MIN_INTERVAL_MS.get()
+}
+
+/// `pg_webhook.retention`, in seconds (default 30 days).
+pub(crate) fn retention_s() -> i32 {
+    RETENTION_S.get()
+}
+
+/// `pg_webhook.disable_after`, in seconds (default 5 days).
+pub(crate) fn disable_after_s() -> i32 {
+    DISABLE_AFTER_S.get()
 }

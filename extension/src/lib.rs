@@ -16,7 +16,9 @@ use pgrx::prelude::*;
 mod api;
 mod error;
 mod gucs;
+mod slots;
 mod trigger;
+mod vxid;
 mod wake;
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -24,22 +26,70 @@ mod tests;
 
 ::pgrx::pg_module_magic!(name, version);
 
+// The install script, in dependency order. SQL-language functions and
+// views are checked when created, so the Rust functions they call are
+// listed where they are needed; plpgsql bodies are resolved when run.
 extension_sql_file!(
-    "../../sql/install/01_tables.sql",
-    name = "tables",
+    "../../sql/install/01_schema.sql",
+    name = "schema",
     bootstrap
 );
 extension_sql_file!(
-    "../../sql/install/02_internal.sql",
-    name = "internal",
-    requires = ["tables"]
+    "../../sql/install/02_endpoints.sql",
+    name = "endpoints",
+    requires = ["schema"]
 );
 extension_sql_file!(
-    "../../sql/install/03_api.sql",
-    name = "api",
-    requires = ["internal"]
+    "../../sql/install/03_log.sql",
+    name = "log",
+    requires = ["endpoints"]
 );
-extension_sql_file!("../../sql/install/04_grants.sql", name = "grants", finalize);
+extension_sql_file!(
+    "../../sql/install/04_checks.sql",
+    name = "checks",
+    requires = ["log"]
+);
+extension_sql_file!(
+    "../../sql/install/05_capture.sql",
+    name = "capture",
+    requires = ["checks", vxid::webhook::vxid]
+);
+extension_sql_file!(
+    "../../sql/install/06_fanout.sql",
+    name = "fanout",
+    requires = ["capture"]
+);
+extension_sql_file!(
+    "../../sql/install/07_worker.sql",
+    name = "worker",
+    requires = ["fanout"]
+);
+extension_sql_file!(
+    "../../sql/install/08_retention.sql",
+    name = "retention",
+    requires = ["worker"]
+);
+extension_sql_file!(
+    "../../sql/install/09_endpoints_api.sql",
+    name = "endpoints_api",
+    requires = ["retention"]
+);
+extension_sql_file!(
+    "../../sql/install/10_events_api.sql",
+    name = "events_api",
+    requires = ["endpoints_api"]
+);
+extension_sql_file!(
+    "../../sql/install/11_views.sql",
+    name = "views",
+    requires = ["events_api", trigger::_capture]
+);
+extension_sql_file!(
+    "../../sql/install/12_invariants.sql",
+    name = "invariants",
+    requires = ["views"]
+);
+extension_sql_file!("../../sql/install/13_grants.sql", name = "grants", finalize);
 
 /// Called by PostgreSQL when the library is loaded into a backend.
 #[pg_guard]

@@ -24,10 +24,10 @@ mod tests {
     }
 
     #[pg_test]
-    fn capture_inserts_one_delivery_per_matching_endpoint() {
-        subscribe("https://a.example.com/", "{order.*}");
-        subscribe("https://b.example.com/", "{*}");
-        subscribe("https://c.example.com/", "{invoice.*}");
+    fn capture_writes_one_event_per_row_whatever_the_endpoints() {
+        for i in 0..10 {
+            subscribe(&format!("https://e{i}.example.com/"), "{*}");
+        }
         Spi::run("create table orders (id int primary key, note text)").unwrap();
         Spi::run("select webhook_watch('orders', event_prefix => 'order')").unwrap();
         Spi::run("insert into orders select i, 'n' || i from generate_series(1, 3) i").unwrap();
@@ -35,11 +35,85 @@ mod tests {
             count("select count(*) from webhook.events where event_type = 'order.created'"),
             3
         );
-        assert_eq!(count("select count(*) from webhook.deliveries"), 6);
         assert_eq!(
-            count("select count(*) from webhook.deliveries d join webhook.endpoints e on e.id = d.endpoint_id where e.url like 'https://c.%'"),
-            0
+            count("select count(*) from webhook.deliveries"),
+            0,
+            "deliveries are the fan-out's job, not the writer's"
         );
+        assert_eq!(
+            count("select count(distinct txid) from webhook.events where txid = webhook._vxid()"),
+            1,
+            "every event carries its transaction"
+        );
+    }
+
+    #[pg_test]
+    fn watch_can_limit_the_columns_sent() {
+        Spi::run("create table users (id int, email text, password_hash text)").unwrap();
+        Spi::run("select webhook_watch('users', columns => '{id,email}')").unwrap();
+        Spi::run("insert into users values (1, 'a@example.com', 'secret')").unwrap();
+        Spi::run("update users set email = 'b@example.com'").unwrap();
+        assert_eq!(
+            count("select count(*) from webhook.events where payload::jsonb -> 'new' = '{\"id\": 1, \"email\": \"a@example.com\"}'"),
+            1
+        );
+        assert_eq!(
+            count("select count(*) from webhook.events where payload::jsonb -> 'old' = '{\"id\": 1, \"email\": \"a@example.com\"}' \
+                   and payload::jsonb -> 'new' = '{\"id\": 1, \"email\": \"b@example.com\"}'"),
+            1,
+            "the hash is never sent"
+        );
+    }
+
+    #[pg_test(error = "table public.users has no column nope")]
+    fn watch_rejects_unknown_columns() {
+        Spi::run("create table users (id int)").unwrap();
+        Spi::run("select webhook_watch('users', columns => '{id,nope}')").unwrap();
+    }
+
+    #[pg_test(
+        error = "event types starting with \"webhook.\" are reserved for pg_webhook's own events, not 'webhook.test'"
+    )]
+    fn webhook_prefix_is_reserved() {
+        Spi::run("select webhook_publish('webhook.test', '{}')").unwrap();
+    }
+
+    #[pg_test]
+    fn message_ids_are_namespaced_and_stable() {
+        let (legacy, current) = Spi::get_two::<String, String>(
+            "select webhook._message_id(0, 42), webhook._message_id(webhook._vxid(), 42)",
+        )
+        .unwrap();
+        assert_eq!(legacy.unwrap(), "42", "0.1.0 events keep their number");
+        let current = current.unwrap();
+        assert!(
+            current.starts_with("msg_") && current.len() == 36,
+            "{current}"
+        );
+        assert!(current.ends_with("000000000000002a"), "{current}");
+    }
+
+    #[pg_test]
+    fn latency_histogram_percentiles_are_bucket_bounds() {
+        let (b1, b2, b5, top) = (
+            count("select webhook._latency_bucket(0.3)"),
+            count("select webhook._latency_bucket(1.5)"),
+            count("select webhook._latency_bucket(12)"),
+            count("select webhook._latency_bucket(1e9)"),
+        );
+        assert_eq!((b1, b2, b5, top), (1, 2, 5, 20));
+        let p50 = Spi::get_one::<f64>(
+            "select webhook._hist_percentile(array[0,0,0,10,0,0,0,0,0,1]::bigint[], 0.5)",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(p50, 8.0);
+        let p95 = Spi::get_one::<f64>(
+            "select webhook._hist_percentile(array[0,0,0,10,0,0,0,0,0,1]::bigint[], 0.95)",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(p95, 512.0);
     }
 
     #[pg_test]
@@ -115,47 +189,57 @@ mod tests {
     }
 
     #[pg_test]
-    fn unsubscribe_cancels_pending_and_keeps_history() {
-        let id = subscribe("https://a.example.com/", "{*}");
-        Spi::run("select webhook_publish('a.b', '{}')").unwrap();
+    fn unsubscribe_cancels_what_is_held_and_keeps_history() {
+        let a = subscribe("https://a.example.com/", "{*}");
+        let b = subscribe("https://b.example.com/", "{*}");
+        Spi::run(&format!(
+            "select webhook_send_test({a}), webhook_send_test({b})"
+        ))
+        .unwrap();
+        Spi::run(&format!("select webhook_pause({b})")).unwrap();
+        for id in [a, b] {
+            assert!(
+                Spi::get_one::<bool>(&format!("select webhook_unsubscribe({id})"))
+                    .unwrap()
+                    .unwrap()
+            );
+        }
         assert!(
-            Spi::get_one::<bool>(&format!("select webhook_unsubscribe({id})"))
+            !Spi::get_one::<bool>(&format!("select webhook_unsubscribe({a})"))
                 .unwrap()
-                .unwrap()
-        );
-        assert!(
-            !Spi::get_one::<bool>(&format!("select webhook_unsubscribe({id})"))
-                .unwrap()
-                .unwrap()
+                .unwrap(),
+            "removing twice is a no-op"
         );
         assert_eq!(
-            count("select count(*) from webhook.deliveries where status = 'cancelled'"),
-            1
-        );
-        assert_eq!(
-            count("select count(*) from webhook.endpoints where deleted_at is not null"),
-            1
-        );
-        assert_eq!(count("select count(*) from webhook.endpoint_secrets"), 0);
-        Spi::run("select webhook_publish('a.c', '{}')").unwrap();
-        assert_eq!(
-            count("select count(*) from webhook.deliveries"),
+            count(&format!("select count(*) from webhook.deliveries where endpoint_id = {b} and status = 'cancelled'")),
             1,
-            "a removed endpoint gets nothing new"
+            "what a paused endpoint held can never be sent"
+        );
+        assert_eq!(
+            count(&format!("select count(*) from webhook.deliveries where endpoint_id = {a} and status = 'pending'")),
+            1,
+            "what was committed while subscribed still goes out"
+        );
+        assert_eq!(
+            count("select count(*) from webhook.endpoint_secrets"),
+            2,
+            "secrets stay until the fan-out has passed the removal and nothing is left to send"
+        );
+        assert_eq!(
+            count("select count(*) from webhook.subscriptions where until_txid = webhook._vxid()"),
+            2
         );
     }
 
     #[pg_test]
     fn record_moves_a_delivery_only_under_its_lease() {
-        subscribe("https://a.example.com/", "{*}");
-        Spi::run("select webhook_publish('a.b', '{\"k\": 1}')").unwrap();
-        let (id, token) = Spi::get_two::<i64, i64>(
-            "select delivery_id, lease_token from webhook._claim_deliveries('w', 10, '30 seconds')",
-        )
-        .unwrap();
+        let endpoint = subscribe("https://a.example.com/", "{*}");
+        Spi::run(&format!("select webhook_send_test({endpoint})")).unwrap();
+        let claim = "select delivery_id, lease_token from webhook._claim_deliveries('w', 10, '30 seconds', 100, '{}', '{}', 0)";
+        let (id, token) = Spi::get_two::<i64, i64>(claim).unwrap();
         let (id, token) = (id.unwrap(), token.unwrap());
         assert_eq!(
-            count("select count(*) from webhook._claim_deliveries('w2', 10, '30 seconds')"),
+            count(&format!("select count(*) from ({claim}) c")),
             0,
             "leased rows are not due"
         );
@@ -173,12 +257,45 @@ mod tests {
             "a stale lease moves nothing"
         );
         assert_eq!(record(token, "succeeded"), 1);
-        assert_eq!(count("select count(*) from webhook.deliveries where status = 'succeeded' and lease_token is null"), 1);
+        assert_eq!(
+            count("select count(*) from webhook.deliveries where status = 'succeeded' and slot is not null"),
+            1,
+            "a finished delivery leaves the open partition"
+        );
         assert_eq!(
             count("select count(*) from webhook.attempts"),
             2,
             "every attempt is logged"
         );
+    }
+
+    #[pg_test]
+    fn nothing_is_granted_to_public() {
+        assert_eq!(
+            count(
+                "select count(*) from pg_proc p join pg_depend d on d.objid = p.oid and d.deptype = 'e' \
+                 join pg_extension e on e.oid = d.refobjid and e.extname = 'pg_webhook' \
+                 where has_function_privilege('public', p.oid, 'execute')"
+            ),
+            0
+        );
+        assert_eq!(
+            count(
+                "select count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace \
+                   where n.nspname = 'webhook' and has_table_privilege('public', c.oid, 'select')"
+            ),
+            0
+        );
+        assert!(Spi::get_one::<bool>(
+            "select has_function_privilege('webhook_publisher', 'webhook_publish(text, jsonb, text)', 'execute')"
+        )
+        .unwrap()
+        .unwrap());
+        assert!(!Spi::get_one::<bool>(
+            "select has_function_privilege('webhook_publisher', 'webhook._capture()', 'execute')"
+        )
+        .unwrap()
+        .unwrap());
     }
 
     #[pg_test]

@@ -1,37 +1,58 @@
-//! The row-change capture trigger, `webhook._capture(event_prefix)`.
+//! The row-change capture trigger, `webhook._capture(event_prefix, columns...)`.
 //!
 //! Installed by `webhook_watch` as an AFTER … FOR EACH ROW trigger. For each
 //! row it converts the old and new rows with PostgreSQL's own `row_to_json`
-//! (every column type converts exactly as in SQL), then runs one cached
-//! statement that inserts the event and one delivery per matching active
-//! endpoint, all in the writer's transaction; then it asks for one wake-up at
-//! commit.
+//! (every column type converts exactly as in SQL) and runs one cached
+//! statement that inserts the event — one row, whatever the number of
+//! endpoints: deliveries are created later, off the writer's path, by the
+//! fan-out. Then it asks for one wake-up at commit.
 //!
-//! Privileges: the rows are converted as the writer, and only the insert runs
-//! as the extension's owner (so that writers need no right on the webhook
-//! tables). The function is *not* SECURITY DEFINER, on purpose: converting a
-//! row to JSON may call a cast to json defined by whoever owns a column's
-//! type, and such a cast must never run with the owner's rights.
+//! Privileges: the rows are converted as the writer, and only the insert
+//! (and the reads of the current slot and incarnation) run as the
+//! extension's owner, so that writers need no right on the webhook tables.
+//! The function is *not* SECURITY DEFINER, on purpose: converting a row to
+//! JSON may call a cast to json defined by whoever owns a column's type, and
+//! such a cast must never run with the owner's rights. Who may attach it to
+//! a table is decided by EXECUTE on it, which only webhook_admin has.
 //!
 //! Why one prepared statement through raw SPI: this runs for every captured
 //! row, so it must not re-parse or re-plan SQL per row. The rows travel as
-//! `record` parameters, so a single plan serves every watched table.
+//! `json` parameters, so a single plan serves every watched table.
 //!
 //! Must not: do network I/O, read secrets, or notify per row.
 
-use crate::{gucs, wake};
+use crate::{gucs, slots, vxid, wake};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 use std::cell::Cell;
 
 /// The capture statement. $1 event type, $2 table, $3 schema, $4 op,
-/// $5 qualified table, $6 new row, $7 old row (json, may be null).
-/// Every name is schema-qualified (operators included: there are none) because
-/// the trigger runs as the extension owner without pinning search_path (a
-/// `SET search_path` on the function would cost a configuration save and
-/// restore on every row), so the caller's search_path must not matter.
+/// $5 qualified table, $6 new row, $7 old row (json, may be null), $8 slot,
+/// $9 transaction (virtual id), $10 the columns to keep (null: all).
+/// Every name is schema-qualified (operators included) because the trigger
+/// runs as the extension owner without pinning search_path (a `SET
+/// search_path` on the function would cost a configuration save and restore
+/// on every row), so the caller's search_path must not matter.
 const CAPTURE_SQL: &std::ffi::CStr = c"
+insert into webhook.events (slot, txid, event_type, payload, source_table)
+select $8::pg_catalog.int2, $9::pg_catalog.int8, $1::pg_catalog.text, d.payload, $5::pg_catalog.text
+from (
+    select pg_catalog.json_build_object(
+               'table', $2::pg_catalog.text, 'schema', $3::pg_catalog.text, 'op', $4::pg_catalog.text,
+               'new', case when $10::pg_catalog.text[] is null then $6::pg_catalog.json
+                           else (select pg_catalog.json_object_agg(j.key, j.value) from pg_catalog.json_each($6::pg_catalog.json) j
+                                 where j.key operator(pg_catalog.=) any ($10::pg_catalog.text[])) end,
+               'old', case when $10::pg_catalog.text[] is null then $7::pg_catalog.json
+                           else (select pg_catalog.json_object_agg(j.key, j.value) from pg_catalog.json_each($7::pg_catalog.json) j
+                                 where j.key operator(pg_catalog.=) any ($10::pg_catalog.text[])) end) as payload
+) d
+where webhook._check_payload_size(pg_catalog.octet_length(d.payload::pg_catalog.text))";
+
+/// The 0.1.0 capture statement (event and deliveries at once), used while
+/// a database still has the 0.1.0 schema after the library was upgraded
+/// (see slots.rs). Parameters as in [`CAPTURE_SQL`], $8 to $10 unused.
+const LEGACY_CAPTURE_SQL: &std::ffi::CStr = c"
 with data as (
     select pg_catalog.json_build_object(
                'table', $2::pg_catalog.text, 'schema', $3::pg_catalog.text, 'op', $4::pg_catalog.text,
@@ -41,6 +62,7 @@ with data as (
     select $1::pg_catalog.text, data.payload, $5::pg_catalog.text
     from data
     where webhook._check_payload_size(pg_catalog.octet_length(data.payload::pg_catalog.text))
+      and $8::pg_catalog.int2 is null and $9::pg_catalog.int8 is null and $10::pg_catalog.text[] is null
     returning id, event_type
 )
 insert into webhook.deliveries (event_id, endpoint_id, status)
@@ -48,7 +70,7 @@ select ev.id, e.id, case when e.paused_at is null then 'pending' else 'paused' e
 from ev
 join webhook.endpoints e on e.is_active and webhook._matches(e.event_types, ev.event_type)";
 
-const ARG_TYPES: [pg_sys::Oid; 7] = [
+const ARG_TYPES: [pg_sys::Oid; 10] = [
     pg_sys::TEXTOID,
     pg_sys::TEXTOID,
     pg_sys::TEXTOID,
@@ -56,12 +78,17 @@ const ARG_TYPES: [pg_sys::Oid; 7] = [
     pg_sys::TEXTOID,
     pg_sys::JSONOID,
     pg_sys::JSONOID,
+    pg_sys::INT2OID,
+    pg_sys::INT8OID,
+    pg_sys::TEXTARRAYOID,
 ];
 
 thread_local! {
     /// The capture statement, prepared once per backend and kept by SPI
     /// (`SPI_keepplan`); the plan cache revalidates it after DDL.
     static PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(std::ptr::null_mut()) };
+    /// The same for [`LEGACY_CAPTURE_SQL`].
+    static LEGACY_PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(std::ptr::null_mut()) };
 }
 
 fn raise(code: PgSqlErrorCode, message: String) -> ! {
@@ -75,11 +102,11 @@ fn raise(code: PgSqlErrorCode, message: String) -> ! {
 /// whose rights each step runs with.
 #[pg_trigger(sql = r#"
 -- API: Private
-CREATE FUNCTION webhook."_capture"() RETURNS trigger
+CREATE OR REPLACE FUNCTION webhook."_capture"() RETURNS trigger
     LANGUAGE c
     AS 'MODULE_PATHNAME', '@FUNCTION_NAME@';
 COMMENT ON FUNCTION webhook."_capture"() IS
-    'Row-change capture trigger installed by webhook_watch; argument: the event prefix.';
+    'Row-change capture trigger installed by webhook_watch; arguments: the event prefix, then the columns to send (all when none).';
 "#)]
 fn _capture<'a>(
     trigger: &'a PgTrigger<'a>,
@@ -96,7 +123,7 @@ fn _capture<'a>(
         );
     }
     let args = trigger.extra_args()?;
-    let Some(prefix) = args.first() else {
+    let Some((prefix, columns)) = args.split_first() else {
         raise(
             PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
             "webhook._capture needs the event prefix as its argument; install it with webhook_watch()".into(),
@@ -131,16 +158,44 @@ fn _capture<'a>(
         (!tuple.is_null())
             .then(|| unsafe { row_to_json(pg_sys::heap_copy_tuple_as_datum(tuple, tupdesc)) })
     };
-    let values: [Option<pg_sys::Datum>; 7] = [
-        event_type.as_str().into_datum(),
-        table.as_str().into_datum(),
-        schema.as_str().into_datum(),
-        op.into_datum(),
-        qualified.as_str().into_datum(),
-        row(new_tuple),
-        row(old_tuple),
-    ];
-    let inserted = as_extension_owner(|| execute_capture(&values));
+    let columns: Option<Vec<&str>> =
+        (!columns.is_empty()).then(|| columns.iter().map(String::as_str).collect());
+    let (new_json, old_json) = (row(new_tuple), row(old_tuple));
+    let inserted = as_extension_owner(|| {
+        let common = [
+            event_type.as_str().into_datum(),
+            table.as_str().into_datum(),
+            schema.as_str().into_datum(),
+            op.into_datum(),
+            qualified.as_str().into_datum(),
+            new_json,
+            old_json,
+        ];
+        let [a, b, c, d, e, f, g] = common;
+        match slots::current_or_legacy() {
+            Some(slot) => execute_capture(
+                &PLAN,
+                CAPTURE_SQL,
+                &[
+                    a,
+                    b,
+                    c,
+                    d,
+                    e,
+                    f,
+                    g,
+                    slot.into_datum(),
+                    vxid::current_vxid().into_datum(),
+                    columns.clone().into_datum(),
+                ],
+            ),
+            None => execute_capture(
+                &LEGACY_PLAN,
+                LEGACY_CAPTURE_SQL,
+                &[a, b, c, d, e, f, g, None, None, None],
+            ),
+        }
+    });
     if inserted > 0 {
         wake::at_commit();
     }
@@ -218,10 +273,15 @@ fn as_extension_owner<T>(f: impl FnOnce() -> T) -> T {
     result
 }
 
-/// Runs the capture statement; returns the number of deliveries inserted.
-fn execute_capture(values: &[Option<pg_sys::Datum>; 7]) -> u64 {
-    let mut datums: [pg_sys::Datum; 7] = [pg_sys::Datum::from(0); 7];
-    let mut nulls: [std::ffi::c_char; 7] = [b' ' as std::ffi::c_char; 7];
+/// Runs a capture statement, prepared once per backend into `plan`; returns
+/// the number of rows inserted by its last step.
+fn execute_capture(
+    plan_cell: &'static std::thread::LocalKey<Cell<pg_sys::SPIPlanPtr>>,
+    sql: &std::ffi::CStr,
+    values: &[Option<pg_sys::Datum>; 10],
+) -> u64 {
+    let mut datums: [pg_sys::Datum; 10] = [pg_sys::Datum::from(0); 10];
+    let mut nulls: [std::ffi::c_char; 10] = [b' ' as std::ffi::c_char; 10];
     for (i, v) in values.iter().enumerate() {
         match v {
             Some(d) => datums[i] = *d,
@@ -239,10 +299,10 @@ fn execute_capture(values: &[Option<pg_sys::Datum>; 7]) -> u64 {
                 "pg_webhook: SPI_connect failed".into(),
             );
         }
-        let mut plan = PLAN.get();
+        let mut plan = plan_cell.get();
         if plan.is_null() {
             plan = pg_sys::SPI_prepare(
-                CAPTURE_SQL.as_ptr(),
+                sql.as_ptr(),
                 ARG_TYPES.len() as i32,
                 ARG_TYPES.as_ptr().cast_mut(),
             );
@@ -252,7 +312,7 @@ fn execute_capture(values: &[Option<pg_sys::Datum>; 7]) -> u64 {
                     "pg_webhook: could not prepare the capture statement".into(),
                 );
             }
-            PLAN.set(plan);
+            plan_cell.set(plan);
         }
         let rc = pg_sys::SPI_execute_plan(plan, datums.as_mut_ptr(), nulls.as_ptr(), false, 0);
         if rc != pg_sys::SPI_OK_INSERT as i32 {

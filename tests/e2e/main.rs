@@ -4,6 +4,12 @@
 
 mod concurrency;
 mod delivery;
+mod fairness;
+mod fanout;
 mod queries;
+mod restore;
+mod retention;
 mod retry;
+mod roles;
 mod security;
+mod upgrade;

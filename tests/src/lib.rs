@@ -52,6 +52,17 @@ impl TestDb {
     /// Creates the database and the extension, and allows private targets
     /// (the receivers live on 127.0.0.1).
     pub async fn new() -> Self {
+        let db = Self::empty().await;
+        connect(&db.dsn)
+            .await
+            .batch_execute("create extension pg_webhook")
+            .await
+            .expect("create extension");
+        db
+    }
+
+    /// A database without the extension (a restore target, an upgrade test).
+    pub async fn empty() -> Self {
         let admin = admin_dsn();
         let name = format!(
             "pgwh_{}_{}_{}",
@@ -71,11 +82,6 @@ impl TestDb {
             .await
             .expect("alter database");
         let dsn = format!("{admin} dbname={name}");
-        connect(&dsn)
-            .await
-            .batch_execute("create extension pg_webhook")
-            .await
-            .expect("create extension");
         Self { name, dsn }
     }
 
@@ -115,18 +121,57 @@ impl TestDb {
         (row.get(0), row.get(1))
     }
 
-    /// Fails the test if any delivery breaks a state-machine invariant
-    /// (`webhook._invariant_violations()`).
+    /// Fails the test if anything breaks an invariant that spans rows
+    /// (`webhook._invariant_violations()`; each row's own are CHECKs).
     pub async fn assert_invariants(&self, client: &Client) {
         let rows = client
             .query(
-                "select delivery_id, invariant from webhook._invariant_violations()",
+                "select object_id, invariant from webhook._invariant_violations()",
                 &[],
             )
             .await
             .expect("invariant check");
         let broken: Vec<(i64, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-        assert!(broken.is_empty(), "deliveries break invariants: {broken:?}");
+        assert!(broken.is_empty(), "invariants broken: {broken:?}");
+    }
+
+    /// What the deliveries look like (for failure messages).
+    pub async fn describe_deliveries(&self, client: &Client) -> String {
+        match client
+            .query(
+                "select d.endpoint_id, d.status::text, count(*), min(d.last_error)
+                 from webhook.deliveries d group by 1, 2 order by 1, 2",
+                &[],
+            )
+            .await
+        {
+            Ok(rows) => rows
+                .iter()
+                .map(|r| {
+                    format!(
+                        "endpoint {} {}: {} (last error {:?})",
+                        r.get::<_, i64>(0),
+                        r.get::<_, String>(1),
+                        r.get::<_, i64>(2),
+                        r.get::<_, Option<String>>(3)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+            Err(e) => format!("(cannot read them: {e})"),
+        }
+    }
+
+    /// The webhook-id of the event with this id.
+    pub async fn message_id(&self, client: &Client, event_id: i64) -> String {
+        client
+            .query_one(
+                "select webhook._message_id(e.txid, e.id) from webhook.events e where e.id = $1",
+                &[&event_id],
+            )
+            .await
+            .expect("the event exists")
+            .get(0)
     }
 
     /// Waits until exactly `n` deliveries have `status` (see [`Self::wait_for`]).
@@ -163,10 +208,12 @@ impl TestDb {
                 return;
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "timed out after {WAIT:?} waiting for: {sql}"
-            );
+            if left.is_zero() {
+                panic!(
+                    "timed out after {WAIT:?} waiting for: {sql}\ndeliveries now: {}",
+                    self.describe_deliveries(client).await
+                );
+            }
             let tick = left.min(Duration::from_millis(100));
             match events.as_deref_mut() {
                 Some(rx) => {
@@ -479,6 +526,72 @@ impl RunningWorker {
             .expect("worker task")
             .expect("worker ran without a fatal error");
     }
+}
+
+/// A TCP server on 127.0.0.1 that accepts connections and never answers:
+/// an endpoint that stopped responding (every request runs into its timeout).
+pub struct Blackhole {
+    addr: std::net::SocketAddr,
+    accepted: Arc<AtomicU32>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Blackhole {
+    /// Starts on a free port.
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind blackhole");
+        let addr = listener.local_addr().expect("blackhole address");
+        let accepted = Arc::new(AtomicU32::new(0));
+        let count = accepted.clone();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::Relaxed);
+                held.push(socket); // kept open, never read, never answered
+            }
+        });
+        Self {
+            addr,
+            accepted,
+            task,
+        }
+    }
+
+    /// URL of `path` on it.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.accepted.load(Ordering::Relaxed) as usize
+    }
+}
+
+impl Drop for Blackhole {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Runs one of PostgreSQL's client programs (`pg_dump`, `pg_restore`, …)
+/// from `PG_BIN` (default: Debian's PostgreSQL 15) and fails the test with
+/// its output if it fails.
+pub async fn pg_tool(program: &str, args: &[&str]) {
+    let bin = std::env::var("PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into());
+    let out = tokio::process::Command::new(std::path::Path::new(&bin).join(program))
+        .args(args)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Path of the real `pg-webhook-worker` binary (built by tests/run.sh).

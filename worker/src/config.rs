@@ -22,6 +22,13 @@ pub const DEFAULT_LEASE_MARGIN_MS: u64 = 30_000;
 pub const DEFAULT_RESPONSE_EXCERPT_BYTES: usize = 1024;
 /// Default time allowed for in-flight deliveries at shutdown, in milliseconds.
 pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 30_000;
+/// Default most events fanned out per claim (whole transactions: a large
+/// one may go beyond it). Large enough that fanning out costs a small share
+/// of a claim, small enough that a claim after a long backlog stays short.
+pub const DEFAULT_FANOUT_BATCH: usize = 1000;
+/// Default maintenance schedule: every minute, at second 0 (cron syntax
+/// with seconds; see [`MaintenanceSchedule`]).
+pub const DEFAULT_MAINTENANCE_SCHEDULE: &str = "0 * * * * *";
 
 /// Command line and environment of `pg-webhook-worker`.
 #[derive(Debug, Clone, Parser)]
@@ -71,6 +78,69 @@ pub struct Cli {
     /// to lease expiry (another worker redelivers them).
     #[arg(long, env = "PG_WEBHOOK_DRAIN_TIMEOUT_MS", default_value_t = DEFAULT_DRAIN_TIMEOUT_MS)]
     pub drain_timeout_ms: u64,
+    /// Most events fanned out (turned into deliveries) per claim.
+    #[arg(long, env = "PG_WEBHOOK_FANOUT_BATCH", default_value_t = DEFAULT_FANOUT_BATCH)]
+    pub fanout_batch: usize,
+    /// When to run the maintenance (retention purge, auto-disable): a cron
+    /// expression, with seconds ("0 * * * * *") or without ("*/5 * * * *"),
+    /// in UTC; "off" to leave it to another worker or to webhook_purge().
+    /// One worker at a time runs it.
+    #[arg(long, env = "PG_WEBHOOK_MAINTENANCE_SCHEDULE", default_value = DEFAULT_MAINTENANCE_SCHEDULE)]
+    pub maintenance_schedule: String,
+}
+
+/// A parsed `--maintenance-schedule` (the `cron` crate's syntax, which has
+/// a seconds field; a classic five-field expression gets "0" seconds).
+#[derive(Clone)]
+pub struct MaintenanceSchedule {
+    expression: String,
+    schedule: cron::Schedule,
+}
+
+impl MaintenanceSchedule {
+    /// Parses an expression; `None` for "off".
+    pub fn parse(expression: &str) -> Result<Option<Self>, ConfigError> {
+        let expression = expression.trim();
+        if expression.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        let full = if expression.split_whitespace().count() == 5 {
+            format!("0 {expression}")
+        } else {
+            expression.to_owned()
+        };
+        let schedule = full
+            .parse::<cron::Schedule>()
+            .map_err(|e| ConfigError::Schedule {
+                expression: expression.to_owned(),
+                reason: e.to_string(),
+            })?;
+        if schedule.upcoming(chrono::Utc).next().is_none() {
+            return Err(ConfigError::Schedule {
+                expression: expression.to_owned(),
+                reason: "it never fires".into(),
+            });
+        }
+        Ok(Some(Self {
+            expression: expression.to_owned(),
+            schedule,
+        }))
+    }
+
+    /// How long from `now` until the next run.
+    pub fn until_next(&self, now: chrono::DateTime<chrono::Utc>) -> Duration {
+        self.schedule
+            .after(&now)
+            .next()
+            .and_then(|t| (t - now).to_std().ok())
+            .unwrap_or(Duration::from_secs(3600))
+    }
+}
+
+impl std::fmt::Debug for MaintenanceSchedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.expression)
+    }
 }
 
 /// Why the configuration was refused.
@@ -88,6 +158,14 @@ pub enum ConfigError {
         /// the file given
         path: String,
         /// what went wrong
+        reason: String,
+    },
+    /// The maintenance schedule is not a cron expression.
+    #[error("--maintenance-schedule {expression:?} is not a valid cron expression: {reason}")]
+    Schedule {
+        /// what was given
+        expression: String,
+        /// what is wrong with it
         reason: String,
     },
     /// A number outside its range.
@@ -129,6 +207,10 @@ pub struct Config {
     pub threads: usize,
     /// Extra trusted root certificates (DER), from `--ca-file`.
     pub extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// Most events fanned out per claim (default 1000).
+    pub fanout_batch: usize,
+    /// When to run the maintenance; `None` when off (default every minute).
+    pub maintenance: Option<MaintenanceSchedule>,
 }
 
 /// Reads every certificate of a PEM file.
@@ -223,6 +305,8 @@ impl Config {
                 0,
                 3_600_000,
             )?),
+            fanout_batch: check("--fanout-batch", cli.fanout_batch as u64, 1, 1_000_000)? as usize,
+            maintenance: MaintenanceSchedule::parse(&cli.maintenance_schedule)?,
         })
     }
 
@@ -321,6 +405,24 @@ mod tests {
         .unwrap_err();
         assert!(e.to_string().contains("no PEM certificate"), "{e}");
         std::fs::remove_file(empty).ok();
+    }
+
+    #[test]
+    fn maintenance_schedule_takes_cron_with_or_without_seconds() {
+        let at = |s: &str| {
+            Config::from_cli(
+                parse(&["--database-url", "dbname=x", "--maintenance-schedule", s]),
+                |_| None,
+            )
+        };
+        let every_minute = at("0 * * * * *").unwrap().maintenance.unwrap();
+        let now = "2026-01-01T10:00:30Z".parse().unwrap();
+        assert_eq!(every_minute.until_next(now), Duration::from_secs(30));
+        let five = at("*/5 * * * *").unwrap().maintenance.unwrap();
+        assert_eq!(five.until_next(now), Duration::from_secs(270));
+        assert!(at("off").unwrap().maintenance.is_none());
+        let e = at("every tuesday").unwrap_err();
+        assert!(e.to_string().contains("--maintenance-schedule"), "{e}");
     }
 
     #[test]

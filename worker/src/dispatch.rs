@@ -205,8 +205,8 @@ impl Dispatcher {
             destination::check_host_name(host).map_err(|e| SendError::Blocked(e.to_string()))?;
         }
         let body = envelope::body(&claim.event_type, &claim.event_time, &claim.payload);
-        let msg_id = claim.event_id.to_string();
-        let signature = signature_header(&claim.secrets, &msg_id, timestamp, body.as_bytes());
+        let msg_id = &claim.message_id;
+        let signature = signature_header(&claim.secrets, msg_id, timestamp, body.as_bytes());
 
         let mut request = Request::new(Full::new(Bytes::from(body)));
         *request.method_mut() = Method::POST;
@@ -225,7 +225,7 @@ impl Dispatcher {
         }
         headers.insert(USER_AGENT_HEADER, HeaderValue::from_static(USER_AGENT));
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.insert(envelope::HEADER_ID, header_value(&msg_id));
+        headers.insert(envelope::HEADER_ID, header_value(msg_id));
         headers.insert(
             envelope::HEADER_TIMESTAMP,
             header_value(&timestamp.to_string()),

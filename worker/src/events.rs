@@ -19,6 +19,9 @@ pub enum WorkerEvent {
         /// how many of them changed state
         moved: u64,
     },
+    /// The periodic maintenance ran: its report (JSON), or `None` when
+    /// another worker was running it.
+    Maintenance(Option<String>),
 }
 
 /// Where events go; a no-op when nobody listens.

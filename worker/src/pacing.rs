@@ -4,6 +4,7 @@
 //! Must not: claim, send or record anything; it only decides how long to wait.
 
 use crate::config::Config;
+use crate::inflight::InFlight;
 use crate::queue::Queue;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -80,18 +81,26 @@ impl Linger {
     }
 }
 
-/// Nothing more is due now: sleep until the next delivery is due (a retry or
-/// an expired lease), a NOTIFY, the poll interval, or cancellation; while
-/// lingering, look at the queue every [`LINGER_POLL`] instead.
+/// The last claim came back short: sleep until a delivery this worker may
+/// claim is due (a retry, an expired lease; "may" as in an endpoint's share
+/// of the slots), a NOTIFY, the poll interval, or cancellation; while
+/// lingering, look at the queue every [`LINGER_POLL`] instead. With
+/// deliveries in flight, also return once enough of them have finished to
+/// free `min_claim` slots: they give endpoints back their share.
 pub(crate) async fn idle(
     queue: &Queue,
     config: &Config,
     wake: &Notify,
     cancel: &CancellationToken,
     linger: &mut Linger,
+    in_flight: &mut InFlight,
+    min_claim: usize,
 ) {
     loop {
-        let due = match queue.next_due().await {
+        let due = match queue
+            .next_due(config.concurrency, &in_flight.per_endpoint())
+            .await
+        {
             Ok(due) => due,
             Err(e) => {
                 tracing::warn!(error = %e, cause = ?e.0, "could not read the next due time");
@@ -99,6 +108,7 @@ pub(crate) async fn idle(
             }
         };
         let lingering = linger.active();
+        let busy = !in_flight.is_empty();
         let sleep_for = match due {
             Some(due) if lingering && due.is_zero() => return, // new work: claim it
             Some(due) if lingering => due.min(LINGER_POLL),
@@ -106,13 +116,24 @@ pub(crate) async fn idle(
             None if lingering => LINGER_POLL,
             None => config.poll_interval,
         };
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = wake.notified() => {
-                linger.extend();
-                return;
+        let sleep = tokio::time::sleep(sleep_for);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = wake.notified() => {
+                    linger.extend();
+                    return;
+                }
+                Some(()) = in_flight.next(), if busy => {
+                    if config.concurrency - in_flight.len() >= min_claim {
+                        return;
+                    }
+                    continue;
+                }
+                _ = &mut sleep => {}
             }
-            _ = tokio::time::sleep(sleep_for) => {}
+            break;
         }
         if !lingering {
             return;

@@ -6,23 +6,33 @@
 pub const EXTENSION_VERSION: &str =
     "select extversion from pg_catalog.pg_extension where extname = 'pg_webhook'";
 
-/// Claims and leases due deliveries: $1 worker id, $2 limit, $3 lease margin in ms.
+/// Fans out what was committed since the last call, then claims and leases
+/// due deliveries fairly across endpoints: $1 worker id, $2 limit, $3 lease
+/// margin in ms, $4 the worker's concurrency (shared among endpoints), $5/$6 this worker's
+/// deliveries in flight per endpoint, $7 most events to fan out first.
 /// `queue::Claim::from_row` reads the columns by position: keep the order.
-pub const CLAIM: &str = "select delivery_id, lease_token, attempt_number, event_id, event_type, event_time, \
-     payload, endpoint_id, url, headers, timeout_ms, secrets, max_attempts, initial_delay_ms, max_delay_ms, \
-     backoff_multiplier \
-     from webhook._claim_deliveries($1::text, $2::integer, $3::bigint * interval '1 millisecond')";
+pub const CLAIM: &str = "select delivery_id, lease_token, attempt_number, message_id, event_type, event_time, \
+     event_created_us, payload, endpoint_id, url, headers, timeout_ms, secrets, max_attempts, initial_delay_ms, \
+     max_delay_ms, backoff_multiplier \
+     from webhook._claim_deliveries($1::text, $2::integer, $3::bigint * interval '1 millisecond', \
+     $4::integer, $5::bigint[], $6::integer[], $7::integer)";
 
 /// Records a batch of attempts (see `webhook._record_attempts`).
 pub const RECORD: &str = "select webhook._record_attempts($1::text, $2::bigint[], $3::bigint[], $4::integer[], \
      $5::timestamptz[], $6::double precision[], $7::integer[], $8::text[], $9::text[], $10::text[], $11::bigint[])";
 
-/// Milliseconds until the next pending delivery is due (null: none pending).
-pub const NEXT_DUE: &str = "select webhook._next_due_ms()";
+/// Milliseconds until a delivery this worker may claim is due (null: none
+/// pending): $1 the worker's concurrency, $2/$3 its deliveries in flight
+/// per endpoint (as for the claim).
+pub const NEXT_DUE: &str = "select webhook._next_due_ms($1::integer, $2::bigint[], $3::integer[])";
 
 /// The extension's `pg_webhook.notify_min_interval`, in ms: how long a
 /// session may stay silent after notifying (the worker lingers longer).
 pub const NOTIFY_MIN_INTERVAL: &str = "select webhook._notify_min_interval_ms()";
+
+/// The periodic maintenance (retention, auto-disable); null when another
+/// worker is running it.
+pub const MAINTENANCE: &str = "select webhook._maintenance()::text";
 
 /// The wake-up channel that the extension notifies at commit.
 pub const LISTEN: &str = "listen pg_webhook_wake";
@@ -34,4 +44,5 @@ pub const ALL: &[&str] = &[
     RECORD,
     NEXT_DUE,
     NOTIFY_MIN_INTERVAL,
+    MAINTENANCE,
 ];

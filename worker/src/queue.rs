@@ -1,6 +1,7 @@
-//! Claiming work: one statement claims and leases a batch of due deliveries
-//! (`FOR UPDATE SKIP LOCKED` inside `webhook._claim_deliveries`), in its own
-//! short transaction that commits before any request is sent.
+//! Claiming work: one statement fans out what was committed since the last
+//! call and claims and leases a batch of due deliveries, fairly across
+//! endpoints (`FOR UPDATE SKIP LOCKED` inside `webhook._claim_deliveries`),
+//! in its own short transaction that commits before any request is sent.
 //!
 //! Must not: hold a transaction open across dispatch.
 
@@ -20,12 +21,15 @@ pub struct Claim {
     pub lease_token: i64,
     /// 1 for the first attempt.
     pub attempt: u32,
-    /// `webhook.events.id`, sent as `webhook-id`.
-    pub event_id: i64,
+    /// The event's message id, sent as `webhook-id` (`msg_…`).
+    pub message_id: String,
     /// The body's `type`.
     pub event_type: String,
     /// The body's `timestamp` (RFC 3339, UTC).
     pub event_time: String,
+    /// When the event was written, in µs since the Unix epoch (for the
+    /// event-to-delivery latency metric).
+    pub event_created_us: i64,
     /// The body's `data`, JSON text as stored.
     pub payload: String,
     /// `webhook.endpoints.id`.
@@ -48,7 +52,7 @@ impl Claim {
     /// listed in this order there; looking them up by name would compare
     /// strings for every column of every row).
     fn from_row(row: &Row) -> Self {
-        let headers: String = row.get(9);
+        let headers: String = row.get(10);
         let headers = if headers == "{}" {
             Vec::new()
         } else {
@@ -58,27 +62,53 @@ impl Claim {
                 .filter_map(|(k, v)| v.as_str().map(|v| (k, v.to_owned())))
                 .collect()
         };
-        let secrets: Vec<String> = row.get(11);
-        let timeout_ms: i32 = row.get(10);
+        let secrets: Vec<String> = row.get(12);
+        let timeout_ms: i32 = row.get(11);
         Self {
             delivery_id: row.get(0),
             lease_token: row.get(1),
             attempt: row.get::<_, i32>(2).max(1) as u32,
-            event_id: row.get(3),
+            message_id: row.get(3),
             event_type: row.get(4),
             event_time: row.get(5),
-            payload: row.get(6),
-            endpoint_id: row.get(7),
-            url: row.get(8),
+            event_created_us: row.get(6),
+            payload: row.get(7),
+            endpoint_id: row.get(8),
+            url: row.get(9),
             headers,
             timeout: Duration::from_millis(timeout_ms.max(1) as u64),
             secrets: secrets
                 .iter()
                 .filter_map(|s| Secret::parse(s).ok())
                 .collect(),
-            policy: RetryPolicy::with_overrides(row.get(12), row.get(13), row.get(14), row.get(15)),
+            policy: RetryPolicy::with_overrides(row.get(13), row.get(14), row.get(15), row.get(16)),
         }
     }
+}
+
+/// Deliveries in flight per endpoint as the two arrays the SQL takes.
+fn split_busy(busy: &[(i64, usize)]) -> (Vec<i64>, Vec<i32>) {
+    busy.iter()
+        .map(|(id, n)| (*id, i32::try_from(*n).unwrap_or(i32::MAX)))
+        .unzip()
+}
+
+/// What one claim asks for.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest<'a> {
+    /// Recorded in `leased_by`.
+    pub worker_id: &'a str,
+    /// Most deliveries to claim.
+    pub limit: usize,
+    /// Added to each endpoint's timeout to make the lease.
+    pub lease_margin: Duration,
+    /// The worker's slots: each endpoint with work may hold an equal share
+    /// of them (less if its `max_in_flight` says so).
+    pub concurrency: usize,
+    /// This worker's deliveries in flight, per endpoint id.
+    pub busy: &'a [(i64, usize)],
+    /// Most events to fan out before claiming.
+    pub fanout_events: usize,
 }
 
 /// The claim side's connection and prepared statements.
@@ -100,27 +130,45 @@ impl Queue {
         })
     }
 
-    /// Claims up to `limit` due deliveries, each leased for its endpoint's
-    /// timeout plus `lease_margin`.
-    pub async fn claim_batch(
-        &self,
-        worker_id: &str,
-        limit: usize,
-        lease_margin: Duration,
-    ) -> Result<Vec<Claim>, DbError> {
-        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
-        let margin_ms = i64::try_from(lease_margin.as_millis()).unwrap_or(i64::MAX);
+    /// Fans out, then claims up to `request.limit` due deliveries, each
+    /// leased for its endpoint's timeout plus the lease margin.
+    pub async fn claim_batch(&self, request: &ClaimRequest<'_>) -> Result<Vec<Claim>, DbError> {
+        let limit = i32::try_from(request.limit).unwrap_or(i32::MAX);
+        let margin_ms = i64::try_from(request.lease_margin.as_millis()).unwrap_or(i64::MAX);
+        let concurrency = i32::try_from(request.concurrency).unwrap_or(i32::MAX);
+        let (busy_ids, busy_counts) = split_busy(request.busy);
+        let fanout = i32::try_from(request.fanout_events).unwrap_or(i32::MAX);
         let rows = self
             .client
-            .query(&self.claim, &[&worker_id, &limit, &margin_ms])
+            .query(
+                &self.claim,
+                &[
+                    &request.worker_id,
+                    &limit,
+                    &margin_ms,
+                    &concurrency,
+                    &busy_ids,
+                    &busy_counts,
+                    &fanout,
+                ],
+            )
             .await?;
         Ok(rows.iter().map(Claim::from_row).collect())
     }
 
-    /// How long until the next pending delivery is due; `None` when nothing
-    /// is pending.
-    pub async fn next_due(&self) -> Result<Option<Duration>, DbError> {
-        let row = self.client.query_one(&self.next_due, &[]).await?;
+    /// How long until a delivery this worker may claim is due (given its
+    /// deliveries in flight per endpoint); `None` when nothing is pending.
+    pub async fn next_due(
+        &self,
+        concurrency: usize,
+        busy: &[(i64, usize)],
+    ) -> Result<Option<Duration>, DbError> {
+        let concurrency = i32::try_from(concurrency).unwrap_or(i32::MAX);
+        let (ids, counts) = split_busy(busy);
+        let row = self
+            .client
+            .query_one(&self.next_due, &[&concurrency, &ids, &counts])
+            .await?;
         let ms: Option<i64> = row.get(0);
         Ok(ms.map(|ms| Duration::from_millis(ms.max(0) as u64)))
     }

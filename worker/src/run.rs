@@ -1,9 +1,11 @@
-//! The loop: wait → claim → spawn bounded → (record, in the recorder task);
-//! graceful drain on cancellation. The only place that spawns tasks.
+//! The loop: wait → fan out and claim → spawn bounded → (record, in the
+//! recorder task); graceful drain on cancellation. The only place that
+//! spawns tasks.
 //!
-//! Waiting is event-driven: a NOTIFY at commit, a finished delivery when all
-//! slots are busy, or a timer set to the next due delivery (a retry, an
-//! expired lease) capped by the poll interval. Never a blind busy loop.
+//! Waiting is event-driven: a NOTIFY at commit, finished deliveries that
+//! free slots (or an endpoint's share of them), or a timer set to the next
+//! due delivery (a retry, an expired lease) capped by the poll interval.
+//! Never a blind busy loop.
 //!
 //! Must not: contain policy (retry.rs), HTTP (dispatch.rs) or SQL (queries.rs).
 
@@ -12,13 +14,13 @@ use crate::delivery_log::{self, AttemptRecord, MAX_RECORD_BATCH};
 use crate::dispatch::Dispatcher;
 use crate::error::{DbError, Error};
 use crate::events::{Events, WorkerEvent};
+use crate::inflight::InFlight;
 use crate::pacing::{idle, Linger, Pace};
-use crate::queue::{Claim, Queue};
-use crate::{db, listen, retry};
+use crate::queue::{Claim, ClaimRequest, Queue};
+use crate::{db, listen, maintenance, retry};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, Notify};
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
@@ -76,7 +78,16 @@ impl Worker {
             events.clone(),
         ));
 
-        let mut tasks: JoinSet<()> = JoinSet::new();
+        let maintenance = config.maintenance.clone().map(|schedule| {
+            tokio::spawn(maintenance::run(
+                config.pg.clone(),
+                schedule,
+                cancel.clone(),
+                events.clone(),
+            ))
+        });
+
+        let mut in_flight = InFlight::default();
         let mut backoff = RECONNECT_MIN;
         // With a backlog, claim only once half a batch of slots is free: one
         // claim statement per delivery (claiming each slot as it frees up)
@@ -85,9 +96,7 @@ impl Worker {
         let min_claim = (config.batch_size.min(config.concurrency) / 2).max(1);
         let mut pace = Pace::default();
         loop {
-            while let Some(done) = tasks.try_join_next() {
-                report_task_end(done);
-            }
+            in_flight.reap();
             if cancel.is_cancelled() {
                 break;
             }
@@ -98,8 +107,8 @@ impl Worker {
                 }
             }
 
-            let free = config.concurrency.saturating_sub(tasks.len());
-            if free >= min_claim {
+            let free = config.concurrency.saturating_sub(in_flight.len());
+            if free >= min_claim || in_flight.is_empty() {
                 // Pace small claims (see pacing.rs).
                 if let Some(wait) = pace.remaining() {
                     tokio::select! {
@@ -109,10 +118,16 @@ impl Worker {
                 }
                 let limit = free.min(config.batch_size);
                 pace.claimed();
-                match queue
-                    .claim_batch(&config.worker_id, limit, config.lease_margin)
-                    .await
-                {
+                let busy = in_flight.per_endpoint();
+                let request = ClaimRequest {
+                    worker_id: &config.worker_id,
+                    limit,
+                    lease_margin: config.lease_margin,
+                    concurrency: config.concurrency,
+                    busy: &busy,
+                    fanout_events: config.fanout_batch,
+                };
+                match queue.claim_batch(&request).await {
                     Ok(claims) => {
                         backoff = RECONNECT_MIN;
                         pace.got(claims.len(), limit);
@@ -122,13 +137,29 @@ impl Worker {
                             events.emit(WorkerEvent::Claimed(claims.len()));
                         }
                         for claim in claims {
-                            tasks.spawn(deliver(claim, dispatcher.clone(), record_tx.clone()));
+                            let endpoint = claim.endpoint_id;
+                            in_flight.spawn(
+                                endpoint,
+                                deliver(claim, dispatcher.clone(), record_tx.clone()),
+                            );
                         }
                         if !full {
-                            idle(&queue, &config, &wake, &cancel, &mut linger).await;
+                            // Nothing more for us now: the queue is empty, or
+                            // what is due waits for an endpoint's share of the
+                            // slots (or is locked by another worker's claim).
+                            idle(
+                                &queue,
+                                &config,
+                                &wake,
+                                &cancel,
+                                &mut linger,
+                                &mut in_flight,
+                                min_claim,
+                            )
+                            .await;
                             continue;
                         }
-                        if config.concurrency - tasks.len() >= min_claim {
+                        if config.concurrency - in_flight.len() >= min_claim {
                             continue; // more may be due right now
                         }
                     }
@@ -141,34 +172,29 @@ impl Worker {
             // A backlog, and too few free slots for a batch: wait for one to free up.
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                Some(done) = tasks.join_next() => report_task_end(done),
+                _ = in_flight.next() => {}
             }
         }
 
         tracing::info!(
-            in_flight = tasks.len(),
+            in_flight = in_flight.len(),
             "shutting down: finishing in-flight deliveries"
         );
-        let drain = async {
-            while let Some(done) = tasks.join_next().await {
-                report_task_end(done);
-            }
-        };
-        if tokio::time::timeout(config.drain_timeout, drain)
-            .await
-            .is_err()
-        {
+        let abandoned = in_flight.drain(config.drain_timeout).await;
+        if abandoned > 0 {
             tracing::warn!(
-                abandoned = tasks.len(),
+                abandoned,
                 "drain timeout reached; abandoned deliveries will be sent again when their lease expires"
             );
-            tasks.shutdown().await;
         }
         drop(record_tx);
         if let Err(e) = recorder.await {
             tracing::error!(error = %e, "the recorder task failed");
         }
         let _ = listener.await;
+        if let Some(m) = maintenance {
+            let _ = m.await;
+        }
         tracing::info!("pg-webhook-worker stopped");
         Ok(())
     }
@@ -214,14 +240,6 @@ async fn deliver(
             delivery_id = claim.delivery_id,
             "recorder gone; the lease will expire and the delivery be retried"
         );
-    }
-}
-
-fn report_task_end(done: Result<(), tokio::task::JoinError>) {
-    if let Err(e) = done {
-        if e.is_panic() {
-            tracing::error!(error = %e, "a delivery task panicked; its lease will expire and it will be retried");
-        }
     }
 }
 

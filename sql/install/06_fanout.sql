@@ -1,0 +1,143 @@
+-- =============================================================================
+-- pg_webhook: the fan-out — one delivery per (event, endpoint subscribed to
+-- it), created in batches by the worker, off the writer's path (private).
+--
+-- Batches are PgQ's: the fan-out takes a snapshot (cur) and handles every
+-- event of the transactions that committed between the previous snapshot
+-- (prev) and this one, that is, visible in cur and not in prev. A
+-- transaction that was still running at prev is in prev's xip list and is
+-- picked up once it commits, however late: nothing is skipped. A batch is
+-- worked through in chunks of whole transactions, so the events of one
+-- transaction are never half fanned out; webhook.fanout_state records how
+-- far it got, in the same transaction as the deliveries it created, and is
+-- locked while a worker fans out, so no event is ever fanned out twice.
+-- =============================================================================
+
+-- API: Private
+-- Waits for a fan-out in progress to commit, and keeps new ones out until
+-- this transaction ends. Endpoint state changes that move an endpoint's
+-- open deliveries (pause, resume, disable, unsubscribe) take it first, so a
+-- concurrent fan-out cannot add deliveries in the state the change is
+-- leaving behind.
+create function webhook._hold_fanout()
+returns void
+language plpgsql volatile
+set search_path = pg_catalog, webhook
+as $$
+begin
+    perform from webhook.fanout_state for update;
+end
+$$;
+
+-- API: Private
+create function webhook._fan_out(
+    p_max_events integer -- chunk size in events (whole transactions: a chunk may be larger)
+) returns integer
+language plpgsql volatile
+set search_path = pg_catalog, webhook
+as $$
+declare
+    st webhook.fanout_state;
+    v_snap bigint[];
+    v_resumed boolean;
+    v_xip bigint[];
+    v_lo bigint;
+    v_hi bigint;
+    v_more boolean;
+    v_events bigint;
+    v_created bigint;
+begin
+    select * into st from webhook.fanout_state for update skip locked;
+    if not found then
+        if exists (select from webhook.fanout_state) then
+            return 0; -- another worker is fanning out
+        end if;
+        -- First run: nothing is fanned out yet, every event is after "prev".
+        insert into webhook.fanout_state (prev_xmin, prev_xmax, prev_xip) values (1, 1, '{}')
+        on conflict do nothing;
+        select * into st from webhook.fanout_state for update skip locked;
+        if not found then
+            return 0;
+        end if;
+    end if;
+    v_resumed := st.cur_xmax is not null;
+    if not v_resumed then
+        v_snap := webhook._vsnapshot();
+        st.cur_xmin := v_snap[1];
+        st.cur_xmax := v_snap[2];
+        st.cur_xip := v_snap[3:];
+        st.done_txid := 0;
+    end if;
+
+    -- Transactions running at prev that have committed since (visible in cur).
+    v_xip := array(select x from unnest(st.prev_xip) x
+                   where x > st.done_txid and webhook._visible(x, st.cur_xmin, st.cur_xmax, st.cur_xip)
+                   order by x);
+    -- Then those that started after prev, in txid order: this chunk ends
+    -- with the transaction of its p_max_events-th event.
+    v_lo := greatest(st.prev_xmax, st.done_txid + 1);
+    select e.txid into v_hi
+    from webhook.events e
+    where e.txid >= v_lo and e.txid < st.cur_xmax and not e.txid = any (st.cur_xip)
+    order by e.txid, e.id
+    offset greatest(p_max_events - 1, 0) limit 1;
+    v_more := found;
+    if not v_more then
+        v_hi := st.cur_xmax - 1;
+    end if;
+
+    with chunk as (
+        select e.id, e.slot, e.txid, e.event_type
+        from webhook.events e
+        where e.txid = any (v_xip)
+        union all
+        select e.id, e.slot, e.txid, e.event_type
+        from webhook.events e
+        where e.txid >= v_lo and e.txid <= v_hi and not e.txid = any (st.cur_xip)
+    ), targets as (
+        select c.id, c.slot, c.txid, ep.id as endpoint_id,
+               (ep.paused_at is not null or ep.disabled_at is not null) as held,
+               ep.deleted_at is not null as deleted
+        from chunk c
+        join webhook.subscriptions s
+          on (s.until_xmax is null or s.until_xmax > st.prev_xmin)
+         and (c.txid = s.from_txid or not webhook._visible(c.txid, s.from_xmin, s.from_xmax, s.from_xip))
+         and (s.until_txid is null
+              or (c.txid <> s.until_txid and webhook._visible(c.txid, s.until_xmin, s.until_xmax, s.until_xip)))
+         and webhook._matches(s.event_types, c.event_type)
+        join webhook.endpoints ep on ep.id = s.endpoint_id
+        -- webhook_send_test creates its delivery itself, for one endpoint.
+        where c.event_type <> 'webhook.test'
+    ), opened as (
+        insert into webhook.deliveries_open (event_id, event_txid, event_slot, endpoint_id, status)
+        select t.id, t.txid, t.slot, t.endpoint_id,
+               case when t.held then 'paused' else 'pending' end::webhook.delivery_status
+        from targets t
+        where not (t.held and t.deleted)
+        returning 1
+    ), cancelled as (
+        -- An endpoint removed while paused or disabled can never send what it held.
+        insert into webhook.deliveries (slot, event_id, event_txid, event_slot, endpoint_id, status, finalized_at)
+        select t.slot, t.id, t.txid, t.slot, t.endpoint_id, 'cancelled', now()
+        from targets t
+        where t.held and t.deleted
+        returning 1
+    )
+    select (select count(*) from chunk), (select count(*) from opened) + (select count(*) from cancelled)
+    into v_events, v_created;
+
+    if v_more then
+        update webhook.fanout_state
+        set cur_xmin = st.cur_xmin, cur_xmax = st.cur_xmax, cur_xip = st.cur_xip, done_txid = v_hi, updated_at = now();
+    elsif v_events > 0 or v_resumed then
+        update webhook.fanout_state
+        set prev_xmin = st.cur_xmin, prev_xmax = st.cur_xmax, prev_xip = st.cur_xip,
+            cur_xmin = null, cur_xmax = null, cur_xip = null, done_txid = 0, updated_at = now();
+    end if;
+    -- Else nothing was committed since prev: keep prev (no write at all), so
+    -- that an idle worker's fan-out is one read.
+    return v_created;
+end
+$$;
+comment on function webhook._fan_out(integer) is
+    'Creates the deliveries of the next chunk of committed events (whole transactions, in commit-snapshot order); returns how many. Called by webhook._claim_deliveries.';

@@ -1,0 +1,432 @@
+-- =============================================================================
+-- pg_webhook: the worker's contract — claim, record, next due — and the
+-- endpoint state changes the worker's outcomes cause (private).
+--
+-- The worker never touches the tables directly: these functions are the
+-- whole state machine it may drive. Each runs as the extension owner
+-- (SECURITY DEFINER), so the worker's role needs EXECUTE on them only.
+-- =============================================================================
+
+-- API: Private
+-- Disables an endpoint: its deliveries wait (paused) until webhook_resume,
+-- listeners of pg_webhook_endpoint_disabled hear of it, and a
+-- webhook.endpoint.disabled event goes to the endpoints subscribed to it
+-- (operational webhooks, as Svix has). False if it was already disabled or removed.
+create function webhook._disable_endpoint(
+    p_endpoint_id bigint, -- the endpoint
+    p_reason text         -- why, for people (disabled_reason)
+) returns boolean
+language plpgsql volatile
+set search_path = pg_catalog, webhook
+as $$
+declare
+    v_name text;
+    v_failing_since timestamptz;
+begin
+    update webhook.endpoints e
+    set is_active = false, disabled_at = now(), disabled_reason = p_reason, updated_at = now()
+    where e.id = p_endpoint_id and e.disabled_at is null and e.deleted_at is null
+    returning e.name into v_name;
+    if not found then
+        return false;
+    end if;
+    perform webhook._hold_fanout();
+    update webhook.deliveries_open d set status = 'paused'
+    where d.endpoint_id = p_endpoint_id and d.status = 'pending';
+    select a.failing_since into v_failing_since from webhook.endpoint_activity a where a.endpoint_id = p_endpoint_id;
+    perform pg_notify('pg_webhook_endpoint_disabled', p_endpoint_id::text);
+    perform webhook._enqueue('webhook.endpoint.disabled',
+        jsonb_build_object('endpoint_id', p_endpoint_id, 'name', v_name, 'reason', p_reason,
+                           'disabled_at', now(), 'failing_since', v_failing_since),
+        null);
+    return true;
+end
+$$;
+
+-- API: Private
+-- Claims up to p_limit due deliveries, fairly across endpoints, and leases
+-- them until the endpoint's timeout plus a margin; a worker that dies simply
+-- lets its leases lapse and the deliveries become claimable again; no
+-- rescuer process is needed. First it fans out what was committed since
+-- the last call (one round trip for both). The caller commits before
+-- sending anything.
+--
+-- Fairness: each endpoint with work may have at most an equal share of
+-- this worker's slots in flight (p_concurrency divided by the number of
+-- endpoints with work; less if its max_in_flight says so), and the batch is
+-- split evenly among them. So an endpoint that stops answering holds at
+-- most its share of the slots while it times out, the others keep theirs,
+-- and an endpoint alone may use them all. Endpoints with work are found by
+-- a skip scan of deliveries_open_due (one index descent each), their
+-- deliveries oldest first.
+--
+-- Why the lease is kept in columns of their own (and next_attempt_at is
+-- left alone): no indexed column changes, so the claim is a HOT update.
+-- plpgsql and not SQL: PostgreSQL 15 re-plans a SQL function's statement at
+-- every call, plpgsql keeps the plan.
+create function webhook._claim_deliveries(
+    p_worker_id text,           -- recorded in leased_by
+    p_limit integer,            -- at most this many rows
+    p_lease_margin interval,    -- added to each endpoint's timeout
+    p_concurrency integer,      -- the worker's slots, shared among endpoints with work
+    p_busy_endpoints bigint[],  -- endpoints this worker has deliveries in flight for ...
+    p_busy_counts integer[],    -- ... and how many
+    p_fanout_events integer     -- most events to fan out first
+) returns table (
+    delivery_id bigint,
+    lease_token bigint,
+    attempt_number integer,
+    message_id text,
+    event_type text,
+    event_time text,
+    event_created_us bigint,
+    payload text,
+    endpoint_id bigint,
+    url text,
+    headers text,
+    timeout_ms integer,
+    secrets text[],
+    max_attempts integer,
+    initial_delay_ms bigint,
+    max_delay_ms bigint,
+    backoff_multiplier double precision
+)
+language plpgsql volatile
+security definer
+set search_path = pg_catalog, webhook
+as $$
+begin
+    -- A claim's commit need not wait for its WAL flush. Were the server to
+    -- crash before the flush, the lease would be lost and the delivery sent
+    -- again: a duplicate, which at-least-once allows; and a lost fan-out is
+    -- lost together with the position it advanced, so it runs again. A
+    -- later (durable) commit of the attempt flushes the claim's WAL first.
+    perform pg_catalog.set_config('synchronous_commit', 'off', true);
+    if p_fanout_events > 0 then
+        perform webhook._fan_out(p_fanout_events);
+    end if;
+    return query
+    with recursive with_work(endpoint_id) as (
+        (select d.endpoint_id from webhook.deliveries_open d
+         where d.status = 'pending' order by d.endpoint_id limit 1)
+        union all
+        select (select d.endpoint_id from webhook.deliveries_open d
+                where d.status = 'pending' and d.endpoint_id > w.endpoint_id
+                order by d.endpoint_id limit 1)
+        from with_work w
+        where w.endpoint_id is not null
+    ), quotas as (
+        select ep.id, ep.timeout,
+               least(coalesce(ep.max_in_flight, p_concurrency),
+                     ceil(p_concurrency::numeric / count(*) over ())::integer) - coalesce(b.n, 0) as quota
+        from with_work w
+        join webhook.endpoints ep on ep.id = w.endpoint_id
+        left join unnest(p_busy_endpoints, p_busy_counts) as b(endpoint_id, n) on b.endpoint_id = ep.id
+        -- A held endpoint's deliveries are paused; this only guards a race.
+        where ep.paused_at is null and ep.disabled_at is null
+    ), fair as (
+        select greatest(1, ceil(p_limit::numeric / greatest(count(*), 1)))::integer as share
+        from quotas q
+        where q.quota > 0
+    ), due as (
+        select d.id, d.next_attempt_at, q.timeout
+        from quotas q
+        cross join fair
+        cross join lateral (
+            select d.id, d.next_attempt_at
+            from webhook.deliveries_open d
+            where d.endpoint_id = q.id
+              and d.status = 'pending'
+              and d.next_attempt_at <= now()
+              and (d.lease_until is null or d.lease_until <= now())
+            order by d.next_attempt_at
+            limit greatest(least(q.quota, fair.share, p_limit), 0)
+            for update skip locked
+        ) d
+        order by d.next_attempt_at
+        limit p_limit
+    ), claimed as (
+        update webhook.deliveries_open d
+        set lease_until = now() + due.timeout + p_lease_margin,
+            lease_token = pg_current_xact_id()::text::bigint,
+            leased_by = p_worker_id
+        from due
+        where d.id = due.id
+        returning d.id, d.lease_token, d.attempt_count, d.event_id, d.event_txid, d.event_slot, d.endpoint_id
+    )
+    select c.id,
+           c.lease_token,
+           c.attempt_count + 1,
+           case when ev.txid < 281474976710656 then ev.id::text
+                else 'msg_' || coalesce(i.namespace, '0000000000000000') || lpad(to_hex(ev.id), 16, '0') end,
+           ev.event_type,
+           to_char(ev.created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+           (extract(epoch from ev.created_at) * 1000000)::bigint,
+           ev.payload::text,
+           c.endpoint_id,
+           ep.url,
+           (coalesce(s.headers, '{}') || coalesce(webhook._auth_header(s.auth), '{}'))::text,
+           (extract(epoch from ep.timeout) * 1000)::integer,
+           -- No secret (it cannot happen: it is dropped only when nothing is
+           -- left to send) makes the worker record a failure, not lose the row.
+           case when s.secret is null then '{}'::text[]
+                when s.previous_secret is not null and s.previous_expires_at > now()
+                then array[s.secret, s.previous_secret]
+                else array[s.secret] end,
+           (ep.retry_policy ->> 'max_attempts')::integer,
+           (extract(epoch from (ep.retry_policy ->> 'initial_delay')::interval) * 1000)::bigint,
+           (extract(epoch from (ep.retry_policy ->> 'max_delay')::interval) * 1000)::bigint,
+           (ep.retry_policy ->> 'backoff_multiplier')::double precision
+    from claimed c
+    join webhook.events ev on ev.slot = c.event_slot and ev.txid = c.event_txid and ev.id = c.event_id
+    join webhook.endpoints ep on ep.id = c.endpoint_id
+    left join webhook.endpoint_secrets s on s.endpoint_id = c.endpoint_id
+    left join webhook.incarnations i on i.n = (ev.txid >> 48)::integer;
+end
+$$;
+
+-- API: Private
+-- The latency histogram's bucket of a duration: bucket 1 holds up to
+-- 1 ms, then each bucket doubles (2, 4, … ms), bucket 20 holds the rest
+-- (over 262 s). Percentiles read from it are exact to a factor of two.
+create function webhook._latency_bucket(
+    p_ms double precision -- a duration
+) returns integer
+language sql immutable parallel safe
+as $$
+    select least(20, ceil(ln(greatest(p_ms, 1)) / ln(2))::integer + 1)
+$$;
+
+-- API: Private
+-- The upper bound, in ms, of latency bucket p_bucket (see _latency_bucket).
+create function webhook._latency_bound(
+    p_bucket integer -- 1 to 20
+) returns double precision
+language sql immutable parallel safe
+as $$
+    select case when p_bucket >= 20 then 'infinity'::double precision else power(2, p_bucket - 1) end
+$$;
+
+-- API: Private
+-- Records a batch of finished attempts in one statement. Every attempt is
+-- logged (it happened); a delivery moves only where the caller still holds
+-- its lease (River's "if still running"), so a worker whose lease expired
+-- cannot overwrite the newer owner's outcome. A finished delivery leaves
+-- deliveries_open for its event's slot. The per-minute counters and each
+-- endpoint's running health are updated in the same statement, and an
+-- endpoint that answered 410 Gone, or has failed without a success for
+-- pg_webhook.disable_after, is disabled. Returns how many deliveries moved.
+create function webhook._record_attempts(
+    p_worker_id text,
+    p_delivery_ids bigint[],
+    p_lease_tokens bigint[],
+    p_attempt_numbers integer[],
+    p_started_at timestamptz[],
+    p_duration_ms double precision[],
+    p_status_codes integer[],
+    p_response_excerpts text[],
+    p_errors text[],
+    p_outcomes text[],          -- 'succeeded' | 'retry' | 'failed'
+    p_retry_delays_ms bigint[]  -- for 'retry': how long from now
+) returns integer
+language plpgsql volatile
+security definer
+set search_path = pg_catalog, webhook
+as $$
+declare
+    v_moved integer;
+    v_touched bigint[];
+    v_gone bigint[];
+    v_id bigint;
+    v_reason text;
+    v_slot smallint := webhook._current_slot();
+begin
+    with r as (
+        select *
+        from unnest(p_delivery_ids, p_lease_tokens, p_attempt_numbers, p_started_at, p_duration_ms,
+                    p_status_codes, p_response_excerpts, p_errors, p_outcomes, p_retry_delays_ms)
+             as r(delivery_id, lease_token, attempt_number, started_at, duration_ms,
+                  status_code, response_excerpt, error, outcome, retry_delay_ms)
+    ), retried as (
+        update webhook.deliveries_open d
+        set attempt_count = d.attempt_count + 1,
+            next_attempt_at = now() + r.retry_delay_ms * interval '1 millisecond',
+            lease_token = null,
+            lease_until = null,
+            leased_by = null,
+            last_attempt_at = r.started_at,
+            last_status_code = r.status_code,
+            last_error = r.error
+        from r
+        where r.outcome = 'retry' and d.id = r.delivery_id and d.lease_token = r.lease_token
+        returning d.id, d.event_slot, d.endpoint_id
+    ), finished as (
+        delete from webhook.deliveries_open d
+        using r
+        where r.outcome <> 'retry' and d.id = r.delivery_id and d.lease_token = r.lease_token
+        returning d.id, d.event_id, d.event_txid, d.event_slot, d.endpoint_id, d.attempt_count,
+                  d.next_attempt_at, d.replay_of, d.created_at,
+                  r.outcome, r.started_at, r.status_code, r.error
+    ), archived as (
+        insert into webhook.deliveries (id, slot, event_id, event_txid, event_slot, endpoint_id, status,
+                                        attempt_count, next_attempt_at, last_attempt_at, last_status_code,
+                                        last_error, replay_of, created_at, finalized_at)
+        select f.id, f.event_slot, f.event_id, f.event_txid, f.event_slot, f.endpoint_id,
+               f.outcome::webhook.delivery_status, f.attempt_count + 1, f.next_attempt_at, f.started_at,
+               f.status_code, f.error, f.replay_of, f.created_at, now()
+        from finished f
+        returning 1
+    ), held as (
+        select rt.id, rt.event_slot, rt.endpoint_id from retried rt
+        union all
+        select f.id, f.event_slot, f.endpoint_id from finished f
+    ), logged as (
+        -- An attempt whose lease was lost is still logged, in the current
+        -- slot (its delivery moved on meanwhile).
+        insert into webhook.attempts (slot, delivery_id, attempt_number, started_at, duration_ms,
+                                      status_code, response_excerpt, error, worker_id)
+        select coalesce(h.event_slot, v_slot), r.delivery_id, r.attempt_number, r.started_at, r.duration_ms,
+               r.status_code, r.response_excerpt, r.error, p_worker_id
+        from r left join held h on h.id = r.delivery_id
+    ), outcomes as (
+        select h.endpoint_id, r.started_at, r.duration_ms, r.outcome = 'succeeded' as ok, r.status_code, r.error
+        from r join held h on h.id = r.delivery_id
+    ), buckets as (
+        select o.endpoint_id, date_trunc('minute', o.started_at) as minute,
+               webhook._latency_bucket(o.duration_ms) as bucket,
+               count(*)::integer as n, (count(*) filter (where o.ok))::integer as ok
+        from outcomes o
+        group by 1, 2, 3
+    ), stats as (
+        insert into webhook.endpoint_stats as st (endpoint_id, minute, attempts, successes, latency_hist)
+        select k.endpoint_id, k.minute, sum(k.n), sum(k.ok),
+               array(select coalesce((select k2.n from buckets k2
+                                      where k2.endpoint_id = k.endpoint_id and k2.minute = k.minute and k2.bucket = i), 0)
+                     from generate_series(1, 20) i order by i)
+        from buckets k
+        group by k.endpoint_id, k.minute
+        on conflict (endpoint_id, minute) do update
+        set attempts = st.attempts + excluded.attempts,
+            successes = st.successes + excluded.successes,
+            latency_hist = array(select coalesce(st.latency_hist[i], 0) + coalesce(excluded.latency_hist[i], 0)
+                                 from generate_series(1, 20) i order by i)
+        returning 1
+    ), last_ok as (
+        select o.endpoint_id, max(o.started_at) filter (where o.ok) as at
+        from outcomes o group by o.endpoint_id
+    ), runs as (
+        select o.endpoint_id, l.at as last_success_at,
+               max(o.started_at) filter (where not o.ok) as last_failure_at,
+               (array_agg(o.status_code order by o.started_at desc) filter (where not o.ok))[1] as last_failure_status,
+               (array_agg(o.error order by o.started_at desc) filter (where not o.ok))[1] as last_failure_error,
+               count(*) filter (where not o.ok and (l.at is null or o.started_at > l.at))::integer as failures,
+               min(o.started_at) filter (where not o.ok and (l.at is null or o.started_at > l.at)) as failing_since,
+               bool_or(o.status_code = 410) as gone
+        from outcomes o join last_ok l on l.endpoint_id = o.endpoint_id
+        group by o.endpoint_id, l.at
+    ), activity as (
+        insert into webhook.endpoint_activity as a (endpoint_id, last_success_at, last_failure_at, last_failure_status,
+                                                   last_failure_error, consecutive_failures, failing_since)
+        select ru.endpoint_id, ru.last_success_at, ru.last_failure_at, ru.last_failure_status,
+               ru.last_failure_error, ru.failures, ru.failing_since
+        from runs ru
+        on conflict (endpoint_id) do update
+        set last_success_at = greatest(a.last_success_at, excluded.last_success_at),
+            last_failure_at = greatest(a.last_failure_at, excluded.last_failure_at),
+            last_failure_status = case when excluded.last_failure_at is not null then excluded.last_failure_status
+                                       else a.last_failure_status end,
+            last_failure_error = case when excluded.last_failure_at is not null then excluded.last_failure_error
+                                      else a.last_failure_error end,
+            consecutive_failures = case when excluded.last_success_at is not null then excluded.consecutive_failures
+                                        else a.consecutive_failures + excluded.consecutive_failures end,
+            failing_since = case when excluded.last_success_at is not null then excluded.failing_since
+                                 else coalesce(a.failing_since, excluded.failing_since) end
+        returning a.endpoint_id
+    )
+    select (select count(*) from retried) + (select count(*) from archived),
+           array(select ru.endpoint_id from runs ru where ru.failures > 0),
+           array(select ru.endpoint_id from runs ru where ru.gone)
+    into v_moved, v_touched, v_gone;
+
+    -- 410 Gone: the receiver says the endpoint is no more; stop at once.
+    -- Failing without a success for pg_webhook.disable_after: give up on it.
+    for v_id, v_reason in
+        select g, 'the endpoint answered 410 Gone' from unnest(v_gone) g
+        union all
+        select a.endpoint_id, 'no successful delivery since ' || a.failing_since
+        from webhook.endpoint_activity a
+        where a.endpoint_id = any (v_touched) and not a.endpoint_id = any (v_gone)
+          and a.failing_since <= now() - webhook._disable_after_s() * interval '1 second'
+    loop
+        perform webhook._disable_endpoint(v_id, v_reason);
+    end loop;
+    return v_moved;
+end
+$$;
+
+-- API: Private
+-- Milliseconds until the worker should look again: 0 when events await
+-- their fan-out or a delivery it may claim is due, else until the earliest
+-- pending delivery of an endpoint with room in its share is due; null when
+-- nothing waits. The share is computed as in webhook._claim_deliveries, so
+-- that a worker whose endpoints are all at their share sleeps instead of
+-- claiming nothing in a loop. A delivery in flight elsewhere is not
+-- counted: if its worker dies, the poll interval bounds how long its
+-- lease goes unnoticed.
+create function webhook._next_due_ms(
+    p_concurrency integer,      -- the worker's slots
+    p_busy_endpoints bigint[],  -- endpoints this worker has deliveries in flight for ...
+    p_busy_counts integer[]     -- ... and how many
+) returns bigint
+language plpgsql stable
+security definer
+set search_path = pg_catalog, webhook
+as $$
+declare
+    st webhook.fanout_state;
+    v_next timestamptz;
+begin
+    select * into st from webhook.fanout_state;
+    if not found then
+        if exists (select from webhook.events) then
+            return 0;
+        end if;
+    elsif st.cur_xmax is not null
+          or exists (select from webhook.events e where e.txid >= st.prev_xmax)
+          or exists (select from webhook.events e where e.txid = any (st.prev_xip)) then
+        return 0;
+    end if;
+    with recursive with_work(endpoint_id) as (
+        (select d.endpoint_id from webhook.deliveries_open d
+         where d.status = 'pending' order by d.endpoint_id limit 1)
+        union all
+        select (select d.endpoint_id from webhook.deliveries_open d
+                where d.status = 'pending' and d.endpoint_id > w.endpoint_id
+                order by d.endpoint_id limit 1)
+        from with_work w
+        where w.endpoint_id is not null
+    ), quotas as (
+        select ep.id,
+               least(coalesce(ep.max_in_flight, p_concurrency),
+                     ceil(p_concurrency::numeric / count(*) over ())::integer) - coalesce(b.n, 0) as quota
+        from with_work w
+        join webhook.endpoints ep on ep.id = w.endpoint_id
+        left join unnest(p_busy_endpoints, p_busy_counts) as b(endpoint_id, n) on b.endpoint_id = ep.id
+        where ep.paused_at is null and ep.disabled_at is null
+    )
+    select min(n.next_attempt_at) into v_next
+    from quotas q
+    cross join lateral (
+        select d.next_attempt_at from webhook.deliveries_open d
+        where d.endpoint_id = q.id and d.status = 'pending'
+          and (d.lease_until is null or d.lease_until <= now())
+        order by d.next_attempt_at
+        limit 1
+    ) n
+    where q.quota > 0;
+    if v_next is null then
+        return null;
+    end if;
+    return greatest(0, ceil(extract(epoch from (v_next - clock_timestamp())) * 1000))::bigint;
+end
+$$;

@@ -1,0 +1,314 @@
+-- =============================================================================
+-- pg_webhook: public API, endpoints — subscribe, unsubscribe, update,
+-- pause, resume, rotate the secret (schema of the extension, webhook_ prefix).
+--
+-- The names and signatures are the product's contract (PRODUCT.md). Errors
+-- carry specific SQLSTATEs: 22023 bad input, 42704 unknown endpoint, 42710
+-- duplicate name, 42501 a private destination. Every function runs as the
+-- extension owner (SECURITY DEFINER, search_path pinned) and is granted to
+-- webhook_admin only: admins need no right on the tables themselves.
+-- =============================================================================
+
+-- API: Private
+-- The body of webhook_subscribe. Separate because a plpgsql function cannot
+-- have an input and an output parameter both called "name".
+create function webhook._subscribe(
+    p_url text,
+    p_event_types text[],
+    p_name text,
+    p_secret text,
+    p_headers jsonb,
+    p_retry_policy jsonb,
+    p_timeout interval,
+    p_auth jsonb,
+    p_max_in_flight integer,
+    out o_endpoint_id bigint,
+    out o_name text,
+    out o_signing_secret text
+)
+language plpgsql volatile
+set search_path = pg_catalog, webhook
+as $$
+declare
+    v_url text := webhook._check_url(p_url);
+    v_patterns text[] := webhook._check_patterns(p_event_types);
+    v_headers jsonb := webhook._check_headers(p_headers);
+    v_policy jsonb := webhook._check_retry_policy(p_retry_policy);
+    v_timeout interval := webhook._check_timeout(p_timeout);
+    v_auth jsonb := webhook._check_auth(p_auth);
+    v_max integer := webhook._check_max_in_flight(p_max_in_flight);
+    v_secret text := case when p_secret is null then webhook._generate_secret() else webhook._check_secret(p_secret) end;
+begin
+    perform webhook._check_name(p_name);
+    o_endpoint_id := nextval(pg_get_serial_sequence('webhook.endpoints', 'id'));
+    o_name := coalesce(p_name, 'endpoint-' || o_endpoint_id);
+    begin
+        insert into webhook.endpoints (id, name, url, event_types, header_names, auth_type, retry_policy, timeout, max_in_flight)
+        values (o_endpoint_id, o_name, v_url, v_patterns, array(select jsonb_object_keys(v_headers) order by 1),
+                v_auth ->> 'type', v_policy, v_timeout, v_max);
+    exception when unique_violation then
+        raise exception 'an endpoint named % already exists', quote_literal(o_name)
+            using errcode = '42710', hint = 'Pick another name, or unsubscribe the existing endpoint first.';
+    end;
+    insert into webhook.endpoint_secrets (endpoint_id, secret, headers, auth)
+    values (o_endpoint_id, v_secret, v_headers, v_auth);
+    perform webhook._open_subscription(o_endpoint_id, v_patterns);
+    o_signing_secret := v_secret;
+end
+$$;
+
+-- API: Public
+create function webhook_subscribe(
+    url text,                             -- http(s) URL of the receiver
+    event_types text[] default '{*}',     -- patterns: '*', 'order.*', 'order.created'
+    name text default null,               -- unique label; 'endpoint-<id>' when null
+    secret text default null,             -- whsec_…; generated when null
+    headers jsonb default '{}',           -- extra request headers
+    retry_policy jsonb default null,      -- null for the default (about 24 hours)
+    timeout interval default '10 seconds', -- per request
+    auth jsonb default null,              -- {"type": "basic"|"bearer"|"api_key", …}
+    max_in_flight integer default null    -- this endpoint's share of a worker's slots; null for the default
+) returns table (endpoint_id bigint, name text, signing_secret text)
+language sql volatile
+security definer
+set search_path = pg_catalog, webhook
+as $$
+    select s.o_endpoint_id, s.o_name, s.o_signing_secret
+    from webhook._subscribe($1, $2, $3, $4, $5, $6, $7, $8, $9) as s
+$$;
+comment on function webhook_subscribe(text, text[], text, text, jsonb, jsonb, interval, jsonb, integer) is
+    'Registers an endpoint and returns its id, name and signing secret (shown here and on rotation only). It receives the matching events committed from now on.';
+
+-- API: Public
+create function webhook_unsubscribe(
+    endpoint_id bigint -- the endpoint to remove
+) returns boolean
+language plpgsql volatile
+security definer
+set search_path = pg_catalog, webhook
+as $$
+declare
+    v_id bigint := $1;
+    v_deleted_at timestamptz;
+begin
+    select e.deleted_at into v_deleted_at from webhook.endpoints e where e.id = v_id for update;
+    if not found then
+        perform webhook._live_endpoint(v_id); -- raises 42704
+    end if;
+    if v_deleted_at is not null then
+        return false;
+    end if;
+    update webhook.endpoints e
+    set is_active = false, deleted_at = now(), updated_at = now()
+    where e.id = v_id;
+    perform webhook._close_subscription(v_id);
+    -- What it was holding (paused or disabled) can never be sent now: it is
+    -- cancelled, and stays visible as such. What is pending still goes out:
+    -- those events were committed while it was subscribed.
+    perform webhook._hold_fanout();
+    with held as (
+        delete from webhook.deliveries_open d
+        where d.endpoint_id = v_id and d.status = 'paused'
+        returning d.*
+    )
+    insert into webhook.deliveries (id, slot, event_id, event_txid, event_slot, endpoint_id, status, attempt_count,
+                                    next_attempt_at, last_attempt_at, last_status_code, last_error, replay_of,
+                                    created_at, finalized_at)
+    select h.id, h.event_slot, h.event_id, h.event_txid, h.event_slot, h.endpoint_id, 'cancelled', h.attempt_count,
+           h.next_attempt_at, h.last_attempt_at, h.last_status_code, h.last_error, h.replay_of, h.created_at, now()
+    from held h;
+    -- The secret stays: events committed before now may not be fanned out
+    -- yet. The worker's maintenance drops it once nothing is left to send.
+    return true;
+end
+$$;
+comment on function webhook_unsubscribe(bigint) is
+    'Removes an endpoint: it receives no event committed after this; deliveries of earlier events still go out (pause it first to stop them: held ones are cancelled). History stays. False if it was already removed.';
+
+-- API: Public
+create function webhook_update(
+    endpoint_id bigint,             -- the endpoint to change
+    url text default null,          -- new URL: used from the next attempt of every pending delivery
+    event_types text[] default null, -- new patterns: for events committed after this
+    name text default null,         -- new unique name
+    headers jsonb default null,     -- replaces the extra headers
+    retry_policy jsonb default null, -- replaces the policy; 'null'::jsonb for the default
+    timeout interval default null,  -- per request
+    is_active boolean default null, -- false disables it (deliveries wait), true re-enables it
+    auth jsonb default null,        -- replaces the credentials; 'null'::jsonb removes them
+    max_in_flight integer default null -- its share of a worker's slots; 0 for the default
+) returns webhook.endpoints
+language plpgsql volatile
+security definer
+set search_path = pg_catalog, webhook
+as $$
+declare
+    v_id bigint := $1;
+    v_url text := $2;
+    v_patterns text[] := $3;
+    v_name text := $4;
+    v_headers jsonb := $5;
+    v_policy jsonb := $6;
+    v_timeout interval := $7;
+    v_active boolean := $8;
+    v_auth jsonb := $9;
+    v_max integer := $10;
+    v webhook.endpoints;
+begin
+    v := webhook._live_endpoint(v_id);
+    perform from webhook.endpoints e where e.id = v_id for update;
+    if v_url is not null then
+        v.url := webhook._check_url(v_url);
+    end if;
+    if v_patterns is not null then
+        v_patterns := webhook._check_patterns(v_patterns);
+        if v_patterns is distinct from v.event_types then
+            perform webhook._close_subscription(v_id);
+            perform webhook._open_subscription(v_id, v_patterns);
+            v.event_types := v_patterns;
+        end if;
+    end if;
+    if v_name is not null then
+        v.name := webhook._check_name(v_name);
+    end if;
+    if v_headers is not null then
+        v_headers := webhook._check_headers(v_headers);
+        update webhook.endpoint_secrets s set headers = v_headers where s.endpoint_id = v_id;
+        v.header_names := array(select jsonb_object_keys(v_headers) order by 1);
+    end if;
+    if v_policy is not null then
+        v.retry_policy := webhook._check_retry_policy(v_policy);
+    end if;
+    if v_timeout is not null then
+        v.timeout := webhook._check_timeout(v_timeout);
+    end if;
+    if v_auth is not null then
+        v_auth := webhook._check_auth(v_auth);
+        update webhook.endpoint_secrets s set auth = v_auth where s.endpoint_id = v_id;
+        v.auth_type := v_auth ->> 'type';
+    end if;
+    if v_max is not null then
+        v.max_in_flight := nullif(webhook._check_max_in_flight(nullif(v_max, 0)), 0);
+    end if;
+    begin
+        update webhook.endpoints e
+        set url = v.url, event_types = v.event_types, name = v.name, header_names = v.header_names,
+            auth_type = v.auth_type, retry_policy = v.retry_policy, timeout = v.timeout,
+            max_in_flight = v.max_in_flight, updated_at = now()
+        where e.id = v_id;
+    exception when unique_violation then
+        raise exception 'an endpoint named % already exists', quote_literal(v.name)
+            using errcode = '42710', hint = 'Pick another name.';
+    end;
+    if v_active is true and v.disabled_at is not null then
+        perform webhook._enable_endpoint(v_id);
+    elsif v_active is false and v.disabled_at is null then
+        perform webhook._disable_endpoint(v_id, 'disabled by webhook_update');
+    end if;
+    select * into v from webhook.endpoints e where e.id = v_id;
+    return v;
+end
+$$;
+comment on function webhook_update(bigint, text, text[], text, jsonb, jsonb, interval, boolean, jsonb, integer) is
+    'Changes an endpoint (named arguments; null leaves a setting unchanged) and returns it as it now is. New event types apply to events committed after the change.';
+
+-- API: Private
+-- Takes an endpoint out of its paused and disabled states: its waiting
+-- deliveries go out again, oldest first, and its run of failures starts
+-- over (else it would be disabled again at its next failure).
+create function webhook._enable_endpoint(
+    p_endpoint_id bigint -- the endpoint
+) returns boolean
+language plpgsql volatile
+set search_path = pg_catalog, webhook
+as $$
+begin
+    update webhook.endpoints e
+    set paused_at = null, disabled_at = null, disabled_reason = null, is_active = true, updated_at = now()
+    where e.id = p_endpoint_id and e.deleted_at is null and (e.paused_at is not null or e.disabled_at is not null);
+    if not found then
+        return false;
+    end if;
+    perform webhook._hold_fanout();
+    update webhook.deliveries_open d set status = 'pending'
+    where d.endpoint_id = p_endpoint_id and d.status = 'paused';
+    update webhook.endpoint_activity a set consecutive_failures = 0, failing_since = null
+    where a.endpoint_id = p_endpoint_id;
+    perform webhook._wake();
+    return true;
+end
+$$;
+
+-- API: Public
+create function webhook_pause(
+    endpoint_id bigint -- the endpoint to pause
+) returns boolean
+language plpgsql volatile
+security definer
+set search_path = pg_catalog, webhook
+as $$
+declare
+    v_id bigint := $1;
+begin
+    perform webhook._live_endpoint(v_id);
+    update webhook.endpoints e set paused_at = now(), updated_at = now()
+    where e.id = v_id and e.paused_at is null;
+    if not found then
+        return false; -- already paused
+    end if;
+    -- Deliveries in flight keep their lease: their outcome is recorded as usual.
+    perform webhook._hold_fanout();
+    update webhook.deliveries_open d set status = 'paused'
+    where d.endpoint_id = v_id and d.status = 'pending';
+    return true;
+end
+$$;
+comment on function webhook_pause(bigint) is
+    'Stops sending to an endpoint without losing anything: its deliveries wait as paused (and keep their attempts) until webhook_resume. False if it was already paused.';
+
+-- API: Public
+create function webhook_resume(
+    endpoint_id bigint -- the endpoint to resume (paused or disabled)
+) returns boolean
+language plpgsql volatile
+security definer
+set search_path = pg_catalog, webhook
+as $$
+begin
+    perform webhook._live_endpoint($1);
+    return webhook._enable_endpoint($1);
+end
+$$;
+comment on function webhook_resume(bigint) is
+    'Sends to a paused or disabled endpoint again; what waited goes out oldest first. False if it was neither paused nor disabled.';
+
+-- API: Public
+create function webhook_rotate_secret(
+    endpoint_id bigint,                -- the endpoint
+    grace interval default '24 hours'  -- how long the old secret keeps signing too
+) returns text
+language plpgsql volatile
+security definer
+set search_path = pg_catalog, webhook
+as $$
+declare
+    v_id bigint := $1;
+    v_grace interval := $2;
+    v_secret text := webhook._generate_secret();
+begin
+    perform webhook._live_endpoint(v_id);
+    if v_grace is null or v_grace < interval '0' or v_grace > interval '30 days' then
+        raise exception 'grace must be between 0 and 30 days, not %', coalesce(v_grace::text, 'NULL')
+            using errcode = '22023';
+    end if;
+    update webhook.endpoint_secrets s
+    set previous_secret = case when v_grace > interval '0' then s.secret end,
+        previous_expires_at = case when v_grace > interval '0' then now() + v_grace end,
+        secret = v_secret
+    where s.endpoint_id = v_id;
+    update webhook.endpoints e set updated_at = now() where e.id = v_id;
+    return v_secret;
+end
+$$;
+comment on function webhook_rotate_secret(bigint, interval) is
+    'Replaces an endpoint''s signing secret and returns the new one (shown only here). During the grace every request carries both signatures.';

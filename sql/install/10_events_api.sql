@@ -1,0 +1,321 @@
+-- =============================================================================
+-- pg_webhook: public API, events — publish, watch tables, send a test
+-- event, replay, purge (schema of the extension, webhook_ prefix).
+--
+-- webhook_publish is granted to webhook_publisher, the rest to
+-- webhook_admin; see 13_grants.sql. Event types starting with "webhook."
+-- are pg_webhook's own (webhook.test, webhook.endpoint.disabled).
+-- =============================================================================
+
+-- API: Public
+create function webhook_publish(
+    event_type text,                  -- e.g. 'order.shipped'
+    data jsonb,                       -- the body's "data"
+    idempotency_key text default null -- a repeated key is a no-op returning the first id
+) returns bigint
+language plpgsql volatile
+-- Publishers need no privilege on the webhook tables, only EXECUTE on this.
+security definer
+set search_path = pg_catalog, webhook
+as $$
+declare
+    v_type text := $1;
+    v_data jsonb := $2;
+    v_key text := $3;
+begin
+    if v_data is null then
+        raise exception 'webhook_publish needs a data value'
+            using errcode = '22004', hint = 'Pass ''null''::jsonb for an event without data.';
+    end if;
+    if v_key is not null and (length(v_key) = 0 or length(v_key) > 255) then
+        raise exception 'idempotency_key must be 1 to 255 characters' using errcode = '22023';
+    end if;
+    perform webhook._check_event_type(v_type);
+    if v_type like 'webhook.%' then
+        raise exception 'event types starting with "webhook." are reserved for pg_webhook''s own events, not %', quote_literal(v_type)
+            using errcode = '22023', hint = 'Use your own prefix, such as ''order.shipped''.';
+    end if;
+    return webhook._enqueue(v_type, v_data, v_key);
+end
+$$;
+comment on function webhook_publish(text, jsonb, text) is
+    'Enqueues a custom event in the caller''s transaction and returns its id; sent after commit, never after rollback.';
+
+-- API: Public
+-- SECURITY INVOKER on purpose: attaching a trigger is the table owner's
+-- decision, so PostgreSQL's own checks apply (TRIGGER on the table) along
+-- with EXECUTE on webhook._capture, which only webhook_admin has.
+create function webhook_watch(
+    tbl regclass,                                       -- the table to capture
+    operations text[] default '{insert,update,delete}', -- any of insert, update, delete
+    event_prefix text default null,                     -- event types <prefix>.created/.updated/.deleted; the table name when null
+    columns text[] default null                         -- the columns sent in new/old; all when null
+) returns void
+language plpgsql volatile
+set search_path = pg_catalog, webhook
+as $$
+declare
+    v_tbl regclass := $1;
+    v_operations text[] := $2;
+    v_columns text[] := $4;
+    v_relkind "char";
+    v_schema name;
+    v_relname name;
+    v_ops text[];
+    v_events text;
+    v_prefix text;
+    v_missing text;
+begin
+    select c.relkind, n.nspname, c.relname into v_relkind, v_schema, v_relname
+    from pg_class c join pg_namespace n on n.oid = c.relnamespace
+    where c.oid = v_tbl;
+    if v_relkind not in ('r', 'p') then
+        raise exception '% is not a table', v_tbl using errcode = '42809';
+    end if;
+    if v_schema = 'webhook' then
+        raise exception 'the tables of pg_webhook itself cannot be watched' using errcode = '22023';
+    end if;
+    if v_schema in ('pg_catalog', 'information_schema') or v_schema like 'pg\_toast%' then
+        raise exception 'system catalogs cannot be watched' using errcode = '22023';
+    end if;
+    select array_agg(distinct lower(op) order by lower(op)) into v_ops from unnest(v_operations) as op;
+    if v_ops is null or not v_ops <@ array['delete', 'insert', 'update'] or array_position(v_ops, null) is not null then
+        raise exception 'operations must be a non-empty subset of {insert,update,delete}, not %', coalesce(v_operations::text, 'NULL')
+            using errcode = '22023';
+    end if;
+    v_prefix := coalesce($3, v_relname);
+    if v_prefix !~ '^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$' or length(v_prefix) > 240 then
+        raise exception 'invalid event prefix: %', quote_literal(v_prefix)
+            using errcode = '22023',
+                  hint = 'Pass event_prefix => ''order'' (dot-separated words of letters, digits, "_" or "-").';
+    end if;
+    if v_prefix = 'webhook' or v_prefix like 'webhook.%' then
+        raise exception 'the event prefix "webhook" is reserved for pg_webhook''s own events'
+            using errcode = '22023', hint = 'Pass another event_prefix.';
+    end if;
+    if v_columns is not null then
+        if cardinality(v_columns) = 0 or array_position(v_columns, null) is not null then
+            raise exception 'columns must list at least one column, or be null for all of them' using errcode = '22023';
+        end if;
+        select string_agg(quote_ident(c), ', ') into v_missing
+        from unnest(v_columns) c
+        where not exists (select from pg_attribute a
+                          where a.attrelid = v_tbl and a.attname = c and a.attnum > 0 and not a.attisdropped);
+        if v_missing is not null then
+            raise exception 'table % has no column %', v_tbl, v_missing using errcode = '42703';
+        end if;
+        v_columns := array(select distinct c from unnest(v_columns) c order by 1);
+    end if;
+    -- Keywords only (validated above), never user text, go into the DDL;
+    -- the prefix and column names go in as quoted literals.
+    v_events := array_to_string(array(
+        select case op when 'insert' then 'insert' when 'update' then 'update' when 'delete' then 'delete' end
+        from unnest(v_ops) as op), ' or ');
+    if exists (select from pg_trigger t where t.tgrelid = v_tbl and t.tgname = 'webhook_capture') then
+        execute format('drop trigger %I on %s', 'webhook_capture', v_tbl);
+    end if;
+    execute format('create trigger %I after %s on %s for each row execute function webhook._capture(%s)',
+                   'webhook_capture', v_events, v_tbl,
+                   (select string_agg(quote_literal(a), ', ') from unnest(array[v_prefix] || coalesce(v_columns, '{}')) a));
+end
+$$;
+comment on function webhook_watch(regclass, text[], text, text[]) is
+    'Installs the row-change trigger on a table: events <prefix>.created, .updated, .deleted with data {table, schema, op, new, old} (new and old limited to the given columns). Calling it again replaces the previous settings.';
+
+-- API: Public
+create function webhook_unwatch(
+    tbl regclass -- the table to stop capturing
+) returns boolean
+language plpgsql volatile
+set search_path = pg_catalog, webhook
+as $$
+begin
+    if not exists (select from pg_trigger t where t.tgrelid = $1 and t.tgname = 'webhook_capture') then
+        return false;
+    end if;
+    execute format('drop trigger %I on %s', 'webhook_capture', $1);
+    return true;
+end
+$$;
+comment on function webhook_unwatch(regclass) is 'Removes the row-change trigger; false if the table was not watched.';
+
+-- -----------------------------------------------------------------------------
+-- test events and replays: deliveries created directly, for one endpoint
+-- -----------------------------------------------------------------------------
+
+-- API: Private
+-- A new open delivery of an existing event to an endpoint, in the state the
+-- endpoint is in (pending, or paused while it is held).
+create function webhook._deliver_again(
+    p_event webhook.events,   -- the event
+    p_endpoint_id bigint,     -- to this endpoint
+    p_replay_of bigint        -- the delivery it repeats, if any
+) returns bigint
+language plpgsql volatile
+set search_path = pg_catalog, webhook
+as $$
+declare
+    v_id bigint;
+begin
+    insert into webhook.deliveries_open (event_id, event_txid, event_slot, endpoint_id, status, replay_of)
+    select p_event.id, p_event.txid, p_event.slot, e.id,
+           case when e.paused_at is null and e.disabled_at is null then 'pending' else 'paused' end::webhook.delivery_status,
+           p_replay_of
+    from webhook.endpoints e where e.id = p_endpoint_id
+    returning id into v_id;
+    perform webhook._wake();
+    return v_id;
+end
+$$;
+
+-- API: Public
+create function webhook_send_test(
+    endpoint_id bigint -- the endpoint to test
+) returns bigint
+language plpgsql volatile
+security definer
+set search_path = pg_catalog, webhook
+as $$
+declare
+    v_endpoint webhook.endpoints := webhook._live_endpoint($1);
+    v_event_id bigint;
+    v_event webhook.events;
+begin
+    v_event_id := webhook._enqueue('webhook.test',
+        jsonb_build_object('endpoint_id', v_endpoint.id, 'endpoint_name', v_endpoint.name,
+                           'message', 'A test event from pg_webhook.', 'sent_at', now()),
+        null);
+    select * into v_event from webhook.events e where e.id = v_event_id and e.txid = webhook._vxid();
+    perform webhook._deliver_again(v_event, v_endpoint.id, null);
+    return v_event_id;
+end
+$$;
+comment on function webhook_send_test(bigint) is
+    'Sends a webhook.test event to one endpoint, whatever its filters; returns the event id (see webhook.delivery_log).';
+
+-- API: Private
+-- The event p_event_id, or 42704.
+create function webhook._logged_event(
+    p_event_id bigint -- the event to find
+) returns webhook.events
+language plpgsql stable
+set search_path = pg_catalog, webhook
+as $$
+declare
+    v webhook.events;
+begin
+    select * into v from webhook.events e where e.id = p_event_id;
+    if not found then
+        raise exception 'event % does not exist', coalesce(p_event_id::text, 'NULL')
+            using errcode = '42704', hint = 'It may have been purged: events are kept for pg_webhook.retention.';
+    end if;
+    return v;
+end
+$$;
+
+-- API: Public
+create function webhook_replay(
+    event_id bigint,                -- the logged event
+    endpoint_id bigint default null -- one endpoint it went to; all of them when null
+) returns integer
+language plpgsql volatile
+security definer
+set search_path = pg_catalog, webhook
+as $$
+declare
+    v_event webhook.events := webhook._logged_event($1);
+    v_endpoint_id bigint := $2;
+    v_count integer := 0;
+    v_target record;
+begin
+    if v_endpoint_id is not null then
+        perform webhook._live_endpoint(v_endpoint_id);
+        -- The endpoint must have been subscribed to it when it was committed:
+        -- it then has a delivery of it (or will, when the fan-out catches up).
+        if not exists (select from webhook.deliveries d
+                       where d.event_slot = v_event.slot and d.event_txid = v_event.txid and d.event_id = v_event.id
+                         and d.endpoint_id = v_endpoint_id)
+           and not exists (select from webhook.subscriptions s
+                           where s.endpoint_id = v_endpoint_id
+                             and (v_event.txid = s.from_txid or not webhook._visible(v_event.txid, s.from_xmin, s.from_xmax, s.from_xip))
+                             and (s.until_txid is null or (v_event.txid <> s.until_txid
+                                  and webhook._visible(v_event.txid, s.until_xmin, s.until_xmax, s.until_xip)))
+                             and webhook._matches(s.event_types, v_event.event_type)) then
+            raise exception 'endpoint % was not subscribed to event % when it was committed', v_endpoint_id, v_event.id
+                using errcode = '22023', hint = 'Replay it to an endpoint it was delivered to (see webhook.delivery_log).';
+        end if;
+    end if;
+    for v_target in
+        select distinct on (d.endpoint_id) d.endpoint_id, d.id
+        from webhook.deliveries d
+        join webhook.endpoints e on e.id = d.endpoint_id and e.deleted_at is null
+        where d.event_slot = v_event.slot and d.event_txid = v_event.txid and d.event_id = v_event.id
+          and (v_endpoint_id is null or d.endpoint_id = v_endpoint_id)
+        order by d.endpoint_id, d.id desc
+    loop
+        perform webhook._deliver_again(v_event, v_target.endpoint_id, v_target.id);
+        v_count := v_count + 1;
+    end loop;
+    if v_count = 0 and v_endpoint_id is not null then
+        perform webhook._deliver_again(v_event, v_endpoint_id, null);
+        v_count := 1;
+    end if;
+    return v_count;
+end
+$$;
+comment on function webhook_replay(bigint, bigint) is
+    'Delivers a logged event again, with the same webhook-id, to one endpoint it was for or to every live endpoint it went to; returns the number of new deliveries. The original deliveries and their attempts are left as they are.';
+
+-- API: Public
+create function webhook_replay_failed(
+    endpoint_id bigint, -- the endpoint
+    since timestamptz   -- deliveries that gave up at or after this time
+) returns integer
+language plpgsql volatile
+security definer
+set search_path = pg_catalog, webhook
+as $$
+declare
+    v_endpoint_id bigint := $1;
+    v_since timestamptz := $2;
+    v_count integer := 0;
+    v_failed record;
+    v_event webhook.events;
+begin
+    perform webhook._live_endpoint(v_endpoint_id);
+    if v_since is null then
+        raise exception 'since must be a time' using errcode = '22004';
+    end if;
+    for v_failed in
+        select d.id, d.event_slot, d.event_txid, d.event_id
+        from webhook.deliveries d
+        where d.endpoint_id = v_endpoint_id and d.status = 'failed' and d.finalized_at >= v_since
+          -- not when a replay of it is already waiting
+          and not exists (select from webhook.deliveries_open o
+                          where o.endpoint_id = v_endpoint_id and o.event_id = d.event_id and o.event_txid = d.event_txid)
+        order by d.finalized_at
+    loop
+        select * into v_event from webhook.events e
+        where e.slot = v_failed.event_slot and e.txid = v_failed.event_txid and e.id = v_failed.event_id;
+        perform webhook._deliver_again(v_event, v_endpoint_id, v_failed.id);
+        v_count := v_count + 1;
+    end loop;
+    return v_count;
+end
+$$;
+comment on function webhook_replay_failed(bigint, timestamptz) is
+    'Delivers again every delivery to an endpoint that gave up (failed) since the given time; returns how many.';
+
+-- API: Public
+create function webhook_purge()
+returns bigint
+language plpgsql volatile
+security definer
+set search_path = pg_catalog, webhook
+as $$
+begin
+    return webhook._purge(now());
+end
+$$;
+comment on function webhook_purge() is
+    'Removes now what is past pg_webhook.retention (whole log slots; what is still pending, and its event, is kept) and returns the number of events removed. The worker runs it on its maintenance schedule.';

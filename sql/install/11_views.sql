@@ -1,0 +1,134 @@
+-- =============================================================================
+-- pg_webhook: views for people — the delivery log, endpoint health, event
+-- types (schema webhook). Granted to webhook_reader; no secret or header
+-- value is reachable through them.
+-- =============================================================================
+
+-- API: Public
+create view webhook.delivery_log as
+select
+    d.id                as delivery_id,
+    ev.id               as event_id,
+    case when ev.txid < 281474976710656 then ev.id::text
+         else 'msg_' || coalesce(i.namespace, '0000000000000000') || lpad(to_hex(ev.id), 16, '0')
+    end                 as message_id,
+    ev.event_type,
+    ev.created_at       as event_created_at,
+    ep.id               as endpoint_id,
+    ep.name             as endpoint_name,
+    ep.url,
+    d.status,
+    d.attempt_count,
+    d.next_attempt_at,
+    d.replay_of,
+    a.attempt_number,
+    a.started_at,
+    a.duration_ms,
+    a.status_code,
+    a.error,
+    a.response_excerpt,
+    a.worker_id
+from webhook.deliveries d
+join webhook.events ev on ev.slot = d.event_slot and ev.txid = d.event_txid and ev.id = d.event_id
+join webhook.endpoints ep on ep.id = d.endpoint_id
+left join webhook.incarnations i on i.n = (ev.txid >> 48)::integer
+left join webhook.attempts a on a.delivery_id = d.id;
+
+comment on view webhook.delivery_log is
+    'Deliveries with their event, endpoint and every attempt (one row per attempt; deliveries not yet tried appear once with null attempt columns). message_id is the webhook-id header receivers saw.';
+
+-- API: Private
+-- The duration (upper bound of its bucket, in ms) under which a fraction
+-- p_fraction of the attempts counted in a latency histogram fall.
+create function webhook._hist_percentile(
+    p_hist bigint[],         -- counts per bucket (see webhook._latency_bucket)
+    p_fraction double precision -- 0.5 for the median
+) returns double precision
+language sql immutable parallel safe
+as $$
+    select webhook._latency_bound(min(c.i)::integer)
+    from (select h.i, sum(h.n) over (order by h.i) as cum, sum(h.n) over () as total
+          from unnest(p_hist) with ordinality as h(n, i)) c
+    where c.total > 0 and c.cum >= c.total * p_fraction
+$$;
+
+-- API: Public
+create view webhook.endpoint_health as
+with minutes as (
+    select s.endpoint_id, s.minute >= now() - interval '1 hour' as recent, s.attempts, s.successes, s.latency_hist
+    from webhook.endpoint_stats s
+    where s.minute >= now() - interval '24 hours'
+), totals as (
+    select m.endpoint_id,
+           sum(m.attempts) filter (where m.recent) as attempts_1h,
+           sum(m.successes) filter (where m.recent) as successes_1h,
+           sum(m.attempts) as attempts_24h,
+           sum(m.successes) as successes_24h
+    from minutes m
+    group by m.endpoint_id
+), hists as (
+    select b.endpoint_id,
+           array_agg(b.n_1h order by b.i) as hist_1h,
+           array_agg(b.n_24h order by b.i) as hist_24h
+    from (select m.endpoint_id, h.i,
+                 coalesce(sum(h.n) filter (where m.recent), 0) as n_1h,
+                 sum(h.n) as n_24h
+          from minutes m cross join lateral unnest(m.latency_hist) with ordinality as h(n, i)
+          group by m.endpoint_id, h.i) b
+    group by b.endpoint_id
+), queue as (
+    select d.endpoint_id,
+           count(*) filter (where d.status = 'pending') as pending,
+           count(*) filter (where d.status = 'paused') as waiting,
+           min(d.created_at) as oldest_created_at
+    from webhook.deliveries_open d
+    group by d.endpoint_id
+)
+select
+    e.id as endpoint_id,
+    e.name,
+    e.url,
+    case when e.deleted_at is not null then 'removed'
+         when e.disabled_at is not null then 'disabled'
+         when e.paused_at is not null then 'paused'
+         else 'active' end as state,
+    e.disabled_reason,
+    coalesce(t.attempts_1h, 0) as attempts_1h,
+    round(t.successes_1h::numeric / nullif(t.attempts_1h, 0), 4) as success_rate_1h,
+    webhook._hist_percentile(h.hist_1h, 0.5) as p50_ms_1h,
+    webhook._hist_percentile(h.hist_1h, 0.95) as p95_ms_1h,
+    coalesce(t.attempts_24h, 0) as attempts_24h,
+    round(t.successes_24h::numeric / nullif(t.attempts_24h, 0), 4) as success_rate_24h,
+    webhook._hist_percentile(h.hist_24h, 0.5) as p50_ms_24h,
+    webhook._hist_percentile(h.hist_24h, 0.95) as p95_ms_24h,
+    a.last_success_at,
+    a.last_failure_at,
+    a.last_failure_status,
+    a.last_failure_error,
+    coalesce(a.consecutive_failures, 0) as consecutive_failures,
+    a.failing_since,
+    coalesce(q.pending, 0) as pending,
+    coalesce(q.waiting, 0) as waiting,
+    now() - q.oldest_created_at as oldest_open_age
+from webhook.endpoints e
+left join totals t on t.endpoint_id = e.id
+left join hists h on h.endpoint_id = e.id
+left join webhook.endpoint_activity a on a.endpoint_id = e.id
+left join queue q on q.endpoint_id = e.id;
+
+comment on view webhook.endpoint_health is
+    'Per endpoint: state (active, paused, disabled and why, removed), attempts, success rate and p50/p95 latency over the last hour and 24 hours (from per-minute counters; percentiles are bucket bounds, exact to a factor of two), last success and failure, the current run of failures, open deliveries (pending, waiting while held) and the age of the oldest.';
+comment on column webhook.endpoint_health.waiting is 'Deliveries held (paused) while the endpoint is paused or disabled.';
+
+-- API: Public
+create view webhook.event_types as
+select p.event_type, 'published'::text as source, null::regclass as source_table, p.first_published_at as since
+from webhook.published_types p
+union all
+select split_part(encode(t.tgargs, 'escape'), '\000', 1) || '.' || op.suffix, 'watched', t.tgrelid::regclass, null
+from pg_catalog.pg_trigger t
+cross join lateral (values (4, 'created'), (16, 'updated'), (8, 'deleted')) as op(bit, suffix)
+where t.tgname = 'webhook_capture' and t.tgfoid = 'webhook._capture'::regproc and t.tgtype & op.bit <> 0;
+
+comment on view webhook.event_types is
+    'The event types that exist: those of watched tables (<prefix>.created/.updated/.deleted) and every type passed to webhook_publish or sent by pg_webhook itself.';

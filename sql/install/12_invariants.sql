@@ -1,0 +1,52 @@
+-- =============================================================================
+-- pg_webhook: invariants that span rows or tables (private).
+--
+-- What one row must satisfy is a CHECK constraint (03_log.sql). What
+-- relates rows of several tables is listed here; the test suites assert
+-- that the list is empty after every scenario.
+-- =============================================================================
+
+-- API: Private
+-- Objects that break an invariant, with the name of the invariant. Empty in
+-- a healthy database.
+create function webhook._invariant_violations()
+returns table (object_id bigint, invariant text)
+language sql stable
+set search_path = pg_catalog, webhook
+as $$
+    select d.id, 'a delivery has its event in its event''s slot'
+    from webhook.deliveries d
+    where not exists (select from webhook.events e
+                      where e.slot = d.event_slot and e.txid = d.event_txid and e.id = d.event_id)
+    union all
+    select d.id, 'a paused or disabled endpoint has no pending delivery'
+    from webhook.deliveries_open d
+    join webhook.endpoints e on e.id = d.endpoint_id
+    where d.status = 'pending' and (e.paused_at is not null or e.disabled_at is not null)
+    union all
+    select d.id, 'a sending endpoint has no paused delivery'
+    from webhook.deliveries_open d
+    join webhook.endpoints e on e.id = d.endpoint_id
+    where d.status = 'paused' and e.paused_at is null and e.disabled_at is null
+    union all
+    select d.id, 'a removed endpoint holds nothing'
+    from webhook.deliveries_open d
+    join webhook.endpoints e on e.id = d.endpoint_id
+    where d.status = 'paused' and e.deleted_at is not null
+    union all
+    select s.id, 'a committed subscription period has its snapshots'
+    from webhook.subscriptions s
+    where s.from_xmin is null or (s.until_txid is not null and s.until_xmin is null)
+    union all
+    select e.id, 'a live endpoint has one open subscription period and a secret'
+    from webhook.endpoints e
+    where e.deleted_at is null
+      and ((select count(*) from webhook.subscriptions s where s.endpoint_id = e.id and s.until_txid is null) <> 1
+           or not exists (select from webhook.endpoint_secrets k where k.endpoint_id = e.id))
+    union all
+    select g.gen, 'only the current generation''s slot is written by new events'
+    from webhook.generations g
+    where g.purged_at is not null
+      and exists (select from webhook.events e where e.slot = g.gen % webhook._slots())
+      and not exists (select from webhook.generations n where n.gen > g.gen and n.gen % webhook._slots() = g.gen % webhook._slots())
+$$;

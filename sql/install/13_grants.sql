@@ -1,0 +1,145 @@
+-- =============================================================================
+-- pg_webhook: roles, privileges, and what pg_dump keeps.
+--
+-- Nothing is granted to PUBLIC. Four group roles a DBA grants to logins:
+--   webhook_admin      manages endpoints and watches (and reads everything
+--                      webhook_reader reads);
+--   webhook_publisher  may call webhook_publish;
+--   webhook_reader     reads the log and the views, never a secret or a
+--                      header value;
+--   webhook_worker     what pg-webhook-worker needs: claim, record, next
+--                      due, maintenance, the views its status page shows.
+-- Writers of a watched table need nothing: the capture trigger fires for
+-- them because the table's owner attached it, and switches to the extension
+-- owner for its insert only. Attaching it takes EXECUTE on webhook._capture,
+-- which only webhook_admin has, so no one else can make a table of their
+-- own emit events of their choosing. (Role names starting with "pg_" are
+-- reserved by PostgreSQL, hence no "pg_webhook_" prefix.) Roles are
+-- cluster-wide and outlive the extension, so they are created only when missing.
+-- =============================================================================
+
+-- API: Public
+do $$
+declare
+    v_role text;
+begin
+    foreach v_role in array array['webhook_admin', 'webhook_publisher', 'webhook_reader', 'webhook_worker'] loop
+        -- Two databases creating the extension at once race on these
+        -- cluster-wide names; the loser's error only means the role exists.
+        begin
+            execute format('create role %I nologin', v_role);
+        exception when duplicate_object or unique_violation then null;
+        end;
+    end loop;
+end
+$$;
+
+-- Every function of the extension, wherever it lives, starts with no
+-- grant: PostgreSQL grants EXECUTE to PUBLIC on new functions.
+do $$
+declare
+    v_fn regprocedure;
+begin
+    for v_fn in
+        select p.oid::regprocedure
+        from pg_catalog.pg_depend d
+        join pg_catalog.pg_proc p on p.oid = d.objid
+        where d.classid = 'pg_catalog.pg_proc'::regclass
+          and d.refclassid = 'pg_catalog.pg_extension'::regclass
+          and d.refobjid = (select e.oid from pg_catalog.pg_extension e where e.extname = 'pg_webhook')
+          and d.deptype = 'e'
+    loop
+        execute format('revoke all on function %s from public', v_fn);
+    end loop;
+end
+$$;
+revoke all on schema webhook from public;
+revoke all on all tables in schema webhook from public;
+revoke all on all sequences in schema webhook from public;
+grant usage on schema webhook to webhook_admin, webhook_publisher, webhook_reader, webhook_worker;
+
+-- Readers: the log and the views. Not endpoint_secrets, not the private
+-- bookkeeping tables.
+grant select on webhook.endpoints, webhook.subscriptions, webhook.events, webhook.deliveries, webhook.attempts,
+    webhook.endpoint_activity, webhook.endpoint_stats, webhook.delivery_log, webhook.endpoint_health,
+    webhook.event_types
+    to webhook_reader;
+grant execute on function webhook._hist_percentile(bigint[], double precision), webhook._latency_bound(integer),
+    webhook._message_id(bigint, bigint)
+    to webhook_reader, webhook_worker;
+grant webhook_reader to webhook_admin;
+
+-- Admins: endpoints, watches, replays, purge. Everything runs as the
+-- extension owner except webhook_watch/unwatch, which attach triggers with
+-- the caller's own rights on the table (and EXECUTE on the trigger function).
+grant execute on function
+    webhook_subscribe(text, text[], text, text, jsonb, jsonb, interval, jsonb, integer),
+    webhook_unsubscribe(bigint),
+    webhook_update(bigint, text, text[], text, jsonb, jsonb, interval, boolean, jsonb, integer),
+    webhook_pause(bigint),
+    webhook_resume(bigint),
+    webhook_rotate_secret(bigint, interval),
+    webhook_send_test(bigint),
+    webhook_replay(bigint, bigint),
+    webhook_replay_failed(bigint, timestamptz),
+    webhook_purge(),
+    webhook_watch(regclass, text[], text, text[]),
+    webhook_unwatch(regclass),
+    webhook._capture()
+    to webhook_admin;
+
+-- Publishers.
+grant execute on function webhook_publish(text, jsonb, text) to webhook_publisher, webhook_admin;
+
+-- The signature scheme: harmless (it takes the secret as input), for anyone with a role.
+grant execute on function webhook_sign(text, text, bigint, text), webhook_verify(text, text, bigint, text, text)
+    to webhook_admin, webhook_publisher, webhook_reader, webhook_worker;
+
+-- The worker's whole contract. Nothing in the worker touches a table directly.
+grant execute on function
+    webhook._claim_deliveries(text, integer, interval, integer, bigint[], integer[], integer),
+    webhook._record_attempts(text, bigint[], bigint[], integer[], timestamptz[], double precision[], integer[],
+                             text[], text[], text[], bigint[]),
+    webhook._next_due_ms(integer, bigint[], integer[]),
+    webhook._notify_min_interval_ms(),
+    webhook._maintenance(timestamptz)
+    to webhook_worker;
+grant select on webhook.endpoint_health, webhook.delivery_log, webhook.endpoint_stats to webhook_worker;
+
+-- -----------------------------------------------------------------------------
+-- pg_dump: every table and sequence holding data is dumped with the
+-- database (extension members are otherwise left out), so a restore keeps
+-- every endpoint, secret, event and delivery, and ids continue.
+-- -----------------------------------------------------------------------------
+
+select pg_catalog.pg_extension_config_dump('webhook.endpoints', '');
+select pg_catalog.pg_extension_config_dump('webhook.endpoints_id_seq', '');
+select pg_catalog.pg_extension_config_dump('webhook.endpoint_secrets', '');
+select pg_catalog.pg_extension_config_dump('webhook.subscriptions', '');
+select pg_catalog.pg_extension_config_dump('webhook.subscriptions_id_seq', '');
+select pg_catalog.pg_extension_config_dump('webhook.endpoint_activity', '');
+select pg_catalog.pg_extension_config_dump('webhook.endpoint_stats', '');
+select pg_catalog.pg_extension_config_dump('webhook.incarnations', '');
+-- Generation 0 is the install script's own row: a restore has its own.
+select pg_catalog.pg_extension_config_dump('webhook.generations', 'where gen > 0');
+select pg_catalog.pg_extension_config_dump('webhook.fanout_state', '');
+select pg_catalog.pg_extension_config_dump('webhook.idempotency_keys', '');
+select pg_catalog.pg_extension_config_dump('webhook.published_types', '');
+select pg_catalog.pg_extension_config_dump('webhook.events_id_seq', '');
+select pg_catalog.pg_extension_config_dump('webhook.deliveries_id_seq', '');
+select pg_catalog.pg_extension_config_dump('webhook.attempts_id_seq', '');
+-- The log's data lives in its partitions.
+do $$
+declare
+    v_table text;
+begin
+    for v_table in
+        select 'webhook.deliveries_open'
+        union all
+        select format('webhook.%I', t || s) from generate_series(0, webhook._slots() - 1) s,
+               unnest(array['events_', 'deliveries_', 'attempts_']) t
+    loop
+        perform pg_catalog.pg_extension_config_dump(v_table::regclass, '');
+    end loop;
+end
+$$;

@@ -1,0 +1,228 @@
+//! pg_dump and restore keep everything, and webhook-ids stay unique across
+//! databases and restores.
+
+use pg_webhook_tests::{pg_tool, Receiver, RunningWorker, TestDb};
+use std::collections::HashSet;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dump_restored_into_a_fresh_database_carries_on() {
+    let db = TestDb::new().await;
+    let receiver = Receiver::start().await;
+    let client = db.client().await;
+    let (endpoint, secret) = db
+        .subscribe(&client, &receiver.url("/a"), &["*"], None)
+        .await;
+    client
+        .batch_execute(&format!(
+            "create table orders (id int primary key); select webhook_watch('orders', event_prefix => 'order');
+             select webhook_rotate_secret({endpoint}, '1 day');"
+        ))
+        .await
+        .unwrap();
+    // Finished deliveries: two events delivered by a worker.
+    let mut worker = RunningWorker::start(db.worker_config());
+    client
+        .batch_execute("insert into orders values (1); select webhook_publish('order.noted', '{\"n\": 1}', 'key-1');")
+        .await
+        .unwrap();
+    db.wait_deliveries(&client, "succeeded", 2, &mut worker.events)
+        .await;
+    worker.stop().await;
+    // Pending work: a fanned-out delivery and events not fanned out yet.
+    client
+        .batch_execute(
+            "insert into orders values (2);
+             select webhook._claim_deliveries('dump-test', 0, '1 minute', 1, '{}', '{}', 1000);
+             insert into orders values (3), (4);",
+        )
+        .await
+        .unwrap();
+    let before = snapshot(&client).await;
+    assert_eq!(before.pending_or_unfanned, 3);
+    let delivered_ids: HashSet<String> = receiver
+        .requests()
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap().to_owned())
+        .collect();
+
+    // The real tools of PostgreSQL 15: custom-format dump, restore into a
+    // fresh database (the extension is created by the restore itself).
+    let dump = std::env::temp_dir().join(format!("{}.dump", db.name));
+    pg_tool(
+        "pg_dump",
+        &["-Fc", "-f", dump.to_str().unwrap(), "-d", &db.dsn],
+    )
+    .await;
+    let restored = TestDb::empty().await;
+    pg_tool(
+        "pg_restore",
+        &[
+            "--exit-on-error",
+            "-d",
+            &restored.dsn,
+            dump.to_str().unwrap(),
+        ],
+    )
+    .await;
+    std::fs::remove_file(&dump).ok();
+
+    let rclient = restored.client().await;
+    let after = snapshot(&rclient).await;
+    assert_eq!(
+        after, before,
+        "every endpoint, secret, subscription, event and delivery is there"
+    );
+
+    // Ids continue without collision, and new events get new webhook-ids.
+    let new_id: i64 = rclient
+        .query_one("select webhook_publish('order.noted', '{\"n\": 2}')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(new_id > before.max_event_id);
+    let again: i64 = rclient
+        .query_one(
+            "select webhook_publish('order.noted', '{\"n\": 1}', 'key-1')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        again, before.key_1_event,
+        "idempotency keys survive the restore"
+    );
+
+    // A worker on the restored database delivers what was pending, signed
+    // with the restored secrets, and the new event.
+    let mut worker = RunningWorker::start(restored.worker_config());
+    let got = receiver.wait_for(2 + 4).await;
+    restored
+        .wait_deliveries(&rclient, "succeeded", 2 + 4, &mut worker.events)
+        .await;
+    worker.stop().await;
+    restored.assert_invariants(&rclient).await;
+    let new: Vec<_> = got[2..].iter().collect();
+    let secret = pg_webhook_protocol::Secret::parse(&secret).unwrap();
+    let mut seen = delivered_ids.clone();
+    for r in &new {
+        let id = r.header("webhook-id").unwrap();
+        assert!(
+            seen.insert(id.to_owned()),
+            "webhook-id {id} was used before the restore"
+        );
+        let ts: i64 = r.header("webhook-timestamp").unwrap().parse().unwrap();
+        // Two signatures during the rotation's grace: the old secret's verifies.
+        let sig = r.header("webhook-signature").unwrap();
+        assert_eq!(sig.split(' ').count(), 2, "{sig}");
+        assert!(pg_webhook_protocol::verify(
+            &secret,
+            id,
+            ts,
+            r.body.as_bytes(),
+            sig
+        ));
+    }
+    let restored_event_ids: Vec<String> = rclient
+        .query(
+            "select webhook._message_id(txid, id) from webhook.events where id <= $1 order by id",
+            &[&before.max_event_id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        restored_event_ids, before.message_ids,
+        "a restored event keeps its webhook-id"
+    );
+}
+
+#[derive(Debug, PartialEq)]
+struct Snapshot {
+    endpoints: Vec<(i64, String, String)>,
+    secrets: i64,
+    subscriptions: i64,
+    message_ids: Vec<String>,
+    max_event_id: i64,
+    deliveries: Vec<(i64, String)>,
+    attempts: i64,
+    pending_or_unfanned: i64,
+    key_1_event: i64,
+}
+
+async fn snapshot(c: &tokio_postgres::Client) -> Snapshot {
+    let one =
+        |sql: &'static str| async move { c.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) };
+    Snapshot {
+        endpoints: c
+            .query("select e.id, e.url, s.secret from webhook.endpoints e join webhook.endpoint_secrets s on s.endpoint_id = e.id order by 1", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect(),
+        secrets: one("select count(*) from webhook.endpoint_secrets where previous_secret is not null").await,
+        subscriptions: one("select count(*) from webhook.subscriptions").await,
+        message_ids: c
+            .query("select webhook._message_id(txid, id) from webhook.events order by id", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect(),
+        max_event_id: one("select max(id) from webhook.events").await,
+        deliveries: c
+            .query("select id, status::text from webhook.deliveries order by id", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect(),
+        attempts: one("select count(*) from webhook.attempts").await,
+        pending_or_unfanned: one(
+            "select (select count(*) from webhook.deliveries_open)
+                  + (select count(*) from webhook.events e
+                     where not exists (select from webhook.deliveries d where d.event_id = e.id))",
+        )
+        .await,
+        key_1_event: one("select event_id from webhook.idempotency_keys where idempotency_key = 'key-1'").await,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_ids_differ_across_databases_and_reinstalls() {
+    let a = TestDb::new().await;
+    let b = TestDb::new().await;
+    let mut ids = HashSet::new();
+    for db in [&a, &b] {
+        let c = db.client().await;
+        let id: i64 = c
+            .query_one("select webhook_publish('x.y', '{}')", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(id, 1, "each database counts from 1");
+        assert!(
+            ids.insert(db.message_id(&c, id).await),
+            "same webhook-id in two databases"
+        );
+    }
+    // Dropping and re-creating the extension starts the counters again, not the ids.
+    let c = a.client().await;
+    c.batch_execute("drop extension pg_webhook; create extension pg_webhook;")
+        .await
+        .unwrap();
+    let c = a.client().await;
+    let id: i64 = c
+        .query_one("select webhook_publish('x.y', '{}')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(id, 1);
+    assert!(
+        ids.insert(a.message_id(&c, id).await),
+        "same webhook-id after a re-install"
+    );
+}

@@ -1,0 +1,58 @@
+//! The periodic maintenance: on the `--maintenance-schedule`, call
+//! `webhook._maintenance()` (retention purge, auto-disable of failing
+//! endpoints, old counters and secrets), on a connection of its own, and
+//! log what it did. The SQL takes an advisory lock, so when several workers
+//! share a database one of them does the work and the others skip.
+//!
+//! Must not: decide what to purge or disable (that is SQL's), or block the
+//! delivery loop (it runs in its own task).
+
+use crate::config::MaintenanceSchedule;
+use crate::events::{Events, WorkerEvent};
+use crate::{db, queries};
+use tokio_util::sync::CancellationToken;
+
+/// Runs the maintenance on `schedule` until `cancel` fires.
+pub(crate) async fn run(
+    pg: tokio_postgres::Config,
+    schedule: MaintenanceSchedule,
+    cancel: CancellationToken,
+    events: Events,
+) {
+    let mut client: Option<tokio_postgres::Client> = None;
+    loop {
+        let wait = schedule.until_next(chrono::Utc::now());
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        if client.as_ref().is_none_or(|c| c.is_closed()) {
+            client = match db::connect(&pg).await {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, cause = ?e.0, "maintenance: cannot connect; trying at the next scheduled time");
+                    continue;
+                }
+            };
+        }
+        let Some(c) = client.as_ref() else { continue };
+        // The simple-query protocol: no prepared statement to keep (works
+        // through a transaction-mode pooler), and this runs once a minute.
+        match c.simple_query(queries::MAINTENANCE).await {
+            Ok(messages) => {
+                let report = messages.iter().find_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+                    _ => None,
+                });
+                match &report {
+                    Some(done) => tracing::info!(report = %done, "maintenance done"),
+                    None => tracing::debug!("maintenance: another worker is running it"),
+                }
+                events.emit(WorkerEvent::Maintenance(report));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, cause = ?e, "maintenance failed; it runs again at the next scheduled time")
+            }
+        }
+    }
+}
