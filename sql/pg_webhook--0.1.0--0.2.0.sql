@@ -886,100 +886,7 @@ COMMENT ON FUNCTION webhook."_capture"() IS
 /* </end connected objects> */
 
 /* <begin connected objects> */
-CREATE SCHEMA IF NOT EXISTS webhook; /* pg_webhook::api::webhook */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- pg_webhook::api::webhook::_disable_after_s
-CREATE  FUNCTION webhook."_disable_after_s"() RETURNS INT /* i32 */
-STRICT STABLE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'disable_after_s_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- pg_webhook::api::webhook::_wake
-CREATE  FUNCTION webhook."_wake"() RETURNS void
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'wake_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- pg_webhook::api::webhook::_generate_secret
-CREATE  FUNCTION webhook."_generate_secret"() RETURNS TEXT /* Result < String, ErrorReport > */
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'generate_secret_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- pg_webhook::api::webhook::_matches
-CREATE  FUNCTION webhook."_matches"(
-	"patterns" TEXT[], /* Array < '_, & str > */
-	"event_type" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'matches_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- pg_webhook::api::webhook::_check_url
-CREATE  FUNCTION webhook."_check_url"(
-	"url" TEXT /* Option < & str > */
-) RETURNS TEXT /* Result < String, ErrorReport > */
-STABLE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'check_url_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- pg_webhook::api::webhook::_check_payload_size
-CREATE  FUNCTION webhook."_check_payload_size"(
-	"bytes" bigint /* i64 */
-) RETURNS bool /* Result < bool, ErrorReport > */
-STRICT STABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'check_payload_size_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- pg_webhook::api::webhook::_check_secret
-CREATE  FUNCTION webhook."_check_secret"(
-	"secret" TEXT /* & str */
-) RETURNS TEXT /* Result < String, ErrorReport > */
-IMMUTABLE STRICT 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'check_secret_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- pg_webhook::api::webhook::_retention_s
-CREATE  FUNCTION webhook."_retention_s"() RETURNS INT /* i32 */
-STRICT STABLE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'retention_s_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- pg_webhook::api::webhook::_notify_min_interval_ms
-CREATE  FUNCTION webhook."_notify_min_interval_ms"() RETURNS INT /* i32 */
-STRICT STABLE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'notify_min_interval_ms_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 CREATE SCHEMA IF NOT EXISTS webhook; /* pg_webhook::slots::webhook */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- pg_webhook::slots::webhook::_current_slot
-CREATE  FUNCTION webhook."_current_slot"() RETURNS smallint /* i16 */
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'current_slot_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -991,7 +898,23 @@ AS 'MODULE_PATHNAME', 'forget_slot_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- pg_webhook::slots::webhook::_current_slot
+CREATE  FUNCTION webhook."_current_slot"() RETURNS smallint /* i16 */
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'current_slot_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 CREATE SCHEMA IF NOT EXISTS webhook; /* pg_webhook::vxid::webhook */
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- pg_webhook::vxid::webhook::_vsnapshot
+CREATE  FUNCTION webhook."_vsnapshot"() RETURNS bigint[] /* Vec < i64 > */
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'vsnapshot_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -2846,11 +2769,88 @@ $$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- pg_webhook::vxid::webhook::_vsnapshot
-CREATE  FUNCTION webhook."_vsnapshot"() RETURNS bigint[] /* Vec < i64 > */
+CREATE SCHEMA IF NOT EXISTS webhook; /* pg_webhook::api::webhook */
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- pg_webhook::api::webhook::_notify_min_interval_ms
+CREATE  FUNCTION webhook."_notify_min_interval_ms"() RETURNS INT /* i32 */
+STRICT STABLE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'notify_min_interval_ms_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- pg_webhook::api::webhook::_wake
+CREATE  FUNCTION webhook."_wake"() RETURNS void
 STRICT VOLATILE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'vsnapshot_wrapper';
+AS 'MODULE_PATHNAME', 'wake_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- pg_webhook::api::webhook::_check_secret
+CREATE  FUNCTION webhook."_check_secret"(
+	"secret" TEXT /* & str */
+) RETURNS TEXT /* Result < String, ErrorReport > */
+IMMUTABLE STRICT 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_secret_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- pg_webhook::api::webhook::_retention_s
+CREATE  FUNCTION webhook."_retention_s"() RETURNS INT /* i32 */
+STRICT STABLE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'retention_s_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- pg_webhook::api::webhook::_disable_after_s
+CREATE  FUNCTION webhook."_disable_after_s"() RETURNS INT /* i32 */
+STRICT STABLE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'disable_after_s_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- pg_webhook::api::webhook::_generate_secret
+CREATE  FUNCTION webhook."_generate_secret"() RETURNS TEXT /* Result < String, ErrorReport > */
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'generate_secret_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- pg_webhook::api::webhook::_check_url
+CREATE  FUNCTION webhook."_check_url"(
+	"url" TEXT /* Option < & str > */
+) RETURNS TEXT /* Result < String, ErrorReport > */
+STABLE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_url_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- pg_webhook::api::webhook::_matches
+CREATE  FUNCTION webhook."_matches"(
+	"patterns" TEXT[], /* Array < '_, & str > */
+	"event_type" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'matches_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- pg_webhook::api::webhook::_check_payload_size
+CREATE  FUNCTION webhook."_check_payload_size"(
+	"bytes" bigint /* i64 */
+) RETURNS bool /* Result < bool, ErrorReport > */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_payload_size_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */

@@ -16,6 +16,7 @@ use pgrx::prelude::*;
 mod api;
 mod error;
 mod gucs;
+mod payload;
 mod slots;
 mod trigger;
 mod vxid;

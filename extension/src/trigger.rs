@@ -2,10 +2,11 @@
 //!
 //! Installed by `webhook_watch` as an AFTER … FOR EACH ROW trigger. For each
 //! row it converts the old and new rows with PostgreSQL's own `row_to_json`
-//! (every column type converts exactly as in SQL) and runs one cached
-//! statement that inserts the event — one row, whatever the number of
-//! endpoints: deliveries are created later, off the writer's path, by the
-//! fan-out. Then it asks for one wake-up at commit.
+//! (every column type converts exactly as in SQL), wraps them into the
+//! event's data (payload.rs), and runs one cached statement that inserts the
+//! event — one row, whatever the number of endpoints: deliveries are created
+//! later, off the writer's path, by the fan-out. Then it asks for one wake-up
+//! at commit.
 //!
 //! Privileges: the rows are converted as the writer, and only the insert
 //! (and the reads of the current slot and incarnation) run as the
@@ -15,43 +16,52 @@
 //! such a cast must never run with the owner's rights. Who may attach it to
 //! a table is decided by EXECUTE on it, which only webhook_admin has.
 //!
-//! Why one prepared statement through raw SPI: this runs for every captured
-//! row, so it must not re-parse or re-plan SQL per row. The rows travel as
-//! `json` parameters, so a single plan serves every watched table.
+//! Why one prepared statement through raw SPI, and so simple a one: this
+//! runs for every captured row, so it must not re-parse or re-plan SQL per
+//! row, and every expression in it is compiled again at each execution. The
+//! event travels as parameters, so a single plan serves every watched table.
 //!
 //! Must not: do network I/O, read secrets, or notify per row.
 
-use crate::{gucs, slots, vxid, wake};
+use crate::error::Error;
+use crate::{gucs, payload, slots, vxid, wake};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 use std::cell::Cell;
 
-/// The capture statement. $1 event type, $2 table, $3 schema, $4 op,
-/// $5 qualified table, $6 new row, $7 old row (json, may be null), $8 slot,
-/// $9 transaction (virtual id), $10 the columns to keep (null: all).
-/// Every name is schema-qualified (operators included) because the trigger
-/// runs as the extension owner without pinning search_path (a `SET
-/// search_path` on the function would cost a configuration save and restore
-/// on every row), so the caller's search_path must not matter.
-const CAPTURE_SQL: &std::ffi::CStr = c"
-insert into webhook.events (slot, txid, event_type, payload, source_table)
-select $8::pg_catalog.int2, $9::pg_catalog.int8, $1::pg_catalog.text, d.payload, $5::pg_catalog.text
-from (
-    select pg_catalog.json_build_object(
-               'table', $2::pg_catalog.text, 'schema', $3::pg_catalog.text, 'op', $4::pg_catalog.text,
-               'new', case when $10::pg_catalog.text[] is null then $6::pg_catalog.json
-                           else (select pg_catalog.json_object_agg(j.key, j.value) from pg_catalog.json_each($6::pg_catalog.json) j
-                                 where j.key operator(pg_catalog.=) any ($10::pg_catalog.text[])) end,
-               'old', case when $10::pg_catalog.text[] is null then $7::pg_catalog.json
-                           else (select pg_catalog.json_object_agg(j.key, j.value) from pg_catalog.json_each($7::pg_catalog.json) j
-                                 where j.key operator(pg_catalog.=) any ($10::pg_catalog.text[])) end) as payload
-) d
-where webhook._check_payload_size(pg_catalog.octet_length(d.payload::pg_catalog.text))";
+/// The capture statement for one slot: $1 slot, $2 transaction (virtual
+/// id), $3 event type, $4 the event's data (JSON text), $5 qualified table.
+/// It inserts into the slot's partition itself, not through
+/// `webhook.events`: routing a row through the parent sets up tuple routing
+/// at every execution (measured: most of the rest of the trigger's cost).
+/// Every name is schema-qualified because the trigger runs as the extension
+/// owner without pinning search_path (a `SET search_path` on the function
+/// would cost a configuration save and restore on every row), so the
+/// caller's search_path must not matter.
+fn capture_sql(slot: i16) -> std::ffi::CString {
+    std::ffi::CString::new(format!(
+        "insert into webhook.events_{slot} (slot, txid, event_type, payload, source_table) \
+         values ($1::pg_catalog.int2, $2::pg_catalog.int8, $3::pg_catalog.text, $4::pg_catalog.json, $5::pg_catalog.text)"
+    ))
+    .expect("the statement has no NUL byte")
+}
+
+/// Slots there are (webhook._slots()).
+const SLOTS: usize = 8;
+
+const CAPTURE_ARG_TYPES: [pg_sys::Oid; 5] = [
+    pg_sys::INT2OID,
+    pg_sys::INT8OID,
+    pg_sys::TEXTOID,
+    pg_sys::JSONOID,
+    pg_sys::TEXTOID,
+];
 
 /// The 0.1.0 capture statement (event and deliveries at once), used while
 /// a database still has the 0.1.0 schema after the library was upgraded
-/// (see slots.rs). Parameters as in [`CAPTURE_SQL`], $8 to $10 unused.
+/// (see slots.rs): $1 event type, $2 table, $3 schema, $4 op, $5 qualified
+/// table, $6 new row, $7 old row (json, may be null).
 const LEGACY_CAPTURE_SQL: &std::ffi::CStr = c"
 with data as (
     select pg_catalog.json_build_object(
@@ -62,7 +72,6 @@ with data as (
     select $1::pg_catalog.text, data.payload, $5::pg_catalog.text
     from data
     where webhook._check_payload_size(pg_catalog.octet_length(data.payload::pg_catalog.text))
-      and $8::pg_catalog.int2 is null and $9::pg_catalog.int8 is null and $10::pg_catalog.text[] is null
     returning id, event_type
 )
 insert into webhook.deliveries (event_id, endpoint_id, status)
@@ -70,7 +79,7 @@ select ev.id, e.id, case when e.paused_at is null then 'pending' else 'paused' e
 from ev
 join webhook.endpoints e on e.is_active and webhook._matches(e.event_types, ev.event_type)";
 
-const ARG_TYPES: [pg_sys::Oid; 10] = [
+const LEGACY_ARG_TYPES: [pg_sys::Oid; 7] = [
     pg_sys::TEXTOID,
     pg_sys::TEXTOID,
     pg_sys::TEXTOID,
@@ -78,15 +87,13 @@ const ARG_TYPES: [pg_sys::Oid; 10] = [
     pg_sys::TEXTOID,
     pg_sys::JSONOID,
     pg_sys::JSONOID,
-    pg_sys::INT2OID,
-    pg_sys::INT8OID,
-    pg_sys::TEXTARRAYOID,
 ];
 
 thread_local! {
-    /// The capture statement, prepared once per backend and kept by SPI
-    /// (`SPI_keepplan`); the plan cache revalidates it after DDL.
-    static PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(std::ptr::null_mut()) };
+    /// The capture statement of each slot, prepared once per backend and
+    /// kept by SPI (`SPI_keepplan`); the plan cache revalidates it after DDL.
+    static PLANS: [Cell<pg_sys::SPIPlanPtr>; SLOTS] =
+        const { [const { Cell::new(std::ptr::null_mut()) }; SLOTS] };
     /// The same for [`LEGACY_CAPTURE_SQL`].
     static LEGACY_PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(std::ptr::null_mut()) };
 }
@@ -151,50 +158,75 @@ fn _capture<'a>(
     // SAFETY: tg_relation is the open, locked relation the trigger fired on;
     // its tuple descriptor describes both tuples.
     let tupdesc = unsafe { (*td.tg_relation).rd_att };
-    let row = |tuple: pg_sys::HeapTuple| -> Option<pg_sys::Datum> {
+    let row = |tuple: pg_sys::HeapTuple| -> Option<&str> {
         // SAFETY: non-null tuples handed to us by the executor for this
-        // relation; the composite copy and its JSON are made in the current
-        // (per-call) memory context. Runs as the writer (see module docs).
-        (!tuple.is_null())
-            .then(|| unsafe { row_to_json(pg_sys::heap_copy_tuple_as_datum(tuple, tupdesc)) })
+        // relation; the composite copy and its JSON (a fresh, uncompressed
+        // varlena) are made in the current (per-call) memory context, which
+        // outlives this function's use of them. Runs as the writer (see
+        // module docs).
+        (!tuple.is_null()).then(|| unsafe {
+            let json = row_to_json(pg_sys::heap_copy_tuple_as_datum(tuple, tupdesc));
+            pgrx::varlena::text_to_rust_str_unchecked(json.cast_mut_ptr())
+        })
     };
-    let columns: Option<Vec<&str>> =
-        (!columns.is_empty()).then(|| columns.iter().map(String::as_str).collect());
     let (new_json, old_json) = (row(new_tuple), row(old_tuple));
-    let inserted = as_extension_owner(|| {
-        let common = [
-            event_type.as_str().into_datum(),
-            table.as_str().into_datum(),
-            schema.as_str().into_datum(),
-            op.into_datum(),
-            qualified.as_str().into_datum(),
-            new_json,
-            old_json,
-        ];
-        let [a, b, c, d, e, f, g] = common;
-        match slots::current_or_legacy() {
-            Some(slot) => execute_capture(
-                &PLAN,
-                CAPTURE_SQL,
-                &[
-                    a,
-                    b,
-                    c,
-                    d,
-                    e,
-                    f,
-                    g,
-                    slot.into_datum(),
-                    vxid::current_vxid().into_datum(),
-                    columns.clone().into_datum(),
-                ],
-            ),
-            None => execute_capture(
-                &LEGACY_PLAN,
-                LEGACY_CAPTURE_SQL,
-                &[a, b, c, d, e, f, g, None, None, None],
-            ),
+    let inserted = as_extension_owner(|| match slots::current_or_legacy() {
+        Some(slot) => {
+            let columns = (!columns.is_empty()).then_some(columns);
+            let data = payload::row_event(&table, &schema, op, new_json, old_json, columns);
+            let max = gucs::max_payload_bytes();
+            if data.len() > max as usize {
+                let report: pgrx::pg_sys::panic::ErrorReport = Error::PayloadTooLarge {
+                    bytes: data.len() as i64,
+                    max,
+                }
+                .into();
+                report.report(pgrx::PgLogLevel::ERROR);
+            }
+            // A json datum is a text varlena: the data is sent as it is,
+            // without json_in parsing it again (it was made valid above).
+            let data = pgrx::varlena::rust_str_to_text_p(&data).into_pg();
+            let values = [
+                slot.into_datum(),
+                vxid::current_vxid().into_datum(),
+                event_type.as_str().into_datum(),
+                Some(pg_sys::Datum::from(data)),
+                qualified.as_str().into_datum(),
+            ];
+            let index = usize::try_from(slot)
+                .ok()
+                .filter(|i| *i < SLOTS)
+                .unwrap_or_else(|| {
+                    raise(
+                        PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                        format!("pg_webhook: no log slot {slot}"),
+                    )
+                });
+            PLANS.with(|plans| {
+                execute_capture(
+                    &plans[index],
+                    || capture_sql(slot),
+                    &CAPTURE_ARG_TYPES,
+                    &values,
+                )
+            })
         }
+        None => LEGACY_PLAN.with(|plan| {
+            execute_capture(
+                plan,
+                || LEGACY_CAPTURE_SQL.to_owned(),
+                &LEGACY_ARG_TYPES,
+                &[
+                    event_type.as_str().into_datum(),
+                    table.as_str().into_datum(),
+                    schema.as_str().into_datum(),
+                    op.into_datum(),
+                    qualified.as_str().into_datum(),
+                    new_json.into_datum(),
+                    old_json.into_datum(),
+                ],
+            )
+        }),
     });
     if inserted > 0 {
         wake::at_commit();
@@ -273,15 +305,16 @@ fn as_extension_owner<T>(f: impl FnOnce() -> T) -> T {
     result
 }
 
-/// Runs a capture statement, prepared once per backend into `plan`; returns
-/// the number of rows inserted by its last step.
-fn execute_capture(
-    plan_cell: &'static std::thread::LocalKey<Cell<pg_sys::SPIPlanPtr>>,
-    sql: &std::ffi::CStr,
-    values: &[Option<pg_sys::Datum>; 10],
+/// Runs a capture statement, prepared (from `sql()`) once per backend into
+/// `plan_cell`; returns the number of rows inserted by its last step.
+fn execute_capture<const N: usize>(
+    plan_cell: &Cell<pg_sys::SPIPlanPtr>,
+    sql: impl FnOnce() -> std::ffi::CString,
+    arg_types: &[pg_sys::Oid; N],
+    values: &[Option<pg_sys::Datum>; N],
 ) -> u64 {
-    let mut datums: [pg_sys::Datum; 10] = [pg_sys::Datum::from(0); 10];
-    let mut nulls: [std::ffi::c_char; 10] = [b' ' as std::ffi::c_char; 10];
+    let mut datums: [pg_sys::Datum; N] = [pg_sys::Datum::from(0); N];
+    let mut nulls: [std::ffi::c_char; N] = [b' ' as std::ffi::c_char; N];
     for (i, v) in values.iter().enumerate() {
         match v {
             Some(d) => datums[i] = *d,
@@ -301,11 +334,8 @@ fn execute_capture(
         }
         let mut plan = plan_cell.get();
         if plan.is_null() {
-            plan = pg_sys::SPI_prepare(
-                sql.as_ptr(),
-                ARG_TYPES.len() as i32,
-                ARG_TYPES.as_ptr().cast_mut(),
-            );
+            let sql = sql();
+            plan = pg_sys::SPI_prepare(sql.as_ptr(), N as i32, arg_types.as_ptr().cast_mut());
             if plan.is_null() || pg_sys::SPI_keepplan(plan) != 0 {
                 raise(
                     PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
