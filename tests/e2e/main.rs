@@ -6,6 +6,7 @@ mod concurrency;
 mod delivery;
 mod fairness;
 mod fanout;
+mod operations;
 mod queries;
 mod restore;
 mod retention;

@@ -576,6 +576,61 @@ impl Drop for Blackhole {
     }
 }
 
+/// A connection LISTENing on a channel; notifications' payloads arrive on `rx`.
+pub struct Listener {
+    /// Payloads, in the order they were notified.
+    pub rx: mpsc::UnboundedReceiver<String>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Listener {
+    /// Connects and LISTENs on `channel` (a plain identifier).
+    pub async fn start(dsn: &str, channel: &str) -> Self {
+        use futures_util::future::poll_fn;
+        let (client, mut connection) = tokio_postgres::connect(dsn, NoTls)
+            .await
+            .expect("listener connects");
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let sql = format!("listen {channel}");
+        let task = tokio::spawn(async move {
+            let listen = client.batch_execute(&sql);
+            tokio::pin!(listen);
+            let mut ready = Some(ready_tx);
+            loop {
+                tokio::select! {
+                    r = &mut listen, if ready.is_some() => {
+                        r.expect("listen");
+                        let _ = ready.take().map(|t| t.send(()));
+                    }
+                    msg = poll_fn(|cx| connection.poll_message(cx)) => match msg {
+                        Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                            let _ = tx.send(n.payload().to_owned());
+                        }
+                        Some(Ok(_)) => {}
+                        _ => return,
+                    },
+                }
+            }
+        });
+        ready_rx.await.expect("the listener is listening");
+        Self { rx, task }
+    }
+
+    /// The next payload; panics at the wait deadline.
+    pub async fn next(&mut self) -> String {
+        within("a notification", self.rx.recv())
+            .await
+            .expect("the listener is running")
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Runs one of PostgreSQL's client programs (`pg_dump`, `pg_restore`, …)
 /// from `PG_BIN` (default: Debian's PostgreSQL 15) and fails the test with
 /// its output if it fails.
