@@ -4,6 +4,7 @@
 
 mod concurrency;
 mod delivery;
+mod egress;
 mod fairness;
 mod fanout;
 mod operations;

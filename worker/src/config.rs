@@ -78,6 +78,11 @@ pub struct Cli {
     /// to lease expiry (another worker redelivers them).
     #[arg(long, env = "PG_WEBHOOK_DRAIN_TIMEOUT_MS", default_value_t = DEFAULT_DRAIN_TIMEOUT_MS)]
     pub drain_timeout_ms: u64,
+    /// Egress proxy for every request (http://host:port, credentials in the
+    /// URL if any), for a stable source address receivers can allow.
+    /// Falls back to HTTPS_PROXY. NO_PROXY lists destinations to reach directly.
+    #[arg(long, env = "PG_WEBHOOK_PROXY", hide_env_values = true)]
+    pub proxy: Option<String>,
     /// Most events fanned out (turned into deliveries) per claim.
     #[arg(long, env = "PG_WEBHOOK_FANOUT_BATCH", default_value_t = DEFAULT_FANOUT_BATCH)]
     pub fanout_batch: usize,
@@ -87,6 +92,45 @@ pub struct Cli {
     /// One worker at a time runs it.
     #[arg(long, env = "PG_WEBHOOK_MAINTENANCE_SCHEDULE", default_value = DEFAULT_MAINTENANCE_SCHEDULE)]
     pub maintenance_schedule: String,
+}
+
+/// The egress proxy's URL; shown without its credentials.
+#[derive(Clone)]
+pub struct ProxyUrl(reqwest::Url);
+
+impl ProxyUrl {
+    /// Parses an http(s) proxy URL.
+    pub fn parse(s: &str) -> Result<Self, ConfigError> {
+        let fail = |reason: &str| ConfigError::Proxy {
+            reason: reason.to_owned(),
+        };
+        let url = reqwest::Url::parse(s).map_err(|e| fail(&e.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(fail("use http://host:port (or https://)"));
+        }
+        Ok(Self(url))
+    }
+
+    /// The whole URL, credentials included (for the HTTP client only).
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// The proxy's host.
+    pub fn host_str(&self) -> Option<&str> {
+        self.0.host_str()
+    }
+}
+
+impl std::fmt::Debug for ProxyUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut shown = self.0.clone();
+        if !shown.username().is_empty() || shown.password().is_some() {
+            let _ = shown.set_username("redacted");
+            let _ = shown.set_password(None);
+        }
+        write!(f, "{:?}", shown.as_str())
+    }
 }
 
 /// A parsed `--maintenance-schedule` (the `cron` crate's syntax, which has
@@ -160,6 +204,13 @@ pub enum ConfigError {
         /// what went wrong
         reason: String,
     },
+    /// The proxy URL does not parse (the message never repeats the URL: it
+    /// may hold credentials).
+    #[error("the proxy URL is invalid: {reason}")]
+    Proxy {
+        /// what is wrong with it
+        reason: String,
+    },
     /// The maintenance schedule is not a cron expression.
     #[error("--maintenance-schedule {expression:?} is not a valid cron expression: {reason}")]
     Schedule {
@@ -209,6 +260,8 @@ pub struct Config {
     pub extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
     /// Most events fanned out per claim (default 1000).
     pub fanout_batch: usize,
+    /// The egress proxy, if any (its `Debug` hides credentials).
+    pub proxy: Option<ProxyUrl>,
     /// When to run the maintenance; `None` when off (default every minute).
     pub maintenance: Option<MaintenanceSchedule>,
 }
@@ -307,6 +360,13 @@ impl Config {
             )?),
             fanout_batch: check("--fanout-batch", cli.fanout_batch as u64, 1, 1_000_000)? as usize,
             maintenance: MaintenanceSchedule::parse(&cli.maintenance_schedule)?,
+            proxy: cli
+                .proxy
+                .filter(|s| !s.is_empty())
+                .or_else(|| lookup("HTTPS_PROXY").filter(|s| !s.is_empty()))
+                .or_else(|| lookup("https_proxy").filter(|s| !s.is_empty()))
+                .map(|p| ProxyUrl::parse(&p))
+                .transpose()?,
         })
     }
 
@@ -347,8 +407,8 @@ mod tests {
 
     #[test]
     fn flag_wins_over_database_url() {
-        let c = Config::from_cli(parse(&["--database-url", "host=a dbname=flag"]), |_| {
-            Some("dbname=env".into())
+        let c = Config::from_cli(parse(&["--database-url", "host=a dbname=flag"]), |k| {
+            (k == "DATABASE_URL").then(|| "dbname=env".into())
         })
         .unwrap();
         assert_eq!(c.pg.get_dbname(), Some("flag"));
@@ -405,6 +465,33 @@ mod tests {
         .unwrap_err();
         assert!(e.to_string().contains("no PEM certificate"), "{e}");
         std::fs::remove_file(empty).ok();
+    }
+
+    #[test]
+    fn proxy_from_flag_or_https_proxy_with_credentials_hidden() {
+        let c = Config::from_cli(parse(&["--database-url", "dbname=x"]), |k| {
+            (k == "HTTPS_PROXY").then(|| "http://user:hunter2@proxy.internal:3128".into())
+        })
+        .unwrap();
+        let proxy = c.proxy.as_ref().unwrap();
+        assert_eq!(proxy.host_str(), Some("proxy.internal"));
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("hunter2") && shown.contains("proxy.internal"),
+            "{shown}"
+        );
+        let e = Config::from_cli(
+            parse(&["--database-url", "dbname=x", "--proxy", "socks5://p:1080"]),
+            |_| None,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("proxy"), "{e}");
+        assert!(
+            Config::from_cli(parse(&["--database-url", "dbname=x"]), |_| None)
+                .unwrap()
+                .proxy
+                .is_none()
+        );
     }
 
     #[test]

@@ -4,13 +4,17 @@
 //! to an internal service — at subscription or any time later (DNS
 //! rebinding) — is refused just before connecting. IP literals never reach a
 //! resolver; `dispatch.rs` checks them.
+//!
+//! Behind an egress proxy (`--proxy`) the proxy resolves the destination's
+//! name, not this resolver, so only literals and `localhost` names can be
+//! refused here (dispatch.rs does it before sending); the proxy itself must
+//! refuse internal destinations (Smokescreen does by default). The proxy's
+//! own name is the one name this resolver lets through to any address: it
+//! usually is an internal service.
 
-use hyper_util::client::legacy::connect::dns::Name;
 use pg_webhook_protocol::destination::{classify, AddressClass};
-use std::future::Future;
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 /// Every address of `host` was of a refused class.
 #[derive(Debug, thiserror::Error)]
@@ -25,53 +29,63 @@ pub struct Blocked {
 }
 
 /// The system resolver (getaddrinfo, on tokio's blocking pool), filtered.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct GuardedResolver {
     allow_private: bool,
+    /// The proxy's host name, resolved without the filter.
+    proxy_host: Option<String>,
 }
 
 impl GuardedResolver {
-    /// A resolver that keeps public addresses only, or all of them.
-    pub fn new(allow_private: bool) -> Self {
-        Self { allow_private }
+    /// A resolver that keeps public addresses only, or all of them; the
+    /// proxy's host, if any, always resolves.
+    pub fn new(allow_private: bool, proxy_host: Option<String>) -> Self {
+        Self {
+            allow_private,
+            proxy_host: proxy_host.map(|h| h.to_ascii_lowercase()),
+        }
+    }
+
+    /// Looks `host` up and keeps what may be connected to.
+    pub async fn lookup(&self, host: &str) -> Result<Vec<SocketAddr>, BoxError> {
+        let all: Vec<SocketAddr> = tokio::net::lookup_host((host, 0)).await?.collect();
+        let trusted = self.allow_private
+            || self
+                .proxy_host
+                .as_deref()
+                .is_some_and(|p| p.eq_ignore_ascii_case(host));
+        if trusted {
+            return Ok(all);
+        }
+        let (public, refused): (Vec<SocketAddr>, Vec<SocketAddr>) =
+            all.into_iter().partition(|a| classify(a.ip()).is_none());
+        if public.is_empty() {
+            if let Some(first) = refused.first() {
+                let class = classify(first.ip()).expect("partitioned as non-public");
+                let addrs = refused
+                    .iter()
+                    .map(|a| a.ip().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                return Err(Box::new(Blocked {
+                    host: host.to_owned(),
+                    class,
+                    addrs,
+                }));
+            }
+        }
+        Ok(public)
     }
 }
 
-type Resolving =
-    Pin<Box<dyn Future<Output = Result<std::vec::IntoIter<SocketAddr>, BoxError>> + Send>>;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-impl tower_service::Service<Name> for GuardedResolver {
-    type Response = std::vec::IntoIter<SocketAddr>;
-    type Error = BoxError;
-    type Future = Resolving;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, name: Name) -> Self::Future {
-        let allow_private = self.allow_private;
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let this = self.clone();
         Box::pin(async move {
-            let host = name.as_str().to_owned();
-            let all: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            if allow_private {
-                return Ok(all.into_iter());
-            }
-            let (public, refused): (Vec<SocketAddr>, Vec<SocketAddr>) =
-                all.into_iter().partition(|a| classify(a.ip()).is_none());
-            if public.is_empty() {
-                if let Some(first) = refused.first() {
-                    let class = classify(first.ip()).expect("partitioned as non-public");
-                    let addrs = refused
-                        .iter()
-                        .map(|a| a.ip().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    return Err(Box::new(Blocked { host, class, addrs }) as BoxError);
-                }
-            }
-            Ok(public.into_iter())
+            let addrs = this.lookup(name.as_str()).await?;
+            Ok(Box::new(addrs.into_iter()) as Addrs)
         })
     }
 }
@@ -79,23 +93,28 @@ impl tower_service::Service<Name> for GuardedResolver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::str::FromStr;
-    use tower_service::Service;
 
     #[tokio::test]
     async fn refuses_names_that_resolve_to_loopback() {
-        let name = Name::from_str("localhost").unwrap();
-        let err = GuardedResolver::new(false)
-            .call(name.clone())
+        let err = GuardedResolver::new(false, None)
+            .lookup("localhost")
             .await
             .unwrap_err();
         let blocked = err.downcast_ref::<Blocked>().expect("a Blocked error");
         assert_eq!(blocked.class, AddressClass::Loopback);
-        let allowed: Vec<_> = GuardedResolver::new(true)
-            .call(name)
+        let allowed = GuardedResolver::new(true, None)
+            .lookup("localhost")
             .await
-            .unwrap()
-            .collect();
+            .unwrap();
         assert!(allowed.iter().all(|a| a.ip().is_loopback()) && !allowed.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_proxy_host_resolves_whatever_its_address() {
+        let proxy = GuardedResolver::new(false, Some("LOCALHOST".into()))
+            .lookup("localhost")
+            .await
+            .unwrap();
+        assert!(!proxy.is_empty());
     }
 }
