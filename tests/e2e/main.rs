@@ -8,6 +8,7 @@ mod egress;
 mod fairness;
 mod fanout;
 mod operations;
+mod pooler;
 mod queries;
 mod restore;
 mod retention;

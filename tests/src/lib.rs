@@ -675,6 +675,129 @@ impl Drop for ForwardProxy {
     }
 }
 
+/// Debian's pgbouncer in transaction pooling mode, in front of the test
+/// cluster, on a free port of 127.0.0.1; stopped when dropped.
+pub struct PgBouncer {
+    port: u16,
+    dir: std::path::PathBuf,
+    child: std::process::Child,
+}
+
+impl PgBouncer {
+    /// Starts it with a pool of `pool_size` server connections per
+    /// database, so that consecutive transactions of one client run on
+    /// different server connections.
+    pub async fn start(pool_size: u32) -> Self {
+        let admin: tokio_postgres::Config = admin_dsn().parse().expect("admin DSN");
+        let pg_port = admin.get_ports().first().copied().unwrap_or(5432);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let dir =
+            std::env::temp_dir().join(format!("pgwh-pgbouncer-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("pgbouncer directory");
+        let root = running_as_root();
+        let ini = dir.join("pgbouncer.ini");
+        std::fs::write(
+            &ini,
+            format!(
+                "[databases]\n* = host=127.0.0.1 port={pg_port} user=postgres\n\
+                 [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
+                 auth_type = any\npool_mode = transaction\ndefault_pool_size = {pool_size}\n\
+                 max_client_conn = 200\nstats_users = postgres\n\
+                 ignore_startup_parameters = extra_float_digits,options\n\
+                 logfile = {log}\npidfile = {pid}\n",
+                log = dir.join("pgbouncer.log").display(),
+                pid = dir.join("pgbouncer.pid").display(),
+            ),
+        )
+        .expect("pgbouncer.ini");
+        let bin = std::env::var("PGBOUNCER_BIN").unwrap_or_else(|_| "/usr/sbin/pgbouncer".into());
+        // pgbouncer refuses to run as root: as root, it runs as postgres.
+        let mut command = if root {
+            let _ = std::process::Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(&dir)
+                .status();
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&bin);
+            c
+        } else {
+            std::process::Command::new(&bin)
+        };
+        let child = command
+            .arg(&ini)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin} (install Debian's pgbouncer): {e}"));
+        let bouncer = Self { port, dir, child };
+        // Ready once it accepts a client.
+        let deadline = Instant::now() + WAIT;
+        while tokio_postgres::connect(&bouncer.dsn("postgres"), NoTls)
+            .await
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "pgbouncer did not start: see {}",
+                bouncer.dir.display()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bouncer
+    }
+
+    /// A connection string to `dbname` through it.
+    pub fn dsn(&self, dbname: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname={dbname}",
+            self.port
+        )
+    }
+
+    /// Transactions it has passed on for `dbname` (SHOW STATS).
+    pub async fn transactions(&self, dbname: &str) -> i64 {
+        let c = connect(&self.dsn("pgbouncer")).await;
+        let rows = c.simple_query("show stats").await.expect("show stats");
+        rows.iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) if r.get("database") == Some(dbname) => {
+                    r.get("total_xact_count")
+                        .and_then(|v| v.parse::<i64>().ok())
+                }
+                _ => None,
+            })
+            .sum()
+    }
+}
+
+impl Drop for PgBouncer {
+    fn drop(&mut self) {
+        // SIGTERM through kill: the child may be runuser, whose pgbouncer
+        // child gets the signal forwarded.
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        if let Ok(pid) = std::fs::read_to_string(self.dir.join("pgbouncer.pid")) {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", pid.trim()])
+                .status();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Whether this process runs as root (PostgreSQL tools then run as postgres).
+fn running_as_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
 /// A connection LISTENing on a channel; notifications' payloads arrive on `rx`.
 pub struct Listener {
     /// Payloads, in the order they were notified.

@@ -39,8 +39,14 @@ pub const DEFAULT_MAINTENANCE_SCHEDULE: &str = "0 * * * * *";
 )]
 pub struct Cli {
     /// PostgreSQL connection string (URL or key=value). Falls back to DATABASE_URL.
+    /// It may go through pgbouncer in transaction mode.
     #[arg(long, env = "PG_WEBHOOK_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// Connection string for LISTEN, which needs a session of its own: a
+    /// direct connection to PostgreSQL when --database-url goes through a
+    /// transaction-mode pooler. Defaults to --database-url.
+    #[arg(long, env = "PG_WEBHOOK_LISTEN_URL", hide_env_values = true)]
+    pub listen_url: Option<String>,
     /// Deliveries in flight at once.
     #[arg(long, env = "PG_WEBHOOK_CONCURRENCY", default_value_t = DEFAULT_CONCURRENCY)]
     pub concurrency: usize,
@@ -196,6 +202,9 @@ pub enum ConfigError {
     /// The connection string does not parse.
     #[error("the database connection string is invalid")]
     InvalidDatabaseUrl(#[source] tokio_postgres::Error),
+    /// The LISTEN connection string does not parse.
+    #[error("the --listen-url connection string is invalid")]
+    InvalidListenUrl(#[source] tokio_postgres::Error),
     /// The CA file cannot be read or holds no valid certificate.
     #[error("cannot use the CA file {path}: {reason}")]
     CaFile {
@@ -238,6 +247,8 @@ pub enum ConfigError {
 pub struct Config {
     /// Where the database is (its `Debug` redacts the password).
     pub pg: tokio_postgres::Config,
+    /// Where to LISTEN (default: `pg`).
+    pub listen_pg: tokio_postgres::Config,
     /// Deliveries in flight at once (default 64).
     pub concurrency: usize,
     /// Most deliveries per claim (default 100).
@@ -316,12 +327,24 @@ impl Config {
         if pg.get_application_name().is_none() {
             pg.application_name("pg-webhook-worker");
         }
+        let listen_pg = match cli.listen_url.filter(|s| !s.is_empty()) {
+            Some(url) => {
+                let mut l: tokio_postgres::Config =
+                    url.parse().map_err(ConfigError::InvalidListenUrl)?;
+                if l.get_application_name().is_none() {
+                    l.application_name("pg-webhook-worker");
+                }
+                l
+            }
+            None => pg.clone(),
+        };
         let worker_id = cli.worker_id.filter(|s| !s.is_empty()).unwrap_or_else(|| {
             let host = lookup("HOSTNAME").unwrap_or_else(|| "worker".into());
             format!("{host}-{}", std::process::id())
         });
         Ok(Self {
             pg,
+            listen_pg,
             concurrency: check("--concurrency", cli.concurrency as u64, 1, 10_000)? as usize,
             batch_size: check("--batch-size", cli.batch_size as u64, 1, 10_000)? as usize,
             poll_interval: Duration::from_millis(check(

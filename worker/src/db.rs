@@ -2,7 +2,8 @@
 //!
 //! Each connection is driven by its own task. The worker keeps three: one to
 //! claim, one to record (so recording never waits behind a claim), one to
-//! LISTEN.
+//! LISTEN (on `--listen-url`: behind a transaction-mode pooler, LISTEN needs
+//! a direct connection), plus one for the maintenance.
 //!
 //! TLS: connections are made without TLS (`sslmode=prefer` falls back to
 //! plain); put the worker next to the database or behind a TLS tunnel.
@@ -34,7 +35,7 @@ pub async fn connect(pg: &tokio_postgres::Config) -> Result<Client, DbError> {
 /// version of another `major.minor`.
 pub async fn check_extension(client: &Client) -> Result<String, Error> {
     let row = client
-        .query_opt(queries::EXTENSION_VERSION, &[])
+        .query_typed_opt(queries::EXTENSION_VERSION, &[])
         .await
         .map_err(DbError::from)?;
     let found: String = match row {

@@ -13,7 +13,8 @@ use crate::queue::Claim;
 use crate::retry::Decision;
 use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
-use tokio_postgres::{Client, Statement};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Client;
 
 /// Most attempts written by one statement.
 pub const MAX_RECORD_BATCH: usize = 500;
@@ -83,22 +84,16 @@ impl AttemptRecord {
     }
 }
 
-/// A connection with the record statement prepared.
+/// The recording side's connection.
 pub struct Recorder {
     client: Client,
-    record: Statement,
     worker_id: String,
 }
 
 impl Recorder {
-    /// Prepares the record statement on `client`.
-    pub async fn new(client: Client, worker_id: String) -> Result<Self, DbError> {
-        let record = client.prepare(queries::RECORD).await?;
-        Ok(Self {
-            client,
-            record,
-            worker_id,
-        })
+    /// Records over `client` as `worker_id`.
+    pub fn new(client: Client, worker_id: String) -> Self {
+        Self { client, worker_id }
     }
 
     /// Writes a batch in one statement; returns how many deliveries moved.
@@ -113,23 +108,24 @@ impl Recorder {
         let errors: Vec<Option<&str>> = batch.iter().map(|r| r.error.as_deref()).collect();
         let outcomes: Vec<&str> = batch.iter().map(|r| r.outcome).collect();
         let delays: Vec<Option<i64>> = batch.iter().map(|r| r.retry_delay_ms).collect();
+        let params: [&(dyn ToSql + Sync); 11] = [
+            &self.worker_id,
+            &ids,
+            &tokens,
+            &attempts,
+            &started,
+            &durations,
+            &statuses,
+            &excerpts,
+            &errors,
+            &outcomes,
+            &delays,
+        ];
         let row = self
             .client
-            .query_one(
-                &self.record,
-                &[
-                    &self.worker_id,
-                    &ids,
-                    &tokens,
-                    &attempts,
-                    &started,
-                    &durations,
-                    &statuses,
-                    &excerpts,
-                    &errors,
-                    &outcomes,
-                    &delays,
-                ],
+            .query_typed_one(
+                queries::RECORD,
+                &crate::queue::typed(&params, queries::RECORD_TYPES),
             )
             .await?;
         let moved: i32 = row.get(0);
@@ -167,10 +163,12 @@ pub(crate) async fn run_recorder(
             let result = match &recorder {
                 Some(r) => r.record(&batch).await,
                 None => match crate::db::connect(&pg).await {
-                    Ok(client) => match Recorder::new(client, worker_id.clone()).await {
-                        Ok(r) => recorder.insert(r).record(&batch).await,
-                        Err(e) => Err(e),
-                    },
+                    Ok(client) => {
+                        recorder
+                            .insert(Recorder::new(client, worker_id.clone()))
+                            .record(&batch)
+                            .await
+                    }
                     Err(e) => Err(e),
                 },
             };

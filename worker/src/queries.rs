@@ -1,6 +1,16 @@
 //! Every SQL statement the worker runs, in one place, so that a test can
 //! prepare each of them against a real database and catch drift between the
 //! worker and the extension's SQL.
+//!
+//! They are sent as unnamed statements with their parameter types
+//! (tokio-postgres' `query_typed`: parse, bind and execute in one round
+//! trip), never as named prepared statements: behind a transaction-mode
+//! pooler (pgbouncer) consecutive transactions may run on different server
+//! connections, where a statement prepared on another one does not exist.
+//! The parse and plan of these one-call statements is all it costs (see
+//! BENCHMARKS.md); the SQL they call keeps its plans per server session.
+
+use tokio_postgres::types::Type;
 
 /// The installed extension version (compatibility check at start-up).
 pub const EXTENSION_VERSION: &str =
@@ -16,15 +26,41 @@ pub const CLAIM: &str = "select delivery_id, lease_token, attempt_number, messag
      max_delay_ms, backoff_multiplier \
      from webhook._claim_deliveries($1::text, $2::integer, $3::bigint * interval '1 millisecond', \
      $4::integer, $5::bigint[], $6::integer[], $7::integer)";
+/// Parameter types of [`CLAIM`].
+pub const CLAIM_TYPES: &[Type] = &[
+    Type::TEXT,
+    Type::INT4,
+    Type::INT8,
+    Type::INT4,
+    Type::INT8_ARRAY,
+    Type::INT4_ARRAY,
+    Type::INT4,
+];
 
 /// Records a batch of attempts (see `webhook._record_attempts`).
 pub const RECORD: &str = "select webhook._record_attempts($1::text, $2::bigint[], $3::bigint[], $4::integer[], \
      $5::timestamptz[], $6::double precision[], $7::integer[], $8::text[], $9::text[], $10::text[], $11::bigint[])";
+/// Parameter types of [`RECORD`].
+pub const RECORD_TYPES: &[Type] = &[
+    Type::TEXT,
+    Type::INT8_ARRAY,
+    Type::INT8_ARRAY,
+    Type::INT4_ARRAY,
+    Type::TIMESTAMPTZ_ARRAY,
+    Type::FLOAT8_ARRAY,
+    Type::INT4_ARRAY,
+    Type::TEXT_ARRAY,
+    Type::TEXT_ARRAY,
+    Type::TEXT_ARRAY,
+    Type::INT8_ARRAY,
+];
 
 /// Milliseconds until a delivery this worker may claim is due (null: none
 /// pending): $1 the worker's concurrency, $2/$3 its deliveries in flight
 /// per endpoint (as for the claim).
 pub const NEXT_DUE: &str = "select webhook._next_due_ms($1::integer, $2::bigint[], $3::integer[])";
+/// Parameter types of [`NEXT_DUE`].
+pub const NEXT_DUE_TYPES: &[Type] = &[Type::INT4, Type::INT8_ARRAY, Type::INT4_ARRAY];
 
 /// The extension's `pg_webhook.notify_min_interval`, in ms: how long a
 /// session may stay silent after notifying (the worker lingers longer).

@@ -10,7 +10,8 @@ use crate::queries;
 use crate::retry::RetryPolicy;
 use pg_webhook_protocol::Secret;
 use std::time::Duration;
-use tokio_postgres::{Client, Row, Statement};
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, Row};
 
 /// One leased delivery, with everything needed to send it.
 #[derive(Debug, Clone)]
@@ -111,23 +112,23 @@ pub struct ClaimRequest<'a> {
     pub fanout_events: usize,
 }
 
-/// The claim side's connection and prepared statements.
+/// The claim side's connection.
 pub struct Queue {
     client: Client,
-    claim: Statement,
-    next_due: Statement,
+}
+
+/// Pairs each parameter with its type, for `query_typed`.
+pub(crate) fn typed<'a>(
+    params: &'a [&'a (dyn ToSql + Sync)],
+    types: &[Type],
+) -> Vec<(&'a (dyn ToSql + Sync), Type)> {
+    params.iter().copied().zip(types.iter().cloned()).collect()
 }
 
 impl Queue {
-    /// Prepares the statements on `client`.
-    pub async fn new(client: Client) -> Result<Self, DbError> {
-        let claim = client.prepare(queries::CLAIM).await?;
-        let next_due = client.prepare(queries::NEXT_DUE).await?;
-        Ok(Self {
-            client,
-            claim,
-            next_due,
-        })
+    /// The claim side over `client`.
+    pub fn new(client: Client) -> Self {
+        Self { client }
     }
 
     /// Fans out, then claims up to `request.limit` due deliveries, each
@@ -138,20 +139,18 @@ impl Queue {
         let concurrency = i32::try_from(request.concurrency).unwrap_or(i32::MAX);
         let (busy_ids, busy_counts) = split_busy(request.busy);
         let fanout = i32::try_from(request.fanout_events).unwrap_or(i32::MAX);
+        let params: [&(dyn ToSql + Sync); 7] = [
+            &request.worker_id,
+            &limit,
+            &margin_ms,
+            &concurrency,
+            &busy_ids,
+            &busy_counts,
+            &fanout,
+        ];
         let rows = self
             .client
-            .query(
-                &self.claim,
-                &[
-                    &request.worker_id,
-                    &limit,
-                    &margin_ms,
-                    &concurrency,
-                    &busy_ids,
-                    &busy_counts,
-                    &fanout,
-                ],
-            )
+            .query_typed(queries::CLAIM, &typed(&params, queries::CLAIM_TYPES))
             .await?;
         Ok(rows.iter().map(Claim::from_row).collect())
     }
@@ -165,9 +164,10 @@ impl Queue {
     ) -> Result<Option<Duration>, DbError> {
         let concurrency = i32::try_from(concurrency).unwrap_or(i32::MAX);
         let (ids, counts) = split_busy(busy);
+        let params: [&(dyn ToSql + Sync); 3] = [&concurrency, &ids, &counts];
         let row = self
             .client
-            .query_one(&self.next_due, &[&concurrency, &ids, &counts])
+            .query_typed_one(queries::NEXT_DUE, &typed(&params, queries::NEXT_DUE_TYPES))
             .await?;
         let ms: Option<i64> = row.get(0);
         Ok(ms.map(|ms| Duration::from_millis(ms.max(0) as u64)))
@@ -177,7 +177,7 @@ impl Queue {
     pub async fn notify_min_interval(&self) -> Result<Duration, DbError> {
         let row = self
             .client
-            .query_one(queries::NOTIFY_MIN_INTERVAL, &[])
+            .query_typed_one(queries::NOTIFY_MIN_INTERVAL, &[])
             .await?;
         let ms: i32 = row.get(0);
         Ok(Duration::from_millis(ms.max(0) as u64))

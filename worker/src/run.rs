@@ -57,13 +57,13 @@ impl Worker {
         let client = db::connect(&config.pg).await?;
         let version = db::check_extension(&client).await?;
         tracing::info!(extension_version = %version, ?config, "pg-webhook-worker starting");
-        let mut queue = Queue::new(client).await?;
+        let mut queue = Queue::new(client);
         let mut linger = Linger::new(queue.notify_min_interval().await?);
         let dispatcher = Arc::new(Dispatcher::new(&config).map_err(Error::Http)?);
 
         let wake = Arc::new(Notify::new());
         let listener = tokio::spawn(listen::run(
-            config.pg.clone(),
+            config.listen_pg.clone(),
             wake.clone(),
             cancel.clone(),
             events.clone(),
@@ -263,7 +263,7 @@ async fn reopen(
         if cancel.is_cancelled() {
             return None;
         }
-        let attempt = async { Queue::new(db::connect(&config.pg).await?).await };
+        let attempt = async { Ok::<_, DbError>(Queue::new(db::connect(&config.pg).await?)) };
         match attempt.await {
             Ok(q) => {
                 tracing::info!("claim connection re-established");
