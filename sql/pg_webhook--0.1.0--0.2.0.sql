@@ -462,6 +462,9 @@ create table webhook.attempts (
 ) partition by list (slot);
 alter sequence webhook.attempts_id_seq owned by webhook.attempts.id;
 create index attempts_delivery on webhook.attempts (delivery_id);
+-- Recent attempts (the worker's status page, analysts' "last hour"): rows
+-- arrive in time order, so a BRIN index finds them for next to nothing.
+create index attempts_started on webhook.attempts using brin (started_at);
 
 comment on table webhook.attempts is 'One row per HTTP attempt, written by the worker after the request ended.';
 comment on column webhook.attempts.slot is 'The log slot of its delivery''s event (the partition it lives in).';
@@ -886,35 +889,7 @@ COMMENT ON FUNCTION webhook."_capture"() IS
 /* </end connected objects> */
 
 /* <begin connected objects> */
-CREATE SCHEMA IF NOT EXISTS webhook; /* pg_webhook::slots::webhook */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- pg_webhook::slots::webhook::_forget_slot
-CREATE  FUNCTION webhook."_forget_slot"() RETURNS void
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'forget_slot_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- pg_webhook::slots::webhook::_current_slot
-CREATE  FUNCTION webhook."_current_slot"() RETURNS smallint /* i16 */
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'current_slot_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 CREATE SCHEMA IF NOT EXISTS webhook; /* pg_webhook::vxid::webhook */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- pg_webhook::vxid::webhook::_vsnapshot
-CREATE  FUNCTION webhook."_vsnapshot"() RETURNS bigint[] /* Vec < i64 > */
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'vsnapshot_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1698,6 +1673,52 @@ begin
         return null;
     end if;
     return greatest(0, ceil(extract(epoch from (v_next - clock_timestamp())) * 1000))::bigint;
+end
+$$;
+
+-- API: Private
+-- How far behind the worker is, in seconds: the age of the oldest of an
+-- event not fanned out yet and a due delivery no one is sending (0 when
+-- nothing waits). The worker reads it for its queue_lag_seconds metric;
+-- index probes only (the first such event by transaction, the first due
+-- delivery of each endpoint with work).
+create function webhook._queue_lag_seconds()
+returns double precision
+language plpgsql stable
+security definer
+set search_path = pg_catalog, webhook
+as $$
+declare
+    st webhook.fanout_state;
+    v_event timestamptz;
+    v_delivery timestamptz;
+begin
+    select * into st from webhook.fanout_state;
+    select e.created_at into v_event
+    from webhook.events e
+    where e.txid >= coalesce(st.prev_xmax, 0)
+    order by e.txid
+    limit 1;
+    with recursive with_work(endpoint_id) as (
+        (select d.endpoint_id from webhook.deliveries_open d
+         where d.status = 'pending' order by d.endpoint_id limit 1)
+        union all
+        select (select d.endpoint_id from webhook.deliveries_open d
+                where d.status = 'pending' and d.endpoint_id > w.endpoint_id
+                order by d.endpoint_id limit 1)
+        from with_work w
+        where w.endpoint_id is not null
+    )
+    select min(n.next_attempt_at) into v_delivery
+    from with_work w
+    cross join lateral (
+        select d.next_attempt_at from webhook.deliveries_open d
+        where d.endpoint_id = w.endpoint_id and d.status = 'pending' and d.next_attempt_at <= now()
+          and (d.lease_until is null or d.lease_until <= now())
+        order by d.next_attempt_at
+        limit 1
+    ) n;
+    return greatest(0, coalesce(extract(epoch from now() - least(v_event, v_delivery)), 0))::double precision;
 end
 $$;
 /* </end connected objects> */
@@ -2769,15 +2790,26 @@ $$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- pg_webhook::vxid::webhook::_vsnapshot
+CREATE  FUNCTION webhook."_vsnapshot"() RETURNS bigint[] /* Vec < i64 > */
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'vsnapshot_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 CREATE SCHEMA IF NOT EXISTS webhook; /* pg_webhook::api::webhook */
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- pg_webhook::api::webhook::_notify_min_interval_ms
-CREATE  FUNCTION webhook."_notify_min_interval_ms"() RETURNS INT /* i32 */
-STRICT STABLE 
+-- pg_webhook::api::webhook::_matches
+CREATE  FUNCTION webhook."_matches"(
+	"patterns" TEXT[], /* Array < '_, & str > */
+	"event_type" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'notify_min_interval_ms_wrapper';
+AS 'MODULE_PATHNAME', 'matches_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -2786,16 +2818,6 @@ CREATE  FUNCTION webhook."_wake"() RETURNS void
 STRICT VOLATILE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'wake_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- pg_webhook::api::webhook::_check_secret
-CREATE  FUNCTION webhook."_check_secret"(
-	"secret" TEXT /* & str */
-) RETURNS TEXT /* Result < String, ErrorReport > */
-IMMUTABLE STRICT 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'check_secret_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -2815,11 +2837,39 @@ AS 'MODULE_PATHNAME', 'disable_after_s_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- pg_webhook::api::webhook::_notify_min_interval_ms
+CREATE  FUNCTION webhook."_notify_min_interval_ms"() RETURNS INT /* i32 */
+STRICT STABLE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'notify_min_interval_ms_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- pg_webhook::api::webhook::_generate_secret
 CREATE  FUNCTION webhook."_generate_secret"() RETURNS TEXT /* Result < String, ErrorReport > */
 STRICT VOLATILE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'generate_secret_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- pg_webhook::api::webhook::_check_payload_size
+CREATE  FUNCTION webhook."_check_payload_size"(
+	"bytes" bigint /* i64 */
+) RETURNS bool /* Result < bool, ErrorReport > */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_payload_size_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- pg_webhook::api::webhook::_check_secret
+CREATE  FUNCTION webhook."_check_secret"(
+	"secret" TEXT /* & str */
+) RETURNS TEXT /* Result < String, ErrorReport > */
+IMMUTABLE STRICT 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_secret_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -2833,24 +2883,23 @@ AS 'MODULE_PATHNAME', 'check_url_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- pg_webhook::api::webhook::_matches
-CREATE  FUNCTION webhook."_matches"(
-	"patterns" TEXT[], /* Array < '_, & str > */
-	"event_type" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'matches_wrapper';
+CREATE SCHEMA IF NOT EXISTS webhook; /* pg_webhook::slots::webhook */
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- pg_webhook::api::webhook::_check_payload_size
-CREATE  FUNCTION webhook."_check_payload_size"(
-	"bytes" bigint /* i64 */
-) RETURNS bool /* Result < bool, ErrorReport > */
-STRICT STABLE PARALLEL SAFE 
+-- pg_webhook::slots::webhook::_forget_slot
+CREATE  FUNCTION webhook."_forget_slot"() RETURNS void
+STRICT VOLATILE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'check_payload_size_wrapper';
+AS 'MODULE_PATHNAME', 'forget_slot_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- pg_webhook::slots::webhook::_current_slot
+CREATE  FUNCTION webhook."_current_slot"() RETURNS smallint /* i16 */
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'current_slot_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -2959,7 +3008,8 @@ grant execute on function
                              text[], text[], text[], bigint[]),
     webhook._next_due_ms(integer, bigint[], integer[]),
     webhook._notify_min_interval_ms(),
-    webhook._maintenance(timestamptz)
+    webhook._maintenance(timestamptz),
+    webhook._queue_lag_seconds()
     to webhook_worker;
 grant select on webhook.endpoint_health, webhook.delivery_log, webhook.endpoint_stats to webhook_worker;
 

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 
-bash scripts/setup.sh pgbouncer
+bash scripts/setup.sh pgbouncer chromium
 
 echo "== unit tests"
 cargo test --quiet

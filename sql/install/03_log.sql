@@ -191,6 +191,9 @@ create table webhook.attempts (
 ) partition by list (slot);
 alter sequence webhook.attempts_id_seq owned by webhook.attempts.id;
 create index attempts_delivery on webhook.attempts (delivery_id);
+-- Recent attempts (the worker's status page, analysts' "last hour"): rows
+-- arrive in time order, so a BRIN index finds them for next to nothing.
+create index attempts_started on webhook.attempts using brin (started_at);
 
 comment on table webhook.attempts is 'One row per HTTP attempt, written by the worker after the request ended.';
 comment on column webhook.attempts.slot is 'The log slot of its delivery''s event (the partition it lives in).';

@@ -430,3 +430,49 @@ begin
     return greatest(0, ceil(extract(epoch from (v_next - clock_timestamp())) * 1000))::bigint;
 end
 $$;
+
+-- API: Private
+-- How far behind the worker is, in seconds: the age of the oldest of an
+-- event not fanned out yet and a due delivery no one is sending (0 when
+-- nothing waits). The worker reads it for its queue_lag_seconds metric;
+-- index probes only (the first such event by transaction, the first due
+-- delivery of each endpoint with work).
+create function webhook._queue_lag_seconds()
+returns double precision
+language plpgsql stable
+security definer
+set search_path = pg_catalog, webhook
+as $$
+declare
+    st webhook.fanout_state;
+    v_event timestamptz;
+    v_delivery timestamptz;
+begin
+    select * into st from webhook.fanout_state;
+    select e.created_at into v_event
+    from webhook.events e
+    where e.txid >= coalesce(st.prev_xmax, 0)
+    order by e.txid
+    limit 1;
+    with recursive with_work(endpoint_id) as (
+        (select d.endpoint_id from webhook.deliveries_open d
+         where d.status = 'pending' order by d.endpoint_id limit 1)
+        union all
+        select (select d.endpoint_id from webhook.deliveries_open d
+                where d.status = 'pending' and d.endpoint_id > w.endpoint_id
+                order by d.endpoint_id limit 1)
+        from with_work w
+        where w.endpoint_id is not null
+    )
+    select min(n.next_attempt_at) into v_delivery
+    from with_work w
+    cross join lateral (
+        select d.next_attempt_at from webhook.deliveries_open d
+        where d.endpoint_id = w.endpoint_id and d.status = 'pending' and d.next_attempt_at <= now()
+          and (d.lease_until is null or d.lease_until <= now())
+        order by d.next_attempt_at
+        limit 1
+    ) n;
+    return greatest(0, coalesce(extract(epoch from now() - least(v_event, v_delivery)), 0))::double precision;
+end
+$$;

@@ -102,7 +102,8 @@ grant execute on function
                              text[], text[], text[], bigint[]),
     webhook._next_due_ms(integer, bigint[], integer[]),
     webhook._notify_min_interval_ms(),
-    webhook._maintenance(timestamptz)
+    webhook._maintenance(timestamptz),
+    webhook._queue_lag_seconds()
     to webhook_worker;
 grant select on webhook.endpoint_health, webhook.delivery_log, webhook.endpoint_stats to webhook_worker;
 

@@ -7,6 +7,7 @@ mod delivery;
 mod egress;
 mod fairness;
 mod fanout;
+mod observability;
 mod operations;
 mod pooler;
 mod queries;

@@ -89,6 +89,13 @@ pub struct Cli {
     /// Falls back to HTTPS_PROXY. NO_PROXY lists destinations to reach directly.
     #[arg(long, env = "PG_WEBHOOK_PROXY", hide_env_values = true)]
     pub proxy: Option<String>,
+    /// Serve /metrics, /healthz, /readyz and the status page on this
+    /// address (e.g. 127.0.0.1:9187). Off when absent.
+    #[arg(long, env = "PG_WEBHOOK_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Log lines as plain text or as JSON objects (one per line).
+    #[arg(long, env = "PG_WEBHOOK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// Most events fanned out (turned into deliveries) per claim.
     #[arg(long, env = "PG_WEBHOOK_FANOUT_BATCH", default_value_t = DEFAULT_FANOUT_BATCH)]
     pub fanout_batch: usize,
@@ -98,6 +105,15 @@ pub struct Cli {
     /// One worker at a time runs it.
     #[arg(long, env = "PG_WEBHOOK_MAINTENANCE_SCHEDULE", default_value = DEFAULT_MAINTENANCE_SCHEDULE)]
     pub maintenance_schedule: String,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable text.
+    Text,
+    /// One JSON object per line (for log shippers).
+    Json,
 }
 
 /// The egress proxy's URL; shown without its credentials.
@@ -273,6 +289,10 @@ pub struct Config {
     pub fanout_batch: usize,
     /// The egress proxy, if any (its `Debug` hides credentials).
     pub proxy: Option<ProxyUrl>,
+    /// Where to serve metrics, health and the status page (default: nowhere).
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Log format of the binary (default text).
+    pub log_format: LogFormat,
     /// When to run the maintenance; `None` when off (default every minute).
     pub maintenance: Option<MaintenanceSchedule>,
 }
@@ -383,6 +403,8 @@ impl Config {
             )?),
             fanout_batch: check("--fanout-batch", cli.fanout_batch as u64, 1, 1_000_000)? as usize,
             maintenance: MaintenanceSchedule::parse(&cli.maintenance_schedule)?,
+            metrics_addr: cli.metrics_addr,
+            log_format: cli.log_format,
             proxy: cli
                 .proxy
                 .filter(|s| !s.is_empty())

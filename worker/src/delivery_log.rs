@@ -8,6 +8,7 @@
 use crate::dispatch::Outcome;
 use crate::error::DbError;
 use crate::events::{Events, WorkerEvent};
+use crate::metrics::{Connection, Metrics};
 use crate::queries;
 use crate::queue::Claim;
 use crate::retry::Decision;
@@ -140,7 +141,9 @@ pub(crate) async fn run_recorder(
     worker_id: String,
     mut rx: mpsc::Receiver<AttemptRecord>,
     events: Events,
+    metrics: std::sync::Arc<Metrics>,
 ) {
+    let mut connected_once = false;
     let mut recorder: Option<Recorder> = None;
     let mut batch = Vec::with_capacity(MAX_RECORD_BATCH);
     while rx.recv_many(&mut batch, MAX_RECORD_BATCH).await > 0 {
@@ -160,10 +163,15 @@ pub(crate) async fn run_recorder(
         let mut backoff = RETRY_MIN;
         let mut hopeless_tries = 0;
         loop {
+            let started = std::time::Instant::now();
             let result = match &recorder {
                 Some(r) => r.record(&batch).await,
                 None => match crate::db::connect(&pg).await {
                     Ok(client) => {
+                        if connected_once {
+                            metrics.reconnected(Connection::Record);
+                        }
+                        connected_once = true;
                         recorder
                             .insert(Recorder::new(client, worker_id.clone()))
                             .record(&batch)
@@ -172,6 +180,7 @@ pub(crate) async fn run_recorder(
                     Err(e) => Err(e),
                 },
             };
+            metrics.record(started.elapsed());
             match result {
                 Ok(moved) => {
                     tracing::debug!(attempts = batch.len(), moved, "recorded attempts");

@@ -39,6 +39,15 @@ pub enum Error {
     /// The HTTP client could not be built.
     #[error("could not build the HTTP client")]
     Http(#[source] crate::dispatch::ClientError),
+    /// The metrics address could not be bound.
+    #[error("cannot serve metrics on {addr}")]
+    Serve {
+        /// the address asked for
+        addr: std::net::SocketAddr,
+        /// why
+        #[source]
+        source: std::io::Error,
+    },
     /// A database call failed at start-up.
     #[error(transparent)]
     Db(#[from] DbError),

@@ -9,6 +9,8 @@ use tokio::sync::mpsc::UnboundedSender;
 pub enum WorkerEvent {
     /// The LISTEN connection is (re)established.
     Listening,
+    /// The metrics server listens on this address (`--metrics-addr`).
+    Serving(std::net::SocketAddr),
     /// A claim returned this many deliveries.
     Claimed(usize),
     /// A batch of attempts was written; `moved` deliveries changed state

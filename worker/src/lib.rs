@@ -32,11 +32,14 @@ pub mod guard;
 mod inflight;
 pub mod listen;
 mod maintenance;
+pub mod metrics;
 mod pacing;
 pub mod queries;
 pub mod queue;
 pub mod retry;
 pub mod run;
+mod server;
+mod status_page;
 
 pub use config::{Cli, Config, ConfigError};
 pub use error::{DbError, Error};

@@ -9,6 +9,7 @@
 //! Must not: claim or record anything.
 
 use crate::events::{Events, WorkerEvent};
+use crate::metrics::{Connection, Metrics};
 use crate::queries;
 use futures_util::future::poll_fn;
 use std::sync::Arc;
@@ -26,9 +27,15 @@ pub(crate) async fn run(
     wake: Arc<Notify>,
     cancel: CancellationToken,
     events: Events,
+    metrics: Arc<Metrics>,
 ) {
     let mut backoff = RECONNECT_MIN;
+    let mut first = true;
     loop {
+        if !first {
+            metrics.reconnected(Connection::Listen);
+        }
+        first = false;
         let result = tokio::select! {
             _ = cancel.cancelled() => return,
             r = listen_once(&pg, &wake, &events) => r,

@@ -3,18 +3,23 @@
 //! shutdown on SIGTERM or Ctrl-C.
 
 use clap::Parser;
+use pg_webhook_worker::config::LogFormat;
 use pg_webhook_worker::{run, CancellationToken, Cli, Config};
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .init();
-    let config = match Config::from_cli(Cli::parse(), |k| std::env::var(k).ok()) {
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => logs.json().init(),
+        LogFormat::Text => logs.init(),
+    }
+    let config = match Config::from_cli(cli, |k| std::env::var(k).ok()) {
         Ok(c) => c,
         Err(e) => return fail(e.into()),
     };

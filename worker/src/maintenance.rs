@@ -9,6 +9,7 @@
 
 use crate::config::MaintenanceSchedule;
 use crate::events::{Events, WorkerEvent};
+use crate::metrics::{Connection, Metrics};
 use crate::{db, queries};
 use tokio_util::sync::CancellationToken;
 
@@ -18,8 +19,10 @@ pub(crate) async fn run(
     schedule: MaintenanceSchedule,
     cancel: CancellationToken,
     events: Events,
+    metrics: std::sync::Arc<Metrics>,
 ) {
     let mut client: Option<tokio_postgres::Client> = None;
+    let mut connected_once = false;
     loop {
         let wait = schedule.until_next(chrono::Utc::now());
         tokio::select! {
@@ -28,7 +31,13 @@ pub(crate) async fn run(
         }
         if client.as_ref().is_none_or(|c| c.is_closed()) {
             client = match db::connect(&pg).await {
-                Ok(c) => Some(c),
+                Ok(c) => {
+                    if connected_once {
+                        metrics.reconnected(Connection::Maintenance);
+                    }
+                    connected_once = true;
+                    Some(c)
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, cause = ?e.0, "maintenance: cannot connect; trying at the next scheduled time");
                     continue;
@@ -45,7 +54,14 @@ pub(crate) async fn run(
                     _ => None,
                 });
                 match &report {
-                    Some(done) => tracing::info!(report = %done, "maintenance done"),
+                    Some(done) => {
+                        tracing::info!(report = %done, "maintenance done");
+                        let purged = serde_json::from_str::<serde_json::Value>(done)
+                            .ok()
+                            .and_then(|r| r["events_purged"].as_u64())
+                            .unwrap_or(0);
+                        metrics.maintenance(purged);
+                    }
                     None => tracing::debug!("maintenance: another worker is running it"),
                 }
                 events.emit(WorkerEvent::Maintenance(report));

@@ -70,6 +70,44 @@ pub const NOTIFY_MIN_INTERVAL: &str = "select webhook._notify_min_interval_ms()"
 /// worker is running it.
 pub const MAINTENANCE: &str = "select webhook._maintenance()::text";
 
+/// Age of the oldest event or delivery that waits, in seconds (the
+/// queue_lag_seconds metric).
+pub const QUEUE_LAG: &str = "select webhook._queue_lag_seconds()";
+
+/// Readiness: the database answers and has a compatible extension (same
+/// statement as [`EXTENSION_VERSION`]).
+pub const READY: &str = EXTENSION_VERSION;
+
+/// The status page's endpoints (what `webhook.endpoint_health` says), live ones.
+pub const STATUS_ENDPOINTS: &str = "select endpoint_id, name, url, state, disabled_reason, attempts_1h, \
+     success_rate_1h::float8, p50_ms_1h, p95_ms_1h, attempts_24h, success_rate_24h::float8, \
+     last_success_at, last_failure_at, last_failure_status, last_failure_error, consecutive_failures, \
+     pending, waiting, extract(epoch from oldest_open_age)::float8 \
+     from webhook.endpoint_health where state <> 'removed' order by endpoint_id";
+
+/// The status page's recent failures: attempts of the last hour that did
+/// not succeed, newest first.
+pub const STATUS_FAILURES: &str = "select started_at, endpoint_id, endpoint_name, event_type, message_id, \
+     status_code, coalesce(error, 'HTTP ' || status_code) \
+     from webhook.delivery_log \
+     where started_at > now() - interval '1 hour' and (status_code is null or status_code not between 200 and 299) \
+     order by started_at desc limit 20";
+
+/// The status page's chart: attempts, successes and latency percentiles
+/// (bounds of their histogram bucket) per minute over the last hour, all
+/// endpoints together.
+pub const STATUS_MINUTES: &str = "with m as ( \
+       select s.minute, sum(s.attempts)::int8 as attempts, sum(s.successes)::int8 as successes \
+       from webhook.endpoint_stats s where s.minute > now() - interval '1 hour' group by s.minute), \
+     h as ( \
+       select s.minute, u.i, sum(u.n)::int8 as n \
+       from webhook.endpoint_stats s cross join lateral unnest(s.latency_hist) with ordinality as u(n, i) \
+       where s.minute > now() - interval '1 hour' group by s.minute, u.i) \
+     select m.minute, m.attempts, m.successes, \
+       webhook._hist_percentile((select array_agg(h.n order by h.i) from h where h.minute = m.minute), 0.5), \
+       webhook._hist_percentile((select array_agg(h.n order by h.i) from h where h.minute = m.minute), 0.95) \
+     from m order by m.minute";
+
 /// The wake-up channel that the extension notifies at commit.
 pub const LISTEN: &str = "listen pg_webhook_wake";
 
@@ -81,4 +119,8 @@ pub const ALL: &[&str] = &[
     NEXT_DUE,
     NOTIFY_MIN_INTERVAL,
     MAINTENANCE,
+    QUEUE_LAG,
+    STATUS_ENDPOINTS,
+    STATUS_FAILURES,
+    STATUS_MINUTES,
 ];

@@ -15,11 +15,12 @@ use crate::dispatch::Dispatcher;
 use crate::error::{DbError, Error};
 use crate::events::{Events, WorkerEvent};
 use crate::inflight::InFlight;
+use crate::metrics::{self, Metrics};
 use crate::pacing::{idle, Linger, Pace};
 use crate::queue::{Claim, ClaimRequest, Queue};
-use crate::{db, listen, maintenance, retry};
+use crate::{db, listen, maintenance, retry, server};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -31,6 +32,7 @@ const RECONNECT_MAX: Duration = Duration::from_secs(10);
 pub struct Worker {
     config: Config,
     events: Events,
+    metrics: Arc<Metrics>,
 }
 
 impl Worker {
@@ -39,7 +41,13 @@ impl Worker {
         Self {
             config,
             events: Events::default(),
+            metrics: Arc::default(),
         }
+    }
+
+    /// Its metrics (also served at `/metrics` with `--metrics-addr`).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
     }
 
     /// Sends progress signals to `tx` (tests wait on these instead of sleeping).
@@ -53,7 +61,11 @@ impl Worker {
     /// Fails only at start-up (no database, no extension, wrong version);
     /// afterwards, database and network failures are retried.
     pub async fn run(self, cancel: CancellationToken) -> Result<(), Error> {
-        let Worker { config, events } = self;
+        let Worker {
+            config,
+            events,
+            metrics,
+        } = self;
         let client = db::connect(&config.pg).await?;
         let version = db::check_extension(&client).await?;
         tracing::info!(extension_version = %version, ?config, "pg-webhook-worker starting");
@@ -61,12 +73,28 @@ impl Worker {
         let mut linger = Linger::new(queue.notify_min_interval().await?);
         let dispatcher = Arc::new(Dispatcher::new(&config).map_err(Error::Http)?);
 
+        let serving = match config.metrics_addr {
+            Some(addr) => Some(
+                server::start(
+                    addr,
+                    config.pg.clone(),
+                    metrics.clone(),
+                    config.worker_id.clone(),
+                    cancel.clone(),
+                    events.clone(),
+                )
+                .await?,
+            ),
+            None => None,
+        };
+
         let wake = Arc::new(Notify::new());
         let listener = tokio::spawn(listen::run(
             config.listen_pg.clone(),
             wake.clone(),
             cancel.clone(),
             events.clone(),
+            metrics.clone(),
         ));
         // Bounded: when recording falls behind, delivery tasks wait to hand
         // over their outcome and keep their slot, which stops new claims.
@@ -76,6 +104,7 @@ impl Worker {
             config.worker_id.clone(),
             record_rx,
             events.clone(),
+            metrics.clone(),
         ));
 
         let maintenance = config.maintenance.clone().map(|schedule| {
@@ -84,6 +113,7 @@ impl Worker {
                 schedule,
                 cancel.clone(),
                 events.clone(),
+                metrics.clone(),
             ))
         });
 
@@ -97,11 +127,12 @@ impl Worker {
         let mut pace = Pace::default();
         loop {
             in_flight.reap();
+            metrics.set_in_flight(in_flight.len());
             if cancel.is_cancelled() {
                 break;
             }
             if queue.is_closed() {
-                match reopen(&config, &cancel, &mut backoff).await {
+                match reopen(&config, &cancel, &mut backoff, &metrics).await {
                     Some(q) => queue = q,
                     None => break,
                 }
@@ -127,8 +158,10 @@ impl Worker {
                     busy: &busy,
                     fanout_events: config.fanout_batch,
                 };
+                let started = Instant::now();
                 match queue.claim_batch(&request).await {
                     Ok(claims) => {
+                        metrics.claim(started.elapsed(), claims.len());
                         backoff = RECONNECT_MIN;
                         pace.got(claims.len(), limit);
                         let full = claims.len() == limit;
@@ -140,7 +173,12 @@ impl Worker {
                             let endpoint = claim.endpoint_id;
                             in_flight.spawn(
                                 endpoint,
-                                deliver(claim, dispatcher.clone(), record_tx.clone()),
+                                deliver(
+                                    claim,
+                                    dispatcher.clone(),
+                                    record_tx.clone(),
+                                    metrics.clone(),
+                                ),
                             );
                         }
                         if !full {
@@ -195,6 +233,9 @@ impl Worker {
         if let Some(m) = maintenance {
             let _ = m.await;
         }
+        if let Some(s) = serving {
+            let _ = s.await;
+        }
         tracing::info!("pg-webhook-worker stopped");
         Ok(())
     }
@@ -210,6 +251,7 @@ async fn deliver(
     claim: Claim,
     dispatcher: Arc<Dispatcher>,
     record_tx: mpsc::Sender<AttemptRecord>,
+    metrics: Arc<Metrics>,
 ) {
     let timestamp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -234,6 +276,25 @@ async fn deliver(
             "attempt failed"
         ),
     }
+    let since_event = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .ok()
+        .and_then(|now| {
+            now.checked_sub(Duration::from_micros(
+                u64::try_from(claim.event_created_us).unwrap_or(0),
+            ))
+        });
+    metrics.attempt(
+        claim.endpoint_id,
+        outcome.status,
+        outcome.duration,
+        match decision {
+            retry::Decision::Succeeded => metrics::Outcome::Succeeded,
+            retry::Decision::RetryIn(_) => metrics::Outcome::Retry,
+            retry::Decision::GiveUp => metrics::Outcome::Failed,
+        },
+        since_event,
+    );
     let record = AttemptRecord::new(&claim, &outcome, decision);
     if record_tx.send(record).await.is_err() {
         tracing::error!(
@@ -258,6 +319,7 @@ async fn reopen(
     config: &Config,
     cancel: &CancellationToken,
     backoff: &mut Duration,
+    metrics: &Metrics,
 ) -> Option<Queue> {
     loop {
         if cancel.is_cancelled() {
@@ -267,6 +329,7 @@ async fn reopen(
         match attempt.await {
             Ok(q) => {
                 tracing::info!("claim connection re-established");
+                metrics.reconnected(metrics::Connection::Claim);
                 *backoff = RECONNECT_MIN;
                 return Some(q);
             }
