@@ -11,7 +11,12 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 
-bash scripts/setup.sh pgbouncer chromium
+bash scripts/setup.sh pgbouncer chromium curl
+
+echo "== example receivers (Python and Node, official Standard Webhooks packages)"
+# Sets up their dependencies (a venv, npm ci) and checks them on their own;
+# the end-to-end tests then drive real deliveries through them.
+bash examples/check.sh
 
 echo "== unit tests"
 cargo test --quiet

@@ -11,6 +11,7 @@ mod observability;
 mod operations;
 mod pooler;
 mod queries;
+mod receivers;
 mod restore;
 mod retention;
 mod retry;

@@ -35,7 +35,8 @@ pub const DEFAULT_MAINTENANCE_SCHEDULE: &str = "0 * * * * *";
 #[command(
     name = "pg-webhook-worker",
     version,
-    about = "Delivers pg_webhook deliveries: claims, signs, POSTs, retries, records."
+    about = "Delivers pg_webhook deliveries: claims, signs, POSTs, retries, records.",
+    after_help = "For local development, `pg-webhook-worker listen --secret whsec_… --port 8787` runs a receiver that verifies and prints deliveries (see `pg-webhook-worker listen --help`)."
 )]
 pub struct Cli {
     /// PostgreSQL connection string (URL or key=value). Falls back to DATABASE_URL.

@@ -36,6 +36,7 @@ pub mod metrics;
 mod pacing;
 pub mod queries;
 pub mod queue;
+pub mod receiver;
 pub mod retry;
 pub mod run;
 mod server;

@@ -1,30 +1,35 @@
 //! `pg-webhook-worker`: configuration from flags and `PG_WEBHOOK_*` /
 //! `DATABASE_URL`, logs to stderr (`RUST_LOG`, default `info`), graceful
-//! shutdown on SIGTERM or Ctrl-C.
+//! shutdown on SIGTERM or Ctrl-C. `pg-webhook-worker listen` runs the local
+//! development receiver instead (receiver.rs).
 
 use clap::Parser;
 use pg_webhook_worker::config::LogFormat;
+use pg_webhook_worker::receiver::{self, ListenCli};
 use pg_webhook_worker::{run, CancellationToken, Cli, Config};
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let listen = std::env::args().nth(1).as_deref() == Some("listen");
+    let cli = (!listen).then(Cli::parse);
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Json => logs.json().init(),
-        LogFormat::Text => logs.init(),
+    match cli.as_ref().map(|c| c.log_format) {
+        Some(LogFormat::Json) => logs.json().init(),
+        _ => logs.init(),
     }
-    let config = match Config::from_cli(cli, |k| std::env::var(k).ok()) {
-        Ok(c) => c,
-        Err(e) => return fail(e.into()),
+    let config = match cli.map(|c| Config::from_cli(c, |k| std::env::var(k).ok())) {
+        Some(Ok(c)) => Some(c),
+        Some(Err(e)) => return fail(e.into()),
+        None => None,
     };
+    let threads = config.as_ref().map_or(1, |c| c.threads);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.threads)
+        .worker_threads(threads)
         .enable_all()
         .build()
     {
@@ -32,12 +37,18 @@ fn main() -> ExitCode {
         Err(e) => return fail(anyhow::Error::new(e).context("cannot start the async runtime")),
     };
     runtime.block_on(async {
+        let Some(config) = config else {
+            let name = "pg-webhook-worker listen".to_owned();
+            let args = ListenCli::parse_from(std::iter::once(name).chain(std::env::args().skip(2)));
+            return receiver::run(args)
+                .await
+                .map_or_else(fail, |()| ExitCode::SUCCESS);
+        };
         let cancel = CancellationToken::new();
         tokio::spawn(stop_on_signal(cancel.clone()));
-        match run(config, cancel).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => fail(e.into()),
-        }
+        run(config, cancel)
+            .await
+            .map_or_else(|e| fail(e.into()), |()| ExitCode::SUCCESS)
     })
 }
 
