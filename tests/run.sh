@@ -51,4 +51,7 @@ bash scripts/cluster.sh start "$work" "$port" "fsync = off" "max_prepared_transa
 export PG_WEBHOOK_TEST_DSN="host=127.0.0.1 port=$port user=postgres dbname=postgres"
 export PG_WEBHOOK_WORKER_BIN="$ROOT/target/debug/pg-webhook-worker"
 cargo test -p pg_webhook_tests
+
+echo "== the release tarball, installed into a clean prefix"
+bash tests/package.sh
 echo "== all tests passed"
