@@ -1,42 +1,65 @@
-//! Capture overhead: pgbench single-row INSERT TPS on a watched table divided
-//! by the same on a plain table, at 2 and 16 clients, worker running and not.
+//! What capture costs the writers: pgbench single-row INSERT TPS on a
+//! watched table, with the worker stopped, at 2 and 16 clients, against
 //!
-//! With the worker stopped it also measures a hand-written transactional
-//! outbox: one statement that inserts the row, an event and a delivery
-//! (no trigger, a minimal payload). That is what writing the event and its
-//! delivery in the producer's transaction costs at the least, whoever does
-//! it; the trigger's own cost is the gap between the two.
+//! - a plain table (the same INSERT, no trigger);
+//! - the *floor*: the least SQL that stores one event beside the row — one
+//!   statement inserting the row and, from its RETURNING, an event
+//!   (`row_to_json` of the row into an outbox table with an identity key),
+//!   no trigger;
+//!
+//! and with 1, 10 and 100 endpoints subscribed to `*` (capture writes one
+//! row per captured row whatever the number of endpoints: the figures
+//! should not move). Each run measures every configuration once, in turn,
+//! so that the machine's drift spreads over all of them.
 
-use crate::db::{self, BenchDb};
-use crate::worker::WorkerProcess;
+use crate::db::BenchDb;
 use crate::{median, Args};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CaptureRow {
     pub clients: u32,
-    pub worker_running: bool,
     pub plain_tps: f64,
-    pub watched_tps: f64,
-    pub ratio: f64,
-    /// the hand-written outbox statement (worker stopped only)
-    pub outbox_floor_tps: Option<f64>,
+    pub floor_tps: f64,
+    /// watched-table TPS with 1, 10 and 100 endpoints
+    pub watched_tps: Vec<(usize, f64)>,
+}
+
+impl CaptureRow {
+    /// Watched TPS with one endpoint over plain INSERT.
+    pub fn of_plain(&self) -> f64 {
+        self.watched_tps
+            .first()
+            .map_or(f64::NAN, |(_, t)| t / self.plain_tps)
+    }
+
+    /// Watched TPS with one endpoint over the floor.
+    pub fn of_floor(&self) -> f64 {
+        self.watched_tps
+            .first()
+            .map_or(f64::NAN, |(_, t)| t / self.floor_tps)
+    }
+
+    /// Largest over smallest watched TPS across endpoint counts.
+    pub fn spread(&self) -> f64 {
+        let ts: Vec<f64> = self.watched_tps.iter().map(|(_, t)| *t).collect();
+        let max = ts.iter().copied().fold(f64::MIN, f64::max);
+        let min = ts.iter().copied().fold(f64::MAX, f64::min);
+        max / min
+    }
 }
 
 /// The statement of each pgbench script.
 fn script_sql(table: &str) -> String {
     match table {
-        "cap_floor" => "with a as (insert into cap_floor (payload) values (repeat('x', 200)) returning id, payload),\n\
-             e as (insert into webhook.events (event_type, payload, source_table)\n\
-                   select 'row.created', json_build_object('id', a.id, 'payload', a.payload), 'public.cap_floor' from a\n\
-                   returning id)\n\
-             insert into webhook.deliveries (event_id, endpoint_id) select e.id, 1 from e;\n"
+        "cap_floor" => "with r as (insert into cap_floor (payload) values (repeat('x', 200)) returning *)\n\
+             insert into cap_outbox (event_type, payload) select 'row.created', row_to_json(r) from r;\n"
             .to_owned(),
         _ => format!("insert into {table} (payload) values (repeat('x', 200));\n"),
     }
 }
 
-fn pgbench(args: &Args, db: &BenchDb, clients: u32, table: &str) -> anyhow::Result<f64> {
+fn pgbench(args: &Args, dsn: &str, clients: u32, table: &str) -> anyhow::Result<f64> {
     let script = std::env::temp_dir().join(format!("pg_webhook_bench_{table}.sql"));
     std::fs::write(&script, script_sql(table))?;
     let out = std::process::Command::new(&args.pgbench)
@@ -55,7 +78,7 @@ fn pgbench(args: &Args, db: &BenchDb, clients: u32, table: &str) -> anyhow::Resu
             "-f",
             script.to_str().unwrap_or_default(),
         ])
-        .arg(&db.dsn)
+        .arg(dsn)
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     anyhow::ensure!(
@@ -71,77 +94,75 @@ fn pgbench(args: &Args, db: &BenchDb, clients: u32, table: &str) -> anyhow::Resu
         .ok_or_else(|| anyhow::anyhow!("no tps in pgbench output: {text}"))
 }
 
-pub async fn run(args: &Args) -> anyhow::Result<Vec<CaptureRow>> {
-    let db = BenchDb::new(&args.dsn, "capture").await?;
+/// One database per endpoint count, so that each keeps its endpoints.
+async fn watched_db(args: &Args, endpoints: usize) -> anyhow::Result<BenchDb> {
+    let db = BenchDb::new(&args.dsn, &format!("capture{endpoints}")).await?;
     let c = db.client().await?;
-    db.subscribe(&c, &args.sink, 1).await?;
+    db.subscribe(&c, &args.sink, endpoints).await?;
     c.batch_execute(
-        "create table cap_plain (id bigserial primary key, payload text not null);
-         create table cap_watched (id bigserial primary key, payload text not null);
-         create table cap_floor (id bigserial primary key, payload text not null);
+        "create table cap_watched (id bigserial primary key, payload text not null);
          select webhook_watch('cap_watched', event_prefix => 'row');",
     )
     .await?;
+    Ok(db)
+}
+
+pub async fn run(args: &Args) -> anyhow::Result<Vec<CaptureRow>> {
+    const ENDPOINTS: [usize; 3] = [1, 10, 100];
+    let base = BenchDb::new(&args.dsn, "capture").await?;
+    base.client()
+        .await?
+        .batch_execute(
+            "create table cap_plain (id bigserial primary key, payload text not null);
+             create table cap_floor (id bigserial primary key, payload text not null);
+             create table cap_outbox (id bigint generated always as identity primary key,
+                                      event_type text not null, payload json not null,
+                                      created_at timestamptz not null default now());",
+        )
+        .await?;
+    let mut watched = Vec::new();
+    for n in ENDPOINTS {
+        watched.push((n, watched_db(args, n).await?));
+    }
     let mut rows = Vec::new();
     for clients in [2u32, 16] {
-        for worker_running in [false, true] {
-            let worker = if worker_running {
-                Some(WorkerProcess::start(&args.worker_bin, &db.dsn)?)
-            } else {
-                None
-            };
-            let (mut plain, mut watched, mut floor) = (Vec::new(), Vec::new(), Vec::new());
-            for _ in 0..args.runs {
-                plain.push(pgbench(args, &db, clients, "cap_plain")?);
-                watched.push(pgbench(args, &db, clients, "cap_watched")?);
-                if !worker_running {
-                    floor.push(pgbench(args, &db, clients, "cap_floor")?);
-                }
+        let (mut plain, mut floor) = (Vec::new(), Vec::new());
+        let mut per_n: Vec<Vec<f64>> = vec![Vec::new(); ENDPOINTS.len()];
+        for _ in 0..args.runs {
+            plain.push(pgbench(args, &base.dsn, clients, "cap_plain")?);
+            floor.push(pgbench(args, &base.dsn, clients, "cap_floor")?);
+            for (i, (_, db)) in watched.iter().enumerate() {
+                per_n[i].push(pgbench(args, &db.dsn, clients, "cap_watched")?);
             }
-            if let Some(w) = worker {
-                // Let the worker finish what the watched runs enqueued, so
-                // that the next configuration starts from an empty queue.
-                db::wait_drained(
-                    &c,
-                    std::time::Duration::from_millis(100),
-                    std::time::Duration::from_secs(600),
-                )
-                .await?;
-                w.stop().await?;
-            } else {
-                c.batch_execute("update webhook.deliveries set status = 'cancelled', finalized_at = now() where status = 'pending'")
-                    .await?;
-            }
-            let row = CaptureRow {
-                clients,
-                worker_running,
-                plain_tps: median(plain),
-                watched_tps: median(watched),
-                ratio: 0.0,
-                outbox_floor_tps: (!floor.is_empty()).then(|| median(floor)),
-            };
-            let row = CaptureRow {
-                ratio: row.watched_tps / row.plain_tps,
-                ..row
-            };
-            eprintln!(
-                "  capture, {clients} clients, worker {}: plain {:.0} tps, watched {:.0} tps, ratio {:.2}{}",
-                if worker_running { "running" } else { "stopped" },
-                row.plain_tps,
-                row.watched_tps,
-                row.ratio,
-                row.outbox_floor_tps
-                    .map(|f| format!(", hand-written outbox {f:.0} tps ({:.2})", f / row.plain_tps))
-                    .unwrap_or_default()
-            );
-            rows.push(row);
-            c.batch_execute(
-                "vacuum webhook.deliveries, webhook.events, cap_plain, cap_watched, cap_floor",
-            )
-            .await?;
         }
+        let row = CaptureRow {
+            clients,
+            plain_tps: median(plain),
+            floor_tps: median(floor),
+            watched_tps: ENDPOINTS
+                .iter()
+                .copied()
+                .zip(per_n.into_iter().map(median))
+                .collect(),
+        };
+        eprintln!(
+            "  capture, {clients} clients, worker stopped: plain {:.0} tps, floor {:.0} tps, watched {} → {:.2} of plain, {:.2} of the floor, spread {:.2}",
+            row.plain_tps,
+            row.floor_tps,
+            row.watched_tps
+                .iter()
+                .map(|(n, t)| format!("{t:.0} tps ({n} endpoints)"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            row.of_plain(),
+            row.of_floor(),
+            row.spread()
+        );
+        rows.push(row);
     }
-    drop(c);
-    db.drop().await?;
+    base.drop().await?;
+    for (_, db) in watched {
+        db.drop().await?;
+    }
     Ok(rows)
 }

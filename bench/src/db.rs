@@ -62,17 +62,23 @@ impl BenchDb {
     }
 }
 
-/// Number of deliveries not yet finished. A count walks the whole backlog:
-/// use it rarely, not to detect the end of a drain (see [`any_pending`]).
+/// Number of deliveries not yet finished, plus events not fanned out yet.
+/// A count walks the whole backlog: use it rarely, not to detect the end of
+/// a drain (see [`any_pending`]).
 pub async fn unfinished(c: &Client) -> anyhow::Result<i64> {
-    let sql = "select count(*) from webhook.deliveries where status = 'pending'";
+    let sql = "select (select count(*) from webhook.deliveries_open where status = 'pending')
+                    + (select count(*) from webhook.events e
+                       where e.txid >= coalesce((select prev_xmax from webhook.fanout_state), 0))";
     Ok(c.query_one(sql, &[]).await?.get(0))
 }
 
-/// Whether any delivery is pending: one probe of the claim index, cheap
-/// enough to ask every few ms without disturbing what is measured.
+/// Whether anything is left to do: a pending delivery, or an event the
+/// fan-out has not reached. Index probes only, cheap enough to ask every
+/// few ms without disturbing what is measured.
 pub async fn any_pending(c: &Client) -> anyhow::Result<bool> {
-    let sql = "select exists (select 1 from webhook.deliveries where status = 'pending')";
+    let sql = "select exists (select 1 from webhook.deliveries_open where status = 'pending')
+                   or exists (select 1 from webhook.events e
+                              where e.txid >= coalesce((select prev_xmax from webhook.fanout_state), 0))";
     Ok(c.query_one(sql, &[]).await?.get(0))
 }
 

@@ -1,6 +1,7 @@
-//! Drain rate, fan-out and the 1,000,000-delivery backlog: rows are committed
+//! Drain rate, fan-out and the 1,000,000-event backlog: rows are committed
 //! with the worker stopped, then the real worker binary is started and timed
-//! until nothing is pending.
+//! until nothing is pending (its fan-out included: each claim first turns up
+//! to 1,000 committed events into deliveries).
 
 use crate::db::{self, BenchDb};
 use crate::worker::WorkerProcess;
@@ -24,6 +25,8 @@ pub struct Throughput {
 #[derive(Debug, Clone, Serialize)]
 pub struct Backlog {
     pub deliveries: usize,
+    /// events turned into deliveries per second, fanning the whole backlog out in one call
+    pub fanout_per_sec: f64,
     pub per_sec: f64,
     pub peak_rss_mib: f64,
     pub claim_at_start: ClaimPlan,
@@ -59,14 +62,19 @@ async fn fill(c: &Client, events: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn drain_once(args: &Args, events: usize, endpoints: usize) -> anyhow::Result<f64> {
+pub async fn drain_once(
+    args: &Args,
+    bin: &std::path::Path,
+    events: usize,
+    endpoints: usize,
+) -> anyhow::Result<f64> {
     let db = BenchDb::new(&args.dsn, "drain").await?;
     let c = db.client().await?;
     db.subscribe(&c, &args.sink, endpoints).await?;
     db::watched_table(&c, "bench_rows").await?;
     fill(&c, events).await?;
     let total = events * endpoints;
-    let worker = WorkerProcess::start(&args.worker_bin, &db.dsn)?;
+    let worker = WorkerProcess::start(bin, &db.dsn)?;
     let start = Instant::now();
     db::wait_drained(&c, Duration::from_millis(20), Duration::from_secs(1800)).await?;
     let elapsed = start.elapsed();
@@ -84,15 +92,17 @@ async fn drain_once(args: &Args, events: usize, endpoints: usize) -> anyhow::Res
     Ok(total as f64 / elapsed.as_secs_f64())
 }
 
-/// Deliveries per second for `events` row events to `endpoints` endpoints.
+/// Deliveries per second for `events` row events to `endpoints` endpoints,
+/// with the worker binary `bin`.
 pub async fn throughput(
     args: &Args,
+    bin: &std::path::Path,
     events: usize,
     endpoints: usize,
 ) -> anyhow::Result<Throughput> {
     let mut runs = Vec::new();
     for i in 0..args.runs {
-        let r = drain_once(args, events, endpoints).await?;
+        let r = drain_once(args, bin, events, endpoints).await?;
         eprintln!(
             "  drain {events} events x {endpoints} endpoints, run {}: {r:.0} deliveries/s",
             i + 1
@@ -108,11 +118,11 @@ pub async fn throughput(
     })
 }
 
-/// The claim's access path (the first statement of
-/// `webhook._claim_deliveries`, kept in step with sql/install/02_internal.sql).
+/// The claim's access path: what `webhook._claim_deliveries` does for each
+/// endpoint with work (kept in step with sql/install/07_worker.sql).
 const CLAIM_EXPLAIN: &str = "explain (analyze, buffers, format json)
-    select d.id from webhook.deliveries d
-    where d.status = 'pending' and d.next_attempt_at <= now()
+    select d.id, d.next_attempt_at from webhook.deliveries_open d
+    where d.endpoint_id = 1 and d.status = 'pending' and d.next_attempt_at <= now()
       and (d.lease_until is null or d.lease_until <= now())
     order by d.next_attempt_at limit 100
     for update skip locked";
@@ -152,6 +162,18 @@ pub async fn backlog(args: &Args) -> anyhow::Result<Backlog> {
     db::watched_table(&c, "bench_rows").await?;
     eprintln!("  backlog: committing {} row events", args.backlog);
     fill(&c, args.backlog).await?;
+    // The whole backlog fanned out at once (one call, whole transactions),
+    // so that the claim's plan is taken with every delivery pending.
+    let fan = Instant::now();
+    c.batch_execute(&format!(
+        "select count(*) from webhook._claim_deliveries('bench', 0, '1 minute', 1, '{{}}', '{{}}', {})",
+        args.backlog
+    ))
+    .await?;
+    let fanout_per_sec = args.backlog as f64 / fan.elapsed().as_secs_f64();
+    eprintln!("  backlog: fanned out at {fanout_per_sec:.0} events/s");
+    c.batch_execute("vacuum analyze webhook.deliveries_open")
+        .await?;
     let claim_at_start = claim_plan(&c).await?;
     let probe = db.client().await?;
 
@@ -199,6 +221,7 @@ pub async fn backlog(args: &Args) -> anyhow::Result<Backlog> {
     eprintln!("  backlog: {per_sec:.0} deliveries/s, peak RSS {peak:.1} MiB");
     Ok(Backlog {
         deliveries: args.backlog,
+        fanout_per_sec,
         per_sec,
         peak_rss_mib: peak,
         claim_at_start,

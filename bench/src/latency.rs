@@ -109,7 +109,7 @@ async fn one_run(
     Ok((ms, first_id + PRODUCERS as i64 * per_producer))
 }
 
-pub async fn run(args: &Args) -> anyhow::Result<Vec<LatencyRow>> {
+pub async fn run(args: &Args, bin: &std::path::Path) -> anyhow::Result<Vec<LatencyRow>> {
     let (url, arrivals) = start_sink().await?;
     let db = BenchDb::new(&args.dsn, "latency").await?;
     let c = db.client().await?;
@@ -119,7 +119,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Vec<LatencyRow>> {
          select webhook_watch('lat', event_prefix => 'row');",
     )
     .await?;
-    let worker = WorkerProcess::start(&args.worker_bin, &db.dsn)?;
+    let worker = WorkerProcess::start(bin, &db.dsn)?;
     // Warm up: connections, prepared statements, HTTP keep-alive.
     let (_, mut next_id) = one_run(&db, &arrivals, 100, 1, 1).await?;
     let mut rows = Vec::new();

@@ -9,8 +9,12 @@ mod capture;
 mod ceiling;
 mod db;
 mod drain;
+mod fairness;
+mod health;
 mod latency;
 mod report;
+mod retention;
+mod statements;
 mod worker;
 
 use clap::Parser;
@@ -57,10 +61,27 @@ pub struct Args {
     /// Seconds of each steady-rate latency run.
     #[arg(long, default_value_t = 10)]
     pub latency_secs: u64,
+    /// Events in each fairness run (to the healthy endpoint).
+    #[arg(long, default_value_t = 20_000)]
+    pub fairness_events: usize,
+    /// Seconds of the steady-load retention run (pg_webhook.retention is 60 s).
+    #[arg(long, default_value_t = 480)]
+    pub retention_secs: u64,
+    /// Rows per second in the retention run.
+    #[arg(long, default_value_t = 500)]
+    pub retention_rate: u32,
+    /// Another worker binary, to compare drain and latency with this one in
+    /// the same run (scenario `compare`).
+    #[arg(long)]
+    pub compare_worker_bin: Option<PathBuf>,
+    /// What to call it in the report.
+    #[arg(long, default_value = "the other worker")]
+    pub compare_label: String,
     /// Requests in the HTTP ceiling run.
     #[arg(long, default_value_t = 100_000)]
     pub ceiling_requests: usize,
-    /// Only these scenarios (comma separated: drain,fanout,capture,latency,backlog,ceiling).
+    /// Only these scenarios (comma separated: ceiling, drain, fanout, capture,
+    /// latency, backlog, fairness, retention, health, statements, compare).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Commit being measured (for the report).
@@ -87,12 +108,20 @@ async fn main() -> anyhow::Result<()> {
         eprintln!();
     }
     if args.wants("drain") {
-        figures.drain = Some(drain::throughput(&args, args.drain_events, 1).await?);
+        figures.drain =
+            Some(drain::throughput(&args, &args.worker_bin, args.drain_events, 1).await?);
         eprintln!();
     }
     if args.wants("fanout") {
-        figures.fanout =
-            Some(drain::throughput(&args, args.fanout_events, args.fanout_endpoints).await?);
+        figures.fanout = Some(
+            drain::throughput(
+                &args,
+                &args.worker_bin,
+                args.fanout_events,
+                args.fanout_endpoints,
+            )
+            .await?,
+        );
         eprintln!();
     }
     if args.wants("capture") {
@@ -100,11 +129,57 @@ async fn main() -> anyhow::Result<()> {
         eprintln!();
     }
     if args.wants("latency") {
-        figures.latency = latency::run(&args).await?;
+        figures.latency = latency::run(&args, &args.worker_bin).await?;
         eprintln!();
     }
     if args.wants("backlog") {
         figures.backlog = Some(drain::backlog(&args).await?);
+        eprintln!();
+    }
+    if args.wants("fairness") {
+        figures.fairness = Some(fairness::run(&args).await?);
+        eprintln!();
+    }
+    if args.wants("health") {
+        figures.health = Some(health::run(&args).await?);
+        eprintln!();
+    }
+    if args.wants("statements") {
+        figures.statements = statements::run(&args).await?;
+        eprintln!();
+    }
+    if let (true, Some(other)) = (args.wants("compare"), &args.compare_worker_bin) {
+        // Interleaved, so that the machine's drift falls on both.
+        let (mut this, mut that) = (Vec::new(), Vec::new());
+        for i in 0..args.runs {
+            this.push(drain::drain_once(&args, &args.worker_bin, args.drain_events, 1).await?);
+            that.push(drain::drain_once(&args, other, args.drain_events, 1).await?);
+            eprintln!(
+                "  compare, run {}: this worker {:.0}/s, {} {:.0}/s",
+                i + 1,
+                this[i],
+                args.compare_label,
+                that[i]
+            );
+        }
+        let throughput = |runs: Vec<f64>| drain::Throughput {
+            events: args.drain_events,
+            endpoints: 1,
+            deliveries: args.drain_events,
+            per_sec: median(runs.clone()),
+            runs,
+        };
+        figures.comparison = Some(report::Comparison {
+            label: args.compare_label.clone(),
+            drain_this: throughput(this),
+            drain_other: throughput(that),
+            latency_this: latency::run(&args, &args.worker_bin).await?,
+            latency_other: latency::run(&args, other).await?,
+        });
+        eprintln!();
+    }
+    if args.wants("retention") {
+        figures.retention = Some(retention::run(&args).await?);
     }
     report::write(&args, &figures)?;
     Ok(())

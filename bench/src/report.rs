@@ -4,7 +4,11 @@
 use crate::capture::CaptureRow;
 use crate::ceiling::Ceiling;
 use crate::drain::{Backlog, Throughput};
+use crate::fairness::Fairness;
+use crate::health::Health;
 use crate::latency::LatencyRow;
+use crate::retention::Retention;
+use crate::statements::Statements;
 use crate::Args;
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -31,6 +35,22 @@ pub struct Figures {
     pub capture: Vec<CaptureRow>,
     pub latency: Vec<LatencyRow>,
     pub backlog: Option<Backlog>,
+    pub fairness: Option<Fairness>,
+    pub retention: Option<Retention>,
+    pub health: Option<Health>,
+    pub statements: Vec<Statements>,
+    pub comparison: Option<Comparison>,
+}
+
+/// The same drain and latency runs with another worker binary, interleaved
+/// with this one's (before/after a change, in one run).
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    pub label: String,
+    pub drain_this: Throughput,
+    pub drain_other: Throughput,
+    pub latency_this: Vec<LatencyRow>,
+    pub latency_other: Vec<LatencyRow>,
 }
 
 fn sh(cmd: &str) -> String {
@@ -66,6 +86,11 @@ impl Figures {
             capture: Vec::new(),
             latency: Vec::new(),
             backlog: None,
+            fairness: None,
+            retention: None,
+            health: None,
+            statements: Vec::new(),
+            comparison: None,
         }
     }
 }
@@ -90,7 +115,7 @@ pub fn table(f: &Figures) -> String {
     if let Some(d) = &f.drain {
         let _ = writeln!(
             t,
-            "| drain, {} events × 1 endpoint | **{:.0} deliveries/s** | ≥ 10,000 | {} | {} |",
+            "| drain (fan-out included), {} events × 1 endpoint | **{:.0} deliveries/s** | ≥ 20,000 | {} | {} |",
             d.events,
             d.per_sec,
             frac(d.per_sec, http),
@@ -106,18 +131,22 @@ pub fn table(f: &Figures) -> String {
         );
     }
     for c in &f.capture {
-        let floor = c
-            .outbox_floor_tps
-            .map(|x| format!("; hand-written outbox statement: {:.2}", x / c.plain_tps))
-            .unwrap_or_default();
         let _ = writeln!(
             t,
-            "| capture, {} clients, worker {} | **{:.2}** of plain INSERT ({:.0} / {:.0} TPS{floor}) | ≥ 0.80 | | |",
+            "| capture, {} clients, worker stopped | **{:.2}** of plain INSERT, **{:.2}** of the floor ({:.0} TPS; plain {:.0}, floor {:.0}) | ≥ 0.80 of plain (2 clients), ≥ 0.90 of the floor (16) | | |",
             c.clients,
-            if c.worker_running { "running" } else { "stopped" },
-            c.ratio,
-            c.watched_tps,
-            c.plain_tps
+            c.of_plain(),
+            c.of_floor(),
+            c.watched_tps.first().map_or(f64::NAN, |w| w.1),
+            c.plain_tps,
+            c.floor_tps
+        );
+        let _ = writeln!(
+            t,
+            "| capture, {} clients, 1 / 10 / 100 endpoints | {} TPS: spread **{:.2}** | within 10 % (≤ 1.10) | | |",
+            c.clients,
+            c.watched_tps.iter().map(|(_, t)| format!("{t:.0}")).collect::<Vec<_>>().join(" / "),
+            c.spread()
         );
     }
     for l in &f.latency {
@@ -130,7 +159,12 @@ pub fn table(f: &Figures) -> String {
     if let Some(b) = &f.backlog {
         let _ = writeln!(
             t,
-            "| backlog of {} deliveries | **{:.0} deliveries/s**, peak worker RSS **{:.1} MiB** | RSS ≤ 100 MB | {} | {} |",
+            "| backlog of {} events: fan-out in one call | **{:.0} events/s** | | | |",
+            b.deliveries, b.fanout_per_sec
+        );
+        let _ = writeln!(
+            t,
+            "| backlog of {} deliveries: drain | **{:.0} deliveries/s**, peak worker RSS **{:.1} MiB** | RSS ≤ 100 MB | {} | {} |",
             b.deliveries, b.per_sec, b.peak_rss_mib, frac(b.per_sec, http), frac(b.per_sec, upd)
         );
         for (label, p) in [
@@ -141,6 +175,58 @@ pub fn table(f: &Figures) -> String {
                 t,
                 "| claim plan at {label} | {} — cost {:.2}, {:.3} ms, {} buffers | flat | | |",
                 p.nodes, p.total_cost, p.execution_ms, p.shared_buffers_hit
+            );
+        }
+    }
+    if let Some(fair) = &f.fairness {
+        let _ = writeln!(
+            t,
+            "| fairness, {} events: healthy endpoint alone / beside a blackholed one | {:.0} / {:.0} deliveries/s: **{:.2}** | ≥ 0.80 | | |",
+            fair.events, fair.alone_per_sec, fair.with_blackhole_per_sec, fair.ratio
+        );
+    }
+    if let Some(r) = &f.retention {
+        let _ = writeln!(
+            t,
+            "| retention: {} s at {}/s, retention {} s — log size at the end of each window | {} MiB | flat after the first | | |",
+            r.seconds,
+            r.rate_per_sec,
+            r.retention_secs,
+            r.size_mib_per_window.iter().map(|s| format!("{s:.1}")).collect::<Vec<_>>().join(", ")
+        );
+        let _ = writeln!(
+            t,
+            "| retention: INSERT p99 during purges / otherwise ({} purges, {} events removed; purge median {:.0} ms, max {:.0} ms) | **{:.2} ms** ({} inserts) / {:.2} ms ({} inserts); max {:.2} / {:.2} ms | not blocked | | |",
+            r.purges, r.events_purged, r.purge_ms_median, r.purge_ms_max,
+            r.p99_ms_during_purge, r.inserts_during_purge, r.p99_ms_otherwise, r.inserts - r.inserts_during_purge,
+            r.max_ms_during_purge, r.max_ms_otherwise
+        );
+    }
+    if let Some(h) = &f.health {
+        let _ = writeln!(
+            t,
+            "| endpoint_health: {} endpoints, {} counter rows, {} attempts, {} open | **{:.1} ms**, {} buffers: {} | cheap to poll | | |",
+            h.endpoints, h.stats_rows, h.attempts, h.open_deliveries, h.execution_ms, h.shared_buffers, h.plan
+        );
+    }
+    for st in &f.statements {
+        let _ = writeln!(
+            t,
+            "| unnamed vs prepared statement: {} | {:.0} / {:.0} per s: **{:+.1} µs** each | | | |",
+            st.statement, st.unnamed_tps, st.prepared_tps, st.extra_us
+        );
+    }
+    if let Some(cmp) = &f.comparison {
+        let _ = writeln!(
+            t,
+            "| drain, this worker / {} | **{:.0}** / {:.0} deliveries/s | | | |",
+            cmp.label, cmp.drain_this.per_sec, cmp.drain_other.per_sec
+        );
+        for (a, b) in cmp.latency_this.iter().zip(&cmp.latency_other) {
+            let _ = writeln!(
+                t,
+                "| latency at {}/s, this worker / {} | p50 **{:.2}** / {:.2} ms, p99 **{:.2}** / {:.2} ms | | | |",
+                a.rate_per_sec, cmp.label, a.p50_ms, b.p50_ms, a.p99_ms, b.p99_ms
             );
         }
     }

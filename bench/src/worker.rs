@@ -10,10 +10,17 @@ pub struct WorkerProcess {
 
 impl WorkerProcess {
     pub fn start(bin: &Path, dsn: &str) -> anyhow::Result<Self> {
+        Self::start_with(bin, dsn, &[])
+    }
+
+    /// Starts it with extra environment variables (maintenance off and the
+    /// like); defaults otherwise.
+    pub fn start_with(bin: &Path, dsn: &str, env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let child = Command::new(bin)
             .env("DATABASE_URL", dsn)
             .env("PG_WEBHOOK_ALLOW_PRIVATE_TARGETS", "true")
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .kill_on_drop(true)
             .spawn()?;
         Ok(Self { child })
@@ -32,6 +39,23 @@ impl WorkerProcess {
                 .map(|kb| kb / 1024.0)
         };
         Some((field("VmRSS:")?, field("VmHWM:")?))
+    }
+
+    /// SIGTERM, and a kill if it has not exited within `grace` (what it
+    /// still had in flight does not matter to the caller).
+    pub async fn stop_within(mut self, grace: Duration) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        if tokio::time::timeout(grace, self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.start_kill();
+            let _ = self.child.wait().await;
+        }
     }
 
     /// SIGTERM, then wait (the worker drains and exits).

@@ -35,6 +35,10 @@ create function webhook._fan_out(
 ) returns integer
 language plpgsql volatile
 set search_path = pg_catalog, webhook
+-- Custom plans (the default), even when called from the claim, which runs
+-- with generic ones: the chunk's statement needs the values of its arrays
+-- and bounds to use the events' (txid, id) index.
+set plan_cache_mode = auto
 as $$
 declare
     st webhook.fanout_state;
@@ -61,6 +65,15 @@ begin
         end if;
     end if;
     v_resumed := st.cur_xmax is not null;
+    -- Nothing committed since prev (the usual case while a backlog drains):
+    -- return before taking a snapshot and planning the chunk's statement,
+    -- which costs more than everything else here together. An event this
+    -- statement cannot see yet is found by a later call.
+    if not v_resumed
+       and not exists (select from webhook.events e where e.txid >= st.prev_xmax)
+       and not exists (select from webhook.events e where e.txid = any (st.prev_xip)) then
+        return 0;
+    end if;
     if not v_resumed then
         v_snap := webhook._vsnapshot();
         st.cur_xmin := v_snap[1];

@@ -5,6 +5,16 @@
 -- The worker never touches the tables directly: these functions are the
 -- whole state machine it may drive. Each runs as the extension owner
 -- (SECURITY DEFINER), so the worker's role needs EXECUTE on them only.
+--
+-- Plans: deliveries_open is a queue table; it fills and drains between two
+-- ANALYZEs, so its statistics are stale by nature, and a plan built on
+-- them may read the whole backlog (a hash join over a sequential scan) to
+-- touch a hundred rows. The claim and the record therefore name their rows
+-- with "id = any (array)" (an index scan, whatever the row estimate) and
+-- run with enable_seqscan off. And with jit off: a plan that keeps a
+-- sequential scan (a one-row table has no better path) carries the
+-- disable cost, which is far above jit_above_cost, and compiling it would
+-- take a hundred times longer than running it.
 -- =============================================================================
 
 -- API: Private
@@ -94,6 +104,13 @@ create function webhook._claim_deliveries(
 language plpgsql volatile
 security definer
 set search_path = pg_catalog, webhook
+-- Every row these statements touch is found by key; see "Plans" above.
+set enable_seqscan = off
+set jit = off
+-- One plan, made once per session: planning the statement (partitions
+-- included) costs more than running it for a hundred rows, and its shape
+-- does not depend on the arguments.
+set plan_cache_mode = force_generic_plan
 as $$
 begin
     -- A claim's commit need not wait for its WAL flush. Were the server to
@@ -116,7 +133,7 @@ begin
         from with_work w
         where w.endpoint_id is not null
     ), quotas as (
-        select ep.id, ep.timeout,
+        select ep.id,
                least(coalesce(ep.max_in_flight, p_concurrency),
                      ceil(p_concurrency::numeric / count(*) over ())::integer) - coalesce(b.n, 0) as quota
         from with_work w
@@ -129,7 +146,7 @@ begin
         from quotas q
         where q.quota > 0
     ), due as (
-        select d.id, d.next_attempt_at, q.timeout
+        select d.id, d.next_attempt_at
         from quotas q
         cross join fair
         cross join lateral (
@@ -147,12 +164,33 @@ begin
         limit p_limit
     ), claimed as (
         update webhook.deliveries_open d
-        set lease_until = now() + due.timeout + p_lease_margin,
+        set lease_until = now() + ep.timeout + p_lease_margin,
             lease_token = pg_current_xact_id()::text::bigint,
             leased_by = p_worker_id
-        from due
-        where d.id = due.id
+        from webhook.endpoints ep
+        -- "= any (array)", not a join with due: see "Plans" above.
+        where d.id = any (array(select due.id from due)) and ep.id = d.endpoint_id
         returning d.id, d.lease_token, d.attempt_count, d.event_id, d.event_txid, d.event_slot, d.endpoint_id
+    ), targets as materialized (
+        -- What the worker needs of each endpoint, worked out once per
+        -- endpoint and not once per delivery.
+        select ep.id,
+               ep.url,
+               (coalesce(s.headers, '{}') || coalesce(webhook._auth_header(s.auth), '{}'))::text as headers,
+               (extract(epoch from ep.timeout) * 1000)::integer as timeout_ms,
+               -- No secret (it cannot happen: it is dropped only when nothing is
+               -- left to send) makes the worker record a failure, not lose the row.
+               case when s.secret is null then '{}'::text[]
+                    when s.previous_secret is not null and s.previous_expires_at > now()
+                    then array[s.secret, s.previous_secret]
+                    else array[s.secret] end as secrets,
+               (ep.retry_policy ->> 'max_attempts')::integer as max_attempts,
+               (extract(epoch from (ep.retry_policy ->> 'initial_delay')::interval) * 1000)::bigint as initial_delay_ms,
+               (extract(epoch from (ep.retry_policy ->> 'max_delay')::interval) * 1000)::bigint as max_delay_ms,
+               (ep.retry_policy ->> 'backoff_multiplier')::double precision as backoff_multiplier
+        from quotas q
+        join webhook.endpoints ep on ep.id = q.id
+        left join webhook.endpoint_secrets s on s.endpoint_id = q.id
     )
     select c.id,
            c.lease_token,
@@ -164,23 +202,11 @@ begin
            (extract(epoch from ev.created_at) * 1000000)::bigint,
            ev.payload::text,
            c.endpoint_id,
-           ep.url,
-           (coalesce(s.headers, '{}') || coalesce(webhook._auth_header(s.auth), '{}'))::text,
-           (extract(epoch from ep.timeout) * 1000)::integer,
-           -- No secret (it cannot happen: it is dropped only when nothing is
-           -- left to send) makes the worker record a failure, not lose the row.
-           case when s.secret is null then '{}'::text[]
-                when s.previous_secret is not null and s.previous_expires_at > now()
-                then array[s.secret, s.previous_secret]
-                else array[s.secret] end,
-           (ep.retry_policy ->> 'max_attempts')::integer,
-           (extract(epoch from (ep.retry_policy ->> 'initial_delay')::interval) * 1000)::bigint,
-           (extract(epoch from (ep.retry_policy ->> 'max_delay')::interval) * 1000)::bigint,
-           (ep.retry_policy ->> 'backoff_multiplier')::double precision
+           t.url, t.headers, t.timeout_ms, t.secrets, t.max_attempts,
+           t.initial_delay_ms, t.max_delay_ms, t.backoff_multiplier
     from claimed c
     join webhook.events ev on ev.slot = c.event_slot and ev.txid = c.event_txid and ev.id = c.event_id
-    join webhook.endpoints ep on ep.id = c.endpoint_id
-    left join webhook.endpoint_secrets s on s.endpoint_id = c.endpoint_id
+    join targets t on t.id = c.endpoint_id
     left join webhook.incarnations i on i.n = (ev.txid >> 48)::integer;
 end
 $$;
@@ -232,6 +258,9 @@ create function webhook._record_attempts(
 language plpgsql volatile
 security definer
 set search_path = pg_catalog, webhook
+-- Every row these statements touch is found by key; see "Plans" above.
+set enable_seqscan = off
+set jit = off
 as $$
 declare
     v_moved integer;
@@ -258,12 +287,15 @@ begin
             last_status_code = r.status_code,
             last_error = r.error
         from r
-        where r.outcome = 'retry' and d.id = r.delivery_id and d.lease_token = r.lease_token
+        -- "= any (array)": see "Plans" above.
+        where r.outcome = 'retry' and d.id = any (p_delivery_ids)
+          and d.id = r.delivery_id and d.lease_token = r.lease_token
         returning d.id, d.event_slot, d.endpoint_id
     ), finished as (
         delete from webhook.deliveries_open d
         using r
-        where r.outcome <> 'retry' and d.id = r.delivery_id and d.lease_token = r.lease_token
+        where r.outcome <> 'retry' and d.id = any (p_delivery_ids)
+          and d.id = r.delivery_id and d.lease_token = r.lease_token
         returning d.id, d.event_id, d.event_txid, d.event_slot, d.endpoint_id, d.attempt_count,
                   d.next_attempt_at, d.replay_of, d.created_at,
                   r.outcome, r.started_at, r.status_code, r.error
