@@ -51,6 +51,7 @@ http {
     client_body_temp_path $work/nginx;
     server {
         listen 127.0.0.1:$sink_port;
+        client_max_body_size 16m;
         location / { return 200 "ok"; }
     }
 }

@@ -249,8 +249,8 @@ comment on table webhook.endpoint_activity is
     'Per endpoint: last success, last failure, and the current run of failures without a success (failing_since drives auto-disable after pg_webhook.disable_after).';
 
 -- API: Public
--- Per-minute counters, so that webhook.endpoint_health reads at most 1,440
--- small rows per endpoint for a day instead of every attempt of the day.
+-- Per-minute counters, so that webhook.endpoint_health reads sixty small
+-- rows per endpoint for its last hour instead of every attempt of the hour.
 create table webhook.endpoint_stats (
     endpoint_id  bigint not null,
     minute       timestamptz not null,
@@ -260,8 +260,27 @@ create table webhook.endpoint_stats (
     primary key (endpoint_id, minute)
 );
 comment on table webhook.endpoint_stats is
-    'Attempts and successes per endpoint and minute, with a latency histogram (see webhook._latency_bucket); kept about a day.';
+    'Attempts and successes per endpoint and minute, with a latency histogram (see webhook._latency_bucket); kept two hours.';
 comment on column webhook.endpoint_stats.latency_hist is
+    'Counts of attempts by duration bucket: bucket i holds durations up to webhook._latency_bound(i) ms.';
+
+-- API: Public
+-- The same per hour, kept as long as the log (pg_webhook.retention): what
+-- an aggregate over days reads (endpoint_health's 24 hours, a daily
+-- success rate over a month) instead of millions of attempts. Written by
+-- webhook._record_attempts in the statement that logs the attempts.
+create table webhook.endpoint_stats_hourly (
+    endpoint_id  bigint not null,
+    hour         timestamptz not null,
+    attempts     integer not null default 0,
+    successes    integer not null default 0,
+    latency_hist integer[] not null,
+    -- Hour first: readers ask for a period (the last day, the last week).
+    primary key (hour, endpoint_id)
+);
+comment on table webhook.endpoint_stats_hourly is
+    'Attempts and successes per endpoint and hour, with a latency histogram (as in webhook.endpoint_stats); kept for pg_webhook.retention.';
+comment on column webhook.endpoint_stats_hourly.latency_hist is
     'Counts of attempts by duration bucket: bucket i holds durations up to webhook._latency_bound(i) ms.';
 /* </end connected objects> */
 
@@ -342,6 +361,9 @@ create table webhook.events (
     txid            bigint not null,
     event_type      text not null,
     payload         json not null,
+    -- octet_length(payload), noted when written: the claim bounds a batch
+    -- by bytes with it, without reading (detoasting) the payloads it leaves.
+    payload_bytes   integer not null,
     source_table    text,
     idempotency_key text,
     created_at      timestamptz not null default now()
@@ -361,6 +383,7 @@ comment on column webhook.events.txid is
     'The producing transaction, in pg_webhook''s virtual id space (incarnation × 2^48 + xid8). The fan-out delivers events by transaction commit order.';
 comment on column webhook.events.payload is
     'The body''s "data". For row events: {"table", "schema", "op", "new", "old"}.';
+comment on column webhook.events.payload_bytes is 'Size of payload in bytes (JSON text).';
 comment on column webhook.events.source_table is 'Schema-qualified source table for row events; null for webhook_publish.';
 comment on column webhook.events.idempotency_key is
     'Optional key given to webhook_publish; a repeated key returns the first event''s id and enqueues nothing.';
@@ -448,6 +471,9 @@ create table webhook.attempts (
     slot             smallint not null,
     -- No foreign key: attempts are written only by webhook._record_attempts.
     delivery_id      bigint not null,
+    -- The delivery's endpoint, copied so that "this endpoint's attempts of
+    -- the last day" is one index range and not a join through deliveries.
+    endpoint_id      bigint not null,
     attempt_number   integer not null,
     started_at       timestamptz not null,
     duration_ms      double precision not null,
@@ -465,8 +491,11 @@ create index attempts_delivery on webhook.attempts (delivery_id);
 -- Recent attempts (the worker's status page, analysts' "last hour"): rows
 -- arrive in time order, so a BRIN index finds them for next to nothing.
 create index attempts_started on webhook.attempts using brin (started_at);
+-- One endpoint's attempts over a period (its failures of the last day).
+create index attempts_endpoint_started on webhook.attempts (endpoint_id, started_at);
 
 comment on table webhook.attempts is 'One row per HTTP attempt, written by the worker after the request ended.';
+comment on column webhook.attempts.endpoint_id is 'The endpoint of its delivery.';
 comment on column webhook.attempts.slot is 'The log slot of its delivery''s event (the partition it lives in).';
 comment on column webhook.attempts.status_code is 'HTTP status, null when no response arrived (see error).';
 comment on column webhook.attempts.response_excerpt is 'The first bytes of the response body (bounded by the worker).';
@@ -889,6 +918,52 @@ COMMENT ON FUNCTION webhook."_capture"() IS
 /* </end connected objects> */
 
 /* <begin connected objects> */
+CREATE SCHEMA IF NOT EXISTS webhook; /* pg_webhook::histogram::webhook */
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- pg_webhook::histogram::webhook::_hist_acc
+CREATE  FUNCTION webhook."_hist_acc"(
+	"state" bigint[], /* :: std :: option :: Option < Array < '_, i64 > > */
+	"value" INT[] /* :: std :: option :: Option < Array < '_, i32 > > */
+) RETURNS bigint[] /* Vec < i64 > */
+IMMUTABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hist_acc_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- pg_webhook::histogram::webhook::_hist_add
+CREATE  FUNCTION webhook."_hist_add"(
+	"a" INT[], /* :: std :: option :: Option < Array < '_, i32 > > */
+	"b" INT[] /* :: std :: option :: Option < Array < '_, i32 > > */
+) RETURNS INT[] /* Vec < i32 > */
+IMMUTABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hist_add_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+CREATE SCHEMA IF NOT EXISTS webhook; /* pg_webhook::slots::webhook */
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- pg_webhook::slots::webhook::_current_slot
+CREATE  FUNCTION webhook."_current_slot"() RETURNS smallint /* i16 */
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'current_slot_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- pg_webhook::slots::webhook::_forget_slot
+CREATE  FUNCTION webhook."_forget_slot"() RETURNS void
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'forget_slot_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 CREATE SCHEMA IF NOT EXISTS webhook; /* pg_webhook::api::webhook */
 /* </end connected objects> */
 
@@ -911,31 +986,11 @@ AS 'MODULE_PATHNAME', 'check_payload_size_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- pg_webhook::api::webhook::_disable_after_s
-CREATE  FUNCTION webhook."_disable_after_s"() RETURNS INT /* i32 */
-STRICT STABLE 
+-- pg_webhook::api::webhook::_generate_secret
+CREATE  FUNCTION webhook."_generate_secret"() RETURNS TEXT /* Result < String, ErrorReport > */
+STRICT VOLATILE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'disable_after_s_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- pg_webhook::api::webhook::_check_secret
-CREATE  FUNCTION webhook."_check_secret"(
-	"secret" TEXT /* & str */
-) RETURNS TEXT /* Result < String, ErrorReport > */
-IMMUTABLE STRICT 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'check_secret_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- pg_webhook::api::webhook::_check_url
-CREATE  FUNCTION webhook."_check_url"(
-	"url" TEXT /* Option < & str > */
-) RETURNS TEXT /* Result < String, ErrorReport > */
-STABLE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'check_url_wrapper';
+AS 'MODULE_PATHNAME', 'generate_secret_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -950,19 +1005,13 @@ AS 'MODULE_PATHNAME', 'matches_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- pg_webhook::api::webhook::_notify_min_interval_ms
-CREATE  FUNCTION webhook."_notify_min_interval_ms"() RETURNS INT /* i32 */
-STRICT STABLE 
+-- pg_webhook::api::webhook::_check_url
+CREATE  FUNCTION webhook."_check_url"(
+	"url" TEXT /* Option < & str > */
+) RETURNS TEXT /* Result < String, ErrorReport > */
+STABLE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'notify_min_interval_ms_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- pg_webhook::api::webhook::_generate_secret
-CREATE  FUNCTION webhook."_generate_secret"() RETURNS TEXT /* Result < String, ErrorReport > */
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'generate_secret_wrapper';
+AS 'MODULE_PATHNAME', 'check_url_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -971,6 +1020,32 @@ CREATE  FUNCTION webhook."_wake"() RETURNS void
 STRICT VOLATILE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'wake_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- pg_webhook::api::webhook::_check_secret
+CREATE  FUNCTION webhook."_check_secret"(
+	"secret" TEXT /* & str */
+) RETURNS TEXT /* Result < String, ErrorReport > */
+IMMUTABLE STRICT 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_secret_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- pg_webhook::api::webhook::_notify_min_interval_ms
+CREATE  FUNCTION webhook."_notify_min_interval_ms"() RETURNS INT /* i32 */
+STRICT STABLE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'notify_min_interval_ms_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- pg_webhook::api::webhook::_disable_after_s
+CREATE  FUNCTION webhook."_disable_after_s"() RETURNS INT /* i32 */
+STRICT STABLE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'disable_after_s_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1075,6 +1150,27 @@ as $$
            end
 $$;
 
+-- API: Public
+-- The event id inside a webhook-id (what a receiver saw in the header), so
+-- that everything about it is an index lookup:
+--   select * from webhook.delivery_log
+--   where event_id = webhook.message_event_id('msg_…') and message_id = 'msg_…';
+-- (the second condition checks the namespace). Null for anything that is
+-- not a webhook-id this extension makes.
+create function webhook.message_event_id(
+    p_message_id text -- a webhook-id: 'msg_' + 32 hex digits, or a 0.1.0 decimal id
+) returns bigint
+language sql immutable strict parallel safe
+as $$
+    select case
+        when p_message_id ~ '^msg_[0-9a-f]{16}[0-7][0-9a-f]{15}$'
+            then ('x' || substr(p_message_id, 21, 16))::bit(64)::bigint
+        when p_message_id ~ '^[0-9]{1,18}$' then p_message_id::bigint
+    end
+$$;
+comment on function webhook.message_event_id(text) is
+    'The event id inside a webhook-id (the header receivers see); null if it is not one. See webhook.delivery_log.';
+
 -- API: Private
 -- The enqueue path of webhook_publish and of pg_webhook's own events
 -- (webhook.test, webhook.endpoint.disabled); runs as the extension owner.
@@ -1088,8 +1184,10 @@ set search_path = pg_catalog, webhook
 as $$
 declare
     v_event_id bigint;
+    v_payload json := p_data::json;
+    v_bytes integer := octet_length(v_payload::text);
 begin
-    perform webhook._check_payload_size(octet_length(p_data::text));
+    perform webhook._check_payload_size(v_bytes);
     v_event_id := nextval('webhook.events_id_seq');
     if p_idempotency_key is not null then
         -- ON CONFLICT waits for a concurrent transaction holding the same key,
@@ -1103,8 +1201,8 @@ begin
             return v_event_id;
         end if;
     end if;
-    insert into webhook.events (id, slot, txid, event_type, payload, idempotency_key)
-    values (v_event_id, webhook._current_slot(), webhook._vxid(), p_event_type, p_data::json, p_idempotency_key);
+    insert into webhook.events (id, slot, txid, event_type, payload, payload_bytes, idempotency_key)
+    values (v_event_id, webhook._current_slot(), webhook._vxid(), p_event_type, v_payload, v_bytes, p_idempotency_key);
     insert into webhook.published_types (event_type) values (p_event_type) on conflict do nothing;
     perform webhook._wake();
     return v_event_id;
@@ -1348,6 +1446,8 @@ comment on function webhook._fan_out(integer) is
 /* <begin connected objects> */
 -- requires:
 --   fanout
+--   histogram::webhook::hist_add
+--   histogram::webhook::hist_acc
 
 -- =============================================================================
 -- pg_webhook: the worker's contract — claim, record, next due — and the
@@ -1432,7 +1532,8 @@ create function webhook._claim_deliveries(
     p_concurrency integer,      -- the worker's slots, shared among endpoints with work
     p_busy_endpoints bigint[],  -- endpoints this worker has deliveries in flight for ...
     p_busy_counts integer[],    -- ... and how many
-    p_fanout_events integer     -- most events to fan out first
+    p_fanout_events integer,    -- most events to fan out first
+    p_max_bytes bigint          -- most payload bytes (the first delivery is claimed whatever its size)
 ) returns table (
     delivery_id bigint,
     lease_token bigint,
@@ -1497,11 +1598,15 @@ begin
         from quotas q
         where q.quota > 0
     ), due as (
-        select d.id, d.next_attempt_at
+        -- The events' columns come along (a json value stays a pointer to
+        -- its TOAST data until the final select reads it), so that each
+        -- event is found once.
+        select d.id, d.next_attempt_at, ev.id as event_id, ev.txid, ev.event_type, ev.created_at,
+               ev.payload, ev.payload_bytes
         from quotas q
         cross join fair
         cross join lateral (
-            select d.id, d.next_attempt_at
+            select d.id, d.next_attempt_at, d.event_slot, d.event_txid, d.event_id
             from webhook.deliveries_open d
             where d.endpoint_id = q.id
               and d.status = 'pending'
@@ -1511,8 +1616,20 @@ begin
             limit greatest(least(q.quota, fair.share, p_limit), 0)
             for update skip locked
         ) d
+        join webhook.events ev on ev.slot = d.event_slot and ev.txid = d.event_txid and ev.id = d.event_id
         order by d.next_attempt_at
         limit p_limit
+    ), fitting as (
+        -- Memory is bounded by bytes, not rows: the oldest deliveries whose
+        -- payloads fit in p_max_bytes, and at least one. The rows left out
+        -- were locked, not leased: their locks go with this transaction.
+        select f.*
+        from (select due.*,
+                     sum(due.payload_bytes) over w as total,
+                     row_number() over w as n
+              from due
+              window w as (order by due.next_attempt_at, due.id)) f
+        where f.n = 1 or f.total <= p_max_bytes
     ), claimed as (
         update webhook.deliveries_open d
         set lease_until = now() + ep.timeout + p_lease_margin,
@@ -1520,8 +1637,8 @@ begin
             leased_by = p_worker_id
         from webhook.endpoints ep
         -- "= any (array)", not a join with due: see "Plans" above.
-        where d.id = any (array(select due.id from due)) and ep.id = d.endpoint_id
-        returning d.id, d.lease_token, d.attempt_count, d.event_id, d.event_txid, d.event_slot, d.endpoint_id
+        where d.id = any (array(select f.id from fitting f)) and ep.id = d.endpoint_id
+        returning d.id, d.lease_token, d.attempt_count, d.endpoint_id
     ), targets as materialized (
         -- What the worker needs of each endpoint, worked out once per
         -- endpoint and not once per delivery.
@@ -1546,19 +1663,19 @@ begin
     select c.id,
            c.lease_token,
            c.attempt_count + 1,
-           case when ev.txid < 281474976710656 then ev.id::text
-                else 'msg_' || coalesce(i.namespace, '0000000000000000') || lpad(to_hex(ev.id), 16, '0') end,
-           ev.event_type,
-           to_char(ev.created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-           (extract(epoch from ev.created_at) * 1000000)::bigint,
-           ev.payload::text,
+           case when f.txid < 281474976710656 then f.event_id::text
+                else 'msg_' || coalesce(i.namespace, '0000000000000000') || lpad(to_hex(f.event_id), 16, '0') end,
+           f.event_type,
+           to_char(f.created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+           (extract(epoch from f.created_at) * 1000000)::bigint,
+           f.payload::text,
            c.endpoint_id,
            t.url, t.headers, t.timeout_ms, t.secrets, t.max_attempts,
            t.initial_delay_ms, t.max_delay_ms, t.backoff_multiplier
     from claimed c
-    join webhook.events ev on ev.slot = c.event_slot and ev.txid = c.event_txid and ev.id = c.event_id
+    join fitting f on f.id = c.id
     join targets t on t.id = c.endpoint_id
-    left join webhook.incarnations i on i.n = (ev.txid >> 48)::integer;
+    left join webhook.incarnations i on i.n = (f.txid >> 48)::integer;
 end
 $$;
 
@@ -1585,6 +1702,26 @@ as $$
 $$;
 
 -- API: Private
+-- A histogram holding p_count in bucket p_bucket (1 to 20) and 0 elsewhere.
+create function webhook._hist_one(
+    p_bucket integer, -- see webhook._latency_bucket
+    p_count integer   -- the count
+) returns integer[]
+language sql immutable parallel safe
+as $$
+    select array_fill(0, array[p_bucket - 1]) || p_count || array_fill(0, array[20 - p_bucket])
+$$;
+
+-- API: Private
+-- The element-wise sum of latency histograms (webhook._hist_acc, in Rust,
+-- adds one row; see extension/src/histogram.rs).
+create aggregate webhook._hist_sum(integer[]) (
+    sfunc = webhook._hist_acc,
+    stype = bigint[],
+    initcond = '{}'
+);
+
+-- API: Private
 -- Records a batch of finished attempts in one statement. Every attempt is
 -- logged (it happened); a delivery moves only where the caller still holds
 -- its lease (River's "if still running"), so a worker whose lease expired
@@ -1597,6 +1734,7 @@ create function webhook._record_attempts(
     p_worker_id text,
     p_delivery_ids bigint[],
     p_lease_tokens bigint[],
+    p_endpoint_ids bigint[],    -- each delivery's endpoint (as claimed)
     p_attempt_numbers integer[],
     p_started_at timestamptz[],
     p_duration_ms double precision[],
@@ -1623,9 +1761,9 @@ declare
 begin
     with r as (
         select *
-        from unnest(p_delivery_ids, p_lease_tokens, p_attempt_numbers, p_started_at, p_duration_ms,
+        from unnest(p_delivery_ids, p_lease_tokens, p_endpoint_ids, p_attempt_numbers, p_started_at, p_duration_ms,
                     p_status_codes, p_response_excerpts, p_errors, p_outcomes, p_retry_delays_ms)
-             as r(delivery_id, lease_token, attempt_number, started_at, duration_ms,
+             as r(delivery_id, lease_token, endpoint_id, attempt_number, started_at, duration_ms,
                   status_code, response_excerpt, error, outcome, retry_delay_ms)
     ), retried as (
         update webhook.deliveries_open d
@@ -1666,10 +1804,10 @@ begin
     ), logged as (
         -- An attempt whose lease was lost is still logged, in the current
         -- slot (its delivery moved on meanwhile).
-        insert into webhook.attempts (slot, delivery_id, attempt_number, started_at, duration_ms,
+        insert into webhook.attempts (slot, delivery_id, endpoint_id, attempt_number, started_at, duration_ms,
                                       status_code, response_excerpt, error, worker_id)
-        select coalesce(h.event_slot, v_slot), r.delivery_id, r.attempt_number, r.started_at, r.duration_ms,
-               r.status_code, r.response_excerpt, r.error, p_worker_id
+        select coalesce(h.event_slot, v_slot), r.delivery_id, r.endpoint_id, r.attempt_number, r.started_at,
+               r.duration_ms, r.status_code, r.response_excerpt, r.error, p_worker_id
         from r left join held h on h.id = r.delivery_id
     ), outcomes as (
         select h.endpoint_id, r.started_at, r.duration_ms, r.outcome = 'succeeded' as ok, r.status_code, r.error
@@ -1680,19 +1818,31 @@ begin
                count(*)::integer as n, (count(*) filter (where o.ok))::integer as ok
         from outcomes o
         group by 1, 2, 3
-    ), stats as (
-        insert into webhook.endpoint_stats as st (endpoint_id, minute, attempts, successes, latency_hist)
-        select k.endpoint_id, k.minute, sum(k.n), sum(k.ok),
-               array(select coalesce((select k2.n from buckets k2
-                                      where k2.endpoint_id = k.endpoint_id and k2.minute = k.minute and k2.bucket = i), 0)
-                     from generate_series(1, 20) i order by i)
+    ), minutes as (
+        -- Counters per endpoint and minute, each histogram built whole.
+        select k.endpoint_id, k.minute, sum(k.n)::integer as n, sum(k.ok)::integer as ok,
+               webhook._hist_sum(webhook._hist_one(k.bucket, k.n))::integer[] as hist
         from buckets k
         group by k.endpoint_id, k.minute
+    ), stats as (
+        insert into webhook.endpoint_stats as st (endpoint_id, minute, attempts, successes, latency_hist)
+        select m.endpoint_id, m.minute, m.n, m.ok, m.hist
+        from minutes m
         on conflict (endpoint_id, minute) do update
         set attempts = st.attempts + excluded.attempts,
             successes = st.successes + excluded.successes,
-            latency_hist = array(select coalesce(st.latency_hist[i], 0) + coalesce(excluded.latency_hist[i], 0)
-                                 from generate_series(1, 20) i order by i)
+            latency_hist = webhook._hist_add(st.latency_hist, excluded.latency_hist)
+        returning 1
+    ), hourly as (
+        insert into webhook.endpoint_stats_hourly as sh (endpoint_id, hour, attempts, successes, latency_hist)
+        select m.endpoint_id, date_trunc('hour', m.minute), sum(m.n), sum(m.ok),
+               webhook._hist_sum(m.hist)::integer[]
+        from minutes m
+        group by m.endpoint_id, date_trunc('hour', m.minute)
+        on conflict (endpoint_id, hour) do update
+        set attempts = sh.attempts + excluded.attempts,
+            successes = sh.successes + excluded.successes,
+            latency_hist = webhook._hist_add(sh.latency_hist, excluded.latency_hist)
         returning 1
     ), last_ok as (
         select o.endpoint_id, max(o.started_at) filter (where o.ok) as at
@@ -1951,14 +2101,16 @@ begin
     select d.event_txid, d.event_id from webhook.deliveries d
     where d.slot = v_slot and d.finalized_at > v_cutoff;
 
-    insert into webhook.events (id, slot, txid, event_type, payload, source_table, idempotency_key, created_at)
-    select e.id, v_cur, e.txid, e.event_type, e.payload, e.source_table, e.idempotency_key, e.created_at
+    insert into webhook.events (id, slot, txid, event_type, payload, payload_bytes, source_table, idempotency_key,
+                                created_at)
+    select e.id, v_cur, e.txid, e.event_type, e.payload, e.payload_bytes, e.source_table, e.idempotency_key,
+           e.created_at
     from webhook.events e join pg_webhook_keep k on k.txid = e.txid and k.id = e.id
     where e.slot = v_slot;
     get diagnostics v_kept = row_count;
-    insert into webhook.attempts (id, slot, delivery_id, attempt_number, started_at, duration_ms, status_code,
-                                  response_excerpt, error, worker_id)
-    select a.id, v_cur, a.delivery_id, a.attempt_number, a.started_at, a.duration_ms, a.status_code,
+    insert into webhook.attempts (id, slot, delivery_id, endpoint_id, attempt_number, started_at, duration_ms,
+                                  status_code, response_excerpt, error, worker_id)
+    select a.id, v_cur, a.delivery_id, a.endpoint_id, a.attempt_number, a.started_at, a.duration_ms, a.status_code,
            a.response_excerpt, a.error, a.worker_id
     from webhook.attempts a
     where a.slot = v_slot
@@ -2027,7 +2179,7 @@ $$;
 -- API: Private
 -- The worker's periodic maintenance (--maintenance-schedule): retention,
 -- auto-disable of endpoints failing for pg_webhook.disable_after, old
--- per-minute counters, and the secrets of removed endpoints that have
+-- counters, and the secrets of removed endpoints that have
 -- nothing left to send. One worker at a time: a second caller returns
 -- null at once. Returns what it did, for the worker's log.
 create function webhook._maintenance(
@@ -2044,6 +2196,7 @@ declare
     v_since timestamptz;
     v_secrets integer;
     v_stats integer;
+    v_hours integer;
 begin
     -- Transaction-scoped: released at commit. The key is 'pg_webho' as
     -- eight ASCII bytes, unlikely to collide with an application's keys.
@@ -2061,8 +2214,15 @@ begin
             v_disabled := v_disabled + 1;
         end if;
     end loop;
-    delete from webhook.endpoint_stats s where s.minute < p_now - interval '25 hours';
+    -- Counters: per minute for the last hour's figures (two hours kept),
+    -- per hour as long as the log. Both tables are small (one row per
+    -- endpoint and minute or hour), so a DELETE leaves little to vacuum.
+    delete from webhook.endpoint_stats s where s.minute < p_now - interval '2 hours';
     get diagnostics v_stats = row_count;
+    delete from webhook.endpoint_stats_hourly s
+    where s.hour < p_now - webhook._retention_s() * interval '1 second' - interval '1 hour';
+    get diagnostics v_hours = row_count;
+    v_stats := v_stats + v_hours;
     -- A removed endpoint's secret goes once the fan-out has passed its
     -- removal (every event committed before it has its deliveries) and
     -- none of them is left to send.
@@ -2767,7 +2927,9 @@ from webhook.deliveries d
 join webhook.events ev on ev.slot = d.event_slot and ev.txid = d.event_txid and ev.id = d.event_id
 join webhook.endpoints ep on ep.id = d.endpoint_id
 left join webhook.incarnations i on i.n = (ev.txid >> 48)::integer
-left join webhook.attempts a on a.delivery_id = d.id;
+-- The endpoint in the join as well: a filter on endpoint_id then reaches
+-- the attempts' (endpoint_id, started_at) index.
+left join webhook.attempts a on a.delivery_id = d.id and a.endpoint_id = d.endpoint_id;
 
 comment on view webhook.delivery_log is
     'Deliveries with their event, endpoint and every attempt (one row per attempt; deliveries not yet tried appear once with null attempt columns). message_id is the webhook-id header receivers saw.';
@@ -2788,29 +2950,24 @@ as $$
 $$;
 
 -- API: Public
+-- The last hour from the per-minute counters (at most 60 rows per
+-- endpoint), the last 24 hours from the hourly ones (25 rows: the hour
+-- 24 hours ago is counted whole), the queue from deliveries_open (open
+-- deliveries only: its cost grows with a backlog, not with the log);
+-- never the attempts. webhook._hist_sum adds histograms in Rust.
 create view webhook.endpoint_health as
 with minutes as (
-    select s.endpoint_id, s.minute >= now() - interval '1 hour' as recent, s.attempts, s.successes, s.latency_hist
+    select s.endpoint_id, sum(s.attempts) as attempts, sum(s.successes) as successes,
+           webhook._hist_sum(s.latency_hist) as hist
     from webhook.endpoint_stats s
-    where s.minute >= now() - interval '24 hours'
-), totals as (
-    select m.endpoint_id,
-           sum(m.attempts) filter (where m.recent) as attempts_1h,
-           sum(m.successes) filter (where m.recent) as successes_1h,
-           sum(m.attempts) as attempts_24h,
-           sum(m.successes) as successes_24h
-    from minutes m
-    group by m.endpoint_id
-), hists as (
-    select b.endpoint_id,
-           array_agg(b.n_1h order by b.i) as hist_1h,
-           array_agg(b.n_24h order by b.i) as hist_24h
-    from (select m.endpoint_id, h.i,
-                 coalesce(sum(h.n) filter (where m.recent), 0) as n_1h,
-                 sum(h.n) as n_24h
-          from minutes m cross join lateral unnest(m.latency_hist) with ordinality as h(n, i)
-          group by m.endpoint_id, h.i) b
-    group by b.endpoint_id
+    where s.minute >= now() - interval '1 hour'
+    group by s.endpoint_id
+), hours as (
+    select s.endpoint_id, sum(s.attempts) as attempts, sum(s.successes) as successes,
+           webhook._hist_sum(s.latency_hist) as hist
+    from webhook.endpoint_stats_hourly s
+    where s.hour >= date_trunc('hour', now() - interval '24 hours')
+    group by s.endpoint_id
 ), queue as (
     select d.endpoint_id,
            count(*) filter (where d.status = 'pending') as pending,
@@ -2828,14 +2985,14 @@ select
          when e.paused_at is not null then 'paused'
          else 'active' end as state,
     e.disabled_reason,
-    coalesce(t.attempts_1h, 0) as attempts_1h,
-    round(t.successes_1h::numeric / nullif(t.attempts_1h, 0), 4) as success_rate_1h,
-    webhook._hist_percentile(h.hist_1h, 0.5) as p50_ms_1h,
-    webhook._hist_percentile(h.hist_1h, 0.95) as p95_ms_1h,
-    coalesce(t.attempts_24h, 0) as attempts_24h,
-    round(t.successes_24h::numeric / nullif(t.attempts_24h, 0), 4) as success_rate_24h,
-    webhook._hist_percentile(h.hist_24h, 0.5) as p50_ms_24h,
-    webhook._hist_percentile(h.hist_24h, 0.95) as p95_ms_24h,
+    coalesce(m.attempts, 0) as attempts_1h,
+    round(m.successes::numeric / nullif(m.attempts, 0), 4) as success_rate_1h,
+    webhook._hist_percentile(m.hist, 0.5) as p50_ms_1h,
+    webhook._hist_percentile(m.hist, 0.95) as p95_ms_1h,
+    coalesce(h.attempts, 0) as attempts_24h,
+    round(h.successes::numeric / nullif(h.attempts, 0), 4) as success_rate_24h,
+    webhook._hist_percentile(h.hist, 0.5) as p50_ms_24h,
+    webhook._hist_percentile(h.hist, 0.95) as p95_ms_24h,
     a.last_success_at,
     a.last_failure_at,
     a.last_failure_status,
@@ -2846,13 +3003,13 @@ select
     coalesce(q.waiting, 0) as waiting,
     now() - q.oldest_created_at as oldest_open_age
 from webhook.endpoints e
-left join totals t on t.endpoint_id = e.id
-left join hists h on h.endpoint_id = e.id
+left join minutes m on m.endpoint_id = e.id
+left join hours h on h.endpoint_id = e.id
 left join webhook.endpoint_activity a on a.endpoint_id = e.id
 left join queue q on q.endpoint_id = e.id;
 
 comment on view webhook.endpoint_health is
-    'Per endpoint: state (active, paused, disabled and why, removed), attempts, success rate and p50/p95 latency over the last hour and 24 hours (from per-minute counters; percentiles are bucket bounds, exact to a factor of two), last success and failure, the current run of failures, open deliveries (pending, waiting while held) and the age of the oldest.';
+    'Per endpoint: state (active, paused, disabled and why, removed), attempts, success rate and p50/p95 latency over the last hour and 24 hours (from the per-minute and hourly counters; the 24 hours start at a whole hour, so they span 24 to 25 hours; percentiles are bucket bounds, exact to a factor of two), last success and failure, the current run of failures, open deliveries (pending, waiting while held) and the age of the oldest.';
 comment on column webhook.endpoint_health.waiting is 'Deliveries held (paused) while the endpoint is paused or disabled.';
 
 -- API: Public
@@ -2928,26 +3085,6 @@ $$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
-CREATE SCHEMA IF NOT EXISTS webhook; /* pg_webhook::slots::webhook */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- pg_webhook::slots::webhook::_current_slot
-CREATE  FUNCTION webhook."_current_slot"() RETURNS smallint /* i16 */
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'current_slot_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- pg_webhook::slots::webhook::_forget_slot
-CREATE  FUNCTION webhook."_forget_slot"() RETURNS void
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'forget_slot_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- finalize
 -- =============================================================================
 -- pg_webhook: roles, privileges, and what pg_dump keeps.
@@ -3012,11 +3149,11 @@ grant usage on schema webhook to webhook_admin, webhook_publisher, webhook_reade
 -- Readers: the log and the views. Not endpoint_secrets, not the private
 -- bookkeeping tables.
 grant select on webhook.endpoints, webhook.subscriptions, webhook.events, webhook.deliveries, webhook.attempts,
-    webhook.endpoint_activity, webhook.endpoint_stats, webhook.delivery_log, webhook.endpoint_health,
-    webhook.event_types
+    webhook.endpoint_activity, webhook.endpoint_stats, webhook.endpoint_stats_hourly, webhook.delivery_log,
+    webhook.endpoint_health, webhook.event_types
     to webhook_reader;
 grant execute on function webhook._hist_percentile(bigint[], double precision), webhook._latency_bound(integer),
-    webhook._message_id(bigint, bigint)
+    webhook._message_id(bigint, bigint), webhook.message_event_id(text), webhook._hist_sum(integer[])
     to webhook_reader, webhook_worker;
 grant webhook_reader to webhook_admin;
 
@@ -3048,9 +3185,9 @@ grant execute on function webhook_sign(text, text, bigint, text), webhook_verify
 
 -- The worker's whole contract. Nothing in the worker touches a table directly.
 grant execute on function
-    webhook._claim_deliveries(text, integer, interval, integer, bigint[], integer[], integer),
-    webhook._record_attempts(text, bigint[], bigint[], integer[], timestamptz[], double precision[], integer[],
-                             text[], text[], text[], bigint[]),
+    webhook._claim_deliveries(text, integer, interval, integer, bigint[], integer[], integer, bigint),
+    webhook._record_attempts(text, bigint[], bigint[], bigint[], integer[], timestamptz[], double precision[],
+                             integer[], text[], text[], text[], bigint[]),
     webhook._next_due_ms(integer, bigint[], integer[]),
     webhook._notify_min_interval_ms(),
     webhook._maintenance(timestamptz),
@@ -3071,6 +3208,7 @@ select pg_catalog.pg_extension_config_dump('webhook.subscriptions', '');
 select pg_catalog.pg_extension_config_dump('webhook.subscriptions_id_seq', '');
 select pg_catalog.pg_extension_config_dump('webhook.endpoint_activity', '');
 select pg_catalog.pg_extension_config_dump('webhook.endpoint_stats', '');
+select pg_catalog.pg_extension_config_dump('webhook.endpoint_stats_hourly', '');
 select pg_catalog.pg_extension_config_dump('webhook.incarnations', '');
 -- Generation 0 is the install script's own row: a restore has its own.
 select pg_catalog.pg_extension_config_dump('webhook.generations', 'where gen > 0');
@@ -3126,8 +3264,10 @@ from webhook._v01_endpoints e;
 -- 0.2.0: 0.1.0 events go into slot 0 with transaction id 0, which the
 -- fan-out's starting point below counts as done, and which keeps the
 -- webhook-id they were first sent with (their number; see webhook._message_id).
-insert into webhook.events (id, slot, txid, event_type, payload, source_table, idempotency_key, created_at)
-select e.id, 0, 0, e.event_type, e.payload, e.source_table, e.idempotency_key, e.created_at
+insert into webhook.events (id, slot, txid, event_type, payload, payload_bytes, source_table, idempotency_key,
+                            created_at)
+select e.id, 0, 0, e.event_type, e.payload, octet_length(e.payload::text), e.source_table, e.idempotency_key,
+       e.created_at
 from webhook._v01_events e;
 select setval('webhook.events_id_seq', last_value, is_called) from webhook._v01_events_id_seq;
 insert into webhook.fanout_state (prev_xmin, prev_xmax, prev_xip) values (1, 1, '{}');
@@ -3147,11 +3287,26 @@ select d.id, case when d.status <= 'paused' then null else 0 end, d.event_id, 0,
        d.created_at, d.finalized_at
 from webhook._v01_deliveries d;
 select setval('webhook.deliveries_id_seq', last_value, is_called) from webhook._v01_deliveries_id_seq;
-insert into webhook.attempts (id, slot, delivery_id, attempt_number, started_at, duration_ms, status_code,
-                              response_excerpt, error, worker_id)
-select a.id, 0, a.delivery_id, a.attempt_number, a.started_at, a.duration_ms, a.status_code,
+insert into webhook.attempts (id, slot, delivery_id, endpoint_id, attempt_number, started_at, duration_ms,
+                              status_code, response_excerpt, error, worker_id)
+select a.id, 0, a.delivery_id, d.endpoint_id, a.attempt_number, a.started_at, a.duration_ms, a.status_code,
        a.response_excerpt, a.error, a.worker_id
-from webhook._v01_attempts a;
+from webhook._v01_attempts a
+join webhook._v01_deliveries d on d.id = a.delivery_id;
+-- 0.2.0: the hourly counters start with the 0.1.0 attempts (within the
+-- retention), so that a daily success rate goes back past the upgrade.
+-- A 2xx answer is a success, as the 0.1.0 worker decided.
+insert into webhook.endpoint_stats_hourly (endpoint_id, hour, attempts, successes, latency_hist)
+select b.endpoint_id, b.hour, sum(b.n)::integer, sum(b.ok)::integer,
+       webhook._hist_sum(webhook._hist_one(b.bucket, b.n::integer))::integer[]
+from (select d.endpoint_id, date_trunc('hour', a.started_at) as hour,
+             webhook._latency_bucket(a.duration_ms) as bucket, count(*) as n,
+             count(*) filter (where a.status_code between 200 and 299) as ok
+      from webhook._v01_attempts a
+      join webhook._v01_deliveries d on d.id = a.delivery_id
+      where a.started_at >= now() - webhook._retention_s() * interval '1 second'
+      group by 1, 2, 3) b
+group by b.endpoint_id, b.hour;
 select setval('webhook.attempts_id_seq', last_value, is_called) from webhook._v01_attempts_id_seq;
 
 -- 0.2.0: the 0.1.0 tables and type go.

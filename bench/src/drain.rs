@@ -166,7 +166,7 @@ pub async fn backlog(args: &Args) -> anyhow::Result<Backlog> {
     // so that the claim's plan is taken with every delivery pending.
     let fan = Instant::now();
     c.batch_execute(&format!(
-        "select count(*) from webhook._claim_deliveries('bench', 0, '1 minute', 1, '{{}}', '{{}}', {})",
+        "select count(*) from webhook._claim_deliveries('bench', 0, '1 minute', 1, '{{}}', '{{}}', {}, 0)",
         args.backlog
     ))
     .await?;

@@ -1,6 +1,7 @@
 //! What `select * from webhook.endpoint_health` costs on a big log: 100
-//! endpoints, a full day of per-minute counters for each, 2,000,000
-//! attempts and deliveries in the log and 10,000 open deliveries. The view
+//! endpoints, two hours of per-minute and 30 days of hourly counters for
+//! each (what the maintenance keeps), 2,000,000 attempts and deliveries in
+//! the log and 10,000 open deliveries. The view
 //! reads the counters and the open deliveries, never the attempts; this
 //! shows it, with the plan's shape and the median time of 5 executions.
 
@@ -24,23 +25,27 @@ pub async fn run(args: &Args) -> anyhow::Result<Health> {
     let db = BenchDb::new(&args.dsn, "health").await?;
     let c = db.client().await?;
     db.subscribe(&c, &args.sink, 100).await?;
-    eprintln!("  health: filling a day of counters, 2,000,000 attempts and deliveries, 10,000 open deliveries");
+    eprintln!("  health: filling 30 days of counters, 2,000,000 attempts and deliveries, 10,000 open deliveries");
     c.batch_execute(
         "insert into webhook.endpoint_stats (endpoint_id, minute, attempts, successes, latency_hist)
          select e.id, date_trunc('minute', now()) - m * interval '1 minute', 100, 97,
                 array[0,0,10,40,30,10,5,3,1,1,0,0,0,0,0,0,0,0,0,0]
-         from webhook.endpoints e, generate_series(0, 1439) m;
-         insert into webhook.events (id, slot, txid, event_type, payload)
-         select i, 0, 1, 'row.created', '{}' from generate_series(1, 20000) i;
+         from webhook.endpoints e, generate_series(0, 119) m;
+         insert into webhook.endpoint_stats_hourly (endpoint_id, hour, attempts, successes, latency_hist)
+         select e.id, date_trunc('hour', now()) - h * interval '1 hour', 6000, 5820,
+                array[0,0,600,2400,1800,600,300,180,60,60,0,0,0,0,0,0,0,0,0,0]
+         from webhook.endpoints e, generate_series(0, 719) h;
+         insert into webhook.events (id, slot, txid, event_type, payload, payload_bytes)
+         select i, 0, 1, 'row.created', '{}', 2 from generate_series(1, 20000) i;
          insert into webhook.deliveries (id, slot, event_id, event_txid, event_slot, endpoint_id, status, attempt_count, finalized_at)
          select i, 0, 1 + i % 20000, 1, 0, 1 + i % 100, 'succeeded', 1, now() from generate_series(1, 2000000) i;
-         insert into webhook.attempts (slot, delivery_id, attempt_number, started_at, duration_ms, status_code, worker_id)
-         select 0, i, 1, now() - (i % 86400) * interval '1 second', 5, 200, 'bench' from generate_series(1, 2000000) i;
+         insert into webhook.attempts (slot, delivery_id, endpoint_id, attempt_number, started_at, duration_ms, status_code, worker_id)
+         select 0, i, 1 + i % 100, 1, now() - (i % 86400) * interval '1 second', 5, 200, 'bench' from generate_series(1, 2000000) i;
          insert into webhook.deliveries_open (event_id, event_txid, event_slot, endpoint_id)
          select 1 + i % 20000, 1, 0, 1 + i % 100 from generate_series(1, 10000) i;",
     )
     .await?;
-    c.batch_execute("vacuum analyze webhook.endpoint_stats, webhook.deliveries, webhook.attempts, webhook.events")
+    c.batch_execute("vacuum analyze webhook.endpoint_stats, webhook.endpoint_stats_hourly, webhook.deliveries, webhook.attempts, webhook.events")
         .await?;
     let count = |sql: &'static str| {
         let c = &c;
@@ -48,7 +53,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Health> {
     };
     let (endpoints, stats_rows, attempts, open_deliveries) = (
         count("select count(*) from webhook.endpoints").await?,
-        count("select count(*) from webhook.endpoint_stats").await?,
+        count("select (select count(*) from webhook.endpoint_stats) + (select count(*) from webhook.endpoint_stats_hourly)").await?,
         count("select count(*) from webhook.attempts").await?,
         count("select count(*) from webhook.deliveries_open").await?,
     );

@@ -5,6 +5,7 @@
 //!
 //! Every figure is the median of `--runs` runs.
 
+mod analysts;
 mod capture;
 mod ceiling;
 mod db;
@@ -12,6 +13,7 @@ mod drain;
 mod fairness;
 mod health;
 mod latency;
+mod memory;
 mod report;
 mod retention;
 mod statements;
@@ -81,7 +83,8 @@ pub struct Args {
     #[arg(long, default_value_t = 100_000)]
     pub ceiling_requests: usize,
     /// Only these scenarios (comma separated: ceiling, drain, fanout, capture,
-    /// latency, backlog, fairness, retention, health, statements, compare).
+    /// latency, backlog, memory, fairness, retention, health, analysts,
+    /// statements, compare).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Commit being measured (for the report).
@@ -136,12 +139,20 @@ async fn main() -> anyhow::Result<()> {
         figures.backlog = Some(drain::backlog(&args).await?);
         eprintln!();
     }
+    if args.wants("memory") {
+        figures.memory = Some(memory::run(&args).await?);
+        eprintln!();
+    }
     if args.wants("fairness") {
         figures.fairness = Some(fairness::run(&args).await?);
         eprintln!();
     }
     if args.wants("health") {
         figures.health = Some(health::run(&args).await?);
+        eprintln!();
+    }
+    if args.wants("analysts") {
+        figures.analysts = Some(analysts::run(&args).await?);
         eprintln!();
     }
     if args.wants("statements") {

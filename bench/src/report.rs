@@ -1,12 +1,14 @@
 //! The report: a table on stdout, and under the output folder the figures as
 //! JSON, the same table as Markdown (pasted into BENCHMARKS.md) and an SVG plot.
 
+use crate::analysts::Analysts;
 use crate::capture::CaptureRow;
 use crate::ceiling::Ceiling;
 use crate::drain::{Backlog, Throughput};
 use crate::fairness::Fairness;
 use crate::health::Health;
 use crate::latency::LatencyRow;
+use crate::memory::Memory;
 use crate::retention::Retention;
 use crate::statements::Statements;
 use crate::Args;
@@ -38,6 +40,8 @@ pub struct Figures {
     pub fairness: Option<Fairness>,
     pub retention: Option<Retention>,
     pub health: Option<Health>,
+    pub memory: Option<Memory>,
+    pub analysts: Option<Analysts>,
     pub statements: Vec<Statements>,
     pub comparison: Option<Comparison>,
 }
@@ -89,6 +93,8 @@ impl Figures {
             fairness: None,
             retention: None,
             health: None,
+            memory: None,
+            analysts: None,
             statements: Vec::new(),
             comparison: None,
         }
@@ -208,6 +214,22 @@ pub fn table(f: &Figures) -> String {
             "| endpoint_health: {} endpoints, {} counter rows, {} attempts, {} open | **{:.1} ms**, {} buffers: {} | cheap to poll | | |",
             h.endpoints, h.stats_rows, h.attempts, h.open_deliveries, h.execution_ms, h.shared_buffers, h.plan
         );
+    }
+    if let Some(m) = &f.memory {
+        let _ = writeln!(
+            t,
+            "| backlog of {} events of {} bytes (1 MiB payloads), default worker | {:.0} deliveries/s ({:.0} MiB/s), peak worker RSS **{:.1} MiB** | RSS ≤ 256 MB | | |",
+            m.events, m.payload_bytes, m.per_sec, m.mib_per_sec, m.peak_rss_mib
+        );
+    }
+    if let Some(a) = &f.analysts {
+        for q in &a.questions {
+            let _ = writeln!(
+                t,
+                "| analysts ({} attempts, {} deliveries, 30 days): {} | **{:.1} ms**, {} rows: {} | ≤ 50 ms | | |",
+                a.attempts, a.deliveries, q.question, q.ms, q.rows, q.plan
+            );
+        }
     }
     for st in &f.statements {
         let _ = writeln!(

@@ -58,7 +58,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Vec<Statements>> {
         ("next due", "select webhook._next_due_ms(128, '{}'::bigint[], '{}'::integer[])"),
         (
             "empty claim",
-            "select * from webhook._claim_deliveries('bench', 100, '30 seconds', 128, '{}'::bigint[], '{}'::integer[], 1000)",
+            "select * from webhook._claim_deliveries('bench', 100, '30 seconds', 128, '{}'::bigint[], '{}'::integer[], 1000, 33554432)",
         ),
     ];
     let mut out = Vec::new();

@@ -16,6 +16,7 @@ use pgrx::prelude::*;
 mod api;
 mod error;
 mod gucs;
+mod histogram;
 mod payload;
 mod slots;
 mod trigger;
@@ -63,7 +64,7 @@ extension_sql_file!(
 extension_sql_file!(
     "../../sql/install/07_worker.sql",
     name = "worker",
-    requires = ["fanout"]
+    requires = ["fanout", histogram::webhook::hist_add, histogram::webhook::hist_acc]
 );
 extension_sql_file!(
     "../../sql/install/08_retention.sql",

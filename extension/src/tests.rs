@@ -91,6 +91,19 @@ mod tests {
             "{current}"
         );
         assert!(current.ends_with("000000000000002a"), "{current}");
+        assert_eq!(
+            count(&format!(
+                "select webhook.message_event_id('{current}') + webhook.message_event_id('{legacy}')",
+                legacy = "42"
+            )),
+            84,
+            "the event id comes back out of both kinds of webhook-id"
+        );
+        assert_eq!(
+            count("select count(webhook.message_event_id(x)) from unnest(array['msg_', 'msg_zz', '', '-1', 'msg_0123456789abcdef80000000000000ff']) x"),
+            0,
+            "anything else is null"
+        );
     }
 
     #[pg_test]
@@ -235,7 +248,7 @@ mod tests {
     fn record_moves_a_delivery_only_under_its_lease() {
         let endpoint = subscribe("https://a.example.com/", "{*}");
         Spi::run(&format!("select webhook_send_test({endpoint})")).unwrap();
-        let claim = "select delivery_id, lease_token from webhook._claim_deliveries('w', 10, '30 seconds', 100, '{}', '{}', 0)";
+        let claim = "select delivery_id, lease_token from webhook._claim_deliveries('w', 10, '30 seconds', 100, '{}', '{}', 0, 1048576)";
         let (id, token) = Spi::get_two::<i64, i64>(claim).unwrap();
         let (id, token) = (id.unwrap(), token.unwrap());
         assert_eq!(
@@ -245,7 +258,7 @@ mod tests {
         );
         let record = |t: i64, outcome: &str| {
             Spi::get_one::<i32>(&format!(
-                "select webhook._record_attempts('w', array[{id}]::bigint[], array[{t}]::bigint[], array[1], \
+                "select webhook._record_attempts('w', array[{id}]::bigint[], array[{t}]::bigint[], array[{endpoint}]::bigint[], array[1], \
                  array[now()], array[1.5::float8], array[200], array['ok'], array[null]::text[], array['{outcome}'], array[null]::bigint[])"
             ))
             .unwrap()
@@ -263,9 +276,55 @@ mod tests {
             "a finished delivery leaves the open partition"
         );
         assert_eq!(
-            count("select count(*) from webhook.attempts"),
+            count(&format!("select count(*) from webhook.attempts where endpoint_id = {endpoint}")),
             2,
-            "every attempt is logged"
+            "every attempt is logged, with its endpoint"
+        );
+        assert_eq!(
+            count(&format!(
+                "select count(*) from webhook.endpoint_stats_hourly \
+                 where endpoint_id = {endpoint} and attempts = 1 and successes = 1 and latency_hist[2] = 1"
+            )),
+            1,
+            "the hourly counters count the attempt that moved the delivery (1.5 ms: bucket 2)"
+        );
+        assert_eq!(
+            count(&format!(
+                "select count(*) from webhook.endpoint_stats \
+                 where endpoint_id = {endpoint} and attempts = 1 and latency_hist = webhook._hist_one(2, 1)"
+            )),
+            1
+        );
+    }
+
+    #[pg_test]
+    fn a_claim_takes_the_deliveries_whose_payloads_fit_and_at_least_one() {
+        let endpoint = subscribe("https://a.example.com/", "{*}");
+        for _ in 0..3 {
+            Spi::run(&format!("select webhook_send_test({endpoint})")).unwrap();
+        }
+        let bytes = count("select min(payload_bytes)::bigint from webhook.events");
+        assert!(bytes > 10, "{bytes}");
+        let claim = |max: i64| {
+            count(&format!(
+                "select count(*) from webhook._claim_deliveries('w', 10, '30 seconds', 100, '{{}}', '{{}}', 0, {max})"
+            ))
+        };
+        assert_eq!(claim(1), 1, "one delivery even when it is larger than the budget");
+        assert_eq!(claim(bytes), 1, "then exactly what fits");
+        assert_eq!(claim(10 * bytes), 1, "and what is left");
+        assert_eq!(claim(10 * bytes), 0);
+    }
+
+    #[pg_test]
+    fn histograms_add_element_by_element() {
+        assert_eq!(
+            count("select count(*) where webhook._hist_add('{1,2,3}', '{10,20}') = '{11,22,3}'"),
+            1
+        );
+        assert_eq!(
+            count("select count(*) from (select webhook._hist_sum(h) as s from (values ('{1,2}'::integer[]), ('{0,0,5}'), (null)) v(h)) x where x.s = '{1,2,5}'"),
+            1
         );
     }
 

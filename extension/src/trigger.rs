@@ -31,7 +31,8 @@ use pgrx::PgSqlErrorCode;
 use std::cell::Cell;
 
 /// The capture statement for one slot: $1 slot, $2 transaction (virtual
-/// id), $3 event type, $4 the event's data (JSON text), $5 qualified table.
+/// id), $3 event type, $4 the event's data (JSON text), $5 its size in
+/// bytes, $6 qualified table.
 /// It inserts into the slot's partition itself, not through
 /// `webhook.events`: routing a row through the parent sets up tuple routing
 /// at every execution (measured: most of the rest of the trigger's cost).
@@ -41,8 +42,9 @@ use std::cell::Cell;
 /// caller's search_path must not matter.
 fn capture_sql(slot: i16) -> std::ffi::CString {
     std::ffi::CString::new(format!(
-        "insert into webhook.events_{slot} (slot, txid, event_type, payload, source_table) \
-         values ($1::pg_catalog.int2, $2::pg_catalog.int8, $3::pg_catalog.text, $4::pg_catalog.json, $5::pg_catalog.text)"
+        "insert into webhook.events_{slot} (slot, txid, event_type, payload, payload_bytes, source_table) \
+         values ($1::pg_catalog.int2, $2::pg_catalog.int8, $3::pg_catalog.text, $4::pg_catalog.json, \
+         $5::pg_catalog.int4, $6::pg_catalog.text)"
     ))
     .expect("the statement has no NUL byte")
 }
@@ -50,11 +52,12 @@ fn capture_sql(slot: i16) -> std::ffi::CString {
 /// Slots there are (webhook._slots()).
 const SLOTS: usize = 8;
 
-const CAPTURE_ARG_TYPES: [pg_sys::Oid; 5] = [
+const CAPTURE_ARG_TYPES: [pg_sys::Oid; 6] = [
     pg_sys::INT2OID,
     pg_sys::INT8OID,
     pg_sys::TEXTOID,
     pg_sys::JSONOID,
+    pg_sys::INT4OID,
     pg_sys::TEXTOID,
 ];
 
@@ -183,6 +186,8 @@ fn _capture<'a>(
                 .into();
                 report.report(pgrx::PgLogLevel::ERROR);
             }
+            // Within max_payload_bytes, an i32 (checked above).
+            let bytes = i32::try_from(data.len()).unwrap_or(i32::MAX);
             // A json datum is a text varlena: the data is sent as it is,
             // without json_in parsing it again (it was made valid above).
             let data = pgrx::varlena::rust_str_to_text_p(&data).into_pg();
@@ -191,6 +196,7 @@ fn _capture<'a>(
                 vxid::current_vxid().into_datum(),
                 event_type.as_str().into_datum(),
                 Some(pg_sys::Datum::from(data)),
+                bytes.into_datum(),
                 qualified.as_str().into_datum(),
             ];
             let index = usize::try_from(slot)

@@ -144,8 +144,8 @@ comment on table webhook.endpoint_activity is
     'Per endpoint: last success, last failure, and the current run of failures without a success (failing_since drives auto-disable after pg_webhook.disable_after).';
 
 -- API: Public
--- Per-minute counters, so that webhook.endpoint_health reads at most 1,440
--- small rows per endpoint for a day instead of every attempt of the day.
+-- Per-minute counters, so that webhook.endpoint_health reads sixty small
+-- rows per endpoint for its last hour instead of every attempt of the hour.
 create table webhook.endpoint_stats (
     endpoint_id  bigint not null,
     minute       timestamptz not null,
@@ -155,6 +155,25 @@ create table webhook.endpoint_stats (
     primary key (endpoint_id, minute)
 );
 comment on table webhook.endpoint_stats is
-    'Attempts and successes per endpoint and minute, with a latency histogram (see webhook._latency_bucket); kept about a day.';
+    'Attempts and successes per endpoint and minute, with a latency histogram (see webhook._latency_bucket); kept two hours.';
 comment on column webhook.endpoint_stats.latency_hist is
+    'Counts of attempts by duration bucket: bucket i holds durations up to webhook._latency_bound(i) ms.';
+
+-- API: Public
+-- The same per hour, kept as long as the log (pg_webhook.retention): what
+-- an aggregate over days reads (endpoint_health's 24 hours, a daily
+-- success rate over a month) instead of millions of attempts. Written by
+-- webhook._record_attempts in the statement that logs the attempts.
+create table webhook.endpoint_stats_hourly (
+    endpoint_id  bigint not null,
+    hour         timestamptz not null,
+    attempts     integer not null default 0,
+    successes    integer not null default 0,
+    latency_hist integer[] not null,
+    -- Hour first: readers ask for a period (the last day, the last week).
+    primary key (hour, endpoint_id)
+);
+comment on table webhook.endpoint_stats_hourly is
+    'Attempts and successes per endpoint and hour, with a latency histogram (as in webhook.endpoint_stats); kept for pg_webhook.retention.';
+comment on column webhook.endpoint_stats_hourly.latency_hist is
     'Counts of attempts by duration bucket: bucket i holds durations up to webhook._latency_bound(i) ms.';

@@ -71,6 +71,9 @@ create table webhook.events (
     txid            bigint not null,
     event_type      text not null,
     payload         json not null,
+    -- octet_length(payload), noted when written: the claim bounds a batch
+    -- by bytes with it, without reading (detoasting) the payloads it leaves.
+    payload_bytes   integer not null,
     source_table    text,
     idempotency_key text,
     created_at      timestamptz not null default now()
@@ -90,6 +93,7 @@ comment on column webhook.events.txid is
     'The producing transaction, in pg_webhook''s virtual id space (incarnation × 2^48 + xid8). The fan-out delivers events by transaction commit order.';
 comment on column webhook.events.payload is
     'The body''s "data". For row events: {"table", "schema", "op", "new", "old"}.';
+comment on column webhook.events.payload_bytes is 'Size of payload in bytes (JSON text).';
 comment on column webhook.events.source_table is 'Schema-qualified source table for row events; null for webhook_publish.';
 comment on column webhook.events.idempotency_key is
     'Optional key given to webhook_publish; a repeated key returns the first event''s id and enqueues nothing.';
@@ -177,6 +181,9 @@ create table webhook.attempts (
     slot             smallint not null,
     -- No foreign key: attempts are written only by webhook._record_attempts.
     delivery_id      bigint not null,
+    -- The delivery's endpoint, copied so that "this endpoint's attempts of
+    -- the last day" is one index range and not a join through deliveries.
+    endpoint_id      bigint not null,
     attempt_number   integer not null,
     started_at       timestamptz not null,
     duration_ms      double precision not null,
@@ -194,8 +201,11 @@ create index attempts_delivery on webhook.attempts (delivery_id);
 -- Recent attempts (the worker's status page, analysts' "last hour"): rows
 -- arrive in time order, so a BRIN index finds them for next to nothing.
 create index attempts_started on webhook.attempts using brin (started_at);
+-- One endpoint's attempts over a period (its failures of the last day).
+create index attempts_endpoint_started on webhook.attempts (endpoint_id, started_at);
 
 comment on table webhook.attempts is 'One row per HTTP attempt, written by the worker after the request ended.';
+comment on column webhook.attempts.endpoint_id is 'The endpoint of its delivery.';
 comment on column webhook.attempts.slot is 'The log slot of its delivery''s event (the partition it lives in).';
 comment on column webhook.attempts.status_code is 'HTTP status, null when no response arrived (see error).';
 comment on column webhook.attempts.response_excerpt is 'The first bytes of the response body (bounded by the worker).';

@@ -75,6 +75,27 @@ as $$
            end
 $$;
 
+-- API: Public
+-- The event id inside a webhook-id (what a receiver saw in the header), so
+-- that everything about it is an index lookup:
+--   select * from webhook.delivery_log
+--   where event_id = webhook.message_event_id('msg_…') and message_id = 'msg_…';
+-- (the second condition checks the namespace). Null for anything that is
+-- not a webhook-id this extension makes.
+create function webhook.message_event_id(
+    p_message_id text -- a webhook-id: 'msg_' + 32 hex digits, or a 0.1.0 decimal id
+) returns bigint
+language sql immutable strict parallel safe
+as $$
+    select case
+        when p_message_id ~ '^msg_[0-9a-f]{16}[0-7][0-9a-f]{15}$'
+            then ('x' || substr(p_message_id, 21, 16))::bit(64)::bigint
+        when p_message_id ~ '^[0-9]{1,18}$' then p_message_id::bigint
+    end
+$$;
+comment on function webhook.message_event_id(text) is
+    'The event id inside a webhook-id (the header receivers see); null if it is not one. See webhook.delivery_log.';
+
 -- API: Private
 -- The enqueue path of webhook_publish and of pg_webhook's own events
 -- (webhook.test, webhook.endpoint.disabled); runs as the extension owner.
@@ -88,8 +109,10 @@ set search_path = pg_catalog, webhook
 as $$
 declare
     v_event_id bigint;
+    v_payload json := p_data::json;
+    v_bytes integer := octet_length(v_payload::text);
 begin
-    perform webhook._check_payload_size(octet_length(p_data::text));
+    perform webhook._check_payload_size(v_bytes);
     v_event_id := nextval('webhook.events_id_seq');
     if p_idempotency_key is not null then
         -- ON CONFLICT waits for a concurrent transaction holding the same key,
@@ -103,8 +126,8 @@ begin
             return v_event_id;
         end if;
     end if;
-    insert into webhook.events (id, slot, txid, event_type, payload, idempotency_key)
-    values (v_event_id, webhook._current_slot(), webhook._vxid(), p_event_type, p_data::json, p_idempotency_key);
+    insert into webhook.events (id, slot, txid, event_type, payload, payload_bytes, idempotency_key)
+    values (v_event_id, webhook._current_slot(), webhook._vxid(), p_event_type, v_payload, v_bytes, p_idempotency_key);
     insert into webhook.published_types (event_type) values (p_event_type) on conflict do nothing;
     perform webhook._wake();
     return v_event_id;

@@ -81,7 +81,8 @@ create function webhook._claim_deliveries(
     p_concurrency integer,      -- the worker's slots, shared among endpoints with work
     p_busy_endpoints bigint[],  -- endpoints this worker has deliveries in flight for ...
     p_busy_counts integer[],    -- ... and how many
-    p_fanout_events integer     -- most events to fan out first
+    p_fanout_events integer,    -- most events to fan out first
+    p_max_bytes bigint          -- most payload bytes (the first delivery is claimed whatever its size)
 ) returns table (
     delivery_id bigint,
     lease_token bigint,
@@ -146,11 +147,15 @@ begin
         from quotas q
         where q.quota > 0
     ), due as (
-        select d.id, d.next_attempt_at
+        -- The events' columns come along (a json value stays a pointer to
+        -- its TOAST data until the final select reads it), so that each
+        -- event is found once.
+        select d.id, d.next_attempt_at, ev.id as event_id, ev.txid, ev.event_type, ev.created_at,
+               ev.payload, ev.payload_bytes
         from quotas q
         cross join fair
         cross join lateral (
-            select d.id, d.next_attempt_at
+            select d.id, d.next_attempt_at, d.event_slot, d.event_txid, d.event_id
             from webhook.deliveries_open d
             where d.endpoint_id = q.id
               and d.status = 'pending'
@@ -160,8 +165,20 @@ begin
             limit greatest(least(q.quota, fair.share, p_limit), 0)
             for update skip locked
         ) d
+        join webhook.events ev on ev.slot = d.event_slot and ev.txid = d.event_txid and ev.id = d.event_id
         order by d.next_attempt_at
         limit p_limit
+    ), fitting as (
+        -- Memory is bounded by bytes, not rows: the oldest deliveries whose
+        -- payloads fit in p_max_bytes, and at least one. The rows left out
+        -- were locked, not leased: their locks go with this transaction.
+        select f.*
+        from (select due.*,
+                     sum(due.payload_bytes) over w as total,
+                     row_number() over w as n
+              from due
+              window w as (order by due.next_attempt_at, due.id)) f
+        where f.n = 1 or f.total <= p_max_bytes
     ), claimed as (
         update webhook.deliveries_open d
         set lease_until = now() + ep.timeout + p_lease_margin,
@@ -169,8 +186,8 @@ begin
             leased_by = p_worker_id
         from webhook.endpoints ep
         -- "= any (array)", not a join with due: see "Plans" above.
-        where d.id = any (array(select due.id from due)) and ep.id = d.endpoint_id
-        returning d.id, d.lease_token, d.attempt_count, d.event_id, d.event_txid, d.event_slot, d.endpoint_id
+        where d.id = any (array(select f.id from fitting f)) and ep.id = d.endpoint_id
+        returning d.id, d.lease_token, d.attempt_count, d.endpoint_id
     ), targets as materialized (
         -- What the worker needs of each endpoint, worked out once per
         -- endpoint and not once per delivery.
@@ -195,19 +212,19 @@ begin
     select c.id,
            c.lease_token,
            c.attempt_count + 1,
-           case when ev.txid < 281474976710656 then ev.id::text
-                else 'msg_' || coalesce(i.namespace, '0000000000000000') || lpad(to_hex(ev.id), 16, '0') end,
-           ev.event_type,
-           to_char(ev.created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-           (extract(epoch from ev.created_at) * 1000000)::bigint,
-           ev.payload::text,
+           case when f.txid < 281474976710656 then f.event_id::text
+                else 'msg_' || coalesce(i.namespace, '0000000000000000') || lpad(to_hex(f.event_id), 16, '0') end,
+           f.event_type,
+           to_char(f.created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+           (extract(epoch from f.created_at) * 1000000)::bigint,
+           f.payload::text,
            c.endpoint_id,
            t.url, t.headers, t.timeout_ms, t.secrets, t.max_attempts,
            t.initial_delay_ms, t.max_delay_ms, t.backoff_multiplier
     from claimed c
-    join webhook.events ev on ev.slot = c.event_slot and ev.txid = c.event_txid and ev.id = c.event_id
+    join fitting f on f.id = c.id
     join targets t on t.id = c.endpoint_id
-    left join webhook.incarnations i on i.n = (ev.txid >> 48)::integer;
+    left join webhook.incarnations i on i.n = (f.txid >> 48)::integer;
 end
 $$;
 
@@ -234,6 +251,26 @@ as $$
 $$;
 
 -- API: Private
+-- A histogram holding p_count in bucket p_bucket (1 to 20) and 0 elsewhere.
+create function webhook._hist_one(
+    p_bucket integer, -- see webhook._latency_bucket
+    p_count integer   -- the count
+) returns integer[]
+language sql immutable parallel safe
+as $$
+    select array_fill(0, array[p_bucket - 1]) || p_count || array_fill(0, array[20 - p_bucket])
+$$;
+
+-- API: Private
+-- The element-wise sum of latency histograms (webhook._hist_acc, in Rust,
+-- adds one row; see extension/src/histogram.rs).
+create aggregate webhook._hist_sum(integer[]) (
+    sfunc = webhook._hist_acc,
+    stype = bigint[],
+    initcond = '{}'
+);
+
+-- API: Private
 -- Records a batch of finished attempts in one statement. Every attempt is
 -- logged (it happened); a delivery moves only where the caller still holds
 -- its lease (River's "if still running"), so a worker whose lease expired
@@ -246,6 +283,7 @@ create function webhook._record_attempts(
     p_worker_id text,
     p_delivery_ids bigint[],
     p_lease_tokens bigint[],
+    p_endpoint_ids bigint[],    -- each delivery's endpoint (as claimed)
     p_attempt_numbers integer[],
     p_started_at timestamptz[],
     p_duration_ms double precision[],
@@ -272,9 +310,9 @@ declare
 begin
     with r as (
         select *
-        from unnest(p_delivery_ids, p_lease_tokens, p_attempt_numbers, p_started_at, p_duration_ms,
+        from unnest(p_delivery_ids, p_lease_tokens, p_endpoint_ids, p_attempt_numbers, p_started_at, p_duration_ms,
                     p_status_codes, p_response_excerpts, p_errors, p_outcomes, p_retry_delays_ms)
-             as r(delivery_id, lease_token, attempt_number, started_at, duration_ms,
+             as r(delivery_id, lease_token, endpoint_id, attempt_number, started_at, duration_ms,
                   status_code, response_excerpt, error, outcome, retry_delay_ms)
     ), retried as (
         update webhook.deliveries_open d
@@ -315,10 +353,10 @@ begin
     ), logged as (
         -- An attempt whose lease was lost is still logged, in the current
         -- slot (its delivery moved on meanwhile).
-        insert into webhook.attempts (slot, delivery_id, attempt_number, started_at, duration_ms,
+        insert into webhook.attempts (slot, delivery_id, endpoint_id, attempt_number, started_at, duration_ms,
                                       status_code, response_excerpt, error, worker_id)
-        select coalesce(h.event_slot, v_slot), r.delivery_id, r.attempt_number, r.started_at, r.duration_ms,
-               r.status_code, r.response_excerpt, r.error, p_worker_id
+        select coalesce(h.event_slot, v_slot), r.delivery_id, r.endpoint_id, r.attempt_number, r.started_at,
+               r.duration_ms, r.status_code, r.response_excerpt, r.error, p_worker_id
         from r left join held h on h.id = r.delivery_id
     ), outcomes as (
         select h.endpoint_id, r.started_at, r.duration_ms, r.outcome = 'succeeded' as ok, r.status_code, r.error
@@ -329,19 +367,31 @@ begin
                count(*)::integer as n, (count(*) filter (where o.ok))::integer as ok
         from outcomes o
         group by 1, 2, 3
-    ), stats as (
-        insert into webhook.endpoint_stats as st (endpoint_id, minute, attempts, successes, latency_hist)
-        select k.endpoint_id, k.minute, sum(k.n), sum(k.ok),
-               array(select coalesce((select k2.n from buckets k2
-                                      where k2.endpoint_id = k.endpoint_id and k2.minute = k.minute and k2.bucket = i), 0)
-                     from generate_series(1, 20) i order by i)
+    ), minutes as (
+        -- Counters per endpoint and minute, each histogram built whole.
+        select k.endpoint_id, k.minute, sum(k.n)::integer as n, sum(k.ok)::integer as ok,
+               webhook._hist_sum(webhook._hist_one(k.bucket, k.n))::integer[] as hist
         from buckets k
         group by k.endpoint_id, k.minute
+    ), stats as (
+        insert into webhook.endpoint_stats as st (endpoint_id, minute, attempts, successes, latency_hist)
+        select m.endpoint_id, m.minute, m.n, m.ok, m.hist
+        from minutes m
         on conflict (endpoint_id, minute) do update
         set attempts = st.attempts + excluded.attempts,
             successes = st.successes + excluded.successes,
-            latency_hist = array(select coalesce(st.latency_hist[i], 0) + coalesce(excluded.latency_hist[i], 0)
-                                 from generate_series(1, 20) i order by i)
+            latency_hist = webhook._hist_add(st.latency_hist, excluded.latency_hist)
+        returning 1
+    ), hourly as (
+        insert into webhook.endpoint_stats_hourly as sh (endpoint_id, hour, attempts, successes, latency_hist)
+        select m.endpoint_id, date_trunc('hour', m.minute), sum(m.n), sum(m.ok),
+               webhook._hist_sum(m.hist)::integer[]
+        from minutes m
+        group by m.endpoint_id, date_trunc('hour', m.minute)
+        on conflict (endpoint_id, hour) do update
+        set attempts = sh.attempts + excluded.attempts,
+            successes = sh.successes + excluded.successes,
+            latency_hist = webhook._hist_add(sh.latency_hist, excluded.latency_hist)
         returning 1
     ), last_ok as (
         select o.endpoint_id, max(o.started_at) filter (where o.ok) as at

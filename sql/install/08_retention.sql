@@ -84,14 +84,16 @@ begin
     select d.event_txid, d.event_id from webhook.deliveries d
     where d.slot = v_slot and d.finalized_at > v_cutoff;
 
-    insert into webhook.events (id, slot, txid, event_type, payload, source_table, idempotency_key, created_at)
-    select e.id, v_cur, e.txid, e.event_type, e.payload, e.source_table, e.idempotency_key, e.created_at
+    insert into webhook.events (id, slot, txid, event_type, payload, payload_bytes, source_table, idempotency_key,
+                                created_at)
+    select e.id, v_cur, e.txid, e.event_type, e.payload, e.payload_bytes, e.source_table, e.idempotency_key,
+           e.created_at
     from webhook.events e join pg_webhook_keep k on k.txid = e.txid and k.id = e.id
     where e.slot = v_slot;
     get diagnostics v_kept = row_count;
-    insert into webhook.attempts (id, slot, delivery_id, attempt_number, started_at, duration_ms, status_code,
-                                  response_excerpt, error, worker_id)
-    select a.id, v_cur, a.delivery_id, a.attempt_number, a.started_at, a.duration_ms, a.status_code,
+    insert into webhook.attempts (id, slot, delivery_id, endpoint_id, attempt_number, started_at, duration_ms,
+                                  status_code, response_excerpt, error, worker_id)
+    select a.id, v_cur, a.delivery_id, a.endpoint_id, a.attempt_number, a.started_at, a.duration_ms, a.status_code,
            a.response_excerpt, a.error, a.worker_id
     from webhook.attempts a
     where a.slot = v_slot
@@ -160,7 +162,7 @@ $$;
 -- API: Private
 -- The worker's periodic maintenance (--maintenance-schedule): retention,
 -- auto-disable of endpoints failing for pg_webhook.disable_after, old
--- per-minute counters, and the secrets of removed endpoints that have
+-- counters, and the secrets of removed endpoints that have
 -- nothing left to send. One worker at a time: a second caller returns
 -- null at once. Returns what it did, for the worker's log.
 create function webhook._maintenance(
@@ -177,6 +179,7 @@ declare
     v_since timestamptz;
     v_secrets integer;
     v_stats integer;
+    v_hours integer;
 begin
     -- Transaction-scoped: released at commit. The key is 'pg_webho' as
     -- eight ASCII bytes, unlikely to collide with an application's keys.
@@ -194,8 +197,15 @@ begin
             v_disabled := v_disabled + 1;
         end if;
     end loop;
-    delete from webhook.endpoint_stats s where s.minute < p_now - interval '25 hours';
+    -- Counters: per minute for the last hour's figures (two hours kept),
+    -- per hour as long as the log. Both tables are small (one row per
+    -- endpoint and minute or hour), so a DELETE leaves little to vacuum.
+    delete from webhook.endpoint_stats s where s.minute < p_now - interval '2 hours';
     get diagnostics v_stats = row_count;
+    delete from webhook.endpoint_stats_hourly s
+    where s.hour < p_now - webhook._retention_s() * interval '1 second' - interval '1 hour';
+    get diagnostics v_hours = row_count;
+    v_stats := v_stats + v_hours;
     -- A removed endpoint's secret goes once the fan-out has passed its
     -- removal (every event committed before it has its deliveries) and
     -- none of them is left to send.

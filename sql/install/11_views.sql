@@ -32,7 +32,9 @@ from webhook.deliveries d
 join webhook.events ev on ev.slot = d.event_slot and ev.txid = d.event_txid and ev.id = d.event_id
 join webhook.endpoints ep on ep.id = d.endpoint_id
 left join webhook.incarnations i on i.n = (ev.txid >> 48)::integer
-left join webhook.attempts a on a.delivery_id = d.id;
+-- The endpoint in the join as well: a filter on endpoint_id then reaches
+-- the attempts' (endpoint_id, started_at) index.
+left join webhook.attempts a on a.delivery_id = d.id and a.endpoint_id = d.endpoint_id;
 
 comment on view webhook.delivery_log is
     'Deliveries with their event, endpoint and every attempt (one row per attempt; deliveries not yet tried appear once with null attempt columns). message_id is the webhook-id header receivers saw.';
@@ -53,29 +55,24 @@ as $$
 $$;
 
 -- API: Public
+-- The last hour from the per-minute counters (at most 60 rows per
+-- endpoint), the last 24 hours from the hourly ones (25 rows: the hour
+-- 24 hours ago is counted whole), the queue from deliveries_open (open
+-- deliveries only: its cost grows with a backlog, not with the log);
+-- never the attempts. webhook._hist_sum adds histograms in Rust.
 create view webhook.endpoint_health as
 with minutes as (
-    select s.endpoint_id, s.minute >= now() - interval '1 hour' as recent, s.attempts, s.successes, s.latency_hist
+    select s.endpoint_id, sum(s.attempts) as attempts, sum(s.successes) as successes,
+           webhook._hist_sum(s.latency_hist) as hist
     from webhook.endpoint_stats s
-    where s.minute >= now() - interval '24 hours'
-), totals as (
-    select m.endpoint_id,
-           sum(m.attempts) filter (where m.recent) as attempts_1h,
-           sum(m.successes) filter (where m.recent) as successes_1h,
-           sum(m.attempts) as attempts_24h,
-           sum(m.successes) as successes_24h
-    from minutes m
-    group by m.endpoint_id
-), hists as (
-    select b.endpoint_id,
-           array_agg(b.n_1h order by b.i) as hist_1h,
-           array_agg(b.n_24h order by b.i) as hist_24h
-    from (select m.endpoint_id, h.i,
-                 coalesce(sum(h.n) filter (where m.recent), 0) as n_1h,
-                 sum(h.n) as n_24h
-          from minutes m cross join lateral unnest(m.latency_hist) with ordinality as h(n, i)
-          group by m.endpoint_id, h.i) b
-    group by b.endpoint_id
+    where s.minute >= now() - interval '1 hour'
+    group by s.endpoint_id
+), hours as (
+    select s.endpoint_id, sum(s.attempts) as attempts, sum(s.successes) as successes,
+           webhook._hist_sum(s.latency_hist) as hist
+    from webhook.endpoint_stats_hourly s
+    where s.hour >= date_trunc('hour', now() - interval '24 hours')
+    group by s.endpoint_id
 ), queue as (
     select d.endpoint_id,
            count(*) filter (where d.status = 'pending') as pending,
@@ -93,14 +90,14 @@ select
          when e.paused_at is not null then 'paused'
          else 'active' end as state,
     e.disabled_reason,
-    coalesce(t.attempts_1h, 0) as attempts_1h,
-    round(t.successes_1h::numeric / nullif(t.attempts_1h, 0), 4) as success_rate_1h,
-    webhook._hist_percentile(h.hist_1h, 0.5) as p50_ms_1h,
-    webhook._hist_percentile(h.hist_1h, 0.95) as p95_ms_1h,
-    coalesce(t.attempts_24h, 0) as attempts_24h,
-    round(t.successes_24h::numeric / nullif(t.attempts_24h, 0), 4) as success_rate_24h,
-    webhook._hist_percentile(h.hist_24h, 0.5) as p50_ms_24h,
-    webhook._hist_percentile(h.hist_24h, 0.95) as p95_ms_24h,
+    coalesce(m.attempts, 0) as attempts_1h,
+    round(m.successes::numeric / nullif(m.attempts, 0), 4) as success_rate_1h,
+    webhook._hist_percentile(m.hist, 0.5) as p50_ms_1h,
+    webhook._hist_percentile(m.hist, 0.95) as p95_ms_1h,
+    coalesce(h.attempts, 0) as attempts_24h,
+    round(h.successes::numeric / nullif(h.attempts, 0), 4) as success_rate_24h,
+    webhook._hist_percentile(h.hist, 0.5) as p50_ms_24h,
+    webhook._hist_percentile(h.hist, 0.95) as p95_ms_24h,
     a.last_success_at,
     a.last_failure_at,
     a.last_failure_status,
@@ -111,13 +108,13 @@ select
     coalesce(q.waiting, 0) as waiting,
     now() - q.oldest_created_at as oldest_open_age
 from webhook.endpoints e
-left join totals t on t.endpoint_id = e.id
-left join hists h on h.endpoint_id = e.id
+left join minutes m on m.endpoint_id = e.id
+left join hours h on h.endpoint_id = e.id
 left join webhook.endpoint_activity a on a.endpoint_id = e.id
 left join queue q on q.endpoint_id = e.id;
 
 comment on view webhook.endpoint_health is
-    'Per endpoint: state (active, paused, disabled and why, removed), attempts, success rate and p50/p95 latency over the last hour and 24 hours (from per-minute counters; percentiles are bucket bounds, exact to a factor of two), last success and failure, the current run of failures, open deliveries (pending, waiting while held) and the age of the oldest.';
+    'Per endpoint: state (active, paused, disabled and why, removed), attempts, success rate and p50/p95 latency over the last hour and 24 hours (from the per-minute and hourly counters; the 24 hours start at a whole hour, so they span 24 to 25 hours; percentiles are bucket bounds, exact to a factor of two), last success and failure, the current run of failures, open deliveries (pending, waiting while held) and the age of the oldest.';
 comment on column webhook.endpoint_health.waiting is 'Deliveries held (paused) while the endpoint is paused or disabled.';
 
 -- API: Public

@@ -61,11 +61,11 @@ grant usage on schema webhook to webhook_admin, webhook_publisher, webhook_reade
 -- Readers: the log and the views. Not endpoint_secrets, not the private
 -- bookkeeping tables.
 grant select on webhook.endpoints, webhook.subscriptions, webhook.events, webhook.deliveries, webhook.attempts,
-    webhook.endpoint_activity, webhook.endpoint_stats, webhook.delivery_log, webhook.endpoint_health,
-    webhook.event_types
+    webhook.endpoint_activity, webhook.endpoint_stats, webhook.endpoint_stats_hourly, webhook.delivery_log,
+    webhook.endpoint_health, webhook.event_types
     to webhook_reader;
 grant execute on function webhook._hist_percentile(bigint[], double precision), webhook._latency_bound(integer),
-    webhook._message_id(bigint, bigint)
+    webhook._message_id(bigint, bigint), webhook.message_event_id(text), webhook._hist_sum(integer[])
     to webhook_reader, webhook_worker;
 grant webhook_reader to webhook_admin;
 
@@ -97,9 +97,9 @@ grant execute on function webhook_sign(text, text, bigint, text), webhook_verify
 
 -- The worker's whole contract. Nothing in the worker touches a table directly.
 grant execute on function
-    webhook._claim_deliveries(text, integer, interval, integer, bigint[], integer[], integer),
-    webhook._record_attempts(text, bigint[], bigint[], integer[], timestamptz[], double precision[], integer[],
-                             text[], text[], text[], bigint[]),
+    webhook._claim_deliveries(text, integer, interval, integer, bigint[], integer[], integer, bigint),
+    webhook._record_attempts(text, bigint[], bigint[], bigint[], integer[], timestamptz[], double precision[],
+                             integer[], text[], text[], text[], bigint[]),
     webhook._next_due_ms(integer, bigint[], integer[]),
     webhook._notify_min_interval_ms(),
     webhook._maintenance(timestamptz),
@@ -120,6 +120,7 @@ select pg_catalog.pg_extension_config_dump('webhook.subscriptions', '');
 select pg_catalog.pg_extension_config_dump('webhook.subscriptions_id_seq', '');
 select pg_catalog.pg_extension_config_dump('webhook.endpoint_activity', '');
 select pg_catalog.pg_extension_config_dump('webhook.endpoint_stats', '');
+select pg_catalog.pg_extension_config_dump('webhook.endpoint_stats_hourly', '');
 select pg_catalog.pg_extension_config_dump('webhook.incarnations', '');
 -- Generation 0 is the install script's own row: a restore has its own.
 select pg_catalog.pg_extension_config_dump('webhook.generations', 'where gen > 0');

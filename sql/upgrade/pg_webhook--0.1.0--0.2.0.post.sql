@@ -27,8 +27,10 @@ from webhook._v01_endpoints e;
 -- 0.2.0: 0.1.0 events go into slot 0 with transaction id 0, which the
 -- fan-out's starting point below counts as done, and which keeps the
 -- webhook-id they were first sent with (their number; see webhook._message_id).
-insert into webhook.events (id, slot, txid, event_type, payload, source_table, idempotency_key, created_at)
-select e.id, 0, 0, e.event_type, e.payload, e.source_table, e.idempotency_key, e.created_at
+insert into webhook.events (id, slot, txid, event_type, payload, payload_bytes, source_table, idempotency_key,
+                            created_at)
+select e.id, 0, 0, e.event_type, e.payload, octet_length(e.payload::text), e.source_table, e.idempotency_key,
+       e.created_at
 from webhook._v01_events e;
 select setval('webhook.events_id_seq', last_value, is_called) from webhook._v01_events_id_seq;
 insert into webhook.fanout_state (prev_xmin, prev_xmax, prev_xip) values (1, 1, '{}');
@@ -48,11 +50,26 @@ select d.id, case when d.status <= 'paused' then null else 0 end, d.event_id, 0,
        d.created_at, d.finalized_at
 from webhook._v01_deliveries d;
 select setval('webhook.deliveries_id_seq', last_value, is_called) from webhook._v01_deliveries_id_seq;
-insert into webhook.attempts (id, slot, delivery_id, attempt_number, started_at, duration_ms, status_code,
-                              response_excerpt, error, worker_id)
-select a.id, 0, a.delivery_id, a.attempt_number, a.started_at, a.duration_ms, a.status_code,
+insert into webhook.attempts (id, slot, delivery_id, endpoint_id, attempt_number, started_at, duration_ms,
+                              status_code, response_excerpt, error, worker_id)
+select a.id, 0, a.delivery_id, d.endpoint_id, a.attempt_number, a.started_at, a.duration_ms, a.status_code,
        a.response_excerpt, a.error, a.worker_id
-from webhook._v01_attempts a;
+from webhook._v01_attempts a
+join webhook._v01_deliveries d on d.id = a.delivery_id;
+-- 0.2.0: the hourly counters start with the 0.1.0 attempts (within the
+-- retention), so that a daily success rate goes back past the upgrade.
+-- A 2xx answer is a success, as the 0.1.0 worker decided.
+insert into webhook.endpoint_stats_hourly (endpoint_id, hour, attempts, successes, latency_hist)
+select b.endpoint_id, b.hour, sum(b.n)::integer, sum(b.ok)::integer,
+       webhook._hist_sum(webhook._hist_one(b.bucket, b.n::integer))::integer[]
+from (select d.endpoint_id, date_trunc('hour', a.started_at) as hour,
+             webhook._latency_bucket(a.duration_ms) as bucket, count(*) as n,
+             count(*) filter (where a.status_code between 200 and 299) as ok
+      from webhook._v01_attempts a
+      join webhook._v01_deliveries d on d.id = a.delivery_id
+      where a.started_at >= now() - webhook._retention_s() * interval '1 second'
+      group by 1, 2, 3) b
+group by b.endpoint_id, b.hour;
 select setval('webhook.attempts_id_seq', last_value, is_called) from webhook._v01_attempts_id_seq;
 
 -- 0.2.0: the 0.1.0 tables and type go.

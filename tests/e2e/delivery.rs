@@ -288,8 +288,8 @@ async fn notify_is_only_a_hint_poll_still_delivers() {
     // Enqueue behind the extension's back: no NOTIFY is sent at all.
     client
         .batch_execute(
-            "insert into webhook.events (slot, txid, event_type, payload)
-             values (webhook._current_slot(), webhook._vxid(), 'silent.one', '{}')",
+            "insert into webhook.events (slot, txid, event_type, payload, payload_bytes)
+             values (webhook._current_slot(), webhook._vxid(), 'silent.one', '{}', 2)",
         )
         .await
         .unwrap();

@@ -164,7 +164,7 @@ async fn a_transaction_is_fanned_out_whole_and_once() {
     };
     // Fan out at most 10 events per call: the first call still takes the
     // whole first transaction, the second the next one.
-    let fan_out = "select webhook._claim_deliveries('t', 0, '1 minute', 1, '{}', '{}', 10)";
+    let fan_out = "select webhook._claim_deliveries('t', 0, '1 minute', 1, '{}', '{}', 10, 0)";
     client.batch_execute(fan_out).await.unwrap();
     assert_eq!(deliveries().await, 50 * 3);
     client.batch_execute(fan_out).await.unwrap();

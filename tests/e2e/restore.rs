@@ -32,7 +32,7 @@ async fn a_dump_restored_into_a_fresh_database_carries_on() {
     client
         .batch_execute(
             "insert into orders values (2);
-             select webhook._claim_deliveries('dump-test', 0, '1 minute', 1, '{}', '{}', 1000);
+             select webhook._claim_deliveries('dump-test', 0, '1 minute', 1, '{}', '{}', 1000, 0);
              insert into orders values (3), (4);",
         )
         .await

@@ -30,6 +30,12 @@ pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 30_000;
 /// one may go beyond it). Large enough that fanning out costs a small share
 /// of a claim, small enough that a claim after a long backlog stays short.
 pub const DEFAULT_FANOUT_BATCH: usize = 1000;
+/// Default most payload bytes in flight (32 MiB). A delivery holds its
+/// payload twice while it is sent (as claimed, and inside the signed body),
+/// and a claim's rows are briefly held twice too, so the worker's memory
+/// for payloads stays within a few times this, whatever their size: with
+/// 1 MiB payloads, 32 are in flight instead of `--concurrency` of them.
+pub const DEFAULT_MAX_IN_FLIGHT_BYTES: usize = 32 * 1024 * 1024;
 /// Default maintenance schedule: every minute, at second 0 (cron syntax
 /// with seconds; see [`MaintenanceSchedule`]).
 pub const DEFAULT_MAINTENANCE_SCHEDULE: &str = "0 * * * * *";
@@ -104,6 +110,10 @@ pub struct Cli {
     /// Most events fanned out (turned into deliveries) per claim.
     #[arg(long, env = "PG_WEBHOOK_FANOUT_BATCH", default_value_t = DEFAULT_FANOUT_BATCH)]
     pub fanout_batch: usize,
+    /// Most payload bytes in flight: claims stop short of it (a single
+    /// larger payload is still sent, alone beyond the budget).
+    #[arg(long, env = "PG_WEBHOOK_MAX_IN_FLIGHT_BYTES", default_value_t = DEFAULT_MAX_IN_FLIGHT_BYTES)]
+    pub max_in_flight_bytes: usize,
     /// When to run the maintenance (retention purge, auto-disable): a cron
     /// expression, with seconds ("0 * * * * *") or without ("*/5 * * * *"),
     /// in UTC; "off" to leave it to another worker or to webhook_purge().
@@ -292,6 +302,8 @@ pub struct Config {
     pub extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
     /// Most events fanned out per claim (default 1000).
     pub fanout_batch: usize,
+    /// Most payload bytes in flight (default 32 MiB); one delivery may go beyond.
+    pub max_in_flight_bytes: usize,
     /// The egress proxy, if any (its `Debug` hides credentials).
     pub proxy: Option<ProxyUrl>,
     /// Where to serve metrics, health and the status page (default: nowhere).
@@ -407,6 +419,12 @@ impl Config {
                 3_600_000,
             )?),
             fanout_batch: check("--fanout-batch", cli.fanout_batch as u64, 1, 1_000_000)? as usize,
+            max_in_flight_bytes: check(
+                "--max-in-flight-bytes",
+                cli.max_in_flight_bytes as u64,
+                1024,
+                1 << 40,
+            )? as usize,
             maintenance: MaintenanceSchedule::parse(&cli.maintenance_schedule)?,
             metrics_addr: cli.metrics_addr,
             log_format: cli.log_format,

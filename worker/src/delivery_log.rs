@@ -36,6 +36,8 @@ pub struct AttemptRecord {
     pub delivery_id: i64,
     /// the lease it was sent under
     pub lease_token: i64,
+    /// the delivery's endpoint
+    pub endpoint_id: i64,
     /// 1-based attempt number
     pub attempt: i32,
     /// when the request started
@@ -68,6 +70,7 @@ impl AttemptRecord {
         Self {
             delivery_id: claim.delivery_id,
             lease_token: claim.lease_token,
+            endpoint_id: claim.endpoint_id,
             attempt: i32::try_from(claim.attempt).unwrap_or(i32::MAX),
             started_at: outcome.started_at,
             duration_ms: outcome.duration.as_secs_f64() * 1000.0,
@@ -101,6 +104,7 @@ impl Recorder {
     pub async fn record(&self, batch: &[AttemptRecord]) -> Result<u64, DbError> {
         let ids: Vec<i64> = batch.iter().map(|r| r.delivery_id).collect();
         let tokens: Vec<i64> = batch.iter().map(|r| r.lease_token).collect();
+        let endpoints: Vec<i64> = batch.iter().map(|r| r.endpoint_id).collect();
         let attempts: Vec<i32> = batch.iter().map(|r| r.attempt).collect();
         let started: Vec<SystemTime> = batch.iter().map(|r| r.started_at).collect();
         let durations: Vec<f64> = batch.iter().map(|r| r.duration_ms).collect();
@@ -109,10 +113,11 @@ impl Recorder {
         let errors: Vec<Option<&str>> = batch.iter().map(|r| r.error.as_deref()).collect();
         let outcomes: Vec<&str> = batch.iter().map(|r| r.outcome).collect();
         let delays: Vec<Option<i64>> = batch.iter().map(|r| r.retry_delay_ms).collect();
-        let params: [&(dyn ToSql + Sync); 11] = [
+        let params: [&(dyn ToSql + Sync); 12] = [
             &self.worker_id,
             &ids,
             &tokens,
+            &endpoints,
             &attempts,
             &started,
             &durations,

@@ -1,6 +1,7 @@
-//! The deliveries a worker has in flight: the tasks sending them, and how
-//! many belong to each endpoint (what the claim needs to give every
-//! endpoint no more than its share of the slots).
+//! The deliveries a worker has in flight: the tasks sending them, how many
+//! belong to each endpoint (what the claim needs to give every endpoint no
+//! more than its share of the slots) and their payload bytes (what bounds
+//! the worker's memory).
 //!
 //! Must not: send, claim or record anything; it only keeps count.
 
@@ -12,20 +13,29 @@ use tokio::task::{Id, JoinError, JoinSet};
 #[derive(Default)]
 pub(crate) struct InFlight {
     tasks: JoinSet<()>,
-    endpoint_of: HashMap<Id, i64>,
+    /// each task's endpoint and payload bytes
+    task_of: HashMap<Id, (i64, usize)>,
     per_endpoint: HashMap<i64, usize>,
+    bytes: usize,
 }
 
 impl InFlight {
-    /// Starts a task delivering to `endpoint_id`.
+    /// Starts a task delivering `bytes` of payload to `endpoint_id`.
     pub(crate) fn spawn(
         &mut self,
         endpoint_id: i64,
+        bytes: usize,
         task: impl Future<Output = ()> + Send + 'static,
     ) {
         let handle = self.tasks.spawn(task);
-        self.endpoint_of.insert(handle.id(), endpoint_id);
+        self.task_of.insert(handle.id(), (endpoint_id, bytes));
         *self.per_endpoint.entry(endpoint_id).or_default() += 1;
+        self.bytes += bytes;
+    }
+
+    /// Payload bytes in flight.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Tasks still running.
@@ -66,8 +76,9 @@ impl InFlight {
         }
         let left = self.tasks.len();
         self.tasks.shutdown().await;
-        self.endpoint_of.clear();
+        self.task_of.clear();
         self.per_endpoint.clear();
+        self.bytes = 0;
         left
     }
 
@@ -81,7 +92,8 @@ impl InFlight {
                 e.id()
             }
         };
-        if let Some(endpoint) = self.endpoint_of.remove(&id) {
+        if let Some((endpoint, bytes)) = self.task_of.remove(&id) {
+            self.bytes -= bytes;
             if let Some(n) = self.per_endpoint.get_mut(&endpoint) {
                 *n -= 1;
                 if *n == 0 {
@@ -100,21 +112,24 @@ mod tests {
     async fn counts_per_endpoint_until_tasks_end() {
         let mut f = InFlight::default();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        f.spawn(7, async {});
-        f.spawn(7, async {
+        f.spawn(7, 10, async {});
+        f.spawn(7, 200, async {
             let _ = rx.await;
         });
-        f.spawn(9, async { panic!("a delivery task panicked on purpose") });
+        f.spawn(9, 3000, async { panic!("a delivery task panicked on purpose") });
         let mut counts = f.per_endpoint();
         counts.sort();
         assert_eq!(counts, vec![(7, 2), (9, 1)]);
+        assert_eq!(f.bytes(), 3210);
         // Two finish (one of them by panicking); the third waits.
         f.next().await.unwrap();
         f.next().await.unwrap();
         assert_eq!(f.per_endpoint(), vec![(7, 1)]);
+        assert_eq!(f.bytes(), 200);
         tx.send(()).unwrap();
         f.next().await.unwrap();
         assert!(f.is_empty() && f.per_endpoint().is_empty());
+        assert_eq!(f.bytes(), 0);
         assert!(f.next().await.is_none());
     }
 }

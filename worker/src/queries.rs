@@ -19,13 +19,14 @@ pub const EXTENSION_VERSION: &str =
 /// Fans out what was committed since the last call, then claims and leases
 /// due deliveries fairly across endpoints: $1 worker id, $2 limit, $3 lease
 /// margin in ms, $4 the worker's concurrency (shared among endpoints), $5/$6 this worker's
-/// deliveries in flight per endpoint, $7 most events to fan out first.
+/// deliveries in flight per endpoint, $7 most events to fan out first, $8 most
+/// payload bytes to claim.
 /// `queue::Claim::from_row` reads the columns by position: keep the order.
 pub const CLAIM: &str = "select delivery_id, lease_token, attempt_number, message_id, event_type, event_time, \
      event_created_us, payload, endpoint_id, url, headers, timeout_ms, secrets, max_attempts, initial_delay_ms, \
      max_delay_ms, backoff_multiplier \
      from webhook._claim_deliveries($1::text, $2::integer, $3::bigint * interval '1 millisecond', \
-     $4::integer, $5::bigint[], $6::integer[], $7::integer)";
+     $4::integer, $5::bigint[], $6::integer[], $7::integer, $8::bigint)";
 /// Parameter types of [`CLAIM`].
 pub const CLAIM_TYPES: &[Type] = &[
     Type::TEXT,
@@ -35,14 +36,17 @@ pub const CLAIM_TYPES: &[Type] = &[
     Type::INT8_ARRAY,
     Type::INT4_ARRAY,
     Type::INT4,
+    Type::INT8,
 ];
 
 /// Records a batch of attempts (see `webhook._record_attempts`).
-pub const RECORD: &str = "select webhook._record_attempts($1::text, $2::bigint[], $3::bigint[], $4::integer[], \
-     $5::timestamptz[], $6::double precision[], $7::integer[], $8::text[], $9::text[], $10::text[], $11::bigint[])";
+pub const RECORD: &str = "select webhook._record_attempts($1::text, $2::bigint[], $3::bigint[], $4::bigint[], \
+     $5::integer[], $6::timestamptz[], $7::double precision[], $8::integer[], $9::text[], $10::text[], $11::text[], \
+     $12::bigint[])";
 /// Parameter types of [`RECORD`].
 pub const RECORD_TYPES: &[Type] = &[
     Type::TEXT,
+    Type::INT8_ARRAY,
     Type::INT8_ARRAY,
     Type::INT8_ARRAY,
     Type::INT4_ARRAY,

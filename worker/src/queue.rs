@@ -110,6 +110,8 @@ pub struct ClaimRequest<'a> {
     pub busy: &'a [(i64, usize)],
     /// Most events to fan out before claiming.
     pub fanout_events: usize,
+    /// Most payload bytes to claim (the first delivery is claimed whatever its size).
+    pub max_bytes: usize,
 }
 
 /// The claim side's connection.
@@ -139,7 +141,8 @@ impl Queue {
         let concurrency = i32::try_from(request.concurrency).unwrap_or(i32::MAX);
         let (busy_ids, busy_counts) = split_busy(request.busy);
         let fanout = i32::try_from(request.fanout_events).unwrap_or(i32::MAX);
-        let params: [&(dyn ToSql + Sync); 7] = [
+        let max_bytes = i64::try_from(request.max_bytes).unwrap_or(i64::MAX);
+        let params: [&(dyn ToSql + Sync); 8] = [
             &request.worker_id,
             &limit,
             &margin_ms,
@@ -147,6 +150,7 @@ impl Queue {
             &busy_ids,
             &busy_counts,
             &fanout,
+            &max_bytes,
         ];
         let rows = self
             .client

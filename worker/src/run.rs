@@ -139,7 +139,11 @@ impl Worker {
             }
 
             let free = config.concurrency.saturating_sub(in_flight.len());
-            if free >= min_claim || in_flight.is_empty() {
+            // Room for payload bytes: a claim takes what fits, and at least
+            // one delivery, so the bytes in flight stay under the budget plus
+            // one payload.
+            let room = config.max_in_flight_bytes.saturating_sub(in_flight.bytes());
+            if (free >= min_claim && room > 0) || in_flight.is_empty() {
                 // Pace small claims (see pacing.rs).
                 if let Some(wait) = pace.remaining() {
                     tokio::select! {
@@ -157,6 +161,7 @@ impl Worker {
                     concurrency: config.concurrency,
                     busy: &busy,
                     fanout_events: config.fanout_batch,
+                    max_bytes: room.max(1),
                 };
                 let started = Instant::now();
                 match queue.claim_batch(&request).await {
@@ -173,6 +178,7 @@ impl Worker {
                             let endpoint = claim.endpoint_id;
                             in_flight.spawn(
                                 endpoint,
+                                claim.payload.len(),
                                 deliver(
                                     claim,
                                     dispatcher.clone(),
@@ -181,10 +187,14 @@ impl Worker {
                                 ),
                             );
                         }
-                        if !full {
+                        if in_flight.bytes() >= config.max_in_flight_bytes {
+                            // The byte budget is spent: wait for a delivery
+                            // to end (below), whatever else is due.
+                        } else if !full {
                             // Nothing more for us now: the queue is empty, or
                             // what is due waits for an endpoint's share of the
-                            // slots (or is locked by another worker's claim).
+                            // slots (or is locked by another worker's claim),
+                            // or it did not fit in the bytes left.
                             idle(
                                 &queue,
                                 &config,
