@@ -1,6 +1,9 @@
 //! The ceilings: what dispatch could do at best (the worker's own HTTP client
-//! blasting the sink, no database) and what the database could do at best
-//! (plain batched INSERT and UPDATE of 200-byte rows).
+//! blasting the sink, no database), what the database could do at best
+//! (plain batched INSERT and UPDATE of 200-byte rows), and what pg_webhook's
+//! own SQL could do at best: the drain's claim (fan-out included) and record
+//! statements in a loop on two connections, as the worker runs them, with
+//! no HTTP and no worker (its CPU left to PostgreSQL).
 
 use crate::db::BenchDb;
 use crate::{median, Args};
@@ -18,6 +21,55 @@ pub struct Ceiling {
     pub http_requests_per_sec: f64,
     pub insert_rows_per_sec: f64,
     pub update_rows_per_sec: f64,
+    /// deliveries per second through claim and record alone
+    pub sql_deliveries_per_sec: f64,
+}
+
+const SQL_EVENTS: usize = 100_000;
+const CLAIM_SQL: &str = "select delivery_id, lease_token, endpoint_id, attempt_number
+    from webhook._claim_deliveries('ceiling', 100, '1 minute', 256, '{}', '{}', 1000, 33554432)";
+const RECORD_SQL: &str = "select webhook._record_attempts('ceiling', $1::bigint[], $2::bigint[], $3::bigint[],
+    $4::integer[], array_fill(now(), array[$5::integer]), array_fill(1.0::float8, array[$5::integer]),
+    array_fill(200, array[$5::integer]), array_fill(null::text, array[$5::integer]),
+    array_fill(null::text, array[$5::integer]), array_fill('succeeded'::text, array[$5::integer]),
+    array_fill(null::bigint, array[$5::integer]))";
+
+/// One connection's loop: claim, record, until nothing is left.
+async fn claim_record_loop(c: tokio_postgres::Client) -> anyhow::Result<usize> {
+    let mut done = 0;
+    loop {
+        let rows = c.query(CLAIM_SQL, &[]).await?;
+        if rows.is_empty() {
+            if crate::db::any_pending(&c).await? {
+                continue; // the other connection holds the fan-out or the rest
+            }
+            return Ok(done);
+        }
+        let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+        let tokens: Vec<i64> = rows.iter().map(|r| r.get(1)).collect();
+        let endpoints: Vec<i64> = rows.iter().map(|r| r.get(2)).collect();
+        let attempts: Vec<i32> = rows.iter().map(|r| r.get(3)).collect();
+        let n = rows.len() as i32;
+        c.query_one(RECORD_SQL, &[&ids, &tokens, &endpoints, &attempts, &n])
+            .await?;
+        done += rows.len();
+    }
+}
+
+async fn sql_once(args: &Args) -> anyhow::Result<f64> {
+    let db = BenchDb::new(&args.dsn, "sqlceiling").await?;
+    let c = db.client().await?;
+    db.subscribe(&c, &args.sink, 1).await?;
+    crate::db::watched_table(&c, "bench_rows").await?;
+    crate::drain::fill(&c, SQL_EVENTS).await?;
+    let (a, b) = (db.client().await?, db.client().await?);
+    let start = Instant::now();
+    let (x, y) = tokio::try_join!(claim_record_loop(a), claim_record_loop(b))?;
+    let elapsed = start.elapsed().as_secs_f64();
+    anyhow::ensure!(x + y == SQL_EVENTS, "{} of {SQL_EVENTS} recorded", x + y);
+    drop(c);
+    db.drop().await?;
+    Ok(SQL_EVENTS as f64 / elapsed)
 }
 
 fn claim(sink: &str, i: i64) -> Claim {
@@ -97,7 +149,7 @@ async fn db_once(args: &Args) -> anyhow::Result<(f64, f64)> {
 }
 
 pub async fn run(args: &Args) -> anyhow::Result<Ceiling> {
-    let (mut http, mut ins, mut upd) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut http, mut ins, mut upd, mut sql) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..args.runs {
         // On a runtime of its own with the worker binary's default thread
         // count, so that the ceiling is the worker's client as it runs.
@@ -115,15 +167,17 @@ pub async fn run(args: &Args) -> anyhow::Result<Ceiling> {
         let (i, u) = db_once(args).await?;
         ins.push(i);
         upd.push(u);
+        sql.push(sql_once(args).await?);
     }
     let c = Ceiling {
         http_requests_per_sec: median(http),
         insert_rows_per_sec: median(ins),
         update_rows_per_sec: median(upd),
+        sql_deliveries_per_sec: median(sql),
     };
     eprintln!(
-        "  ceiling: HTTP {:.0} req/s, INSERT {:.0} rows/s, UPDATE {:.0} rows/s",
-        c.http_requests_per_sec, c.insert_rows_per_sec, c.update_rows_per_sec
+        "  ceiling: HTTP {:.0} req/s, INSERT {:.0} rows/s, UPDATE {:.0} rows/s, claim+record {:.0} deliveries/s",
+        c.http_requests_per_sec, c.insert_rows_per_sec, c.update_rows_per_sec, c.sql_deliveries_per_sec
     );
     Ok(c)
 }

@@ -46,7 +46,7 @@ pub struct ClaimPlan {
 
 const BATCH: usize = 100_000;
 
-async fn fill(c: &Client, events: usize) -> anyhow::Result<()> {
+pub async fn fill(c: &Client, events: usize) -> anyhow::Result<()> {
     let mut from = 1;
     while from <= events {
         let to = (from + BATCH - 1).min(events);

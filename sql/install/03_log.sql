@@ -181,7 +181,7 @@ create table webhook.attempts (
     slot             smallint not null,
     -- No foreign key: attempts are written only by webhook._record_attempts.
     delivery_id      bigint not null,
-    -- The delivery's endpoint, copied so that "this endpoint's attempts of
+    -- The delivery's endpoint, copied so that "this endpoint's failures of
     -- the last day" is one index range and not a join through deliveries.
     endpoint_id      bigint not null,
     attempt_number   integer not null,
@@ -201,8 +201,13 @@ create index attempts_delivery on webhook.attempts (delivery_id);
 -- Recent attempts (the worker's status page, analysts' "last hour"): rows
 -- arrive in time order, so a BRIN index finds them for next to nothing.
 create index attempts_started on webhook.attempts using brin (started_at);
--- One endpoint's attempts over a period (its failures of the last day).
-create index attempts_endpoint_started on webhook.attempts (endpoint_id, started_at);
+-- One endpoint's failed attempts over a period ("what went wrong with
+-- endpoint 7 since yesterday"). Partial: a failure is the exception, so the
+-- recorder pays for this index rarely. A query uses it when it asks for
+-- failures with the same words:
+--   (status_code is null or status_code not between 200 and 299)
+create index attempts_failed on webhook.attempts (endpoint_id, started_at)
+    where status_code is null or status_code not between 200 and 299;
 
 comment on table webhook.attempts is 'One row per HTTP attempt, written by the worker after the request ended.';
 comment on column webhook.attempts.endpoint_id is 'The endpoint of its delivery.';
