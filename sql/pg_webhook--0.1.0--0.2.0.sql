@@ -650,6 +650,14 @@ begin
         raise exception 'headers must be a JSON object of strings'
             using errcode = '22023', hint = 'For example {"authorization": "Bearer …"}.';
     end if;
+    -- Bounded, so that no endpoint can make every request of the worker
+    -- huge (receivers commonly refuse more than 8 KiB of headers).
+    if (select count(*) from jsonb_object_keys(p_headers)) > 32 then
+        raise exception 'at most 32 extra headers' using errcode = '22023';
+    end if;
+    if octet_length(p_headers::text) > 8192 then
+        raise exception 'extra headers take at most 8192 bytes' using errcode = '22023';
+    end if;
     for v_key, v_value in select key, value from jsonb_each(p_headers) loop
         if v_key !~ '^[A-Za-z0-9!#$%&''*+.^_`|~-]+$' then
             raise exception 'invalid header name: %', quote_literal(v_key) using errcode = '22023';
@@ -773,6 +781,9 @@ as $$
 declare
     v webhook.endpoints;
 begin
+    if p_endpoint_id is null then
+        raise exception 'endpoint_id must not be null' using errcode = '22004';
+    end if;
     select * into v from webhook.endpoints where id = p_endpoint_id and deleted_at is null;
     if not found then
         raise exception 'endpoint % does not exist', coalesce(p_endpoint_id::text, 'NULL')
@@ -882,6 +893,25 @@ as $$
         else '{}'::jsonb
     end
 $$;
+
+-- API: Private
+-- Every write of an endpoint's retry policy is checked, not only those of
+-- webhook_subscribe and webhook_update: the claim reads the policy of every
+-- endpoint with work, and a row edited by hand with a bad value would make
+-- every claim fail.
+create function webhook._endpoints_check()
+returns trigger
+language plpgsql
+set search_path = pg_catalog
+as $$
+begin
+    perform webhook._check_retry_policy(new.retry_policy);
+    return new;
+end
+$$;
+create trigger endpoints_check
+    before insert or update of retry_policy on webhook.endpoints
+    for each row execute function webhook._endpoints_check();
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -923,123 +953,7 @@ COMMENT ON FUNCTION webhook."_capture"() IS
 /* </end connected objects> */
 
 /* <begin connected objects> */
-CREATE SCHEMA IF NOT EXISTS webhook; /* pg_webhook::api::webhook */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- pg_webhook::api::webhook::_notify_min_interval_ms
-CREATE  FUNCTION webhook."_notify_min_interval_ms"() RETURNS INT /* i32 */
-STRICT STABLE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'notify_min_interval_ms_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- pg_webhook::api::webhook::_generate_secret
-CREATE  FUNCTION webhook."_generate_secret"() RETURNS TEXT /* Result < String, ErrorReport > */
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'generate_secret_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- pg_webhook::api::webhook::_disable_after_s
-CREATE  FUNCTION webhook."_disable_after_s"() RETURNS INT /* i32 */
-STRICT STABLE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'disable_after_s_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- pg_webhook::api::webhook::_matches
-CREATE  FUNCTION webhook."_matches"(
-	"patterns" TEXT[], /* Array < '_, & str > */
-	"event_type" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'matches_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- pg_webhook::api::webhook::_check_url
-CREATE  FUNCTION webhook."_check_url"(
-	"url" TEXT /* Option < & str > */
-) RETURNS TEXT /* Result < String, ErrorReport > */
-STABLE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'check_url_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- pg_webhook::api::webhook::_wake
-CREATE  FUNCTION webhook."_wake"() RETURNS void
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'wake_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- pg_webhook::api::webhook::_retention_s
-CREATE  FUNCTION webhook."_retention_s"() RETURNS INT /* i32 */
-STRICT STABLE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'retention_s_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- pg_webhook::api::webhook::_check_payload_size
-CREATE  FUNCTION webhook."_check_payload_size"(
-	"bytes" bigint /* i64 */
-) RETURNS bool /* Result < bool, ErrorReport > */
-STRICT STABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'check_payload_size_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- pg_webhook::api::webhook::_check_secret
-CREATE  FUNCTION webhook."_check_secret"(
-	"secret" TEXT /* & str */
-) RETURNS TEXT /* Result < String, ErrorReport > */
-IMMUTABLE STRICT 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'check_secret_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
-CREATE SCHEMA IF NOT EXISTS webhook; /* pg_webhook::slots::webhook */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- pg_webhook::slots::webhook::_forget_slot
-CREATE  FUNCTION webhook."_forget_slot"() RETURNS void
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'forget_slot_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- pg_webhook::slots::webhook::_current_slot
-CREATE  FUNCTION webhook."_current_slot"() RETURNS smallint /* i16 */
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'current_slot_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 CREATE SCHEMA IF NOT EXISTS webhook; /* pg_webhook::histogram::webhook */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- pg_webhook::histogram::webhook::_hist_add
-CREATE  FUNCTION webhook."_hist_add"(
-	"a" INT[], /* :: std :: option :: Option < Array < '_, i32 > > */
-	"b" INT[] /* :: std :: option :: Option < Array < '_, i32 > > */
-) RETURNS INT[] /* Vec < i32 > */
-IMMUTABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hist_add_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1054,7 +968,26 @@ AS 'MODULE_PATHNAME', 'hist_acc_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- pg_webhook::histogram::webhook::_hist_add
+CREATE  FUNCTION webhook."_hist_add"(
+	"a" INT[], /* :: std :: option :: Option < Array < '_, i32 > > */
+	"b" INT[] /* :: std :: option :: Option < Array < '_, i32 > > */
+) RETURNS INT[] /* Vec < i32 > */
+IMMUTABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hist_add_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 CREATE SCHEMA IF NOT EXISTS webhook; /* pg_webhook::vxid::webhook */
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- pg_webhook::vxid::webhook::_vsnapshot
+CREATE  FUNCTION webhook."_vsnapshot"() RETURNS bigint[] /* Vec < i64 > */
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'vsnapshot_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1630,8 +1563,15 @@ begin
     ), claimed as (
         update webhook.deliveries_open d
         set lease_until = now() + ep.timeout + p_lease_margin,
-            lease_token = pg_current_xact_id()::text::bigint,
-            leased_by = p_worker_id
+            -- Random, one per delivery: a token cannot be guessed from
+            -- another one or from a transaction id (60 random bits of a v4 UUID).
+            lease_token = ('x' || translate(left(gen_random_uuid()::text, 18), '-', ''))::bit(64)::bigint,
+            leased_by = p_worker_id,
+            -- An attempt counts when it is claimed, not when it is recorded:
+            -- a delivery whose sending kills the worker runs out of attempts
+            -- (the worker then records it failed without sending it again)
+            -- instead of being claimed again forever.
+            attempt_count = d.attempt_count + 1
         from webhook.endpoints ep
         -- "= any (array)", not a join with due: see "Plans" above.
         where d.id = any (array(select f.id from fitting f)) and ep.id = d.endpoint_id
@@ -1659,7 +1599,7 @@ begin
     )
     select c.id,
            c.lease_token,
-           c.attempt_count + 1,
+           c.attempt_count,
            case when f.txid < 281474976710656 then f.event_id::text
                 else 'msg_' || coalesce(i.namespace, '0000000000000000') || lpad(to_hex(f.event_id), 16, '0') end,
            f.event_type,
@@ -1755,7 +1695,24 @@ declare
     v_id bigint;
     v_reason text;
     v_slot smallint := webhook._current_slot();
+    v_n integer := coalesce(cardinality(p_delivery_ids), 0);
 begin
+    if v_n <> coalesce(cardinality(p_lease_tokens), 0) or v_n <> coalesce(cardinality(p_endpoint_ids), 0)
+       or v_n <> coalesce(cardinality(p_attempt_numbers), 0) or v_n <> coalesce(cardinality(p_started_at), 0)
+       or v_n <> coalesce(cardinality(p_duration_ms), 0) or v_n <> coalesce(cardinality(p_status_codes), 0)
+       or v_n <> coalesce(cardinality(p_response_excerpts), 0) or v_n <> coalesce(cardinality(p_errors), 0)
+       or v_n <> coalesce(cardinality(p_outcomes), 0) or v_n <> coalesce(cardinality(p_retry_delays_ms), 0) then
+        raise exception 'webhook._record_attempts: the arrays must all have the same length'
+            using errcode = '22023';
+    end if;
+    if exists (select from unnest(p_outcomes) o where o is null or o not in ('succeeded', 'retry', 'failed'))
+       or exists (select from unnest(p_outcomes, p_retry_delays_ms) r(o, d) where o = 'retry' and (d is null or d < 0))
+       or exists (select from unnest(p_delivery_ids, p_lease_tokens, p_endpoint_ids, p_attempt_numbers, p_started_at,
+                                     p_duration_ms) r(i, t, e, n, s, ms)
+                  where i is null or t is null or e is null or n is null or s is null or ms is null) then
+        raise exception 'webhook._record_attempts: an outcome is ''succeeded'', ''retry'' (with a delay of 0 ms or more) or ''failed'', and ids, tokens, endpoints, attempt numbers, start times and durations are never null'
+            using errcode = '22023';
+    end if;
     with r as (
         select *
         from unnest(p_delivery_ids, p_lease_tokens, p_endpoint_ids, p_attempt_numbers, p_started_at, p_duration_ms,
@@ -1764,8 +1721,7 @@ begin
                   status_code, response_excerpt, error, outcome, retry_delay_ms)
     ), retried as (
         update webhook.deliveries_open d
-        set attempt_count = d.attempt_count + 1,
-            next_attempt_at = now() + r.retry_delay_ms * interval '1 millisecond',
+        set next_attempt_at = now() + r.retry_delay_ms * interval '1 millisecond',
             lease_token = null,
             lease_until = null,
             leased_by = null,
@@ -1790,7 +1746,7 @@ begin
                                         attempt_count, next_attempt_at, last_attempt_at, last_status_code,
                                         last_error, replay_of, created_at, finalized_at)
         select f.id, f.event_slot, f.event_id, f.event_txid, f.event_slot, f.endpoint_id,
-               f.outcome::webhook.delivery_status, f.attempt_count + 1, f.next_attempt_at, f.started_at,
+               f.outcome::webhook.delivery_status, f.attempt_count, f.next_attempt_at, f.started_at,
                f.status_code, f.error, f.replay_of, f.created_at, now()
         from finished f
         returning 1
@@ -2630,6 +2586,9 @@ declare
     v_prefix text;
     v_missing text;
 begin
+    if v_tbl is null or v_operations is null then
+        raise exception 'webhook_watch: tbl and operations must not be null' using errcode = '22004';
+    end if;
     select c.relkind, n.nspname, c.relname into v_relkind, v_schema, v_relname
     from pg_class c join pg_namespace n on n.oid = c.relnamespace
     where c.oid = v_tbl;
@@ -2694,6 +2653,9 @@ language plpgsql volatile
 set search_path = pg_catalog, webhook
 as $$
 begin
+    if $1 is null then
+        raise exception 'webhook_unwatch: tbl must not be null' using errcode = '22004';
+    end if;
     if not exists (select from pg_trigger t where t.tgrelid = $1 and t.tgname = 'webhook_capture') then
         return false;
     end if;
@@ -2768,6 +2730,9 @@ as $$
 declare
     v webhook.events;
 begin
+    if p_event_id is null then
+        raise exception 'event_id must not be null' using errcode = '22004';
+    end if;
     select * into v from webhook.events e where e.id = p_event_id;
     if not found then
         raise exception 'event % does not exist', coalesce(p_event_id::text, 'NULL')
@@ -3094,11 +3059,108 @@ $$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- pg_webhook::vxid::webhook::_vsnapshot
-CREATE  FUNCTION webhook."_vsnapshot"() RETURNS bigint[] /* Vec < i64 > */
+CREATE SCHEMA IF NOT EXISTS webhook; /* pg_webhook::slots::webhook */
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- pg_webhook::slots::webhook::_forget_slot
+CREATE  FUNCTION webhook."_forget_slot"() RETURNS void
 STRICT VOLATILE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'vsnapshot_wrapper';
+AS 'MODULE_PATHNAME', 'forget_slot_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- pg_webhook::slots::webhook::_current_slot
+CREATE  FUNCTION webhook."_current_slot"() RETURNS smallint /* i16 */
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'current_slot_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+CREATE SCHEMA IF NOT EXISTS webhook; /* pg_webhook::api::webhook */
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- pg_webhook::api::webhook::_notify_min_interval_ms
+CREATE  FUNCTION webhook."_notify_min_interval_ms"() RETURNS INT /* i32 */
+STRICT STABLE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'notify_min_interval_ms_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- pg_webhook::api::webhook::_generate_secret
+CREATE  FUNCTION webhook."_generate_secret"() RETURNS TEXT /* Result < String, ErrorReport > */
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'generate_secret_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- pg_webhook::api::webhook::_check_secret
+CREATE  FUNCTION webhook."_check_secret"(
+	"secret" TEXT /* & str */
+) RETURNS TEXT /* Result < String, ErrorReport > */
+IMMUTABLE STRICT 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_secret_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- pg_webhook::api::webhook::_wake
+CREATE  FUNCTION webhook."_wake"() RETURNS void
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'wake_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- pg_webhook::api::webhook::_check_payload_size
+CREATE  FUNCTION webhook."_check_payload_size"(
+	"bytes" bigint /* i64 */
+) RETURNS bool /* Result < bool, ErrorReport > */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_payload_size_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- pg_webhook::api::webhook::_matches
+CREATE  FUNCTION webhook."_matches"(
+	"patterns" TEXT[], /* Array < '_, & str > */
+	"event_type" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'matches_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- pg_webhook::api::webhook::_retention_s
+CREATE  FUNCTION webhook."_retention_s"() RETURNS INT /* i32 */
+STRICT STABLE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'retention_s_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- pg_webhook::api::webhook::_disable_after_s
+CREATE  FUNCTION webhook."_disable_after_s"() RETURNS INT /* i32 */
+STRICT STABLE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'disable_after_s_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- pg_webhook::api::webhook::_check_url
+CREATE  FUNCTION webhook."_check_url"(
+	"url" TEXT /* Option < & str > */
+) RETURNS TEXT /* Result < String, ErrorReport > */
+STABLE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_url_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */

@@ -196,7 +196,10 @@ pub async fn run(args: &Args) -> anyhow::Result<Analysts> {
             ms: median(times),
             plan: plan_scans(&plan),
         };
-        eprintln!("  analysts: {}: {} rows, {:.1} ms ({})", q.question, q.rows, q.ms, q.plan);
+        eprintln!(
+            "  analysts: {}: {} rows, {:.1} ms ({})",
+            q.question, q.rows, q.ms, q.plan
+        );
         out.push(q);
     }
     drop(c);

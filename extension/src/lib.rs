@@ -64,7 +64,11 @@ extension_sql_file!(
 extension_sql_file!(
     "../../sql/install/07_worker.sql",
     name = "worker",
-    requires = ["fanout", histogram::webhook::hist_add, histogram::webhook::hist_acc]
+    requires = [
+        "fanout",
+        histogram::webhook::hist_add,
+        histogram::webhook::hist_acc
+    ]
 );
 extension_sql_file!(
     "../../sql/install/08_retention.sql",

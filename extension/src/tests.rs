@@ -276,7 +276,9 @@ mod tests {
             "a finished delivery leaves the open partition"
         );
         assert_eq!(
-            count(&format!("select count(*) from webhook.attempts where endpoint_id = {endpoint}")),
+            count(&format!(
+                "select count(*) from webhook.attempts where endpoint_id = {endpoint}"
+            )),
             2,
             "every attempt is logged, with its endpoint"
         );
@@ -310,7 +312,11 @@ mod tests {
                 "select count(*) from webhook._claim_deliveries('w', 10, '30 seconds', 100, '{{}}', '{{}}', 0, {max})"
             ))
         };
-        assert_eq!(claim(1), 1, "one delivery even when it is larger than the budget");
+        assert_eq!(
+            claim(1),
+            1,
+            "one delivery even when it is larger than the budget"
+        );
         assert_eq!(claim(bytes), 1, "then exactly what fits");
         assert_eq!(claim(10 * bytes), 1, "and what is left");
         assert_eq!(claim(10 * bytes), 0);

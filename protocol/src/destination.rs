@@ -110,15 +110,24 @@ fn classify_v4(ip: Ipv4Addr) -> Option<AddressClass> {
 }
 
 fn classify_v6(ip: Ipv6Addr) -> Option<AddressClass> {
-    // An IPv4 address written as IPv6 (::ffff:a.b.c.d, or NAT64 64:ff9b::/96)
-    // reaches the IPv4 host, so it gets the IPv4 verdict.
+    let seg = ip.segments();
+    let o = ip.octets();
+    let low_v4 = Ipv4Addr::new(o[12], o[13], o[14], o[15]);
+    // An IPv4 address written as IPv6 reaches the IPv4 host, so it gets the
+    // IPv4 verdict: mapped (::ffff:a.b.c.d), the deprecated IPv4-compatible
+    // form (::a.b.c.d, which some stacks still route), NAT64 (64:ff9b::/96)
+    // and 6to4 (2002:aabb:ccdd::/48 carries a.b.c.d in its prefix).
     if let Some(v4) = ip.to_ipv4_mapped() {
         return classify_v4(v4);
     }
-    let seg = ip.segments();
+    if seg[..6] == [0, 0, 0, 0, 0, 0] && !ip.is_loopback() && !ip.is_unspecified() {
+        return classify_v4(low_v4);
+    }
     if seg[0] == 0x64 && seg[1] == 0xff9b && seg[2..6] == [0, 0, 0, 0] {
-        let o = ip.octets();
-        return classify_v4(Ipv4Addr::new(o[12], o[13], o[14], o[15]));
+        return classify_v4(low_v4);
+    }
+    if seg[0] == 0x2002 {
+        return classify_v4(Ipv4Addr::new(o[2], o[3], o[4], o[5]));
     }
     Some(if ip.is_loopback() {
         AddressClass::Loopback
@@ -126,8 +135,15 @@ fn classify_v6(ip: Ipv6Addr) -> Option<AddressClass> {
         AddressClass::Unspecified
     } else if (seg[0] & 0xfe00) == 0xfc00 {
         AddressClass::Private
+    } else if seg[0] == 0x64 && seg[1] == 0xff9b && seg[2] == 1 {
+        // 64:ff9b:1::/48, NAT64 for local use (RFC 8215): translates to
+        // whatever IPv4 network the operator chose, private ones included.
+        AddressClass::Private
     } else if (seg[0] & 0xffc0) == 0xfe80 {
         AddressClass::LinkLocal
+    } else if (seg[0] & 0xffc0) == 0xfec0 {
+        // Site-local (deprecated, RFC 3879), still routed inside some sites.
+        AddressClass::Private
     } else if ip.is_multicast() {
         AddressClass::Multicast
     } else if seg[0] == 0x2001 && seg[1] == 0x0db8 {
@@ -214,6 +230,30 @@ mod tests {
         assert_eq!(class("64:ff9b::a9fe:a9fe"), Some(AddressClass::LinkLocal));
         assert_eq!(class("fd00::1"), Some(AddressClass::Private));
         assert_eq!(class("fe80::1"), Some(AddressClass::LinkLocal));
+        assert_eq!(
+            class("::7f00:1"),
+            Some(AddressClass::Loopback),
+            "IPv4-compatible 127.0.0.1"
+        );
+        assert_eq!(
+            class("::a9fe:a9fe"),
+            Some(AddressClass::LinkLocal),
+            "IPv4-compatible 169.254.169.254"
+        );
+        assert_eq!(class("fec0::1"), Some(AddressClass::Private));
+        assert_eq!(class("64:ff9b:1::a00:1"), Some(AddressClass::Private));
+        assert_eq!(
+            class("2002:a00:1::1"),
+            Some(AddressClass::Private),
+            "6to4 of 10.0.0.1"
+        );
+        assert_eq!(
+            class("2002:7f00:1::"),
+            Some(AddressClass::Loopback),
+            "6to4 of 127.0.0.1"
+        );
+        assert_eq!(class("2002:5db8:d822::1"), None, "6to4 of a public address");
+        assert_eq!(class("::5db8:d822"), None, "IPv4-compatible public address");
         assert_eq!(class("93.184.216.34"), None);
         assert_eq!(class("172.32.0.1"), None);
         assert_eq!(class("2606:4700::1111"), None);

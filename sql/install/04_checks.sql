@@ -70,6 +70,14 @@ begin
         raise exception 'headers must be a JSON object of strings'
             using errcode = '22023', hint = 'For example {"authorization": "Bearer …"}.';
     end if;
+    -- Bounded, so that no endpoint can make every request of the worker
+    -- huge (receivers commonly refuse more than 8 KiB of headers).
+    if (select count(*) from jsonb_object_keys(p_headers)) > 32 then
+        raise exception 'at most 32 extra headers' using errcode = '22023';
+    end if;
+    if octet_length(p_headers::text) > 8192 then
+        raise exception 'extra headers take at most 8192 bytes' using errcode = '22023';
+    end if;
     for v_key, v_value in select key, value from jsonb_each(p_headers) loop
         if v_key !~ '^[A-Za-z0-9!#$%&''*+.^_`|~-]+$' then
             raise exception 'invalid header name: %', quote_literal(v_key) using errcode = '22023';
@@ -193,6 +201,9 @@ as $$
 declare
     v webhook.endpoints;
 begin
+    if p_endpoint_id is null then
+        raise exception 'endpoint_id must not be null' using errcode = '22004';
+    end if;
     select * into v from webhook.endpoints where id = p_endpoint_id and deleted_at is null;
     if not found then
         raise exception 'endpoint % does not exist', coalesce(p_endpoint_id::text, 'NULL')
@@ -302,3 +313,22 @@ as $$
         else '{}'::jsonb
     end
 $$;
+
+-- API: Private
+-- Every write of an endpoint's retry policy is checked, not only those of
+-- webhook_subscribe and webhook_update: the claim reads the policy of every
+-- endpoint with work, and a row edited by hand with a bad value would make
+-- every claim fail.
+create function webhook._endpoints_check()
+returns trigger
+language plpgsql
+set search_path = pg_catalog
+as $$
+begin
+    perform webhook._check_retry_policy(new.retry_policy);
+    return new;
+end
+$$;
+create trigger endpoints_check
+    before insert or update of retry_policy on webhook.endpoints
+    for each row execute function webhook._endpoints_check();

@@ -182,8 +182,15 @@ begin
     ), claimed as (
         update webhook.deliveries_open d
         set lease_until = now() + ep.timeout + p_lease_margin,
-            lease_token = pg_current_xact_id()::text::bigint,
-            leased_by = p_worker_id
+            -- Random, one per delivery: a token cannot be guessed from
+            -- another one or from a transaction id (60 random bits of a v4 UUID).
+            lease_token = ('x' || translate(left(gen_random_uuid()::text, 18), '-', ''))::bit(64)::bigint,
+            leased_by = p_worker_id,
+            -- An attempt counts when it is claimed, not when it is recorded:
+            -- a delivery whose sending kills the worker runs out of attempts
+            -- (the worker then records it failed without sending it again)
+            -- instead of being claimed again forever.
+            attempt_count = d.attempt_count + 1
         from webhook.endpoints ep
         -- "= any (array)", not a join with due: see "Plans" above.
         where d.id = any (array(select f.id from fitting f)) and ep.id = d.endpoint_id
@@ -211,7 +218,7 @@ begin
     )
     select c.id,
            c.lease_token,
-           c.attempt_count + 1,
+           c.attempt_count,
            case when f.txid < 281474976710656 then f.event_id::text
                 else 'msg_' || coalesce(i.namespace, '0000000000000000') || lpad(to_hex(f.event_id), 16, '0') end,
            f.event_type,
@@ -307,7 +314,24 @@ declare
     v_id bigint;
     v_reason text;
     v_slot smallint := webhook._current_slot();
+    v_n integer := coalesce(cardinality(p_delivery_ids), 0);
 begin
+    if v_n <> coalesce(cardinality(p_lease_tokens), 0) or v_n <> coalesce(cardinality(p_endpoint_ids), 0)
+       or v_n <> coalesce(cardinality(p_attempt_numbers), 0) or v_n <> coalesce(cardinality(p_started_at), 0)
+       or v_n <> coalesce(cardinality(p_duration_ms), 0) or v_n <> coalesce(cardinality(p_status_codes), 0)
+       or v_n <> coalesce(cardinality(p_response_excerpts), 0) or v_n <> coalesce(cardinality(p_errors), 0)
+       or v_n <> coalesce(cardinality(p_outcomes), 0) or v_n <> coalesce(cardinality(p_retry_delays_ms), 0) then
+        raise exception 'webhook._record_attempts: the arrays must all have the same length'
+            using errcode = '22023';
+    end if;
+    if exists (select from unnest(p_outcomes) o where o is null or o not in ('succeeded', 'retry', 'failed'))
+       or exists (select from unnest(p_outcomes, p_retry_delays_ms) r(o, d) where o = 'retry' and (d is null or d < 0))
+       or exists (select from unnest(p_delivery_ids, p_lease_tokens, p_endpoint_ids, p_attempt_numbers, p_started_at,
+                                     p_duration_ms) r(i, t, e, n, s, ms)
+                  where i is null or t is null or e is null or n is null or s is null or ms is null) then
+        raise exception 'webhook._record_attempts: an outcome is ''succeeded'', ''retry'' (with a delay of 0 ms or more) or ''failed'', and ids, tokens, endpoints, attempt numbers, start times and durations are never null'
+            using errcode = '22023';
+    end if;
     with r as (
         select *
         from unnest(p_delivery_ids, p_lease_tokens, p_endpoint_ids, p_attempt_numbers, p_started_at, p_duration_ms,
@@ -316,8 +340,7 @@ begin
                   status_code, response_excerpt, error, outcome, retry_delay_ms)
     ), retried as (
         update webhook.deliveries_open d
-        set attempt_count = d.attempt_count + 1,
-            next_attempt_at = now() + r.retry_delay_ms * interval '1 millisecond',
+        set next_attempt_at = now() + r.retry_delay_ms * interval '1 millisecond',
             lease_token = null,
             lease_until = null,
             leased_by = null,
@@ -342,7 +365,7 @@ begin
                                         attempt_count, next_attempt_at, last_attempt_at, last_status_code,
                                         last_error, replay_of, created_at, finalized_at)
         select f.id, f.event_slot, f.event_id, f.event_txid, f.event_slot, f.endpoint_id,
-               f.outcome::webhook.delivery_status, f.attempt_count + 1, f.next_attempt_at, f.started_at,
+               f.outcome::webhook.delivery_status, f.attempt_count, f.next_attempt_at, f.started_at,
                f.status_code, f.error, f.replay_of, f.created_at, now()
         from finished f
         returning 1

@@ -66,6 +66,9 @@ declare
     v_prefix text;
     v_missing text;
 begin
+    if v_tbl is null or v_operations is null then
+        raise exception 'webhook_watch: tbl and operations must not be null' using errcode = '22004';
+    end if;
     select c.relkind, n.nspname, c.relname into v_relkind, v_schema, v_relname
     from pg_class c join pg_namespace n on n.oid = c.relnamespace
     where c.oid = v_tbl;
@@ -130,6 +133,9 @@ language plpgsql volatile
 set search_path = pg_catalog, webhook
 as $$
 begin
+    if $1 is null then
+        raise exception 'webhook_unwatch: tbl must not be null' using errcode = '22004';
+    end if;
     if not exists (select from pg_trigger t where t.tgrelid = $1 and t.tgname = 'webhook_capture') then
         return false;
     end if;
@@ -204,6 +210,9 @@ as $$
 declare
     v webhook.events;
 begin
+    if p_event_id is null then
+        raise exception 'event_id must not be null' using errcode = '22004';
+    end if;
     select * into v from webhook.events e where e.id = p_event_id;
     if not found then
         raise exception 'event % does not exist', coalesce(p_event_id::text, 'NULL')

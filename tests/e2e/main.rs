@@ -4,6 +4,7 @@
 
 mod bytes;
 mod concurrency;
+mod dbtls;
 mod delivery;
 mod egress;
 mod fairness;
@@ -13,6 +14,7 @@ mod operations;
 mod pooler;
 mod queries;
 mod receivers;
+mod recording;
 mod restore;
 mod retention;
 mod retry;

@@ -48,6 +48,25 @@ async fn bad_input_gets_a_specific_sqlstate() {
         ("select webhook_watch('pg_class')", SqlState::INVALID_PARAMETER_VALUE),
         ("select webhook_watch('webhook.events')", SqlState::INVALID_PARAMETER_VALUE),
         ("select webhook_sign('nope', 'id', 1, 'body')", SqlState::INVALID_PARAMETER_VALUE),
+        // NULL where a value is needed.
+        ("select webhook_watch(null)", SqlState::NULL_VALUE_NOT_ALLOWED),
+        ("select webhook_watch('pg_class', null)", SqlState::NULL_VALUE_NOT_ALLOWED),
+        ("select webhook_unwatch(null)", SqlState::NULL_VALUE_NOT_ALLOWED),
+        ("select webhook_unsubscribe(null)", SqlState::NULL_VALUE_NOT_ALLOWED),
+        ("select webhook_pause(null)", SqlState::NULL_VALUE_NOT_ALLOWED),
+        ("select webhook_resume(null)", SqlState::NULL_VALUE_NOT_ALLOWED),
+        ("select webhook_rotate_secret(null)", SqlState::NULL_VALUE_NOT_ALLOWED),
+        ("select webhook_send_test(null)", SqlState::NULL_VALUE_NOT_ALLOWED),
+        ("select webhook_update(null, url => 'https://example.com/')", SqlState::NULL_VALUE_NOT_ALLOWED),
+        ("select webhook_replay(null)", SqlState::NULL_VALUE_NOT_ALLOWED),
+        // Headers: bounded in number and size.
+        ("select webhook_subscribe('https://example.com/', headers => (select jsonb_object_agg('x-h' || i, 'v') from generate_series(1, 33) i))", SqlState::INVALID_PARAMETER_VALUE),
+        ("select webhook_subscribe('https://example.com/', headers => jsonb_build_object('x-big', repeat('v', 9000)))", SqlState::INVALID_PARAMETER_VALUE),
+        // A retry policy edited by hand is checked like one given to webhook_update.
+        ("insert into webhook.endpoints (name, url, event_types, retry_policy) values ('by-hand', 'https://example.com/', '{*}', '{\"max_attempts\": \"x\"}')", SqlState::INVALID_PARAMETER_VALUE),
+        // The worker's record: arrays of one length, known outcomes.
+        ("select webhook._record_attempts('w', array[1]::bigint[], array[1]::bigint[], array[1]::bigint[], array[1], array[now()], array[1.0::float8], array[200], array[null]::text[], array[null]::text[], array['cancelled'], array[null]::bigint[])", SqlState::INVALID_PARAMETER_VALUE),
+        ("select webhook._record_attempts('w', array[1, 2]::bigint[], array[1]::bigint[], array[1]::bigint[], array[1], array[now()], array[1.0::float8], array[200], array[null]::text[], array[null]::text[], array['succeeded'], array[null]::bigint[])", SqlState::INVALID_PARAMETER_VALUE),
     ];
     for (sql, want) in cases {
         assert_eq!(&code_of(&c, sql).await, want, "{sql}");

@@ -206,3 +206,54 @@ async fn slow_receiver_times_out_and_excerpt_is_bounded() {
         "the attempt ended near the 300 ms timeout, not the 3 s answer: {ms}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_whose_every_attempt_died_in_flight_ends_failed_unsent() {
+    let db = TestDb::new().await;
+    let receiver = Receiver::start().await;
+    let client = db.client().await;
+    client
+        .query_one(
+            r#"select endpoint_id from webhook_subscribe($1, timeout => '1 second', retry_policy => '{"max_attempts": 2}')"#,
+            &[&receiver.url("/")],
+        )
+        .await
+        .unwrap();
+    client
+        .batch_execute("select webhook_publish('job.doomed', '{}')")
+        .await
+        .unwrap();
+    // Two workers that die while sending: each claims the delivery (its
+    // lease already over: margin = -timeout) and never records anything.
+    for _ in 0..2 {
+        let claimed: i64 = client
+            .query_one(
+                "select count(*) from webhook._claim_deliveries('dies', 10, '-1 second', 256, '{}', '{}', 1000, 1048576)",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(claimed, 1);
+    }
+    let mut worker = RunningWorker::start(db.worker_config());
+    db.wait_deliveries(&client, "failed", 1, &mut worker.events)
+        .await;
+    worker.stop().await;
+    db.assert_invariants(&client).await;
+    assert!(
+        receiver.requests().is_empty(),
+        "the third attempt is beyond the policy: not sent"
+    );
+    let row = client
+        .query_one(
+            "select d.attempt_count, d.last_error, (select count(*) from webhook.attempts) from webhook.deliveries d",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (count, error, logged): (i32, String, i64) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(count, 3, "each claim counted an attempt");
+    assert!(error.starts_with("not sent: attempt 3"), "{error}");
+    assert_eq!(logged, 1, "only the worker that gave up recorded anything");
+}

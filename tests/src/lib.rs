@@ -381,6 +381,8 @@ impl Receiver {
 pub struct TestCa {
     /// The CA certificate, PEM (what the worker is told to trust).
     pub ca_pem: String,
+    /// The server certificate and its key, PEM (for PostgreSQL's ssl_cert_file / ssl_key_file).
+    pub server_pem: (String, String),
     server_cert: rustls::pki_types::CertificateDer<'static>,
     server_key: rustls::pki_types::PrivateKeyDer<'static>,
 }
@@ -404,6 +406,7 @@ impl TestCa {
             .expect("server certificate");
         Self {
             ca_pem: ca.pem(),
+            server_pem: (cert.pem(), key.serialize_pem()),
             server_cert: cert.der().clone(),
             server_key: rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
         }
@@ -926,4 +929,81 @@ pub async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
     tokio::time::timeout(WAIT, f)
         .await
         .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
+
+/// A PostgreSQL cluster of its own that accepts only TLS connections
+/// (`ssl = on`, `hostssl` rules only), with a server certificate of `ca`
+/// for `localhost` and `127.0.0.1`; stopped when dropped.
+pub struct TlsCluster {
+    dir: std::path::PathBuf,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl TlsCluster {
+    /// Initialises and starts it (a few seconds).
+    pub fn start(ca: &TestCa) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let dir = std::env::temp_dir().join(format!("pgwh-tls-{}-{port}", std::process::id()));
+        let files = dir.join("files");
+        std::fs::create_dir_all(&files).expect("cluster directory");
+        let (cert, key) = &ca.server_pem;
+        std::fs::write(files.join("server.crt"), cert).expect("server.crt");
+        std::fs::write(files.join("server.key"), key).expect("server.key");
+        std::fs::write(
+            files.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+        )
+        .expect("pg_hba.conf");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            files.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .expect("key permissions");
+        if running_as_root() {
+            let _ = std::process::Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(&dir)
+                .status();
+        }
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/cluster.sh");
+        let status = std::process::Command::new("bash")
+            .arg(&script)
+            .arg("start")
+            .arg(dir.join("pg"))
+            .arg(port.to_string())
+            .arg("ssl = on")
+            .arg(format!(
+                "ssl_cert_file = '{}'",
+                files.join("server.crt").display()
+            ))
+            .arg(format!(
+                "ssl_key_file = '{}'",
+                files.join("server.key").display()
+            ))
+            .arg(format!(
+                "hba_file = '{}'",
+                files.join("pg_hba.conf").display()
+            ))
+            .status()
+            .expect("run scripts/cluster.sh");
+        assert!(status.success(), "the TLS cluster did not start");
+        Self { dir, port }
+    }
+}
+
+impl Drop for TlsCluster {
+    fn drop(&mut self) {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/cluster.sh");
+        let _ = std::process::Command::new("bash")
+            .arg(&script)
+            .arg("stop")
+            .arg(self.dir.join("pg"))
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

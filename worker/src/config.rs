@@ -26,6 +26,8 @@ pub const DEFAULT_LEASE_MARGIN_MS: u64 = 30_000;
 pub const DEFAULT_RESPONSE_EXCERPT_BYTES: usize = 1024;
 /// Default time allowed for in-flight deliveries at shutdown, in milliseconds.
 pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 30_000;
+/// Default bound on every database call, in milliseconds (see `--db-timeout-ms`).
+pub const DEFAULT_DB_TIMEOUT_MS: u64 = 60_000;
 /// Default most events fanned out per claim (whole transactions: a large
 /// one may go beyond it). Large enough that fanning out costs a small share
 /// of a claim, small enough that a claim after a long backlog stays short.
@@ -95,6 +97,14 @@ pub struct Cli {
     /// to lease expiry (another worker redelivers them).
     #[arg(long, env = "PG_WEBHOOK_DRAIN_TIMEOUT_MS", default_value_t = DEFAULT_DRAIN_TIMEOUT_MS)]
     pub drain_timeout_ms: u64,
+    /// Longest wait for any database call (claim, record, next due,
+    /// maintenance) before the connection is given up and opened again, so
+    /// that a stuck server or a half-open connection cannot hold claims
+    /// past their leases. Connections also get a connect timeout (10 s),
+    /// TCP keepalives (15 s idle, 5 s apart, 3 probes) and a TCP user
+    /// timeout (30 s) unless the connection string sets them.
+    #[arg(long, env = "PG_WEBHOOK_DB_TIMEOUT_MS", default_value_t = DEFAULT_DB_TIMEOUT_MS)]
+    pub db_timeout_ms: u64,
     /// Egress proxy for every request (http://host:port, credentials in the
     /// URL if any), for a stable source address receivers can allow.
     /// Falls back to HTTPS_PROXY. NO_PROXY lists destinations to reach directly.
@@ -236,6 +246,14 @@ pub enum ConfigError {
     /// The LISTEN connection string does not parse.
     #[error("the --listen-url connection string is invalid")]
     InvalidListenUrl(#[source] tokio_postgres::Error),
+    /// The TLS settings of a connection string are invalid or unusable.
+    #[error("the TLS settings of the {which} connection string: {reason}")]
+    Tls {
+        /// "database" or "--listen-url"
+        which: &'static str,
+        /// what is wrong
+        reason: String,
+    },
     /// The CA file cannot be read or holds no valid certificate.
     #[error("cannot use the CA file {path}: {reason}")]
     CaFile {
@@ -278,8 +296,12 @@ pub enum ConfigError {
 pub struct Config {
     /// Where the database is (its `Debug` redacts the password).
     pub pg: tokio_postgres::Config,
+    /// TLS for `pg`, from the connection string's `sslmode` and `sslrootcert`.
+    pub pg_tls: crate::pgtls::PgTls,
     /// Where to LISTEN (default: `pg`).
     pub listen_pg: tokio_postgres::Config,
+    /// TLS for `listen_pg`.
+    pub listen_tls: crate::pgtls::PgTls,
     /// Deliveries in flight at once (default 64).
     pub concurrency: usize,
     /// Most deliveries per claim (default 100).
@@ -296,6 +318,8 @@ pub struct Config {
     pub worker_id: String,
     /// Time given to in-flight deliveries at shutdown (default 30 s).
     pub drain_timeout: Duration,
+    /// Longest wait for a database call (default 60 s).
+    pub db_timeout: Duration,
     /// Runtime threads for the binary (default: half the CPUs, at least 1).
     pub threads: usize,
     /// Extra trusted root certificates (DER), from `--ca-file`.
@@ -359,21 +383,35 @@ impl Config {
             .filter(|s| !s.is_empty())
             .or_else(|| lookup("DATABASE_URL").filter(|s| !s.is_empty()))
             .ok_or(ConfigError::MissingDatabaseUrl)?;
+        let (rest, mode, pg_tls) =
+            crate::pgtls::split(&dsn).map_err(|reason| ConfigError::Tls {
+                which: "database",
+                reason,
+            })?;
         let mut pg: tokio_postgres::Config =
-            dsn.parse().map_err(ConfigError::InvalidDatabaseUrl)?;
+            rest.parse().map_err(ConfigError::InvalidDatabaseUrl)?;
+        pg.ssl_mode(mode);
         if pg.get_application_name().is_none() {
             pg.application_name("pg-webhook-worker");
         }
-        let listen_pg = match cli.listen_url.filter(|s| !s.is_empty()) {
+        crate::db::bound_waits(&mut pg, &rest);
+        let (listen_pg, listen_tls) = match cli.listen_url.filter(|s| !s.is_empty()) {
             Some(url) => {
+                let (rest, mode, tls) =
+                    crate::pgtls::split(&url).map_err(|reason| ConfigError::Tls {
+                        which: "--listen-url",
+                        reason,
+                    })?;
                 let mut l: tokio_postgres::Config =
-                    url.parse().map_err(ConfigError::InvalidListenUrl)?;
+                    rest.parse().map_err(ConfigError::InvalidListenUrl)?;
+                l.ssl_mode(mode);
                 if l.get_application_name().is_none() {
                     l.application_name("pg-webhook-worker");
                 }
-                l
+                crate::db::bound_waits(&mut l, &rest);
+                (l, tls)
             }
-            None => pg.clone(),
+            None => (pg.clone(), pg_tls.clone()),
         };
         let worker_id = cli.worker_id.filter(|s| !s.is_empty()).unwrap_or_else(|| {
             let host = lookup("HOSTNAME").unwrap_or_else(|| "worker".into());
@@ -381,7 +419,9 @@ impl Config {
         });
         Ok(Self {
             pg,
+            pg_tls,
             listen_pg,
+            listen_tls,
             concurrency: check("--concurrency", cli.concurrency as u64, 1, 10_000)? as usize,
             batch_size: check("--batch-size", cli.batch_size as u64, 1, 10_000)? as usize,
             poll_interval: Duration::from_millis(check(
@@ -416,6 +456,12 @@ impl Config {
                 "--drain-timeout-ms",
                 cli.drain_timeout_ms,
                 0,
+                3_600_000,
+            )?),
+            db_timeout: Duration::from_millis(check(
+                "--db-timeout-ms",
+                cli.db_timeout_ms,
+                1_000,
                 3_600_000,
             )?),
             fanout_batch: check("--fanout-batch", cli.fanout_batch as u64, 1, 1_000_000)? as usize,

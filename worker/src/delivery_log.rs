@@ -23,10 +23,10 @@ pub const MAX_RECORD_BATCH: usize = 500;
 const RECORD_GATHER: std::time::Duration = std::time::Duration::from_millis(5);
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
-/// Give up writing a batch after this many failed tries when retrying cannot
-/// help: after shutdown began, or when the server rejected the statement
-/// itself. The leases then expire and the deliveries are sent again
-/// (at-least-once), so nothing is lost.
+/// Once shutdown began, give up writing a batch after this many failed
+/// tries (before, transient failures are retried until they pass). The
+/// leases then expire and the deliveries are sent again (at-least-once), so
+/// nothing is lost.
 const MAX_HOPELESS_TRIES: u32 = 5;
 
 /// One finished attempt and the decision taken on it.
@@ -56,7 +56,39 @@ pub struct AttemptRecord {
     pub retry_delay_ms: Option<i64>,
 }
 
+/// The most bytes of free text (error, excerpt) kept by [`AttemptRecord::cut_short`].
+const CUT_SHORT_BYTES: usize = 200;
+
 impl AttemptRecord {
+    /// The same record with its free texts (response excerpt, error) cut
+    /// to a few hundred bytes: what is tried once more when the database
+    /// refused the record as it was.
+    pub fn cut_short(&self) -> Self {
+        let cut = |t: &Option<String>| {
+            t.as_ref().map(|t| {
+                let mut end = t.len().min(CUT_SHORT_BYTES);
+                while !t.is_char_boundary(end) {
+                    end -= 1;
+                }
+                t[..end].to_owned()
+            })
+        };
+        Self {
+            excerpt: None,
+            error: cut(&self.error),
+            ..self.clone()
+        }
+    }
+
+    /// True when the free texts are already within the cut-short bound.
+    pub fn is_cut_short(&self) -> bool {
+        self.excerpt.is_none()
+            && self
+                .error
+                .as_ref()
+                .is_none_or(|e| e.len() <= CUT_SHORT_BYTES)
+    }
+
     /// Combines a claim, the attempt's outcome and the policy's decision.
     pub fn new(claim: &Claim, outcome: &Outcome, decision: Decision) -> Self {
         let (label, delay) = match decision {
@@ -92,12 +124,17 @@ impl AttemptRecord {
 pub struct Recorder {
     client: Client,
     worker_id: String,
+    timeout: Duration,
 }
 
 impl Recorder {
-    /// Records over `client` as `worker_id`.
-    pub fn new(client: Client, worker_id: String) -> Self {
-        Self { client, worker_id }
+    /// Records over `client` as `worker_id`, each call bounded by `timeout`.
+    pub fn new(client: Client, worker_id: String, timeout: Duration) -> Self {
+        Self {
+            client,
+            worker_id,
+            timeout,
+        }
     }
 
     /// Writes a batch in one statement; returns how many deliveries moved.
@@ -127,13 +164,14 @@ impl Recorder {
             &outcomes,
             &delays,
         ];
-        let row = self
-            .client
-            .query_typed_one(
+        let row = crate::error::bounded(
+            self.timeout,
+            self.client.query_typed_one(
                 queries::RECORD,
                 &crate::queue::typed(&params, queries::RECORD_TYPES),
-            )
-            .await?;
+            ),
+        )
+        .await?;
         let moved: i32 = row.get(0);
         Ok(moved.max(0) as u64)
     }
@@ -141,15 +179,34 @@ impl Recorder {
 
 /// Receives attempt records until every sender is gone, writing them in
 /// batches and reconnecting as needed.
+///
+/// What cannot be written is never dropped lightly, nor does it block the
+/// rest: a transient failure (no answer, a lost connection, SQLSTATE
+/// classes 08, 40, 53, 57, 25006; see [`DbError::is_transient`]) is retried
+/// until it passes, with the same batch (recording is idempotent per lease:
+/// a retry after a commit whose answer was lost moves nothing twice, it only
+/// logs the attempts again); a batch the server refuses is split in halves
+/// until the row at fault is alone, which is then written once more with
+/// its free text cut short, and only then given up (its lease expires and
+/// the delivery is sent again: at-least-once).
 pub(crate) async fn run_recorder(
     pg: tokio_postgres::Config,
+    tls: crate::pgtls::PgTls,
+    db_timeout: Duration,
     worker_id: String,
     mut rx: mpsc::Receiver<AttemptRecord>,
     events: Events,
     metrics: std::sync::Arc<Metrics>,
 ) {
-    let mut connected_once = false;
-    let mut recorder: Option<Recorder> = None;
+    let mut conn = RecordConnection {
+        pg,
+        tls,
+        db_timeout,
+        worker_id,
+        recorder: None,
+        connected_once: false,
+        metrics,
+    };
     let mut batch = Vec::with_capacity(MAX_RECORD_BATCH);
     while rx.recv_many(&mut batch, MAX_RECORD_BATCH).await > 0 {
         // Under a trickle of deliveries each outcome would otherwise be its
@@ -165,54 +222,108 @@ pub(crate) async fn run_recorder(
                 n = rx.recv_many(&mut batch, room) => if n == 0 { break },
             }
         }
-        let mut backoff = RETRY_MIN;
-        let mut hopeless_tries = 0;
-        loop {
-            let started = std::time::Instant::now();
-            let result = match &recorder {
-                Some(r) => r.record(&batch).await,
-                None => match crate::db::connect(&pg).await {
-                    Ok(client) => {
-                        if connected_once {
-                            metrics.reconnected(Connection::Record);
-                        }
-                        connected_once = true;
-                        recorder
-                            .insert(Recorder::new(client, worker_id.clone()))
-                            .record(&batch)
-                            .await
-                    }
-                    Err(e) => Err(e),
-                },
-            };
-            metrics.record(started.elapsed());
-            match result {
+        let mut parts = vec![std::mem::take(&mut batch)];
+        while let Some(part) = parts.pop() {
+            match conn.record_until_done(&part, || rx.is_closed()).await {
                 Ok(moved) => {
-                    tracing::debug!(attempts = batch.len(), moved, "recorded attempts");
+                    tracing::debug!(attempts = part.len(), moved, "recorded attempts");
                     events.emit(WorkerEvent::Recorded {
-                        delivery_ids: batch.iter().map(|r| r.delivery_id).collect(),
+                        delivery_ids: part.iter().map(|r| r.delivery_id).collect(),
                         moved,
                     });
-                    break;
                 }
-                Err(e) => {
-                    if recorder.as_ref().is_none_or(|r| r.client.is_closed()) {
-                        recorder = None;
-                    }
-                    if rx.is_closed() || e.code().is_some() {
-                        hopeless_tries += 1;
-                        if hopeless_tries >= MAX_HOPELESS_TRIES {
-                            tracing::error!(error = %e, cause = ?e.0, attempts = batch.len(),
-                                "could not record attempts; their leases will expire and they will be sent again");
-                            break;
-                        }
-                    }
-                    tracing::warn!(error = %e, cause = ?e.0, "recording attempts failed; retrying in {backoff:?}");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(RETRY_MAX);
+                Err(Refused::Statement(e)) if part.len() > 1 => {
+                    tracing::warn!(error = %e, cause = ?e.cause(), attempts = part.len(),
+                        "the database refused a batch of attempts; recording its halves apart");
+                    let mut first = part;
+                    let second = first.split_off(first.len() / 2);
+                    parts.push(second);
+                    parts.push(first);
+                }
+                Err(Refused::Statement(e)) if !part[0].is_cut_short() => {
+                    tracing::warn!(error = %e, cause = ?e.cause(), delivery_id = part[0].delivery_id,
+                        "the database refused an attempt; recording it with its texts cut short");
+                    parts.push(vec![part[0].cut_short()]);
+                }
+                Err(Refused::Statement(e) | Refused::GaveUp(e)) => {
+                    tracing::error!(error = %e, cause = ?e.cause(), attempts = part.len(),
+                        delivery_ids = ?part.iter().map(|r| r.delivery_id).collect::<Vec<_>>(),
+                        "could not record attempts; their leases will expire and they will be sent again");
                 }
             }
         }
-        batch.clear();
+    }
+}
+
+/// Why a part of a batch was not recorded.
+enum Refused {
+    /// The server refused the statement itself: sending it again would fail again.
+    Statement(DbError),
+    /// Shutting down, and the database still failed after several tries.
+    GaveUp(DbError),
+}
+
+/// The recorder's connection, opened again when lost.
+struct RecordConnection {
+    pg: tokio_postgres::Config,
+    tls: crate::pgtls::PgTls,
+    db_timeout: Duration,
+    worker_id: String,
+    recorder: Option<Recorder>,
+    connected_once: bool,
+    metrics: std::sync::Arc<Metrics>,
+}
+
+impl RecordConnection {
+    /// Records `part`, retrying transient failures with backoff until they
+    /// pass (at most [`MAX_HOPELESS_TRIES`] once `shutting_down` says so).
+    async fn record_until_done(
+        &mut self,
+        part: &[AttemptRecord],
+        shutting_down: impl Fn() -> bool,
+    ) -> Result<u64, Refused> {
+        let mut backoff = RETRY_MIN;
+        let mut tries_at_shutdown = 0;
+        loop {
+            let started = std::time::Instant::now();
+            let result = self.record_once(part).await;
+            self.metrics.record(started.elapsed());
+            let e = match result {
+                Ok(moved) => return Ok(moved),
+                Err(e) => e,
+            };
+            if e.is_closed() {
+                self.recorder = None;
+            }
+            if !e.is_transient() {
+                return Err(Refused::Statement(e));
+            }
+            if shutting_down() {
+                tries_at_shutdown += 1;
+                if tries_at_shutdown >= MAX_HOPELESS_TRIES {
+                    return Err(Refused::GaveUp(e));
+                }
+            }
+            tracing::warn!(error = %e, cause = ?e.cause(), "recording attempts failed; retrying in {backoff:?}");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(RETRY_MAX);
+        }
+    }
+
+    async fn record_once(&mut self, part: &[AttemptRecord]) -> Result<u64, DbError> {
+        if self.recorder.is_none() {
+            let client = crate::db::connect(&self.pg, &self.tls).await?;
+            if self.connected_once {
+                self.metrics.reconnected(Connection::Record);
+            }
+            self.connected_once = true;
+            self.recorder = Some(Recorder::new(
+                client,
+                self.worker_id.clone(),
+                self.db_timeout,
+            ));
+        }
+        let recorder = self.recorder.as_ref().expect("connected above");
+        recorder.record(part).await
     }
 }

@@ -47,6 +47,16 @@ pub enum SendError {
     /// A stored secret could not be parsed, so nothing was sent.
     #[error("the endpoint's signing secret is unreadable; rotate it")]
     NoSecret,
+    /// Every attempt the retry policy allows was claimed and none was
+    /// recorded (a worker stopped while sending each time), so this one is
+    /// not sent: it would loop forever if it crashes the worker.
+    #[error("not sent: attempt {attempt} is beyond the retry policy's {max}; the earlier ones were claimed and never recorded (did a worker stop while sending?)")]
+    Exhausted {
+        /// this attempt's number
+        attempt: u32,
+        /// the policy's max_attempts
+        max: u32,
+    },
 }
 
 impl SendError {
@@ -56,7 +66,10 @@ impl SendError {
     pub fn is_retryable(&self) -> bool {
         !matches!(
             self,
-            Self::Blocked(_) | Self::NoSecret | Self::Status { status: 410, .. }
+            Self::Blocked(_)
+                | Self::NoSecret
+                | Self::Exhausted { .. }
+                | Self::Status { status: 410, .. }
         )
     }
 }
@@ -200,6 +213,12 @@ impl Dispatcher {
         claim: &Claim,
         timestamp: i64,
     ) -> Result<(u16, String, Option<Duration>), SendError> {
+        if claim.attempt > claim.policy.max_attempts {
+            return Err(SendError::Exhausted {
+                attempt: claim.attempt,
+                max: claim.policy.max_attempts,
+            });
+        }
         if claim.secrets.is_empty() {
             return Err(SendError::NoSecret);
         }
@@ -260,7 +279,11 @@ impl Dispatcher {
                     Ok(None) | Err(_) => break,
                 }
             }
-            Ok::<_, SendError>((status, clean_text(&excerpt), retry_after))
+            Ok::<_, SendError>((
+                status,
+                clean_text(&excerpt, self.excerpt_bytes),
+                retry_after,
+            ))
         };
         // One deadline for the whole exchange: connect, send, headers, excerpt.
         match tokio::time::timeout(claim.timeout, exchange).await {
@@ -281,8 +304,19 @@ fn parse_retry_after(v: &str) -> Option<Duration> {
 }
 
 /// Text safe to store in PostgreSQL: lossy UTF-8 without NUL bytes.
-pub(crate) fn clean_text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).replace('\0', "")
+pub(crate) fn clean_text(bytes: &[u8], max: usize) -> String {
+    let mut text = String::from_utf8_lossy(bytes).replace('\0', "");
+    // The repair can grow it (each invalid byte becomes a 3-byte U+FFFD):
+    // cut back to the bound, on a character boundary, so that the row
+    // always fits webhook.attempts' limit.
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
 }
 
 /// Maps a client failure to our classes, with a message that has no URL
@@ -351,6 +385,10 @@ mod tests {
 
     #[test]
     fn excerpt_is_storable_text() {
-        assert_eq!(clean_text(b"a\0b\xffc"), "ab\u{fffd}c");
+        assert_eq!(clean_text(b"a\0b\xffc", 100), "ab\u{fffd}c");
+        // Four invalid bytes would become 12: cut to 10 on a boundary (9).
+        let cut = clean_text(b"\xff\xfe\xfd\xfc", 10);
+        assert_eq!(cut, "\u{fffd}\u{fffd}\u{fffd}");
+        assert!(cut.len() <= 10);
     }
 }

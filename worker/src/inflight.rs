@@ -116,7 +116,9 @@ mod tests {
         f.spawn(7, 200, async {
             let _ = rx.await;
         });
-        f.spawn(9, 3000, async { panic!("a delivery task panicked on purpose") });
+        f.spawn(9, 3000, async {
+            panic!("a delivery task panicked on purpose")
+        });
         let mut counts = f.per_endpoint();
         counts.sort();
         assert_eq!(counts, vec![(7, 2), (9, 1)]);

@@ -34,6 +34,7 @@ pub mod listen;
 mod maintenance;
 pub mod metrics;
 mod pacing;
+pub mod pgtls;
 pub mod queries;
 pub mod queue;
 pub mod receiver;

@@ -10,6 +10,7 @@
 
 use crate::events::{Events, WorkerEvent};
 use crate::metrics::{Connection, Metrics};
+use crate::pgtls::PgTls;
 use crate::queries;
 use futures_util::future::poll_fn;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ const RECONNECT_MAX: Duration = Duration::from_secs(10);
 /// Keeps a LISTEN connection up until `cancel` fires.
 pub(crate) async fn run(
     pg: tokio_postgres::Config,
+    tls: PgTls,
     wake: Arc<Notify>,
     cancel: CancellationToken,
     events: Events,
@@ -38,7 +40,7 @@ pub(crate) async fn run(
         first = false;
         let result = tokio::select! {
             _ = cancel.cancelled() => return,
-            r = listen_once(&pg, &wake, &events) => r,
+            r = listen_once(&pg, &tls, &wake, &events) => r,
         };
         match result {
             Ok(()) => tracing::warn!("LISTEN connection closed by the server; reconnecting"),
@@ -59,10 +61,33 @@ pub(crate) async fn run(
 /// Connects, LISTENs, and forwards notifications until the connection ends.
 async fn listen_once(
     pg: &tokio_postgres::Config,
+    tls: &PgTls,
     wake: &Notify,
     events: &Events,
 ) -> Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = pg.connect(NoTls).await?;
+    match tls.connector() {
+        Some(connector) => {
+            let (client, connection) = pg.connect(connector).await?;
+            listen_on(client, connection, wake, events).await
+        }
+        None => {
+            let (client, connection) = pg.connect(NoTls).await?;
+            listen_on(client, connection, wake, events).await
+        }
+    }
+}
+
+/// LISTENs on `client` and forwards notifications until `connection` ends.
+async fn listen_on<S, T>(
+    client: tokio_postgres::Client,
+    mut connection: tokio_postgres::Connection<S, T>,
+    wake: &Notify,
+    events: &Events,
+) -> Result<(), tokio_postgres::Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     // The connection must be polled for the LISTEN to complete, and it is
     // also where notifications arrive: drive it here rather than in a
     // spawned task, so that its end is this function's end.

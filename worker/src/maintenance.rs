@@ -16,6 +16,8 @@ use tokio_util::sync::CancellationToken;
 /// Runs the maintenance on `schedule` until `cancel` fires.
 pub(crate) async fn run(
     pg: tokio_postgres::Config,
+    tls: crate::pgtls::PgTls,
+    db_timeout: std::time::Duration,
     schedule: MaintenanceSchedule,
     cancel: CancellationToken,
     events: Events,
@@ -30,7 +32,7 @@ pub(crate) async fn run(
             _ = tokio::time::sleep(wait) => {}
         }
         if client.as_ref().is_none_or(|c| c.is_closed()) {
-            client = match db::connect(&pg).await {
+            client = match db::connect(&pg, &tls).await {
                 Ok(c) => {
                     if connected_once {
                         metrics.reconnected(Connection::Maintenance);
@@ -39,7 +41,7 @@ pub(crate) async fn run(
                     Some(c)
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, cause = ?e.0, "maintenance: cannot connect; trying at the next scheduled time");
+                    tracing::warn!(error = %e, cause = ?e.cause(), "maintenance: cannot connect; trying at the next scheduled time");
                     continue;
                 }
             };
@@ -47,7 +49,11 @@ pub(crate) async fn run(
         let Some(c) = client.as_ref() else { continue };
         // The simple-query protocol: no prepared statement to keep (works
         // through a transaction-mode pooler), and this runs once a minute.
-        match c.simple_query(queries::MAINTENANCE).await {
+        // A purge may take a while on a big log: ten times the bound of the
+        // other calls. Out of time, the connection is given up (the purge
+        // is idempotent and runs again at the next schedule).
+        let limit = db_timeout * 10;
+        match crate::error::bounded(limit, c.simple_query(queries::MAINTENANCE)).await {
             Ok(messages) => {
                 let report = messages.iter().find_map(|m| match m {
                     tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
@@ -67,7 +73,10 @@ pub(crate) async fn run(
                 events.emit(WorkerEvent::Maintenance(report));
             }
             Err(e) => {
-                tracing::warn!(error = %e, cause = ?e, "maintenance failed; it runs again at the next scheduled time")
+                if e.is_closed() {
+                    client = None;
+                }
+                tracing::warn!(error = %e, cause = ?e.cause(), "maintenance failed; it runs again at the next scheduled time")
             }
         }
     }

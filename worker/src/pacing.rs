@@ -103,7 +103,7 @@ pub(crate) async fn idle(
         {
             Ok(due) => due,
             Err(e) => {
-                tracing::warn!(error = %e, cause = ?e.0, "could not read the next due time");
+                tracing::warn!(error = %e, cause = ?e.cause(), "could not read the next due time");
                 None
             }
         };

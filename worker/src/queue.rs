@@ -117,6 +117,10 @@ pub struct ClaimRequest<'a> {
 /// The claim side's connection.
 pub struct Queue {
     client: Client,
+    /// Bound on each call (see `--db-timeout-ms`).
+    timeout: Duration,
+    /// Set when a call ran out of time: the connection is given up.
+    given_up: std::sync::atomic::AtomicBool,
 }
 
 /// Pairs each parameter with its type, for `query_typed`.
@@ -128,9 +132,27 @@ pub(crate) fn typed<'a>(
 }
 
 impl Queue {
-    /// The claim side over `client`.
-    pub fn new(client: Client) -> Self {
-        Self { client }
+    /// The claim side over `client`, each call bounded by `timeout`.
+    pub fn new(client: Client, timeout: Duration) -> Self {
+        Self {
+            client,
+            timeout,
+            given_up: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Runs a call within the bound; a call that runs out of time gives the
+    /// connection up (it may be half-open, or busy with the late statement).
+    async fn bounded<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, DbError> {
+        let result = crate::error::bounded(self.timeout, call).await;
+        if matches!(result, Err(DbError::TimedOut(_))) {
+            self.given_up
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        result
     }
 
     /// Fans out, then claims up to `request.limit` due deliveries, each
@@ -153,8 +175,10 @@ impl Queue {
             &max_bytes,
         ];
         let rows = self
-            .client
-            .query_typed(queries::CLAIM, &typed(&params, queries::CLAIM_TYPES))
+            .bounded(
+                self.client
+                    .query_typed(queries::CLAIM, &typed(&params, queries::CLAIM_TYPES)),
+            )
             .await?;
         Ok(rows.iter().map(Claim::from_row).collect())
     }
@@ -170,8 +194,10 @@ impl Queue {
         let (ids, counts) = split_busy(busy);
         let params: [&(dyn ToSql + Sync); 3] = [&concurrency, &ids, &counts];
         let row = self
-            .client
-            .query_typed_one(queries::NEXT_DUE, &typed(&params, queries::NEXT_DUE_TYPES))
+            .bounded(
+                self.client
+                    .query_typed_one(queries::NEXT_DUE, &typed(&params, queries::NEXT_DUE_TYPES)),
+            )
             .await?;
         let ms: Option<i64> = row.get(0);
         Ok(ms.map(|ms| Duration::from_millis(ms.max(0) as u64)))
@@ -180,8 +206,10 @@ impl Queue {
     /// The extension's notify debounce interval (see `linger` in run.rs).
     pub async fn notify_min_interval(&self) -> Result<Duration, DbError> {
         let row = self
-            .client
-            .query_typed_one(queries::NOTIFY_MIN_INTERVAL, &[])
+            .bounded(
+                self.client
+                    .query_typed_one(queries::NOTIFY_MIN_INTERVAL, &[]),
+            )
             .await?;
         let ms: i32 = row.get(0);
         Ok(Duration::from_millis(ms.max(0) as u64))
@@ -189,6 +217,6 @@ impl Queue {
 
     /// True when the connection is gone and the queue must be rebuilt.
     pub fn is_closed(&self) -> bool {
-        self.client.is_closed()
+        self.client.is_closed() || self.given_up.load(std::sync::atomic::Ordering::Relaxed)
     }
 }

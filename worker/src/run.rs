@@ -66,10 +66,10 @@ impl Worker {
             events,
             metrics,
         } = self;
-        let client = db::connect(&config.pg).await?;
+        let client = db::connect(&config.pg, &config.pg_tls).await?;
         let version = db::check_extension(&client).await?;
         tracing::info!(extension_version = %version, ?config, "pg-webhook-worker starting");
-        let mut queue = Queue::new(client);
+        let mut queue = Queue::new(client, config.db_timeout);
         let mut linger = Linger::new(queue.notify_min_interval().await?);
         let dispatcher = Arc::new(Dispatcher::new(&config).map_err(Error::Http)?);
 
@@ -78,6 +78,7 @@ impl Worker {
                 server::start(
                     addr,
                     config.pg.clone(),
+                    config.pg_tls.clone(),
                     metrics.clone(),
                     config.worker_id.clone(),
                     cancel.clone(),
@@ -91,6 +92,7 @@ impl Worker {
         let wake = Arc::new(Notify::new());
         let listener = tokio::spawn(listen::run(
             config.listen_pg.clone(),
+            config.listen_tls.clone(),
             wake.clone(),
             cancel.clone(),
             events.clone(),
@@ -101,6 +103,8 @@ impl Worker {
         let (record_tx, record_rx) = mpsc::channel(config.concurrency + MAX_RECORD_BATCH);
         let recorder = tokio::spawn(delivery_log::run_recorder(
             config.pg.clone(),
+            config.pg_tls.clone(),
+            config.db_timeout,
             config.worker_id.clone(),
             record_rx,
             events.clone(),
@@ -110,6 +114,8 @@ impl Worker {
         let maintenance = config.maintenance.clone().map(|schedule| {
             tokio::spawn(maintenance::run(
                 config.pg.clone(),
+                config.pg_tls.clone(),
+                config.db_timeout,
                 schedule,
                 cancel.clone(),
                 events.clone(),
@@ -316,7 +322,7 @@ async fn deliver(
 
 /// Logs a database failure and backs off (cancellation cuts the wait short).
 async fn db_trouble(e: &DbError, doing: &str, cancel: &CancellationToken, backoff: &mut Duration) {
-    tracing::warn!(error = %e, cause = ?e.0, "{doing} failed; retrying in {backoff:?}");
+    tracing::warn!(error = %e, cause = ?e.cause(), "{doing} failed; retrying in {backoff:?}");
     tokio::select! {
         _ = cancel.cancelled() => {}
         _ = tokio::time::sleep(*backoff) => {}
@@ -335,7 +341,12 @@ async fn reopen(
         if cancel.is_cancelled() {
             return None;
         }
-        let attempt = async { Ok::<_, DbError>(Queue::new(db::connect(&config.pg).await?)) };
+        let attempt = async {
+            Ok::<_, DbError>(Queue::new(
+                db::connect(&config.pg, &config.pg_tls).await?,
+                config.db_timeout,
+            ))
+        };
         match attempt.await {
             Ok(q) => {
                 tracing::info!("claim connection re-established");

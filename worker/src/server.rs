@@ -27,6 +27,7 @@ const DB_TIMEOUT: Duration = Duration::from_secs(3);
 
 struct Shared {
     pg: tokio_postgres::Config,
+    tls: crate::pgtls::PgTls,
     metrics: Arc<Metrics>,
     worker_id: String,
     client: Mutex<Option<Client>>,
@@ -42,7 +43,7 @@ impl Shared {
             let mut guard = self.client.lock().await;
             if guard.as_ref().is_none_or(|c| c.is_closed()) {
                 let reconnect = guard.is_some();
-                *guard = Some(db::connect(&self.pg).await.map_err(describe)?);
+                *guard = Some(db::connect(&self.pg, &self.tls).await.map_err(describe)?);
                 if reconnect {
                     self.metrics.reconnected(Connection::Status);
                 }
@@ -74,6 +75,7 @@ fn describe(e: DbError) -> String {
 pub(crate) async fn start(
     addr: SocketAddr,
     pg: tokio_postgres::Config,
+    tls: crate::pgtls::PgTls,
     metrics: Arc<Metrics>,
     worker_id: String,
     cancel: CancellationToken,
@@ -87,6 +89,7 @@ pub(crate) async fn start(
         .map_err(|e| Error::Serve { addr, source: e })?;
     let shared = Arc::new(Shared {
         pg,
+        tls,
         metrics,
         worker_id,
         client: Mutex::new(None),

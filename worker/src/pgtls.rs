@@ -1,0 +1,465 @@
+//! TLS to PostgreSQL, as libpq users expect it from their connection
+//! string: `sslmode` (`disable`, `allow`, `prefer`, `require`, `verify-ca`,
+//! `verify-full`) and `sslrootcert` (a PEM file of trusted roots, or
+//! `system` for the Mozilla roots), in the `key=value` form or as URL query
+//! parameters. tokio-postgres itself knows only disable, prefer and
+//! require, so these two settings are taken out of the string here and
+//! turned into a rustls client configuration (through tokio-postgres-rustls).
+//!
+//! As in libpq: `require` encrypts without checking the certificate, unless
+//! `sslrootcert` is given, when it checks it as `verify-ca` does;
+//! `verify-ca` checks that a trusted root signed the certificate;
+//! `verify-full` also checks that it names the host connected to.
+//!
+//! Must not: open connections (db.rs does), or read any other setting.
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
+use std::sync::Arc;
+use tokio_postgres::config::SslMode as DriverMode;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+/// libpq's `sslmode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    /// No TLS.
+    Disable,
+    /// TLS when the server insists (treated as `prefer`: tokio-postgres
+    /// cannot start in plain text and upgrade).
+    Allow,
+    /// TLS when the server offers it, plain otherwise (libpq's default).
+    Prefer,
+    /// TLS, certificate checked only if `sslrootcert` is given.
+    Require,
+    /// TLS, certificate signed by a trusted root.
+    VerifyCa,
+    /// TLS, certificate signed by a trusted root and naming the host.
+    VerifyFull,
+}
+
+impl SslMode {
+    fn parse(value: &str) -> Result<Self, String> {
+        Ok(match value {
+            "disable" => Self::Disable,
+            "allow" => Self::Allow,
+            "prefer" => Self::Prefer,
+            "require" => Self::Require,
+            "verify-ca" => Self::VerifyCa,
+            "verify-full" => Self::VerifyFull,
+            other => {
+                return Err(format!(
+                    "invalid sslmode {other:?}: one of disable, allow, prefer, require, verify-ca, verify-full"
+                ))
+            }
+        })
+    }
+}
+
+/// The TLS settings of one connection string, ready to connect with.
+#[derive(Clone)]
+pub struct PgTls {
+    /// The mode asked for.
+    pub mode: SslMode,
+    connector: Option<MakeRustlsConnect>,
+}
+
+impl std::fmt::Debug for PgTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgTls").field("mode", &self.mode).finish()
+    }
+}
+
+impl PgTls {
+    /// No TLS at all.
+    pub fn disabled() -> Self {
+        Self {
+            mode: SslMode::Disable,
+            connector: None,
+        }
+    }
+
+    /// The connector to hand to tokio-postgres; `None` for `disable`.
+    pub fn connector(&self) -> Option<MakeRustlsConnect> {
+        self.connector.clone()
+    }
+}
+
+/// Takes `sslmode` and `sslrootcert` out of a connection string (either
+/// form); returns the rest, for tokio-postgres, with the driver's mode to
+/// set, and the TLS settings.
+pub fn split(dsn: &str) -> Result<(String, DriverMode, PgTls), String> {
+    let (rest, mode, root) = if dsn.starts_with("postgres://") || dsn.starts_with("postgresql://") {
+        split_url(dsn)?
+    } else {
+        split_key_value(dsn)?
+    };
+    let mode = match mode {
+        Some(m) => SslMode::parse(&m)?,
+        None => SslMode::Prefer,
+    };
+    let driver = match mode {
+        SslMode::Disable => DriverMode::Disable,
+        SslMode::Allow | SslMode::Prefer => DriverMode::Prefer,
+        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => DriverMode::Require,
+    };
+    let tls = build(mode, root.as_deref())?;
+    Ok((rest, driver, tls))
+}
+
+/// `key=value` pairs separated by spaces, values optionally single-quoted
+/// with `\'` and `\\` escapes (libpq's rules).
+fn split_key_value(dsn: &str) -> Result<(String, Option<String>, Option<String>), String> {
+    let mut rest = Vec::new();
+    let (mut mode, mut root) = (None, None);
+    let mut chars = dsn.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            break;
+        }
+        let mut key = String::new();
+        while let Some(&c) = chars.peek() {
+            if c == '=' || c.is_whitespace() {
+                break;
+            }
+            key.push(c);
+            chars.next();
+        }
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.next() != Some('=') {
+            return Err(format!(
+                "missing \"=\" after {key:?} in the connection string"
+            ));
+        }
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut raw = String::new();
+        let mut value = String::new();
+        if chars.peek() == Some(&'\'') {
+            raw.push(chars.next().unwrap_or('\''));
+            loop {
+                match chars.next() {
+                    None => return Err("unterminated quoted value in the connection string".into()),
+                    Some('\'') => {
+                        raw.push('\'');
+                        break;
+                    }
+                    Some('\\') => {
+                        let escaped = chars.next().ok_or("a connection string ends in \\")?;
+                        raw.push('\\');
+                        raw.push(escaped);
+                        value.push(escaped);
+                    }
+                    Some(c) => {
+                        raw.push(c);
+                        value.push(c);
+                    }
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c.is_whitespace() {
+                    break;
+                }
+                if c == '\\' {
+                    chars.next();
+                    let escaped = chars.next().ok_or("a connection string ends in \\")?;
+                    raw.push('\\');
+                    raw.push(escaped);
+                    value.push(escaped);
+                    continue;
+                }
+                raw.push(c);
+                value.push(c);
+                chars.next();
+            }
+        }
+        match key.as_str() {
+            "sslmode" => mode = Some(value),
+            "sslrootcert" => root = Some(value),
+            _ => rest.push(format!("{key}={raw}")),
+        }
+    }
+    Ok((rest.join(" "), mode, root))
+}
+
+/// A `postgres://` URL: the two settings are query parameters.
+fn split_url(dsn: &str) -> Result<(String, Option<String>, Option<String>), String> {
+    let Some((base, query)) = dsn.split_once('?') else {
+        return Ok((dsn.to_owned(), None, None));
+    };
+    let (mut mode, mut root) = (None, None);
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let decoded =
+            || percent_decode(v).ok_or_else(|| format!("invalid percent-encoding in {k}"));
+        match k {
+            "sslmode" => mode = Some(decoded()?),
+            "sslrootcert" => root = Some(decoded()?),
+            _ => kept.push(pair),
+        }
+    }
+    let rest = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    Ok((rest, mode, root))
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The rustls configuration for a mode and an optional root file.
+fn build(mode: SslMode, root: Option<&str>) -> Result<PgTls, String> {
+    if mode == SslMode::Disable {
+        return Ok(PgTls::disabled());
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let roots = match root {
+        None => None,
+        Some("system") => Some(rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        }),
+        Some(path) => Some(load_roots(path)?),
+    };
+    let check = match (mode, roots) {
+        (SslMode::VerifyCa | SslMode::VerifyFull, None) => {
+            return Err(format!(
+                "sslmode={} needs sslrootcert: a PEM file of the roots to trust, or \"system\"",
+                if mode == SslMode::VerifyCa {
+                    "verify-ca"
+                } else {
+                    "verify-full"
+                }
+            ))
+        }
+        (_, None) => Check::Nothing,
+        (SslMode::VerifyFull, Some(r)) => Check::Full(r),
+        (_, Some(r)) => Check::Chain(r),
+    };
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS set-up: {e}"))?;
+    let config = match check {
+        Check::Full(roots) => builder.with_root_certificates(roots).with_no_client_auth(),
+        Check::Chain(roots) => {
+            let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| format!("TLS set-up: {e}"))?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(ChainOnly(inner)))
+                .with_no_client_auth()
+        }
+        Check::Nothing => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Unchecked(provider)))
+            .with_no_client_auth(),
+    };
+    Ok(PgTls {
+        mode,
+        connector: Some(MakeRustlsConnect::new(config)),
+    })
+}
+
+enum Check {
+    Nothing,
+    Chain(rustls::RootCertStore),
+    Full(rustls::RootCertStore),
+}
+
+fn load_roots(path: &str) -> Result<rustls::RootCertStore, String> {
+    use rustls::pki_types::pem::PemObject;
+    let mut store = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read sslrootcert {path}: {e}"))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| format!("sslrootcert {path}: {e}"))?;
+        store
+            .add(cert)
+            .map_err(|e| format!("sslrootcert {path}: {e}"))?;
+    }
+    if store.is_empty() {
+        return Err(format!("sslrootcert {path} holds no certificate"));
+    }
+    Ok(store)
+}
+
+/// `verify-ca` (and `require` with a root file): the chain must lead to a
+/// trusted root; the name in the certificate is not compared with the host.
+#[derive(Debug)]
+struct ChainOnly(Arc<rustls::client::WebPkiServerVerifier>);
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// `require` and `prefer` without a root file: encrypted, the certificate
+/// taken as it comes (what libpq does); the handshake's signatures are
+/// still checked against it.
+#[derive(Debug)]
+struct Unchecked(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for Unchecked {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn takes_the_ssl_settings_out_of_key_value_strings() {
+        let (rest, driver, tls) =
+            split("host=db port=5432 sslmode=require password='a b\\'c' dbname=x").unwrap();
+        assert_eq!(rest, "host=db port=5432 password='a b\\'c' dbname=x");
+        assert!(matches!(driver, DriverMode::Require));
+        assert_eq!(tls.mode, SslMode::Require);
+        assert!(tls.connector().is_some());
+        let (rest, driver, tls) = split("host=db").unwrap();
+        assert_eq!(rest, "host=db");
+        assert!(matches!(driver, DriverMode::Prefer));
+        assert_eq!(tls.mode, SslMode::Prefer, "libpq's default");
+        let (_, driver, tls) = split("host=db sslmode=disable").unwrap();
+        assert!(matches!(driver, DriverMode::Disable) && tls.connector().is_none());
+    }
+
+    #[test]
+    fn takes_the_ssl_settings_out_of_urls() {
+        let (rest, driver, tls) =
+            split("postgres://u:p@db:5432/x?sslmode=require&application_name=w").unwrap();
+        assert_eq!(rest, "postgres://u:p@db:5432/x?application_name=w");
+        assert!(matches!(driver, DriverMode::Require));
+        assert_eq!(tls.mode, SslMode::Require);
+        let (rest, _, _) = split("postgresql://db/x?sslmode=prefer").unwrap();
+        assert_eq!(rest, "postgresql://db/x");
+    }
+
+    #[test]
+    fn refuses_what_libpq_refuses() {
+        assert!(split("host=db sslmode=sometimes")
+            .unwrap_err()
+            .contains("invalid sslmode"));
+        assert!(split("host=db sslmode=verify-full")
+            .unwrap_err()
+            .contains("needs sslrootcert"));
+        assert!(
+            split("host=db sslmode=verify-ca sslrootcert=/nonexistent/root.crt")
+                .unwrap_err()
+                .contains("cannot read sslrootcert")
+        );
+        assert!(split("host=db sslmode=verify-full sslrootcert=system").is_ok());
+    }
+}
