@@ -953,32 +953,6 @@ COMMENT ON FUNCTION webhook."_capture"() IS
 /* </end connected objects> */
 
 /* <begin connected objects> */
-CREATE SCHEMA IF NOT EXISTS webhook; /* pg_webhook::histogram::webhook */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- pg_webhook::histogram::webhook::_hist_acc
-CREATE  FUNCTION webhook."_hist_acc"(
-	"state" bigint[], /* :: std :: option :: Option < Array < '_, i64 > > */
-	"value" INT[] /* :: std :: option :: Option < Array < '_, i32 > > */
-) RETURNS bigint[] /* Vec < i64 > */
-IMMUTABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hist_acc_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- pg_webhook::histogram::webhook::_hist_add
-CREATE  FUNCTION webhook."_hist_add"(
-	"a" INT[], /* :: std :: option :: Option < Array < '_, i32 > > */
-	"b" INT[] /* :: std :: option :: Option < Array < '_, i32 > > */
-) RETURNS INT[] /* Vec < i32 > */
-IMMUTABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hist_add_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 CREATE SCHEMA IF NOT EXISTS webhook; /* pg_webhook::vxid::webhook */
 /* </end connected objects> */
 
@@ -1371,6 +1345,117 @@ end
 $$;
 comment on function webhook._fan_out(integer) is
     'Creates the deliveries of the next chunk of committed events (whole transactions, in commit-snapshot order); returns how many. Called by webhook._claim_deliveries.';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+CREATE SCHEMA IF NOT EXISTS webhook; /* pg_webhook::api::webhook */
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- pg_webhook::api::webhook::_retention_s
+CREATE  FUNCTION webhook."_retention_s"() RETURNS INT /* i32 */
+STRICT STABLE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'retention_s_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- pg_webhook::api::webhook::_disable_after_s
+CREATE  FUNCTION webhook."_disable_after_s"() RETURNS INT /* i32 */
+STRICT STABLE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'disable_after_s_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- pg_webhook::api::webhook::_generate_secret
+CREATE  FUNCTION webhook."_generate_secret"() RETURNS TEXT /* Result < String, ErrorReport > */
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'generate_secret_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- pg_webhook::api::webhook::_check_secret
+CREATE  FUNCTION webhook."_check_secret"(
+	"secret" TEXT /* & str */
+) RETURNS TEXT /* Result < String, ErrorReport > */
+IMMUTABLE STRICT 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_secret_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- pg_webhook::api::webhook::_check_url
+CREATE  FUNCTION webhook."_check_url"(
+	"url" TEXT /* Option < & str > */
+) RETURNS TEXT /* Result < String, ErrorReport > */
+STABLE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_url_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- pg_webhook::api::webhook::_check_payload_size
+CREATE  FUNCTION webhook."_check_payload_size"(
+	"bytes" bigint /* i64 */
+) RETURNS bool /* Result < bool, ErrorReport > */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_payload_size_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- pg_webhook::api::webhook::_matches
+CREATE  FUNCTION webhook."_matches"(
+	"patterns" TEXT[], /* Array < '_, & str > */
+	"event_type" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'matches_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- pg_webhook::api::webhook::_wake
+CREATE  FUNCTION webhook."_wake"() RETURNS void
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'wake_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- pg_webhook::api::webhook::_notify_min_interval_ms
+CREATE  FUNCTION webhook."_notify_min_interval_ms"() RETURNS INT /* i32 */
+STRICT STABLE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'notify_min_interval_ms_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+CREATE SCHEMA IF NOT EXISTS webhook; /* pg_webhook::histogram::webhook */
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- pg_webhook::histogram::webhook::_hist_add
+CREATE  FUNCTION webhook."_hist_add"(
+	"a" INT[], /* :: std :: option :: Option < Array < '_, i32 > > */
+	"b" INT[] /* :: std :: option :: Option < Array < '_, i32 > > */
+) RETURNS INT[] /* Vec < i32 > */
+IMMUTABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hist_add_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- pg_webhook::histogram::webhook::_hist_acc
+CREATE  FUNCTION webhook."_hist_acc"(
+	"state" bigint[], /* :: std :: option :: Option < Array < '_, i64 > > */
+	"value" INT[] /* :: std :: option :: Option < Array < '_, i32 > > */
+) RETURNS bigint[] /* Vec < i64 > */
+IMMUTABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hist_acc_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -2987,17 +3072,29 @@ comment on view webhook.endpoint_health is
 comment on column webhook.endpoint_health.waiting is 'Deliveries held (paused) while the endpoint is paused or disabled.';
 
 -- API: Public
+-- The counts read the log (events are kept for pg_webhook.retention): a
+-- view to pick filters with, not to poll.
 create view webhook.event_types as
-select p.event_type, 'published'::text as source, null::regclass as source_table, p.first_published_at as since
-from webhook.published_types p
-union all
-select split_part(encode(t.tgargs, 'escape'), '\000', 1) || '.' || op.suffix, 'watched', t.tgrelid::regclass, null
-from pg_catalog.pg_trigger t
-cross join lateral (values (4, 'created'), (16, 'updated'), (8, 'deleted')) as op(bit, suffix)
-where t.tgname = 'webhook_capture' and t.tgfoid = 'webhook._capture'::regproc and t.tgtype & op.bit <> 0;
+with seen as (
+    select e.event_type, count(*) as events, max(e.created_at) as last_seen_at
+    from webhook.events e
+    group by e.event_type
+), types as (
+    select p.event_type, 'published'::text as source, null::regclass as source_table, p.first_published_at as since
+    from webhook.published_types p
+    union all
+    select split_part(encode(t.tgargs, 'escape'), '\000', 1) || '.' || op.suffix, 'watched', t.tgrelid::regclass, null
+    from pg_catalog.pg_trigger t
+    cross join lateral (values (4, 'created'), (16, 'updated'), (8, 'deleted')) as op(bit, suffix)
+    where t.tgname = 'webhook_capture' and t.tgfoid = 'webhook._capture'::regproc and t.tgtype & op.bit <> 0
+)
+select t.event_type, t.source, t.source_table, t.since,
+       coalesce(s.events, 0) as events_kept, s.last_seen_at
+from types t
+left join seen s on s.event_type = t.event_type;
 
 comment on view webhook.event_types is
-    'The event types that exist: those of watched tables (<prefix>.created/.updated/.deleted) and every type passed to webhook_publish or sent by pg_webhook itself.';
+    'The event types that exist: those of watched tables (<prefix>.created/.updated/.deleted) and every type passed to webhook_publish or sent by pg_webhook itself, with how many events of each the log holds (kept for pg_webhook.retention) and the last one''s time.';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -3076,91 +3173,6 @@ CREATE  FUNCTION webhook."_current_slot"() RETURNS smallint /* i16 */
 STRICT VOLATILE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'current_slot_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
-CREATE SCHEMA IF NOT EXISTS webhook; /* pg_webhook::api::webhook */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- pg_webhook::api::webhook::_notify_min_interval_ms
-CREATE  FUNCTION webhook."_notify_min_interval_ms"() RETURNS INT /* i32 */
-STRICT STABLE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'notify_min_interval_ms_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- pg_webhook::api::webhook::_generate_secret
-CREATE  FUNCTION webhook."_generate_secret"() RETURNS TEXT /* Result < String, ErrorReport > */
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'generate_secret_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- pg_webhook::api::webhook::_check_secret
-CREATE  FUNCTION webhook."_check_secret"(
-	"secret" TEXT /* & str */
-) RETURNS TEXT /* Result < String, ErrorReport > */
-IMMUTABLE STRICT 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'check_secret_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- pg_webhook::api::webhook::_wake
-CREATE  FUNCTION webhook."_wake"() RETURNS void
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'wake_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- pg_webhook::api::webhook::_check_payload_size
-CREATE  FUNCTION webhook."_check_payload_size"(
-	"bytes" bigint /* i64 */
-) RETURNS bool /* Result < bool, ErrorReport > */
-STRICT STABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'check_payload_size_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- pg_webhook::api::webhook::_matches
-CREATE  FUNCTION webhook."_matches"(
-	"patterns" TEXT[], /* Array < '_, & str > */
-	"event_type" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'matches_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- pg_webhook::api::webhook::_retention_s
-CREATE  FUNCTION webhook."_retention_s"() RETURNS INT /* i32 */
-STRICT STABLE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'retention_s_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- pg_webhook::api::webhook::_disable_after_s
-CREATE  FUNCTION webhook."_disable_after_s"() RETURNS INT /* i32 */
-STRICT STABLE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'disable_after_s_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- pg_webhook::api::webhook::_check_url
-CREATE  FUNCTION webhook."_check_url"(
-	"url" TEXT /* Option < & str > */
-) RETURNS TEXT /* Result < String, ErrorReport > */
-STABLE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'check_url_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */

@@ -43,6 +43,25 @@ pub(crate) fn row_event(
     out
 }
 
+/// The event of a row too large for `pg_webhook.max_payload_bytes`: the
+/// same shape, `new` and `old` cut down to the key columns (`keys`, the
+/// primary key; `{}` when the table has none), and `"truncated": true`, so
+/// that the receiver knows to read the row itself. Capture never fails the
+/// writer's transaction for the size of a row.
+pub(crate) fn truncated_event(
+    table: &str,
+    schema: &str,
+    op: &str,
+    new: Option<&str>,
+    old: Option<&str>,
+    keys: &[String],
+) -> String {
+    let mut event = row_event(table, schema, op, new, old, Some(keys));
+    event.pop(); // the closing brace
+    event.push_str(",\"truncated\":true}");
+    event
+}
+
 /// A JSON string literal.
 fn string(s: &str) -> String {
     serde_json::to_string(s).expect("a str always serializes")
@@ -65,6 +84,22 @@ pub(crate) fn project(row: &str, columns: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_truncated_event_keeps_the_keys_and_says_so() {
+        let e = truncated_event(
+            "docs",
+            "public",
+            "UPDATE",
+            Some(r#"{"id":7,"body":"xxxx"}"#),
+            Some(r#"{"id":7,"body":"yy"}"#),
+            &["id".to_owned()],
+        );
+        assert_eq!(
+            e,
+            r#"{"table":"docs","schema":"public","op":"UPDATE","new":{"id":7},"old":{"id":7},"truncated":true}"#
+        );
+    }
 
     #[test]
     fn wraps_rows_and_escapes_names() {

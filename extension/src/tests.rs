@@ -178,6 +178,41 @@ mod tests {
     }
 
     #[pg_test]
+    fn a_row_too_large_still_commits_and_its_event_carries_the_key() {
+        subscribe("https://a.example.com/", "{*}");
+        Spi::run(
+            "create table docs (tenant int, id int, body text, primary key (id, tenant));
+             select webhook_watch('docs');
+             set pg_webhook.max_payload_bytes = 1024;
+             insert into docs values (3, 7, repeat('x', 5000));",
+        )
+        .unwrap();
+        let payload = Spi::get_one::<pgrx::JsonB>("select payload::jsonb from webhook.events")
+            .unwrap()
+            .unwrap()
+            .0;
+        assert_eq!(payload["truncated"], true);
+        assert_eq!(payload["new"], serde_json::json!({"tenant": 3, "id": 7}));
+        assert_eq!(payload["old"], serde_json::Value::Null);
+        assert_eq!(payload["op"], "INSERT");
+        assert_eq!(
+            count("select count(*) from docs"),
+            1,
+            "the writer's row is there"
+        );
+        // A row that fits is sent whole, without the flag.
+        Spi::run("insert into docs values (3, 8, 'small')").unwrap();
+        let small = Spi::get_one::<pgrx::JsonB>(
+            "select payload::jsonb from webhook.events order by id desc limit 1",
+        )
+        .unwrap()
+        .unwrap()
+        .0;
+        assert_eq!(small["new"]["body"], "small");
+        assert!(small.get("truncated").is_none());
+    }
+
+    #[pg_test]
     fn capture_can_be_turned_off_for_a_session() {
         subscribe("https://a.example.com/", "{*}");
         Spi::run("create table bulk (id int); select webhook_watch('bulk')").unwrap();

@@ -23,7 +23,6 @@
 //!
 //! Must not: do network I/O, read secrets, or notify per row.
 
-use crate::error::Error;
 use crate::{gucs, payload, slots, vxid, wake};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -176,15 +175,20 @@ fn _capture<'a>(
     let inserted = as_extension_owner(|| match slots::current_or_legacy() {
         Some(slot) => {
             let columns = (!columns.is_empty()).then_some(columns);
-            let data = payload::row_event(&table, &schema, op, new_json, old_json, columns);
+            let mut data = payload::row_event(&table, &schema, op, new_json, old_json, columns);
             let max = gucs::max_payload_bytes();
             if data.len() > max as usize {
-                let report: pgrx::pg_sys::panic::ErrorReport = Error::PayloadTooLarge {
-                    bytes: data.len() as i64,
-                    max,
+                // Too large to send: the writer's transaction goes on, and
+                // the event carries the key and says it was cut (see payload.rs).
+                let keys = primary_key_columns(td.tg_relation);
+                data = payload::truncated_event(&table, &schema, op, new_json, old_json, &keys);
+                if data.len() > max as usize {
+                    // Keys larger than the limit: the bare event.
+                    data = payload::truncated_event(&table, &schema, op, None, None, &[]);
                 }
-                .into();
-                report.report(pgrx::PgLogLevel::ERROR);
+                pgrx::warning!(
+                    "pg_webhook: the {op} event of {qualified} exceeds pg_webhook.max_payload_bytes ({max}); sent with its key columns only (\"truncated\": true)"
+                );
             }
             // Within max_payload_bytes, an i32 (checked above).
             let bytes = i32::try_from(data.len()).unwrap_or(i32::MAX);
@@ -274,6 +278,25 @@ unsafe fn row_to_json(composite: pg_sys::Datum) -> pg_sys::Datum {
     // SAFETY: finfo describes row_to_json(record), which takes one composite
     // and reads its type from the datum itself.
     unsafe { pg_sys::FunctionCall1Coll(finfo, pg_sys::InvalidOid, composite) }
+}
+
+/// The primary key's column names of `rel`, in key order (empty when it has
+/// none). Only the rare oversized row needs them, so they are read from the
+/// catalog then, not cached.
+fn primary_key_columns(rel: pg_sys::Relation) -> Vec<String> {
+    // SAFETY: the trigger's relation is open for the whole call.
+    let relid = unsafe { (*rel).rd_id };
+    Spi::get_one_with_args::<Vec<String>>(
+        "select coalesce(array_agg(a.attname::text order by k.n), '{}')
+         from pg_catalog.pg_index i
+         cross join unnest(i.indkey::int2[]) with ordinality as k(attnum, n)
+         join pg_catalog.pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum
+         where i.indrelid = $1 and i.indisprimary",
+        &[relid.into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or_default()
 }
 
 /// Runs `f` with the extension owner's rights, then switches back. If `f`

@@ -553,3 +553,104 @@ async fn endpoint_health_reports_rates_latency_failures_and_backlog() {
     assert_eq!(r.get::<_, i32>(9), 0, "a success ends the run of failures");
     assert_eq!((r.get::<_, i64>(10), r.get::<_, i64>(11)), (0, 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_auth_is_sent_on_every_request_and_never_shown_to_readers() {
+    let db = TestDb::new().await;
+    let receiver = Receiver::start().await;
+    let client = db.client().await;
+    for (path, auth) in [
+        (
+            "/basic",
+            r#"{"type": "basic", "username": "shop", "password": "pa:ss wörd"}"#,
+        ),
+        ("/bearer", r#"{"type": "bearer", "token": "tok-123"}"#),
+        (
+            "/key",
+            r#"{"type": "api_key", "header": "x-api-key", "key": "k-456"}"#,
+        ),
+    ] {
+        client
+            .query_one(
+                "select endpoint_id from webhook_subscribe($1, auth => $2::text::jsonb)",
+                &[&receiver.url(path), &auth],
+            )
+            .await
+            .unwrap();
+    }
+    let mut worker = RunningWorker::start(db.worker_config());
+    client
+        .batch_execute("select webhook_publish('auth.check', '{}')")
+        .await
+        .unwrap();
+    db.wait_deliveries(&client, "succeeded", 3, &mut worker.events)
+        .await;
+    worker.stop().await;
+    let got = receiver.requests();
+    let by_path = |p: &str| {
+        got.iter()
+            .find(|r| r.path == p)
+            .unwrap_or_else(|| panic!("no request to {p}"))
+            .clone()
+    };
+    let basic: String = one(
+        &client,
+        "select encode(convert_to('shop:pa:ss wörd', 'UTF8'), 'base64')",
+    )
+    .await;
+    assert_eq!(
+        by_path("/basic").header("authorization"),
+        Some(format!("Basic {basic}").as_str())
+    );
+    assert_eq!(
+        by_path("/bearer").header("authorization"),
+        Some("Bearer tok-123")
+    );
+    assert_eq!(by_path("/key").header("x-api-key"), Some("k-456"));
+    // The credentials live with the secrets: not in webhook.endpoints.
+    let shown: String = one(
+        &client,
+        "select string_agg(row_to_json(e)::text, ' ') from webhook.endpoints e",
+    )
+    .await;
+    for secret in ["pa:ss", "tok-123", "k-456"] {
+        assert!(
+            !shown.contains(secret),
+            "{secret} shown in webhook.endpoints"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_types_lists_watched_and_published_types_with_counts() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "create table orders (id int primary key);
+             select webhook_watch('orders', operations => '{insert,delete}', event_prefix => 'order');
+             insert into orders values (1), (2);
+             select webhook_publish('invoice.paid', '{}') from generate_series(1, 3);",
+        )
+        .await
+        .unwrap();
+    let rows = client
+        .query(
+            "select event_type, source, events_kept, last_seen_at is not null from webhook.event_types order by 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(String, String, i64, bool)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("invoice.paid".into(), "published".into(), 3, true),
+            ("order.created".into(), "watched".into(), 2, true),
+            ("order.deleted".into(), "watched".into(), 0, false),
+        ]
+    );
+}

@@ -228,6 +228,8 @@ impl TestDb {
 /// One request the receiver got.
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// The request's path.
+    pub path: String,
     /// Header name (lowercase) → value.
     pub headers: Vec<(String, String)>,
     /// The raw body.
@@ -258,6 +260,8 @@ struct ReceiverState {
     requests: Vec<Received>,
     script: VecDeque<u16>,
     delay: Duration,
+    /// (every nth request fails with 500, every mth stalls this long)
+    chaos: Option<(usize, usize, Duration)>,
 }
 
 struct Shared {
@@ -453,6 +457,12 @@ impl Receiver {
         Self::serve(Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls)))).await
     }
 
+    /// Misbehaves on a fixed pattern: every `fail_every`th request gets a
+    /// 500, every `stall_every`th is answered only after `stall`.
+    pub fn set_chaos(&self, fail_every: usize, stall_every: usize, stall: Duration) {
+        self.shared.state.lock().unwrap().chaos = Some((fail_every, stall_every, stall));
+    }
+
     /// `https://` URL of `path` on this receiver.
     pub fn https_url(&self, path: &str) -> String {
         format!("https://{}{}", self.addr, path)
@@ -468,10 +478,12 @@ impl Drop for Receiver {
 async fn handle(
     State(shared): State<Arc<Shared>>,
     version: Version,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, &'static str) {
     let received = Received {
+        path: uri.path().to_owned(),
         version,
         headers: headers
             .iter()
@@ -488,7 +500,14 @@ async fn handle(
     let (status, delay) = {
         let mut s = shared.state.lock().unwrap();
         s.requests.push(received);
-        (s.script.pop_front().unwrap_or(200), s.delay)
+        let n = s.requests.len();
+        match s.chaos {
+            Some((fail, stall, long)) => (
+                if n % fail == 0 { 500 } else { 200 },
+                if n % stall == 0 { long } else { s.delay },
+            ),
+            None => (s.script.pop_front().unwrap_or(200), s.delay),
+        }
     };
     shared.arrived.notify_waiters();
     if !delay.is_zero() {
@@ -1003,6 +1022,89 @@ impl Drop for TlsCluster {
             .arg(&script)
             .arg("stop")
             .arg(self.dir.join("pg"))
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A PostgreSQL cluster of the test's own (trust authentication, loopback),
+/// for what must not touch the shared one: an immediate restart. Stopped
+/// when dropped.
+pub struct OwnCluster {
+    dir: std::path::PathBuf,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl OwnCluster {
+    /// Initialises and starts it (a few seconds).
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let dir = std::env::temp_dir().join(format!("pgwh-own-{}-{port}", std::process::id()));
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/cluster.sh");
+        let status = std::process::Command::new("bash")
+            .arg(&script)
+            .arg("start")
+            .arg(&dir)
+            .arg(port.to_string())
+            .arg("fsync = off")
+            .status()
+            .expect("run scripts/cluster.sh");
+        assert!(status.success(), "the cluster did not start");
+        Self { dir, port }
+    }
+
+    /// A connection string to `dbname` as postgres.
+    pub fn dsn(&self, dbname: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname={dbname}",
+            self.port
+        )
+    }
+
+    /// Stops it as a crash would (`pg_ctl -m immediate`: no checkpoint, every
+    /// connection cut) and starts it again (crash recovery).
+    pub fn restart_immediately(&self) {
+        let pg_ctl = |args: &[&str]| {
+            let bin = "/usr/lib/postgresql/15/bin/pg_ctl";
+            let mut c = if running_as_root() {
+                let mut c = std::process::Command::new("runuser");
+                c.args(["-u", "postgres", "--", bin]);
+                c
+            } else {
+                std::process::Command::new(bin)
+            };
+            let status = c
+                .arg("-D")
+                .arg(self.dir.join("data"))
+                .args(args)
+                .stdout(std::process::Stdio::null())
+                .status()
+                .expect("run pg_ctl");
+            assert!(status.success(), "pg_ctl {args:?} failed");
+        };
+        pg_ctl(&["-m", "immediate", "-w", "stop"]);
+        pg_ctl(&[
+            "-l",
+            &self.dir.join("log").display().to_string(),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        ]);
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/cluster.sh");
+        let _ = std::process::Command::new("bash")
+            .arg(&script)
+            .arg("stop")
+            .arg(&self.dir)
             .status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
