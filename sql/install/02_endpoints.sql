@@ -50,7 +50,7 @@ comment on column webhook.endpoints.retry_policy is
     'Null for the worker''s default (about 24 hours of exponential backoff), or {"max_attempts": int, "initial_delay": interval text, "max_delay": interval text, "backoff_multiplier": number}.';
 comment on column webhook.endpoints.timeout is 'Per-request timeout, 1 ms to 5 minutes.';
 comment on column webhook.endpoints.max_in_flight is
-    'Most deliveries of this endpoint one worker sends at once; null for an equal share of the worker''s slots among the endpoints with work.';
+    'Most deliveries of this endpoint one worker sends at once; null for an equal share of the worker''s slots among the endpoints with work (at most half of them).';
 comment on column webhook.endpoints.is_active is
     'False when removed or disabled (disabled_at). Deliveries of a disabled endpoint wait, as those of a paused one do.';
 comment on column webhook.endpoints.paused_at is

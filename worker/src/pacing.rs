@@ -85,8 +85,12 @@ impl Linger {
 /// claim is due (a retry, an expired lease; "may" as in an endpoint's share
 /// of the slots), a NOTIFY, the poll interval, or cancellation; while
 /// lingering, look at the queue every [`LINGER_POLL`] instead. With
-/// deliveries in flight, also return once enough of them have finished to
-/// free `min_claim` slots: they give endpoints back their share.
+/// deliveries in flight, also return once `min_claim` of them (or all) have
+/// finished: they give endpoints back their share. Counted from here and
+/// not as free slots: a short claim means every endpoint with work was at
+/// its share, which free slots do not show (an endpoint alone may hold only
+/// half of them), and claiming after each finished delivery would make a
+/// claim statement per delivery.
 pub(crate) async fn idle(
     queue: &Queue,
     config: &Config,
@@ -96,6 +100,8 @@ pub(crate) async fn idle(
     in_flight: &mut InFlight,
     min_claim: usize,
 ) {
+    let want = min_claim.min(in_flight.len());
+    let mut finished = 0;
     loop {
         let due = match queue
             .next_due(config.concurrency, &in_flight.per_endpoint())
@@ -126,7 +132,8 @@ pub(crate) async fn idle(
                     return;
                 }
                 Some(()) = in_flight.next(), if busy => {
-                    if config.concurrency - in_flight.len() >= min_claim {
+                    finished += 1;
+                    if finished >= want {
                         return;
                     }
                     continue;

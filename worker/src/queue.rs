@@ -104,7 +104,7 @@ pub struct ClaimRequest<'a> {
     /// Added to each endpoint's timeout to make the lease.
     pub lease_margin: Duration,
     /// The worker's slots: each endpoint with work may hold an equal share
-    /// of them (less if its `max_in_flight` says so).
+    /// of them, at most half (less if its `max_in_flight` says so).
     pub concurrency: usize,
     /// This worker's deliveries in flight, per endpoint id.
     pub busy: &'a [(i64, usize)],
