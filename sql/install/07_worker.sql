@@ -503,6 +503,11 @@ create function webhook._next_due_ms(
 language plpgsql stable
 security definer
 set search_path = pg_catalog, webhook
+-- Called every few milliseconds while the worker lingers: one plan per
+-- session (as the claim), index access whatever the statistics.
+set plan_cache_mode = force_generic_plan
+set enable_seqscan = off
+set jit = off
 as $$
 declare
     st webhook.fanout_state;
