@@ -71,9 +71,9 @@ $$;
 -- got there first. With an equal share of whatever endpoints have work, a
 -- healthy endpoint alone used every slot, and beside a blackholed one half
 -- of them, so the neighbour's rate halved (measured 0.50 of its rate alone,
--- issue 6.4); capped at half, it has the same slots in both cases. Endpoints with work are found by
--- a skip scan of deliveries_open_due (one index descent each), their
--- deliveries oldest first.
+-- issue 6.4); capped at half, it has the same slots in both cases.
+-- Endpoints with work are found by a skip scan of deliveries_open_due (one
+-- index descent each), their deliveries oldest first.
 --
 -- Why the lease is kept in columns of their own (and next_attempt_at is
 -- left alone): no indexed column changes, so the claim is a HOT update.
