@@ -13,7 +13,7 @@
 //! so that the machine's drift spreads over all of them.
 
 use crate::db::BenchDb;
-use crate::{median, Args};
+use crate::{median, pgbench, Args};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize)]
@@ -59,39 +59,9 @@ fn script_sql(table: &str) -> String {
     }
 }
 
-fn pgbench(args: &Args, dsn: &str, clients: u32, table: &str) -> anyhow::Result<f64> {
-    let script = std::env::temp_dir().join(format!("pg_webhook_bench_{table}.sql"));
-    std::fs::write(&script, script_sql(table))?;
-    let out = std::process::Command::new(&args.pgbench)
-        .args([
-            "-n",
-            "-M",
-            "prepared",
-            "-c",
-            &clients.to_string(),
-            "-j",
-            &clients.min(2).to_string(),
-        ])
-        .args([
-            "-T",
-            &args.pgbench_secs.to_string(),
-            "-f",
-            script.to_str().unwrap_or_default(),
-        ])
-        .arg(dsn)
-        .output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    anyhow::ensure!(
-        out.status.success(),
-        "pgbench failed: {}{}",
-        text,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text.lines()
-        .find(|l| l.starts_with("tps = "))
-        .and_then(|l| l.split_whitespace().nth(2))
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no tps in pgbench output: {text}"))
+/// `clients` writers running `table`'s single-row INSERT, prepared.
+fn insert_tps(args: &Args, dsn: &str, clients: u32, table: &str) -> anyhow::Result<f64> {
+    pgbench::tps(args, dsn, "prepared", clients, table, &script_sql(table))
 }
 
 /// One database per endpoint count, so that each keeps its endpoints.
@@ -129,10 +99,10 @@ pub async fn run(args: &Args) -> anyhow::Result<Vec<CaptureRow>> {
         let (mut plain, mut floor) = (Vec::new(), Vec::new());
         let mut per_n: Vec<Vec<f64>> = vec![Vec::new(); ENDPOINTS.len()];
         for _ in 0..args.runs {
-            plain.push(pgbench(args, &base.dsn, clients, "cap_plain")?);
-            floor.push(pgbench(args, &base.dsn, clients, "cap_floor")?);
+            plain.push(insert_tps(args, &base.dsn, clients, "cap_plain")?);
+            floor.push(insert_tps(args, &base.dsn, clients, "cap_floor")?);
             for (i, (_, db)) in watched.iter().enumerate() {
-                per_n[i].push(pgbench(args, &db.dsn, clients, "cap_watched")?);
+                per_n[i].push(insert_tps(args, &db.dsn, clients, "cap_watched")?);
             }
         }
         let row = CaptureRow {

@@ -101,6 +101,20 @@ pub async fn wait_drained(
     }
 }
 
+/// Fails unless every delivery succeeded (a drain that lost or failed some
+/// would measure the wrong thing); `what` names them in the error.
+pub async fn ensure_all_succeeded(c: &Client, what: &str) -> anyhow::Result<()> {
+    let failed: i64 = c
+        .query_one(
+            "select count(*) from webhook.deliveries where status <> 'succeeded'",
+            &[],
+        )
+        .await?
+        .get(0);
+    anyhow::ensure!(failed == 0, "{failed} {what} did not succeed");
+    Ok(())
+}
+
 /// A table of rows with a 200-byte payload, watched by pg_webhook.
 pub async fn watched_table(c: &Client, name: &str) -> anyhow::Result<()> {
     c.batch_execute(&format!(

@@ -79,14 +79,7 @@ pub async fn drain_once(
     db::wait_drained(&c, Duration::from_millis(20), Duration::from_secs(1800)).await?;
     let elapsed = start.elapsed();
     worker.stop().await?;
-    let failed: i64 = c
-        .query_one(
-            "select count(*) from webhook.deliveries where status <> 'succeeded'",
-            &[],
-        )
-        .await?
-        .get(0);
-    anyhow::ensure!(failed == 0, "{failed} deliveries did not succeed");
+    db::ensure_all_succeeded(&c, "deliveries").await?;
     drop(c);
     db.drop().await?;
     Ok(total as f64 / elapsed.as_secs_f64())

@@ -14,6 +14,7 @@ mod fairness;
 mod health;
 mod latency;
 mod memory;
+mod pgbench;
 mod report;
 mod retention;
 mod statements;

@@ -68,14 +68,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Memory> {
         peak = peak.max(hwm);
     }
     worker.stop().await?;
-    let failed: i64 = c
-        .query_one(
-            "select count(*) from webhook.deliveries where status <> 'succeeded'",
-            &[],
-        )
-        .await?
-        .get(0);
-    anyhow::ensure!(failed == 0, "{failed} deliveries of 1 MiB did not succeed");
+    db::ensure_all_succeeded(&c, "deliveries of 1 MiB").await?;
     drop(c);
     db.drop().await?;
     let m = Memory {

@@ -7,8 +7,13 @@
 //! difference per delivery is this divided by the batch size.
 
 use crate::db::BenchDb;
-use crate::{median, Args};
+use crate::{median, pgbench, Args};
 use serde::Serialize;
+
+/// One client running `sql` alone in protocol `mode`.
+fn statement_tps(args: &Args, dsn: &str, mode: &str, sql: &str) -> anyhow::Result<f64> {
+    pgbench::tps(args, dsn, mode, 1, "statement", &format!("{sql};\n"))
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Statements {
@@ -17,37 +22,6 @@ pub struct Statements {
     pub unnamed_tps: f64,
     /// extra time per statement when unnamed, µs
     pub extra_us: f64,
-}
-
-fn pgbench(args: &Args, dsn: &str, mode: &str, sql: &str) -> anyhow::Result<f64> {
-    let script = std::env::temp_dir().join("pg_webhook_bench_statement.sql");
-    std::fs::write(&script, format!("{sql};\n"))?;
-    let out = std::process::Command::new(&args.pgbench)
-        .args([
-            "-n",
-            "-M",
-            mode,
-            "-c",
-            "1",
-            "-j",
-            "1",
-            "-T",
-            &args.pgbench_secs.to_string(),
-        ])
-        .args(["-f", script.to_str().unwrap_or_default()])
-        .arg(dsn)
-        .output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    anyhow::ensure!(
-        out.status.success(),
-        "pgbench failed: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text.lines()
-        .find(|l| l.starts_with("tps = "))
-        .and_then(|l| l.split_whitespace().nth(2))
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no tps in pgbench output: {text}"))
 }
 
 pub async fn run(args: &Args) -> anyhow::Result<Vec<Statements>> {
@@ -65,8 +39,8 @@ pub async fn run(args: &Args) -> anyhow::Result<Vec<Statements>> {
     for (name, sql) in cases {
         let (mut prepared, mut unnamed) = (Vec::new(), Vec::new());
         for _ in 0..args.runs {
-            prepared.push(pgbench(args, &db.dsn, "prepared", sql)?);
-            unnamed.push(pgbench(args, &db.dsn, "extended", sql)?);
+            prepared.push(statement_tps(args, &db.dsn, "prepared", sql)?);
+            unnamed.push(statement_tps(args, &db.dsn, "extended", sql)?);
         }
         let (p, u) = (median(prepared), median(unnamed));
         let row = Statements {
