@@ -15,6 +15,7 @@ use pgrx::prelude::*;
 
 mod api;
 mod error;
+mod event_row;
 mod gucs;
 mod histogram;
 mod payload;

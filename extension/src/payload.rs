@@ -18,27 +18,25 @@ pub(crate) fn row_event(
     op: &str,
     new: Option<&str>,
     old: Option<&str>,
-    columns: Option<&[String]>,
+    columns: Option<&[impl AsRef<str>]>,
 ) -> String {
-    let row = |json: Option<&str>| -> String {
-        match (json, columns) {
-            (None, _) => "null".to_owned(),
-            (Some(j), None) => j.to_owned(),
-            (Some(j), Some(cols)) => project(j, cols),
-        }
+    let len = |json: Option<&str>| json.map_or(4, str::len);
+    let mut out = String::with_capacity(64 + table.len() + schema.len() + len(new) + len(old));
+    let push_row = |out: &mut String, json: Option<&str>| match (json, columns) {
+        (None, _) => out.push_str("null"),
+        (Some(j), None) => out.push_str(j),
+        (Some(j), Some(cols)) => out.push_str(&project(j, cols)),
     };
-    let (new, old) = (row(new), row(old));
-    let mut out = String::with_capacity(64 + table.len() + schema.len() + new.len() + old.len());
     out.push_str("{\"table\":");
-    out.push_str(&string(table));
+    push_string(&mut out, table);
     out.push_str(",\"schema\":");
-    out.push_str(&string(schema));
+    push_string(&mut out, schema);
     out.push_str(",\"op\":");
-    out.push_str(&string(op));
+    push_string(&mut out, op);
     out.push_str(",\"new\":");
-    out.push_str(&new);
+    push_row(&mut out, new);
     out.push_str(",\"old\":");
-    out.push_str(&old);
+    push_row(&mut out, old);
     out.push('}');
     out
 }
@@ -62,17 +60,25 @@ pub(crate) fn truncated_event(
     event
 }
 
-/// A JSON string literal.
-fn string(s: &str) -> String {
-    serde_json::to_string(s).expect("a str always serializes")
+/// Appends `s` as a JSON string literal. Names without a character JSON
+/// must escape (quote, backslash, control characters) are copied as they
+/// are, which is nearly every table and schema name.
+fn push_string(out: &mut String, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        out.push_str(&serde_json::to_string(s).expect("a str always serializes"));
+    }
 }
 
 /// The object `row` (JSON text of an object, as `row_to_json` makes it)
 /// with only the keys in `columns`, in the row's order.
-pub(crate) fn project(row: &str, columns: &[String]) -> String {
+pub(crate) fn project(row: &str, columns: &[impl AsRef<str>]) -> String {
     match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(row) {
         Ok(mut map) => {
-            map.retain(|k, _| columns.iter().any(|c| c == k));
+            map.retain(|k, _| columns.iter().any(|c| c.as_ref() == k));
             serde_json::to_string(&map).expect("a map of JSON values always serializes")
         }
         // row_to_json always makes an object; were it not one, send nothing
@@ -109,7 +115,7 @@ mod tests {
             "UPDATE",
             Some(r#"{"id":1}"#),
             None,
-            None,
+            None::<&[&str]>,
         );
         assert_eq!(
             e,
@@ -117,6 +123,14 @@ mod tests {
         );
         let v: serde_json::Value = serde_json::from_str(&e).unwrap();
         assert_eq!(v["table"], "or\"ders");
+    }
+
+    #[test]
+    fn names_needing_escapes_are_escaped() {
+        let e = row_event("a\\b\tc", "s", "INSERT", None, None, None::<&[&str]>);
+        let v: serde_json::Value = serde_json::from_str(&e).unwrap();
+        assert_eq!(v["table"], "a\\b\tc");
+        assert_eq!(v["new"], serde_json::Value::Null);
     }
 
     #[test]

@@ -48,6 +48,65 @@ mod tests {
     }
 
     #[pg_test]
+    fn a_captured_event_row_is_complete_and_indexed() {
+        Spi::run("create table orders (id int primary key, note text)").unwrap();
+        Spi::run("select webhook_watch('orders', event_prefix => 'order')").unwrap();
+        Spi::run("insert into orders values (1, 'first'), (2, 'second')").unwrap();
+        // Written straight into the slot's partition (event_row.rs): every
+        // column as the SQL statement would set it ...
+        assert_eq!(
+            count(
+                "select count(*) from webhook.events e
+                 where e.slot = webhook._current_slot() and e.txid = webhook._vxid()
+                   and e.id between 1 and currval('webhook.events_id_seq')
+                   and e.event_type = 'order.created' and e.source_table = 'public.orders'
+                   and e.payload_bytes = octet_length(e.payload::text)
+                   and e.payload::jsonb -> 'new' ->> 'note' in ('first', 'second')
+                   and e.idempotency_key is null and e.created_at = now()"
+            ),
+            2
+        );
+        // ... and found through both of its indexes.
+        Spi::run("set local enable_seqscan = off").unwrap();
+        assert_eq!(
+            count("select count(*) from webhook.events where txid = webhook._vxid()"),
+            2
+        );
+        assert_eq!(
+            count(
+                "select count(*) from webhook.events where id = currval('webhook.events_id_seq')"
+            ),
+            1
+        );
+    }
+
+    #[pg_test]
+    fn capture_honours_a_trigger_on_the_log() {
+        // A partition with a trigger is not written to directly: the
+        // capture statement runs instead, and so does the trigger.
+        Spi::run("create table seen (event_id bigint)").unwrap();
+        Spi::run(
+            "create function note_event() returns trigger language plpgsql as
+             $$ begin insert into seen values (new.id); return null; end $$",
+        )
+        .unwrap();
+        let ddl = Spi::get_one::<String>(
+            "select format('create trigger noted after insert on webhook.events_%s for each row execute function note_event()',
+                           webhook._current_slot())",
+        )
+        .unwrap()
+        .unwrap();
+        Spi::run(&ddl).unwrap();
+        Spi::run("create table orders (id int primary key)").unwrap();
+        Spi::run("select webhook_watch('orders')").unwrap();
+        Spi::run("insert into orders values (1)").unwrap();
+        assert_eq!(
+            count("select count(*) from seen s join webhook.events e on e.id = s.event_id where e.event_type = 'orders.created'"),
+            1
+        );
+    }
+
+    #[pg_test]
     fn watch_can_limit_the_columns_sent() {
         Spi::run("create table users (id int, email text, password_hash text)").unwrap();
         Spi::run("select webhook_watch('users', columns => '{id,email}')").unwrap();
@@ -283,7 +342,9 @@ mod tests {
     fn record_moves_a_delivery_only_under_its_lease() {
         let endpoint = subscribe("https://a.example.com/", "{*}");
         Spi::run(&format!("select webhook_send_test({endpoint})")).unwrap();
-        let claim = "select delivery_id, lease_token from webhook._claim_deliveries('w', 10, '30 seconds', 100, '{}', '{}', 0, 1048576)";
+        // The delivery rows (the others carry the endpoint's settings).
+        let claim = "select delivery_id, lease_token from webhook._claim_deliveries('w', 10, '30 seconds', 100, '{}', '{}', 0, 1048576) \
+                     where delivery_id is not null";
         let (id, token) = Spi::get_two::<i64, i64>(claim).unwrap();
         let (id, token) = (id.unwrap(), token.unwrap());
         assert_eq!(
@@ -344,7 +405,8 @@ mod tests {
         assert!(bytes > 10, "{bytes}");
         let claim = |max: i64| {
             count(&format!(
-                "select count(*) from webhook._claim_deliveries('w', 10, '30 seconds', 100, '{{}}', '{{}}', 0, {max})"
+                "select count(*) from webhook._claim_deliveries('w', 10, '30 seconds', 100, '{{}}', '{{}}', 0, {max}) \
+                 where delivery_id is not null"
             ))
         };
         assert_eq!(
@@ -355,6 +417,41 @@ mod tests {
         assert_eq!(claim(bytes), 1, "then exactly what fits");
         assert_eq!(claim(10 * bytes), 1, "and what is left");
         assert_eq!(claim(10 * bytes), 0);
+    }
+
+    #[pg_test]
+    fn a_claim_sends_each_endpoints_settings_once() {
+        let a = subscribe("https://a.example.com/", "{*}");
+        let b = subscribe("https://b.example.com/", "{*}");
+        for e in [a, a, a, b] {
+            Spi::run(&format!("select webhook_send_test({e})")).unwrap();
+        }
+        Spi::run(
+            "create temp table c as select * from webhook._claim_deliveries('w', 10, '30 seconds', 100, '{}', '{}', 0, 1048576)",
+        )
+        .unwrap();
+        assert_eq!(
+            count("select count(*) from c where delivery_id is not null and url is null"),
+            4
+        );
+        assert_eq!(
+            count(&format!(
+                "select count(*) from c where delivery_id is null and url is not null and cardinality(secrets) = 1 \
+                 and endpoint_id in ({a}, {b})"
+            )),
+            2,
+            "one row of settings per endpoint"
+        );
+        assert_eq!(
+            count(
+                "select count(*) from c d join webhook.events e on e.id = d.event_id \
+                 where d.message_namespace = (select namespace from webhook.incarnations) \
+                   and webhook._message_id(e.txid, e.id) = 'msg_' || d.message_namespace || lpad(to_hex(d.event_id), 16, '0') \
+                   and d.event_created_at = e.created_at"
+            ),
+            4,
+            "the parts the worker makes the webhook-id and timestamp from"
+        );
     }
 
     #[pg_test]

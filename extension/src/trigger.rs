@@ -3,10 +3,9 @@
 //! Installed by `webhook_watch` as an AFTER … FOR EACH ROW trigger. For each
 //! row it converts the old and new rows with PostgreSQL's own `row_to_json`
 //! (every column type converts exactly as in SQL), wraps them into the
-//! event's data (payload.rs), and runs one cached statement that inserts the
-//! event — one row, whatever the number of endpoints: deliveries are created
-//! later, off the writer's path, by the fan-out. Then it asks for one wake-up
-//! at commit.
+//! event's data (payload.rs), and stores the event — one row, whatever the
+//! number of endpoints: deliveries are created later, off the writer's path,
+//! by the fan-out. Then it asks for one wake-up at commit.
 //!
 //! Privileges: the rows are converted as the writer, and only the insert
 //! (and the reads of the current slot and incarnation) run as the
@@ -16,14 +15,19 @@
 //! such a cast must never run with the owner's rights. Who may attach it to
 //! a table is decided by EXECUTE on it, which only webhook_admin has.
 //!
-//! Why one prepared statement through raw SPI, and so simple a one: this
-//! runs for every captured row, so it must not re-parse or re-plan SQL per
-//! row, and every expression in it is compiled again at each execution. The
-//! event travels as parameters, so a single plan serves every watched table.
+//! How the event is stored: straight into the slot's partition, a heap
+//! insert and its index entries (event_row.rs), because this runs for every
+//! captured row and the executor's set-up for an INSERT cost more than the
+//! insert itself. Where the partition has anything the executor would have
+//! to run (a trigger, a constraint, a column this code does not know),
+//! one prepared statement through raw SPI does it instead: never re-parsed
+//! or re-planned per row, and as simple as can be, since every expression
+//! in it is compiled again at each execution; the event travels as
+//! parameters, so a single plan serves every watched table.
 //!
 //! Must not: do network I/O, read secrets, or notify per row.
 
-use crate::{gucs, payload, slots, vxid, wake};
+use crate::{event_row, gucs, payload, slots, vxid, wake};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
@@ -131,14 +135,34 @@ fn _capture<'a>(
             "webhook._capture must be an AFTER … FOR EACH ROW trigger; install it with webhook_watch()".into(),
         );
     }
-    let args = trigger.extra_args()?;
+    let td = trigger.trigger_data();
+    // The trigger's arguments and the table's names, borrowed from
+    // PostgreSQL's own strings: this runs for every captured row, and
+    // copying them into owned Strings showed in the profile.
+    // SAFETY: tg_trigger is the firing trigger; it holds tgnargs
+    // NUL-terminated arguments, valid for this call.
+    let args: Vec<&str> = unsafe {
+        let trig = &*td.tg_trigger;
+        let n = usize::try_from(trig.tgnargs).unwrap_or(0);
+        (0..n)
+            .map(|i| {
+                std::ffi::CStr::from_ptr(*trig.tgargs.add(i))
+                    .to_str()
+                    .unwrap_or_else(|_| {
+                        raise(
+                            PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
+                            "webhook._capture: a trigger argument is not valid UTF-8; install it with webhook_watch()".into(),
+                        )
+                    })
+            })
+            .collect()
+    };
     let Some((prefix, columns)) = args.split_first() else {
         raise(
             PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
             "webhook._capture needs the event prefix as its argument; install it with webhook_watch()".into(),
         );
     };
-    let td = trigger.trigger_data();
     let (suffix, op, new_tuple, old_tuple) = match trigger.op()? {
         PgTriggerOperation::Insert => ("created", "INSERT", td.tg_trigtuple, std::ptr::null_mut()),
         PgTriggerOperation::Update => ("updated", "UPDATE", td.tg_newtuple, td.tg_trigtuple),
@@ -148,14 +172,28 @@ fn _capture<'a>(
             "webhook._capture does not capture TRUNCATE".into(),
         ),
     };
-    let table = trigger.table_name()?;
-    let schema = trigger.table_schema()?;
+    // SAFETY: tg_relation is the open relation the trigger fired on; its
+    // name lives in its pg_class entry, its schema's name is a fresh copy
+    // from the syscache, and quote_identifier returns either its argument
+    // or a fresh copy: all valid for this call.
+    let (table, schema, qualified) = unsafe {
+        let class = &*(*td.tg_relation).rd_rel;
+        let table = std::ffi::CStr::from_ptr(class.relname.data.as_ptr());
+        let schema = pg_sys::get_namespace_name(class.relnamespace);
+        if schema.is_null() {
+            raise(
+                PgSqlErrorCode::ERRCODE_INVALID_SCHEMA_NAME,
+                "webhook._capture: the table's schema no longer exists".into(),
+            );
+        }
+        let schema = std::ffi::CStr::from_ptr(schema);
+        let quoted = |name: &std::ffi::CStr| {
+            std::ffi::CStr::from_ptr(pg_sys::quote_identifier(name.as_ptr())).to_string_lossy()
+        };
+        let qualified = format!("{}.{}", quoted(schema), quoted(table));
+        (table.to_string_lossy(), schema.to_string_lossy(), qualified)
+    };
     let event_type = format!("{prefix}.{suffix}");
-    let qualified = format!(
-        "{}.{}",
-        spi::quote_identifier(&schema),
-        spi::quote_identifier(&table)
-    );
 
     // SAFETY: tg_relation is the open, locked relation the trigger fired on;
     // its tuple descriptor describes both tuples.
@@ -194,12 +232,26 @@ fn _capture<'a>(
             let bytes = i32::try_from(data.len()).unwrap_or(i32::MAX);
             // A json datum is a text varlena: the data is sent as it is,
             // without json_in parsing it again (it was made valid above).
-            let data = pgrx::varlena::rust_str_to_text_p(&data).into_pg();
+            let data = pg_sys::Datum::from(pgrx::varlena::rust_str_to_text_p(&data).into_pg());
+            let txid = vxid::current_vxid();
+            let stored = event_row::insert(&event_row::EventRow {
+                slot,
+                txid,
+                event_type: &event_type,
+                payload: data,
+                payload_bytes: bytes,
+                source_table: &qualified,
+            });
+            if stored {
+                return 1;
+            }
+            // The partition is not a plain one (see event_row.rs): the
+            // statement, which honours whatever it has.
             let values = [
                 slot.into_datum(),
-                vxid::current_vxid().into_datum(),
+                txid.into_datum(),
                 event_type.as_str().into_datum(),
-                Some(pg_sys::Datum::from(data)),
+                Some(data),
                 bytes.into_datum(),
                 qualified.as_str().into_datum(),
             ];
@@ -228,8 +280,8 @@ fn _capture<'a>(
                 &LEGACY_ARG_TYPES,
                 &[
                     event_type.as_str().into_datum(),
-                    table.as_str().into_datum(),
-                    schema.as_str().into_datum(),
+                    table.as_ref().into_datum(),
+                    schema.as_ref().into_datum(),
                     op.into_datum(),
                     qualified.as_str().into_datum(),
                     new_json.into_datum(),
