@@ -9,7 +9,7 @@ use crate::db::BenchDb;
 use crate::{median, Args};
 use pg_webhook_protocol::Secret;
 use pg_webhook_worker::dispatch::Dispatcher;
-use pg_webhook_worker::queue::Claim;
+use pg_webhook_worker::queue::{Claim, Target};
 use pg_webhook_worker::retry::RetryPolicy;
 use serde::Serialize;
 use std::sync::Arc;
@@ -27,7 +27,8 @@ pub struct Ceiling {
 
 const SQL_EVENTS: usize = 100_000;
 const CLAIM_SQL: &str = "select delivery_id, lease_token, endpoint_id, attempt_number
-    from webhook._claim_deliveries('ceiling', 100, '1 minute', 256, '{}', '{}', 1000, 33554432)";
+    from webhook._claim_deliveries('ceiling', 100, '1 minute', 256, '{}', '{}', 1000, 33554432)
+    where delivery_id is not null";
 const RECORD_SQL: &str = "select webhook._record_attempts('ceiling', $1::bigint[], $2::bigint[], $3::bigint[],
     $4::integer[], array_fill(now(), array[$5::integer]), array_fill(1.0::float8, array[$5::integer]),
     array_fill(200, array[$5::integer]), array_fill(null::text, array[$5::integer]),
@@ -72,7 +73,7 @@ async fn sql_once(args: &Args) -> anyhow::Result<f64> {
     Ok(SQL_EVENTS as f64 / elapsed)
 }
 
-fn claim(sink: &str, i: i64) -> Claim {
+fn claim(target: &Arc<Target>, i: i64) -> Claim {
     Claim {
         delivery_id: i,
         lease_token: 0,
@@ -86,11 +87,7 @@ fn claim(sink: &str, i: i64) -> Claim {
             "x".repeat(200)
         ),
         endpoint_id: 1,
-        url: sink.into(),
-        headers: Vec::new(),
-        timeout: Duration::from_secs(10),
-        secrets: vec![Secret::from_bytes(&[7u8; 32]).expect("32 bytes is a valid key")],
-        policy: RetryPolicy::default(),
+        target: target.clone(),
     }
 }
 
@@ -100,12 +97,19 @@ async fn http_once(args: &Args) -> anyhow::Result<f64> {
     let concurrency = config.concurrency;
     let dispatcher = Arc::new(Dispatcher::new(&config)?);
     let permits = Arc::new(Semaphore::new(concurrency));
+    let target = Arc::new(Target::new(
+        1,
+        &args.sink,
+        Duration::from_secs(10),
+        vec![Secret::from_bytes(&[7u8; 32]).expect("32 bytes is a valid key")],
+        RetryPolicy::default(),
+    ));
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..args.ceiling_requests as i64 {
         let permit = permits.clone().acquire_owned().await?;
         let d = dispatcher.clone();
-        let c = claim(&args.sink, i);
+        let c = claim(&target, i);
         tasks.spawn(async move {
             let outcome = d.send(&c, 1_700_000_000).await;
             drop(permit);

@@ -14,6 +14,26 @@ pub const HEADER_TIMESTAMP: &str = "webhook-timestamp";
 /// Header carrying one or more `v1,<base64>` signatures.
 pub const HEADER_SIGNATURE: &str = "webhook-signature";
 
+/// The `webhook-id` of an event: `msg_` + its incarnation's 16-hex
+/// namespace + its id as 16 hex digits, or, for an event enqueued by
+/// pg_webhook 0.1 (no namespace), its number as it was first sent. The SQL
+/// function `webhook._message_id` makes the same string for people's queries;
+/// an end-to-end test checks that the two agree.
+pub fn message_id(namespace: Option<&str>, event_id: i64) -> String {
+    match namespace {
+        Some(ns) => format!("msg_{ns}{:016x}", event_id as u64),
+        None => event_id.to_string(),
+    }
+}
+
+/// The body's `timestamp`: `unix_micros` (the event's creation time, µs since
+/// the Unix epoch) in RFC 3339, UTC, with microseconds, e.g.
+/// `2026-01-02T03:04:05.000006Z`. `None` beyond the years chrono represents.
+pub fn timestamp(unix_micros: i64) -> Option<String> {
+    chrono::DateTime::from_timestamp_micros(unix_micros)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+}
+
 /// Builds the body. `data_json` must already be valid JSON (it comes from a
 /// `jsonb` column); `timestamp_rfc3339` is the event's creation time.
 pub fn body(event_type: &str, timestamp_rfc3339: &str, data_json: &str) -> String {
@@ -31,6 +51,25 @@ pub fn body(event_type: &str, timestamp_rfc3339: &str, data_json: &str) -> Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn message_ids_have_their_namespace_and_hex_id() {
+        assert_eq!(
+            message_id(Some("0123456789abcdef"), 255),
+            "msg_0123456789abcdef00000000000000ff"
+        );
+        assert_eq!(message_id(None, 42), "42");
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_with_microseconds() {
+        // 2026-01-02T03:04:05.000006Z
+        assert_eq!(
+            timestamp(1_767_323_045_000_006).as_deref(),
+            Some("2026-01-02T03:04:05.000006Z")
+        );
+        assert_eq!(timestamp(0).as_deref(), Some("1970-01-01T00:00:00.000000Z"));
+    }
 
     #[test]
     fn body_is_valid_json_with_the_three_fields() {

@@ -140,10 +140,15 @@ create table webhook.deliveries (
 alter sequence webhook.deliveries_id_seq owned by webhook.deliveries.id;
 
 -- The open deliveries (slot null): the worker's queue. Small and hot: a
--- claim is a HOT update of lease columns (room on each page), a finished
--- delivery is moved out to its event's slot.
+-- claim is a HOT update of lease columns, a finished delivery is moved out
+-- to its event's slot. Half of each page is kept free (fillfactor 50) so
+-- that every row on it can be claimed once in place: a claim updates a
+-- batch of neighbouring rows in one transaction, before any old version
+-- can be pruned, and with 80 only 3 claims in 10 were HOT during a drain
+-- (the others wrote new index entries; 83 in 100 at 50, and 12 % fewer
+-- instructions per delivery, measured with callgrind).
 create table webhook.deliveries_open partition of webhook.deliveries for values in (null)
-    with (fillfactor = 80);
+    with (fillfactor = 50);
 alter table webhook.deliveries_open add constraint deliveries_open_state
     check (status <= 'paused' and finalized_at is null);
 create unique index deliveries_open_id on webhook.deliveries_open (id);

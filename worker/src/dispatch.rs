@@ -213,17 +213,21 @@ impl Dispatcher {
         claim: &Claim,
         timestamp: i64,
     ) -> Result<(u16, String, Option<Duration>), SendError> {
-        if claim.attempt > claim.policy.max_attempts {
+        let target = &*claim.target;
+        if claim.attempt > target.policy.max_attempts {
             return Err(SendError::Exhausted {
                 attempt: claim.attempt,
-                max: claim.policy.max_attempts,
+                max: target.policy.max_attempts,
             });
         }
-        if claim.secrets.is_empty() {
+        if target.secrets.is_empty() {
             return Err(SendError::NoSecret);
         }
-        let url = reqwest::Url::parse(&claim.url)
-            .map_err(|e| SendError::Request(format!("invalid URL: {e}")))?;
+        // Parsed once per claimed batch (see queue::Target).
+        let url = target
+            .parsed_url
+            .clone()
+            .ok_or_else(|| SendError::Request("invalid URL".to_owned()))?;
         if !self.allow_private {
             // IP literals never reach the resolver, and behind a proxy no
             // name does: refuse what can be refused by looking at the URL.
@@ -232,10 +236,10 @@ impl Dispatcher {
         }
         let body = envelope::body(&claim.event_type, &claim.event_time, &claim.payload);
         let msg_id = &claim.message_id;
-        let signature = signature_header(&claim.secrets, msg_id, timestamp, body.as_bytes());
+        let signature = signature_header(&target.secrets, msg_id, timestamp, body.as_bytes());
 
-        let mut headers = HeaderMap::with_capacity(claim.headers.len() + 4);
-        for (name, value) in &claim.headers {
+        let mut headers = HeaderMap::with_capacity(target.headers.len() + 4);
+        for (name, value) in &target.headers {
             // Validated by SQL at subscription; anything unparsable is skipped
             // rather than failing the delivery.
             if let (Ok(n), Ok(v)) = (
@@ -286,9 +290,9 @@ impl Dispatcher {
             ))
         };
         // One deadline for the whole exchange: connect, send, headers, excerpt.
-        match tokio::time::timeout(claim.timeout, exchange).await {
+        match tokio::time::timeout(target.timeout, exchange).await {
             Ok(r) => r,
-            Err(_) => Err(SendError::Timeout(claim.timeout)),
+            Err(_) => Err(SendError::Timeout(target.timeout)),
         }
     }
 }

@@ -8,10 +8,86 @@
 use crate::error::DbError;
 use crate::queries;
 use crate::retry::RetryPolicy;
-use pg_webhook_protocol::Secret;
-use std::time::Duration;
+use pg_webhook_protocol::{envelope, Secret};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Row};
+
+/// An endpoint's sending settings as the claim read them, shared by all of
+/// its deliveries in the batch.
+#[derive(Debug)]
+pub struct Target {
+    /// `webhook.endpoints.id`.
+    pub endpoint_id: i64,
+    /// Where to POST, as stored.
+    pub url: String,
+    /// The same, parsed once for the whole batch (`None` if it does not
+    /// parse: each delivery then records the failure).
+    pub parsed_url: Option<reqwest::Url>,
+    /// Extra headers of the endpoint.
+    pub headers: Vec<(String, String)>,
+    /// Request timeout of the endpoint.
+    pub timeout: Duration,
+    /// Current secret first, then the previous one during a rotation. Empty
+    /// only if a stored secret failed to parse (reported as a failed attempt).
+    pub secrets: Vec<Secret>,
+    /// The endpoint's retry policy, defaults filled in.
+    pub policy: RetryPolicy,
+}
+
+impl Target {
+    /// The settings for `url` with no extra headers, the given timeout,
+    /// secrets and policy (for callers that send without a claim, such as
+    /// the benchmark's HTTP ceiling).
+    pub fn new(
+        endpoint_id: i64,
+        url: &str,
+        timeout: Duration,
+        secrets: Vec<Secret>,
+        policy: RetryPolicy,
+    ) -> Self {
+        Self {
+            endpoint_id,
+            url: url.to_owned(),
+            parsed_url: reqwest::Url::parse(url).ok(),
+            headers: Vec::new(),
+            timeout,
+            secrets,
+            policy,
+        }
+    }
+
+    /// Decodes an endpoint row of [`queries::CLAIM`] (columns 8 to 16).
+    fn from_row(row: &Row) -> Self {
+        let headers: String = row.get(10);
+        let headers = if headers == "{}" {
+            Vec::new()
+        } else {
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&headers)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k, v.to_owned())))
+                .collect()
+        };
+        let secrets: Vec<String> = row.get(12);
+        let timeout_ms: i32 = row.get(11);
+        let url: String = row.get(9);
+        Self {
+            endpoint_id: row.get(8),
+            parsed_url: reqwest::Url::parse(&url).ok(),
+            url,
+            headers,
+            timeout: Duration::from_millis(timeout_ms.max(1) as u64),
+            secrets: secrets
+                .iter()
+                .filter_map(|s| Secret::parse(s).ok())
+                .collect(),
+            policy: RetryPolicy::with_overrides(row.get(13), row.get(14), row.get(15), row.get(16)),
+        }
+    }
+}
 
 /// One leased delivery, with everything needed to send it.
 #[derive(Debug, Clone)]
@@ -35,55 +111,65 @@ pub struct Claim {
     pub payload: String,
     /// `webhook.endpoints.id`.
     pub endpoint_id: i64,
-    /// Where to POST.
-    pub url: String,
-    /// Extra headers of the endpoint.
-    pub headers: Vec<(String, String)>,
-    /// Request timeout of the endpoint.
-    pub timeout: Duration,
-    /// Current secret first, then the previous one during a rotation. Empty
-    /// only if a stored secret failed to parse (reported as a failed attempt).
-    pub secrets: Vec<Secret>,
-    /// The endpoint's retry policy, defaults filled in.
-    pub policy: RetryPolicy,
+    /// Its endpoint's settings.
+    pub target: Arc<Target>,
 }
 
 impl Claim {
-    /// Decodes a row of [`queries::CLAIM`], by position (the columns are
-    /// listed in this order there; looking them up by name would compare
-    /// strings for every column of every row).
-    fn from_row(row: &Row) -> Self {
-        let headers: String = row.get(10);
-        let headers = if headers == "{}" {
-            Vec::new()
-        } else {
-            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&headers)
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|(k, v)| v.as_str().map(|v| (k, v.to_owned())))
-                .collect()
-        };
-        let secrets: Vec<String> = row.get(12);
-        let timeout_ms: i32 = row.get(11);
-        Self {
-            delivery_id: row.get(0),
-            lease_token: row.get(1),
-            attempt: row.get::<_, i32>(2).max(1) as u32,
-            message_id: row.get(3),
-            event_type: row.get(4),
-            event_time: row.get(5),
-            event_created_us: row.get(6),
-            payload: row.get(7),
-            endpoint_id: row.get(8),
-            url: row.get(9),
-            headers,
-            timeout: Duration::from_millis(timeout_ms.max(1) as u64),
-            secrets: secrets
-                .iter()
-                .filter_map(|s| Secret::parse(s).ok())
-                .collect(),
-            policy: RetryPolicy::with_overrides(row.get(13), row.get(14), row.get(15), row.get(16)),
+    /// Decodes the rows of one [`queries::CLAIM`] call, by position (the
+    /// columns are listed in this order there; looking them up by name
+    /// would compare strings for every column of every row): first the
+    /// endpoint rows (no delivery id), then the deliveries, each joined to
+    /// its endpoint's settings.
+    fn from_rows(rows: &[Row]) -> Vec<Self> {
+        let mut targets: HashMap<i64, Arc<Target>> = HashMap::new();
+        for row in rows {
+            if row.get::<_, Option<i64>>(0).is_none() {
+                let target = Target::from_row(row);
+                targets.insert(target.endpoint_id, Arc::new(target));
+            }
         }
+        rows.iter()
+            .filter_map(|row| {
+                let delivery_id: i64 = row.get::<_, Option<i64>>(0)?;
+                let endpoint_id: i64 = row.get(8);
+                // The SQL sends a row for each endpoint of the claimed
+                // deliveries. Were one missing, the delivery is still
+                // attempted and fails on its empty URL, so that the failure
+                // is recorded and retried rather than the lease left to lapse.
+                let target = targets.get(&endpoint_id).cloned().unwrap_or_else(|| {
+                    tracing::error!(
+                        endpoint_id,
+                        delivery_id,
+                        "the claim returned no settings for this endpoint"
+                    );
+                    Arc::new(Target::new(
+                        endpoint_id,
+                        "",
+                        Duration::from_secs(1),
+                        Vec::new(),
+                        RetryPolicy::default(),
+                    ))
+                });
+                let created: SystemTime = row.get(6);
+                let created_us = created
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+                let namespace: Option<&str> = row.get(4);
+                Some(Self {
+                    delivery_id,
+                    lease_token: row.get(1),
+                    attempt: row.get::<_, i32>(2).max(1) as u32,
+                    message_id: envelope::message_id(namespace, row.get(3)),
+                    event_type: row.get(5),
+                    event_time: envelope::timestamp(created_us).unwrap_or_default(),
+                    event_created_us: created_us,
+                    payload: row.get(7),
+                    endpoint_id,
+                    target,
+                })
+            })
+            .collect()
     }
 }
 
@@ -180,7 +266,7 @@ impl Queue {
                     .query_typed(queries::CLAIM, &typed(&params, queries::CLAIM_TYPES)),
             )
             .await?;
-        Ok(rows.iter().map(Claim::from_row).collect())
+        Ok(Claim::from_rows(&rows))
     }
 
     /// How long until a delivery this worker may claim is due (given its

@@ -274,7 +274,7 @@ async fn deliver(
         .map_or(0, |d| d.as_secs() as i64);
     let outcome = dispatcher.send(&claim, timestamp).await;
     let decision = retry::decide(
-        &claim.policy,
+        &claim.target.policy,
         claim.attempt,
         outcome.verdict(),
         rand::random::<f64>(),
