@@ -15,10 +15,50 @@ use tokio_postgres::Client;
 pub struct Throughput {
     pub events: usize,
     pub endpoints: usize,
+    /// worker processes draining together
+    pub workers: usize,
     pub deliveries: usize,
     /// deliveries per second, median of the runs
     pub per_sec: f64,
     pub runs: Vec<f64>,
+    /// CPU time the whole machine spent per delivery while draining (µs;
+    /// PostgreSQL, the worker, nginx and the benchmark's own polling), median
+    pub cpu_us_per_delivery: f64,
+    /// of which the worker processes' (µs), median
+    pub worker_cpu_us_per_delivery: f64,
+    /// share of the machine's cores that was busy while draining, median
+    pub busy_share: f64,
+}
+
+/// One drain run's figures.
+#[derive(Debug, Clone, Copy)]
+pub struct DrainRun {
+    /// deliveries per second
+    pub per_sec: f64,
+    /// machine CPU per delivery, µs
+    pub cpu_us: f64,
+    /// the worker's CPU per delivery, µs
+    pub worker_cpu_us: f64,
+    /// busy share of all cores
+    pub busy: f64,
+}
+
+/// Busy and total CPU time of the machine so far, in seconds (all cores
+/// together), from the first line of /proc/stat (clock ticks of 1/100 s).
+fn machine_cpu() -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...: idle and iowait
+    // are the idle ones; guest time is already counted in user.
+    let idle = ticks.get(3)? + ticks.get(4)?;
+    let total: f64 = ticks.iter().take(8).sum();
+    Some(((total - idle) / 100.0, total / 100.0))
 }
 
 /// The backlog run.
@@ -62,27 +102,53 @@ pub async fn fill(c: &Client, events: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One drain of `events` row events to `endpoints` endpoints by `workers`
+/// worker processes of `bin`, timed from their start until nothing is left.
 pub async fn drain_once(
     args: &Args,
     bin: &std::path::Path,
     events: usize,
     endpoints: usize,
-) -> anyhow::Result<f64> {
+    workers: usize,
+) -> anyhow::Result<DrainRun> {
     let db = BenchDb::new(&args.dsn, "drain").await?;
     let c = db.client().await?;
     db.subscribe(&c, &args.sink, endpoints).await?;
     db::watched_table(&c, "bench_rows").await?;
     fill(&c, events).await?;
     let total = events * endpoints;
-    let worker = WorkerProcess::start(bin, &db.dsn)?;
+    let running = (0..workers.max(1))
+        .map(|_| WorkerProcess::start(bin, &db.dsn))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let workers_cpu = || -> Option<f64> { running.iter().map(WorkerProcess::cpu_seconds).sum() };
     let start = Instant::now();
+    let (machine0, worker0) = (machine_cpu(), workers_cpu());
     db::wait_drained(&c, Duration::from_millis(20), Duration::from_secs(1800)).await?;
     let elapsed = start.elapsed();
-    worker.stop().await?;
+    let (machine1, worker1) = (machine_cpu(), workers_cpu());
+    for worker in running {
+        worker.stop().await?;
+    }
     db::ensure_all_succeeded(&c, "deliveries").await?;
     drop(c);
     db.drop().await?;
-    Ok(total as f64 / elapsed.as_secs_f64())
+    let per_delivery = |seconds: f64| seconds * 1e6 / total as f64;
+    let (cpu_us, busy) = match (machine0, machine1) {
+        (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => {
+            (per_delivery(b1 - b0), (b1 - b0) / (t1 - t0))
+        }
+        _ => (f64::NAN, f64::NAN),
+    };
+    let worker_cpu_us = match (worker0, worker1) {
+        (Some(a), Some(b)) => per_delivery(b - a),
+        _ => f64::NAN,
+    };
+    Ok(DrainRun {
+        per_sec: total as f64 / elapsed.as_secs_f64(),
+        cpu_us,
+        worker_cpu_us,
+        busy,
+    })
 }
 
 /// Deliveries per second for `events` row events to `endpoints` endpoints,
@@ -92,23 +158,47 @@ pub async fn throughput(
     bin: &std::path::Path,
     events: usize,
     endpoints: usize,
+    workers: usize,
 ) -> anyhow::Result<Throughput> {
     let mut runs = Vec::new();
     for i in 0..args.runs {
-        let r = drain_once(args, bin, events, endpoints).await?;
+        let r = drain_once(args, bin, events, endpoints, workers).await?;
         eprintln!(
-            "  drain {events} events x {endpoints} endpoints, run {}: {r:.0} deliveries/s",
-            i + 1
+            "  drain {events} events x {endpoints} endpoints, {workers} worker(s), run {}: {:.0} deliveries/s, {:.0} µs of CPU per delivery ({:.0} in the workers), cores {:.0} % busy",
+            i + 1,
+            r.per_sec,
+            r.cpu_us,
+            r.worker_cpu_us,
+            r.busy * 100.0
         );
         runs.push(r);
     }
-    Ok(Throughput {
-        events,
-        endpoints,
-        deliveries: events * endpoints,
-        per_sec: median(runs.clone()),
-        runs,
-    })
+    Ok(Throughput::of(events, endpoints, workers, &runs))
+}
+
+impl Throughput {
+    /// The medians of some runs.
+    pub fn of(events: usize, endpoints: usize, workers: usize, runs: &[DrainRun]) -> Self {
+        let m = |f: fn(&DrainRun) -> f64| median(runs.iter().map(f).collect());
+        Throughput {
+            events,
+            endpoints,
+            workers,
+            deliveries: events * endpoints,
+            per_sec: m(|r| r.per_sec),
+            runs: runs.iter().map(|r| r.per_sec).collect(),
+            cpu_us_per_delivery: m(|r| r.cpu_us),
+            worker_cpu_us_per_delivery: m(|r| r.worker_cpu_us),
+            busy_share: m(|r| r.busy),
+        }
+    }
+
+    /// What the machine's cores could do at this CPU cost per delivery,
+    /// were they all busy with it: the drain's CPU floor.
+    pub fn cpu_bound_per_sec(&self) -> f64 {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        cores * 1e6 / self.cpu_us_per_delivery
+    }
 }
 
 /// The claim's access path: what `webhook._claim_deliveries` does for each

@@ -83,7 +83,8 @@ pub struct Args {
     /// Requests in the HTTP ceiling run.
     #[arg(long, default_value_t = 100_000)]
     pub ceiling_requests: usize,
-    /// Only these scenarios (comma separated: ceiling, drain, fanout, capture,
+    /// Only these scenarios (comma separated: ceiling, drain, drain2 (the
+    /// same drain by two worker processes), fanout, fanout2 (by two), capture,
     /// latency, backlog, memory, fairness, retention, health, analysts,
     /// statements, compare).
     #[arg(long, value_delimiter = ',')]
@@ -113,7 +114,12 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.wants("drain") {
         figures.drain =
-            Some(drain::throughput(&args, &args.worker_bin, args.drain_events, 1).await?);
+            Some(drain::throughput(&args, &args.worker_bin, args.drain_events, 1, 1).await?);
+        eprintln!();
+    }
+    if args.wants("drain2") {
+        figures.drain2 =
+            Some(drain::throughput(&args, &args.worker_bin, args.drain_events, 1, 2).await?);
         eprintln!();
     }
     if args.wants("fanout") {
@@ -123,6 +129,20 @@ async fn main() -> anyhow::Result<()> {
                 &args.worker_bin,
                 args.fanout_events,
                 args.fanout_endpoints,
+                1,
+            )
+            .await?,
+        );
+        eprintln!();
+    }
+    if args.wants("fanout2") {
+        figures.fanout2 = Some(
+            drain::throughput(
+                &args,
+                &args.worker_bin,
+                args.fanout_events,
+                args.fanout_endpoints,
+                2,
             )
             .await?,
         );
@@ -164,23 +184,18 @@ async fn main() -> anyhow::Result<()> {
         // Interleaved, so that the machine's drift falls on both.
         let (mut this, mut that) = (Vec::new(), Vec::new());
         for i in 0..args.runs {
-            this.push(drain::drain_once(&args, &args.worker_bin, args.drain_events, 1).await?);
-            that.push(drain::drain_once(&args, other, args.drain_events, 1).await?);
+            this.push(drain::drain_once(&args, &args.worker_bin, args.drain_events, 1, 1).await?);
+            that.push(drain::drain_once(&args, other, args.drain_events, 1, 1).await?);
             eprintln!(
                 "  compare, run {}: this worker {:.0}/s, {} {:.0}/s",
                 i + 1,
-                this[i],
+                this[i].per_sec,
                 args.compare_label,
-                that[i]
+                that[i].per_sec
             );
         }
-        let throughput = |runs: Vec<f64>| drain::Throughput {
-            events: args.drain_events,
-            endpoints: 1,
-            deliveries: args.drain_events,
-            per_sec: median(runs.clone()),
-            runs,
-        };
+        let throughput =
+            |runs: Vec<drain::DrainRun>| drain::Throughput::of(args.drain_events, 1, 1, &runs);
         figures.comparison = Some(report::Comparison {
             label: args.compare_label.clone(),
             drain_this: throughput(this),

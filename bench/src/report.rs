@@ -33,7 +33,11 @@ pub struct Figures {
     pub machine: Machine,
     pub ceiling: Option<Ceiling>,
     pub drain: Option<Throughput>,
+    /// the same drain by two worker processes
+    pub drain2: Option<Throughput>,
     pub fanout: Option<Throughput>,
+    /// the same fan-out by two worker processes
+    pub fanout2: Option<Throughput>,
     pub capture: Vec<CaptureRow>,
     pub latency: Vec<LatencyRow>,
     pub backlog: Option<Backlog>,
@@ -86,6 +90,8 @@ impl Figures {
             },
             ceiling: None,
             drain: None,
+            drain2: None,
+            fanout2: None,
             fanout: None,
             capture: Vec::new(),
             latency: Vec::new(),
@@ -135,6 +141,40 @@ pub fn table(f: &Figures) -> String {
             "| fan-out, {} events × {} endpoints | **{:.0} deliveries/s** | ≥ 20,000 | {} | {} |",
             d.events, d.endpoints, d.per_sec, frac(d.per_sec, http), frac(d.per_sec, sql)
         );
+    }
+    if let Some(d) = &f.drain2 {
+        let _ = writeln!(
+            t,
+            "| drain by two worker processes, {} events × 1 endpoint | **{:.0} deliveries/s** | ≥ 20,000 | {} | {} |",
+            d.events,
+            d.per_sec,
+            frac(d.per_sec, http),
+            frac(d.per_sec, sql)
+        );
+    }
+    if let Some(d) = &f.fanout2 {
+        let _ = writeln!(
+            t,
+            "| fan-out by two worker processes, {} events × {} endpoints | **{:.0} deliveries/s** | ≥ 20,000 | {} | {} |",
+            d.events, d.endpoints, d.per_sec, frac(d.per_sec, http), frac(d.per_sec, sql)
+        );
+    }
+    for (what, d) in [
+        ("drain", &f.drain),
+        ("drain by two workers", &f.drain2),
+        ("fan-out", &f.fanout),
+        ("fan-out by two workers", &f.fanout2),
+    ] {
+        if let Some(d) = d {
+            let _ = writeln!(
+                t,
+                "| {what}: CPU per delivery, whole machine (of which the worker processes) | **{:.0} µs** ({:.0} µs); cores {:.0} % busy | 2 cores at this cost: {:.0}/s | | |",
+                d.cpu_us_per_delivery,
+                d.worker_cpu_us_per_delivery,
+                d.busy_share * 100.0,
+                d.cpu_bound_per_sec()
+            );
+        }
     }
     for c in &f.capture {
         let _ = writeln!(
@@ -282,6 +322,12 @@ pub fn svg(f: &Figures) -> String {
     let mut bars: Vec<(String, f64)> = Vec::new();
     if let Some(d) = &f.drain {
         bars.push(("drain".into(), d.per_sec));
+    }
+    if let Some(d) = &f.drain2 {
+        bars.push(("drain, 2 workers".into(), d.per_sec));
+    }
+    if let Some(d) = &f.fanout2 {
+        bars.push((format!("fan-out ×{}, 2 workers", d.endpoints), d.per_sec));
     }
     if let Some(d) = &f.fanout {
         bars.push((format!("fan-out ×{}", d.endpoints), d.per_sec));

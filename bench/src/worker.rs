@@ -58,6 +58,19 @@ impl WorkerProcess {
         }
     }
 
+    /// CPU time it has used so far (user and system), from /proc.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let pid = self.child.id()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the command name (which may hold spaces, so split
+        // after its closing parenthesis): utime and stime are the 12th and
+        // 13th, in clock ticks of 1/100 s on Linux.
+        let rest = stat.rsplit_once(')')?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
+        Some((ticks(11)? + ticks(12)?) / 100.0)
+    }
+
     /// SIGTERM, then wait (the worker drains and exits).
     pub async fn stop(mut self) -> anyhow::Result<()> {
         if let Some(pid) = self.child.id() {

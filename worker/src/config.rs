@@ -304,7 +304,7 @@ pub struct Config {
     pub listen_pg: tokio_postgres::Config,
     /// TLS for `listen_pg`.
     pub listen_tls: crate::pgtls::PgTls,
-    /// Deliveries in flight at once (default 64).
+    /// Deliveries in flight at once (default 512).
     pub concurrency: usize,
     /// Most deliveries per claim (default 100).
     pub batch_size: usize,
