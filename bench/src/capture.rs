@@ -6,23 +6,50 @@
 //!   statement inserting the row and, from its RETURNING, an event
 //!   (`row_to_json` of the row into an outbox table with an identity key),
 //!   no trigger;
+//! - the *full floor*: the same one statement, no trigger, writing the
+//!   event pg_webhook writes — the same columns (transaction id, source
+//!   table, size), the same payload text (`{"table", "schema", "op", "new",
+//!   "old"}`) and the same two indexes. The floor is the goal's yardstick;
+//!   the full floor tells the trigger's cost apart from what the event's
+//!   contents cost to write;
 //!
 //! and with 1, 10 and 100 endpoints subscribed to `*` (capture writes one
 //! row per captured row whatever the number of endpoints: the figures
 //! should not move). Each run measures every configuration once, in turn,
-//! so that the machine's drift spreads over all of them.
+//! so that the machine's drift spreads over all of them. Beside TPS, each
+//! measurement notes the WAL written and the machine's CPU time per
+//! transaction: at 16 clients this machine waits on WAL flushes
+//! (`LWLock:WALWrite`) more than on anything else, so WAL per transaction
+//! bounds what any of these statements can reach.
 
 use crate::db::BenchDb;
 use crate::{median, pgbench, Args};
 use serde::Serialize;
+use tokio_postgres::Client;
+
+/// One figure for each configuration measured (pg_webhook's with one
+/// endpoint).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct PerConfig {
+    pub plain: f64,
+    pub floor: f64,
+    pub full_floor: f64,
+    pub watched: f64,
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CaptureRow {
     pub clients: u32,
     pub plain_tps: f64,
     pub floor_tps: f64,
+    /// the floor writing pg_webhook's whole event (see the module's doc)
+    pub full_floor_tps: f64,
     /// watched-table TPS with 1, 10 and 100 endpoints
     pub watched_tps: Vec<(usize, f64)>,
+    /// WAL bytes written per transaction (the whole cluster's), medians
+    pub wal_bytes_per_txn: PerConfig,
+    /// CPU time of the whole machine per transaction (µs), medians
+    pub cpu_us_per_txn: PerConfig,
 }
 
 impl CaptureRow {
@@ -40,6 +67,13 @@ impl CaptureRow {
             .map_or(f64::NAN, |(_, t)| t / self.floor_tps)
     }
 
+    /// Watched TPS with one endpoint over the full floor.
+    pub fn of_full_floor(&self) -> f64 {
+        self.watched_tps
+            .first()
+            .map_or(f64::NAN, |(_, t)| t / self.full_floor_tps)
+    }
+
     /// Largest over smallest watched TPS across endpoint counts.
     pub fn spread(&self) -> f64 {
         let ts: Vec<f64> = self.watched_tps.iter().map(|(_, t)| *t).collect();
@@ -55,13 +89,63 @@ fn script_sql(table: &str) -> String {
         "cap_floor" => "with r as (insert into cap_floor (payload) values (repeat('x', 200)) returning *)\n\
              insert into cap_outbox (event_type, payload) select 'row.created', row_to_json(r) from r;\n"
             .to_owned(),
+        // pg_webhook's event, byte for byte: its payload text, its virtual
+        // transaction id (an incarnation above the xid8), its size. The
+        // colons are written \x3a: pgbench would read `:"name"` as a
+        // variable.
+        "cap_full" => "with r as (insert into cap_full (payload) values (repeat('x', 200)) returning *),\n\
+             e as (select format(E'{\"table\"\\x3a\"cap_full\",\"schema\"\\x3a\"public\",\"op\"\\x3a\"INSERT\",\"new\"\\x3a%s,\"old\"\\x3anull}', row_to_json(r))::json as p from r)\n\
+             insert into cap_full_events (slot, txid, event_type, payload, payload_bytes, source_table)\n\
+             select 0, (1::bigint << 48) + pg_current_xact_id()::text::bigint, 'row.created', p, octet_length(p::text), 'public.cap_full' from e;\n"
+            .to_owned(),
         _ => format!("insert into {table} (payload) values (repeat('x', 200));\n"),
     }
 }
 
-/// `clients` writers running `table`'s single-row INSERT, prepared.
-fn insert_tps(args: &Args, dsn: &str, clients: u32, table: &str) -> anyhow::Result<f64> {
-    pgbench::tps(args, dsn, "prepared", clients, table, &script_sql(table))
+/// One measurement of one configuration.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    tps: f64,
+    wal_bytes_per_txn: f64,
+    cpu_us_per_txn: f64,
+}
+
+/// The cluster's WAL insert position, in bytes.
+async fn wal_position(c: &Client) -> anyhow::Result<f64> {
+    Ok(c.query_one(
+        "select pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::float8",
+        &[],
+    )
+    .await?
+    .get(0))
+}
+
+/// `clients` writers running `table`'s single-row INSERT, prepared, with
+/// the WAL and CPU they cost per transaction.
+async fn measure(
+    args: &Args,
+    db: &BenchDb,
+    c: &Client,
+    clients: u32,
+    table: &str,
+) -> anyhow::Result<Sample> {
+    let (wal0, cpu0) = (wal_position(c).await?, crate::cpu::machine());
+    let out = pgbench::run(
+        args,
+        &db.dsn,
+        "prepared",
+        clients,
+        table,
+        &script_sql(table),
+    )?;
+    let (wal1, cpu1) = (wal_position(c).await?, crate::cpu::machine());
+    let per_txn = |v: f64| v / out.transactions.max(1.0);
+    Ok(Sample {
+        tps: out.tps,
+        wal_bytes_per_txn: per_txn(wal1 - wal0),
+        cpu_us_per_txn: crate::cpu::busy_between(cpu0, cpu1)
+            .map_or(f64::NAN, |(busy, _)| per_txn(busy * 1e6)),
+    })
 }
 
 /// One database per endpoint count, so that each keeps its endpoints.
@@ -77,48 +161,81 @@ async fn watched_db(args: &Args, endpoints: usize) -> anyhow::Result<BenchDb> {
     Ok(db)
 }
 
+/// Medians of one figure of each configuration's samples.
+fn medians(samples: &[Vec<Sample>; 4], figure: impl Fn(&Sample) -> f64) -> PerConfig {
+    let m = |i: usize| median(samples[i].iter().map(&figure).collect());
+    PerConfig {
+        plain: m(0),
+        floor: m(1),
+        full_floor: m(2),
+        watched: m(3),
+    }
+}
+
 pub async fn run(args: &Args) -> anyhow::Result<Vec<CaptureRow>> {
     const ENDPOINTS: [usize; 3] = [1, 10, 100];
     let base = BenchDb::new(&args.dsn, "capture").await?;
-    base.client()
-        .await?
-        .batch_execute(
-            "create table cap_plain (id bigserial primary key, payload text not null);
-             create table cap_floor (id bigserial primary key, payload text not null);
-             create table cap_outbox (id bigint generated always as identity primary key,
-                                      event_type text not null, payload json not null,
-                                      created_at timestamptz not null default now());",
-        )
-        .await?;
+    let bc = base.client().await?;
+    bc.batch_execute(
+        "create table cap_plain (id bigserial primary key, payload text not null);
+         create table cap_floor (id bigserial primary key, payload text not null);
+         create table cap_outbox (id bigint generated always as identity primary key,
+                                  event_type text not null, payload json not null,
+                                  created_at timestamptz not null default now());
+         create table cap_full (id bigserial primary key, payload text not null);
+         -- webhook.events' columns and indexes (one partition of it)
+         create table cap_full_events (
+             id bigint generated always as identity, slot smallint not null,
+             txid bigint not null, event_type text not null, payload json not null,
+             payload_bytes integer not null, source_table text, idempotency_key text,
+             created_at timestamptz not null default now());
+         create index on cap_full_events (txid, id);
+         create index on cap_full_events using brin (id);",
+    )
+    .await?;
     let mut watched = Vec::new();
     for n in ENDPOINTS {
-        watched.push((n, watched_db(args, n).await?));
+        let db = watched_db(args, n).await?;
+        let c = db.client().await?;
+        watched.push((n, db, c));
     }
     let mut rows = Vec::new();
     for clients in [2u32, 16] {
-        let (mut plain, mut floor) = (Vec::new(), Vec::new());
+        // plain, floor, full floor, watched with one endpoint
+        let mut samples: [Vec<Sample>; 4] = Default::default();
         let mut per_n: Vec<Vec<f64>> = vec![Vec::new(); ENDPOINTS.len()];
         for _ in 0..args.runs {
-            plain.push(insert_tps(args, &base.dsn, clients, "cap_plain")?);
-            floor.push(insert_tps(args, &base.dsn, clients, "cap_floor")?);
-            for (i, (_, db)) in watched.iter().enumerate() {
-                per_n[i].push(insert_tps(args, &db.dsn, clients, "cap_watched")?);
+            for (i, table) in ["cap_plain", "cap_floor", "cap_full"].iter().enumerate() {
+                samples[i].push(measure(args, &base, &bc, clients, table).await?);
+            }
+            for (i, (_, db, c)) in watched.iter().enumerate() {
+                let sample = measure(args, db, c, clients, "cap_watched").await?;
+                if i == 0 {
+                    samples[3].push(sample);
+                }
+                per_n[i].push(sample.tps);
             }
         }
+        let tps = medians(&samples, |s| s.tps);
         let row = CaptureRow {
             clients,
-            plain_tps: median(plain),
-            floor_tps: median(floor),
+            plain_tps: tps.plain,
+            floor_tps: tps.floor,
+            full_floor_tps: tps.full_floor,
             watched_tps: ENDPOINTS
                 .iter()
                 .copied()
                 .zip(per_n.into_iter().map(median))
                 .collect(),
+            wal_bytes_per_txn: medians(&samples, |s| s.wal_bytes_per_txn),
+            cpu_us_per_txn: medians(&samples, |s| s.cpu_us_per_txn),
         };
+        let (w, u) = (row.wal_bytes_per_txn, row.cpu_us_per_txn);
         eprintln!(
-            "  capture, {clients} clients, worker stopped: plain {:.0} tps, floor {:.0} tps, watched {} → {:.2} of plain, {:.2} of the floor, spread {:.2}",
+            "  capture, {clients} clients, worker stopped: plain {:.0} tps, floor {:.0} tps, full floor {:.0} tps, watched {} → {:.2} of plain, {:.2} of the floor, {:.2} of the full floor, spread {:.2}; WAL per transaction {:.0} / {:.0} / {:.0} / {:.0} B, CPU {:.0} / {:.0} / {:.0} / {:.0} µs (plain / floor / full floor / watched)",
             row.plain_tps,
             row.floor_tps,
+            row.full_floor_tps,
             row.watched_tps
                 .iter()
                 .map(|(n, t)| format!("{t:.0} tps ({n} endpoints)"))
@@ -126,12 +243,23 @@ pub async fn run(args: &Args) -> anyhow::Result<Vec<CaptureRow>> {
                 .join(", "),
             row.of_plain(),
             row.of_floor(),
-            row.spread()
+            row.of_full_floor(),
+            row.spread(),
+            w.plain,
+            w.floor,
+            w.full_floor,
+            w.watched,
+            u.plain,
+            u.floor,
+            u.full_floor,
+            u.watched
         );
         rows.push(row);
     }
+    drop(bc);
     base.drop().await?;
-    for (_, db) in watched {
+    for (_, db, c) in watched {
+        drop(c);
         db.drop().await?;
     }
     Ok(rows)

@@ -43,24 +43,6 @@ pub struct DrainRun {
     pub busy: f64,
 }
 
-/// Busy and total CPU time of the machine so far, in seconds (all cores
-/// together), from the first line of /proc/stat (clock ticks of 1/100 s).
-fn machine_cpu() -> Option<(f64, f64)> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let ticks: Vec<f64> = stat
-        .lines()
-        .next()?
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal ...: idle and iowait
-    // are the idle ones; guest time is already counted in user.
-    let idle = ticks.get(3)? + ticks.get(4)?;
-    let total: f64 = ticks.iter().take(8).sum();
-    Some(((total - idle) / 100.0, total / 100.0))
-}
-
 /// The backlog run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Backlog {
@@ -122,10 +104,10 @@ pub async fn drain_once(
         .collect::<anyhow::Result<Vec<_>>>()?;
     let workers_cpu = || -> Option<f64> { running.iter().map(WorkerProcess::cpu_seconds).sum() };
     let start = Instant::now();
-    let (machine0, worker0) = (machine_cpu(), workers_cpu());
+    let (machine0, worker0) = (crate::cpu::machine(), workers_cpu());
     db::wait_drained(&c, Duration::from_millis(20), Duration::from_secs(1800)).await?;
     let elapsed = start.elapsed();
-    let (machine1, worker1) = (machine_cpu(), workers_cpu());
+    let (machine1, worker1) = (crate::cpu::machine(), workers_cpu());
     for worker in running {
         worker.stop().await?;
     }
@@ -133,12 +115,10 @@ pub async fn drain_once(
     drop(c);
     db.drop().await?;
     let per_delivery = |seconds: f64| seconds * 1e6 / total as f64;
-    let (cpu_us, busy) = match (machine0, machine1) {
-        (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => {
-            (per_delivery(b1 - b0), (b1 - b0) / (t1 - t0))
-        }
-        _ => (f64::NAN, f64::NAN),
-    };
+    let (cpu_us, busy) = crate::cpu::busy_between(machine0, machine1)
+        .map_or((f64::NAN, f64::NAN), |(busy, share)| {
+            (per_delivery(busy), share)
+        });
     let worker_cpu_us = match (worker0, worker1) {
         (Some(a), Some(b)) => per_delivery(b - a),
         _ => f64::NAN,

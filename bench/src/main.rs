@@ -8,6 +8,7 @@
 mod analysts;
 mod capture;
 mod ceiling;
+mod cpu;
 mod db;
 mod drain;
 mod fairness;

@@ -187,6 +187,22 @@ pub fn table(f: &Figures) -> String {
             c.plain_tps,
             c.floor_tps
         );
+        let (w, u) = (c.wal_bytes_per_txn, c.cpu_us_per_txn);
+        let _ = writeln!(
+            t,
+            "| capture, {} clients: the full floor (pg_webhook's event, no trigger); WAL and CPU per transaction, plain / floor / full floor / watched | watched **{:.2}** of the full floor ({:.0} TPS); WAL {:.0} / {:.0} / {:.0} / {:.0} B; CPU {:.0} / {:.0} / {:.0} / {:.0} µs | | | |",
+            c.clients,
+            c.of_full_floor(),
+            c.full_floor_tps,
+            w.plain,
+            w.floor,
+            w.full_floor,
+            w.watched,
+            u.plain,
+            u.floor,
+            u.full_floor,
+            u.watched
+        );
         let _ = writeln!(
             t,
             "| capture, {} clients, 1 / 10 / 100 endpoints | {} TPS: spread **{:.2}** | within 10 % (≤ 1.10) | | |",
