@@ -15,8 +15,9 @@
 //!
 //! and with 1, 10 and 100 endpoints subscribed to `*` (capture writes one
 //! row per captured row whatever the number of endpoints: the figures
-//! should not move). Each run measures every configuration once, in turn,
-//! so that the machine's drift spreads over all of them. Beside TPS, each
+//! should not move). Each run measures every configuration once, in turn
+//! (starting one further along each run), so that the machine's drift
+//! spreads over all of them. Beside TPS, each
 //! measurement notes the WAL written and the machine's CPU time per
 //! transaction: at 16 clients this machine waits on WAL flushes
 //! (`LWLock:WALWrite`) more than on anything else, so WAL per transaction
@@ -121,7 +122,10 @@ async fn wal_position(c: &Client) -> anyhow::Result<f64> {
 }
 
 /// `clients` writers running `table`'s single-row INSERT, prepared, with
-/// the WAL and CPU they cost per transaction.
+/// the WAL and CPU they cost per transaction. Each starts from a
+/// checkpoint and leaves its database vacuumed (neither timed): otherwise
+/// the autovacuum of the rows one configuration wrote, and the checkpoint
+/// its WAL brought on, would be paid by whichever runs next.
 async fn measure(
     args: &Args,
     db: &BenchDb,
@@ -129,6 +133,7 @@ async fn measure(
     clients: u32,
     table: &str,
 ) -> anyhow::Result<Sample> {
+    c.batch_execute("checkpoint").await?;
     let (wal0, cpu0) = (wal_position(c).await?, crate::cpu::machine());
     let out = pgbench::run(
         args,
@@ -139,6 +144,7 @@ async fn measure(
         &script_sql(table),
     )?;
     let (wal1, cpu1) = (wal_position(c).await?, crate::cpu::machine());
+    c.batch_execute("vacuum").await?;
     let per_txn = |v: f64| v / out.transactions.max(1.0);
     Ok(Sample {
         tps: out.tps,
@@ -204,16 +210,24 @@ pub async fn run(args: &Args) -> anyhow::Result<Vec<CaptureRow>> {
         // plain, floor, full floor, watched with one endpoint
         let mut samples: [Vec<Sample>; 4] = Default::default();
         let mut per_n: Vec<Vec<f64>> = vec![Vec::new(); ENDPOINTS.len()];
-        for _ in 0..args.runs {
-            for (i, table) in ["cap_plain", "cap_floor", "cap_full"].iter().enumerate() {
-                samples[i].push(measure(args, &base, &bc, clients, table).await?);
-            }
-            for (i, (_, db, c)) in watched.iter().enumerate() {
-                let sample = measure(args, db, c, clients, "cap_watched").await?;
-                if i == 0 {
-                    samples[3].push(sample);
+        // The six configurations: plain, floor, full floor (0..3), then
+        // pg_webhook with each endpoint count (3..6). Each run starts one
+        // further along, so that no configuration always follows the same one.
+        const CONFIGS: usize = 3 + ENDPOINTS.len();
+        const BASE_TABLES: [&str; 3] = ["cap_plain", "cap_floor", "cap_full"];
+        for run in 0..args.runs {
+            for k in 0..CONFIGS {
+                let i = (run + k) % CONFIGS;
+                if let Some(table) = BASE_TABLES.get(i) {
+                    samples[i].push(measure(args, &base, &bc, clients, table).await?);
+                } else {
+                    let (_, db, c) = &watched[i - BASE_TABLES.len()];
+                    let sample = measure(args, db, c, clients, "cap_watched").await?;
+                    if i == BASE_TABLES.len() {
+                        samples[3].push(sample);
+                    }
+                    per_n[i - BASE_TABLES.len()].push(sample.tps);
                 }
-                per_n[i].push(sample.tps);
             }
         }
         let tps = medians(&samples, |s| s.tps);
