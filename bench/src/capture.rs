@@ -38,6 +38,16 @@ pub struct PerConfig {
     pub watched: f64,
 }
 
+impl PerConfig {
+    /// "plain / floor / full floor / watched", rounded.
+    pub fn joined(&self) -> String {
+        format!(
+            "{:.0} / {:.0} / {:.0} / {:.0}",
+            self.plain, self.floor, self.full_floor, self.watched
+        )
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct CaptureRow {
     pub clients: u32,
@@ -244,9 +254,8 @@ pub async fn run(args: &Args) -> anyhow::Result<Vec<CaptureRow>> {
             wal_bytes_per_txn: medians(&samples, |s| s.wal_bytes_per_txn),
             cpu_us_per_txn: medians(&samples, |s| s.cpu_us_per_txn),
         };
-        let (w, u) = (row.wal_bytes_per_txn, row.cpu_us_per_txn);
         eprintln!(
-            "  capture, {clients} clients, worker stopped: plain {:.0} tps, floor {:.0} tps, full floor {:.0} tps, watched {} → {:.2} of plain, {:.2} of the floor, {:.2} of the full floor, spread {:.2}; WAL per transaction {:.0} / {:.0} / {:.0} / {:.0} B, CPU {:.0} / {:.0} / {:.0} / {:.0} µs (plain / floor / full floor / watched)",
+            "  capture, {clients} clients, worker stopped: plain {:.0} tps, floor {:.0} tps, full floor {:.0} tps, watched {} → {:.2} of plain, {:.2} of the floor, {:.2} of the full floor, spread {:.2}; WAL per transaction {} B, CPU {} µs (plain / floor / full floor / watched)",
             row.plain_tps,
             row.floor_tps,
             row.full_floor_tps,
@@ -259,14 +268,8 @@ pub async fn run(args: &Args) -> anyhow::Result<Vec<CaptureRow>> {
             row.of_floor(),
             row.of_full_floor(),
             row.spread(),
-            w.plain,
-            w.floor,
-            w.full_floor,
-            w.watched,
-            u.plain,
-            u.floor,
-            u.full_floor,
-            u.watched
+            row.wal_bytes_per_txn.joined(),
+            row.cpu_us_per_txn.joined()
         );
         rows.push(row);
     }

@@ -1,5 +1,5 @@
-//! Running pgbench for a fixed time on a script and reading its TPS: what
-//! the capture and statement-cost scenarios both measure with.
+//! Running pgbench for a fixed time on a script and reading its TPS and
+//! transactions: what the capture and statement-cost scenarios measure with.
 
 use crate::Args;
 
@@ -10,19 +10,6 @@ pub struct Outcome {
     pub tps: f64,
     /// transactions committed
     pub transactions: f64,
-}
-
-/// Transactions per second of `clients` pgbench clients running `script`:
-/// see [`run`].
-pub fn tps(
-    args: &Args,
-    dsn: &str,
-    mode: &str,
-    clients: u32,
-    name: &str,
-    script: &str,
-) -> anyhow::Result<f64> {
-    Ok(run(args, dsn, mode, clients, name, script)?.tps)
 }
 
 /// `clients` pgbench clients (`-j` up to 2, the machine's cores) running

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 /// One client running `sql` alone in protocol `mode`.
 fn statement_tps(args: &Args, dsn: &str, mode: &str, sql: &str) -> anyhow::Result<f64> {
-    pgbench::tps(args, dsn, mode, 1, "statement", &format!("{sql};\n"))
+    Ok(pgbench::run(args, dsn, mode, 1, "statement", &format!("{sql};\n"))?.tps)
 }
 
 #[derive(Debug, Clone, Serialize)]
