@@ -3,6 +3,7 @@
 //! HTTP receivers on 127.0.0.1. One binary, one module per concern.
 
 mod bytes;
+mod capture;
 mod chaos;
 mod concurrency;
 mod dbtls;
