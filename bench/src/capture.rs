@@ -100,7 +100,8 @@ fn script_sql(table: &str) -> String {
         "cap_floor" => "with r as (insert into cap_floor (payload) values (repeat('x', 200)) returning *)\n\
              insert into cap_outbox (event_type, payload) select 'row.created', row_to_json(r) from r;\n"
             .to_owned(),
-        // pg_webhook's event, byte for byte: its payload text, its virtual
+        // pg_webhook's event, byte for byte but for the table's name (three
+        // letters shorter than cap_watched, twice): its payload text, its virtual
         // transaction id (an incarnation above the xid8), its size. The
         // colons are written \x3a: pgbench would read `:"name"` as a
         // variable.
