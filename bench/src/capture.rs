@@ -178,8 +178,9 @@ async fn watched_db(args: &Args, endpoints: usize) -> anyhow::Result<BenchDb> {
     Ok(db)
 }
 
-/// Medians of one figure of each configuration's samples.
-fn medians(samples: &[Vec<Sample>; 4], figure: impl Fn(&Sample) -> f64) -> PerConfig {
+/// Medians of one figure of the samples of plain, floor, full floor and
+/// pg_webhook with one endpoint (the first four configurations).
+fn medians(samples: &[Vec<Sample>], figure: impl Fn(&Sample) -> f64) -> PerConfig {
     let m = |i: usize| median(samples[i].iter().map(&figure).collect());
     PerConfig {
         plain: m(0),
@@ -218,27 +219,23 @@ pub async fn run(args: &Args) -> anyhow::Result<Vec<CaptureRow>> {
     }
     let mut rows = Vec::new();
     for clients in [2u32, 16] {
-        // plain, floor, full floor, watched with one endpoint
-        let mut samples: [Vec<Sample>; 4] = Default::default();
-        let mut per_n: Vec<Vec<f64>> = vec![Vec::new(); ENDPOINTS.len()];
         // The six configurations: plain, floor, full floor (0..3), then
         // pg_webhook with each endpoint count (3..6). Each run starts one
         // further along, so that no configuration always follows the same one.
-        const CONFIGS: usize = 3 + ENDPOINTS.len();
         const BASE_TABLES: [&str; 3] = ["cap_plain", "cap_floor", "cap_full"];
+        const CONFIGS: usize = BASE_TABLES.len() + ENDPOINTS.len();
+        let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); CONFIGS];
         for run in 0..args.runs {
             for k in 0..CONFIGS {
                 let i = (run + k) % CONFIGS;
-                if let Some(table) = BASE_TABLES.get(i) {
-                    samples[i].push(measure(args, &base, &bc, clients, table).await?);
-                } else {
-                    let (_, db, c) = &watched[i - BASE_TABLES.len()];
-                    let sample = measure(args, db, c, clients, "cap_watched").await?;
-                    if i == BASE_TABLES.len() {
-                        samples[3].push(sample);
+                let sample = match BASE_TABLES.get(i) {
+                    Some(table) => measure(args, &base, &bc, clients, table).await?,
+                    None => {
+                        let (_, db, c) = &watched[i - BASE_TABLES.len()];
+                        measure(args, db, c, clients, "cap_watched").await?
                     }
-                    per_n[i - BASE_TABLES.len()].push(sample.tps);
-                }
+                };
+                samples[i].push(sample);
             }
         }
         let tps = medians(&samples, |s| s.tps);
@@ -250,7 +247,11 @@ pub async fn run(args: &Args) -> anyhow::Result<Vec<CaptureRow>> {
             watched_tps: ENDPOINTS
                 .iter()
                 .copied()
-                .zip(per_n.into_iter().map(median))
+                .zip(
+                    samples[BASE_TABLES.len()..]
+                        .iter()
+                        .map(|s| median(s.iter().map(|x| x.tps).collect())),
+                )
                 .collect(),
             wal_bytes_per_txn: medians(&samples, |s| s.wal_bytes_per_txn),
             cpu_us_per_txn: medians(&samples, |s| s.cpu_us_per_txn),

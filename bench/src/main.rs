@@ -113,41 +113,31 @@ async fn main() -> anyhow::Result<()> {
         figures.ceiling = Some(ceiling::run(&args).await?);
         eprintln!();
     }
-    if args.wants("drain") {
-        figures.drain =
-            Some(drain::throughput(&args, &args.worker_bin, args.drain_events, 1, 1).await?);
-        eprintln!();
-    }
-    if args.wants("drain2") {
-        figures.drain2 =
-            Some(drain::throughput(&args, &args.worker_bin, args.drain_events, 1, 2).await?);
-        eprintln!();
-    }
-    if args.wants("fanout") {
-        figures.fanout = Some(
-            drain::throughput(
-                &args,
-                &args.worker_bin,
-                args.fanout_events,
-                args.fanout_endpoints,
-                1,
-            )
-            .await?,
-        );
-        eprintln!();
-    }
-    if args.wants("fanout2") {
-        figures.fanout2 = Some(
-            drain::throughput(
-                &args,
-                &args.worker_bin,
-                args.fanout_events,
-                args.fanout_endpoints,
-                2,
-            )
-            .await?,
-        );
-        eprintln!();
+    // The drains: by one worker process and by two, to one endpoint and
+    // fanned out to several.
+    for (name, events, endpoints, workers, figure) in [
+        ("drain", args.drain_events, 1, 1, &mut figures.drain),
+        ("drain2", args.drain_events, 1, 2, &mut figures.drain2),
+        (
+            "fanout",
+            args.fanout_events,
+            args.fanout_endpoints,
+            1,
+            &mut figures.fanout,
+        ),
+        (
+            "fanout2",
+            args.fanout_events,
+            args.fanout_endpoints,
+            2,
+            &mut figures.fanout2,
+        ),
+    ] {
+        if args.wants(name) {
+            *figure =
+                Some(drain::throughput(&args, &args.worker_bin, events, endpoints, workers).await?);
+            eprintln!();
+        }
     }
     if args.wants("capture") {
         figures.capture = capture::run(&args).await?;

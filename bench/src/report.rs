@@ -154,10 +154,11 @@ pub fn table(f: &Figures) -> String {
         if let Some(d) = d {
             let _ = writeln!(
                 t,
-                "| {what}: CPU per delivery, whole machine (of which the worker processes) | **{:.0} µs** ({:.0} µs); cores {:.0} % busy | 2 cores at this cost: {:.0}/s | | |",
+                "| {what}: CPU per delivery, whole machine (of which the worker processes) | **{:.0} µs** ({:.0} µs); cores {:.0} % busy | {} cores at this cost: {:.0}/s | | |",
                 d.cpu_us_per_delivery,
                 d.worker_cpu_us_per_delivery,
                 d.busy_share * 100.0,
+                f.machine.cores,
                 d.cpu_bound_per_sec()
             );
         }
