@@ -32,6 +32,7 @@ tar -xzf "$tarball" -C "$prefix"
 for f in usr/bin/pg-webhook-worker usr/lib/postgresql/15/lib/pg_webhook.so \
          usr/share/postgresql/15/extension/pg_webhook.control \
          usr/share/postgresql/15/extension/pg_webhook--0.1.0--0.2.0.sql \
+         usr/share/postgresql/15/extension/pg_webhook--0.2.0--0.3.0.sql \
          usr/lib/systemd/system/pg-webhook-worker.service etc/pg-webhook-worker/worker.env.example \
          usr/share/doc/pg-webhook/production.md; do
     [ -e "$prefix/$f" ] || { echo "the tarball lacks $f" >&2; exit 1; }

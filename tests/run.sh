@@ -34,13 +34,14 @@ fi
 
 echo "== end-to-end"
 # The pg_test build installed a library with test functions; install the real one,
-# and the frozen 0.1.0 install script beside it for the upgrade test.
+# and the frozen install scripts of the released versions beside it for the
+# upgrade tests.
 cargo pgrx install -p pg_webhook --pg-config "$PG_CONFIG" >/dev/null
 ext_dir="$("$PG_CONFIG" --sharedir)/extension"
 if [ -w "$ext_dir" ]; then
-    cp tests/fixtures/pg_webhook--0.1.0.sql "$ext_dir/"
+    cp tests/fixtures/pg_webhook--*.sql "$ext_dir/"
 else
-    sudo cp tests/fixtures/pg_webhook--0.1.0.sql "$ext_dir/"
+    sudo cp tests/fixtures/pg_webhook--*.sql "$ext_dir/"
 fi
 cargo build --quiet -p pg-webhook-worker
 work=$(mktemp -d /tmp/pg_webhook-e2e.XXXXXX)

@@ -1,8 +1,12 @@
-//! Upgrading from the released 0.1.0 (its frozen install script, in
+//! Upgrading from the released versions (their frozen install scripts, in
 //! tests/fixtures, run against the current library) gives exactly the schema
-//! of a fresh install, keeps every row, and delivers what was pending.
+//! of a fresh install, keeps every row, and delivers what was pending, each
+//! event with the webhook-id it was first sent with. The scripts a release
+//! shipped never change: their hashes are checked here.
 
 use pg_webhook_tests::{Receiver, RunningWorker, TestDb};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use tokio_postgres::Client;
 
 /// Everything pg_webhook defines in a database, as comparable text: tables,
@@ -72,8 +76,100 @@ async fn catalog(c: &Client) -> Vec<String> {
     rows
 }
 
+/// The scripts of released versions, with the SHA-256 they were released
+/// with: a user's database was installed or upgraded by exactly these
+/// bytes, so they are never regenerated or edited (a change goes into the
+/// next upgrade script).
+const RELEASED: &[(&str, &str)] = &[
+    (
+        "tests/fixtures/pg_webhook--0.1.0.sql",
+        "7955d55f793e3a62d3c8cdf648195c318caffab1989e69835b760c95da20483c",
+    ),
+    (
+        "tests/fixtures/pg_webhook--0.2.0.sql",
+        "0cd528d2d40185c151f4eddab1b89397ca7ec439dd509328341a59ab3bef43fa",
+    ),
+    (
+        "sql/pg_webhook--0.1.0--0.2.0.sql",
+        "a3de074ed672b8ac9b8448749319dc597c56d00f4ffb7cc183b23acaddd45070",
+    ),
+];
+
+#[test]
+fn released_scripts_are_unchanged() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for (path, expected) in RELEASED {
+        let bytes = std::fs::read(root.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let found: String = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            &found, expected,
+            "{path} was released and must not change; put the change into the next upgrade script"
+        );
+    }
+}
+
+/// Fails with both sides' differences unless `db` has exactly the objects
+/// of a fresh install of the current version.
+async fn assert_same_as_fresh_install(c: &Client) {
+    let fresh = TestDb::new().await;
+    let upgraded_catalog = catalog(c).await;
+    let fresh_catalog = catalog(&fresh.client().await).await;
+    let only_upgraded: Vec<_> = upgraded_catalog
+        .iter()
+        .filter(|r| !fresh_catalog.contains(r))
+        .collect();
+    let only_fresh: Vec<_> = fresh_catalog
+        .iter()
+        .filter(|r| !upgraded_catalog.contains(r))
+        .collect();
+    assert!(
+        only_upgraded.is_empty() && only_fresh.is_empty(),
+        "the upgraded schema differs from a fresh install:\nonly after upgrade: {only_upgraded:#?}\nonly in a fresh install: {only_fresh:#?}"
+    );
+}
+
+async fn extension_version(c: &Client) -> String {
+    c.query_one(
+        "select extversion from pg_extension where extname = 'pg_webhook'",
+        &[],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+async fn deliveries(c: &Client) -> Vec<(i64, String)> {
+    c.query(
+        "select id, status::text from webhook.deliveries order by id",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upgrade_from_0_1_0_matches_a_fresh_install_and_keeps_the_data() {
+async fn fresh_0_2_0_upgrades_to_a_fresh_install() {
+    let db = TestDb::empty().await;
+    let c = db.client().await;
+    c.batch_execute("create extension pg_webhook version '0.2.0'")
+        .await
+        .expect("the frozen 0.2.0 script installs (tests/run.sh copies it into PostgreSQL's extension directory)");
+    c.batch_execute("alter extension pg_webhook update")
+        .await
+        .expect("0.2.0 → current");
+    let c = db.client().await;
+    assert_eq!(extension_version(&c).await, env!("CARGO_PKG_VERSION"));
+    assert_same_as_fresh_install(&c).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_chain_from_0_1_0_matches_a_fresh_install_and_keeps_the_data() {
     let old = TestDb::empty().await;
     let receiver = Receiver::start().await;
     let c = old.client().await;
@@ -110,50 +206,58 @@ async fn upgrade_from_0_1_0_matches_a_fresh_install_and_keeps_the_data() {
     )
     .await
     .unwrap();
-    let rows_before: Vec<(i64, String)> = c
-        .query(
-            "select id, status::text from webhook.deliveries order by id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let rows_before = deliveries(&c).await;
 
-    c.batch_execute("alter extension pg_webhook update")
+    c.batch_execute("alter extension pg_webhook update to '0.2.0'")
         .await
         .expect("0.1.0 → 0.2.0 update");
     let c = old.client().await; // a session that loaded nothing of 0.1.0
-    let version: String = c
-        .query_one(
-            "select extversion from pg_extension where extname = 'pg_webhook'",
+    assert_eq!(extension_version(&c).await, "0.2.0");
+    assert_eq!(
+        deliveries(&c).await,
+        rows_before,
+        "every delivery kept, with its state"
+    );
+
+    // 0.2.0 data, written by the current library before the extension is
+    // updated (as a rolling upgrade does): a captured row and a published
+    // event, fanned out, claimed and attempted through 0.2.0's functions,
+    // so that they are pending with an attempt behind them. Each one's
+    // webhook-id as 0.2.0 sent it must survive the update.
+    c.batch_execute(
+        "insert into orders values (2, 'under 0.2.0');
+         select webhook_publish('order.noted', '{\"n\": 2}', 'key-2');",
+    )
+    .await
+    .unwrap();
+    let claimed = c
+        .query(
+            "select delivery_id, lease_token, endpoint_id, attempt_number
+             from webhook._claim_deliveries('w02', 100, '1 minute', 100, '{}', '{}', 1000, 1000000)
+             where delivery_id is not null",
             &[],
         )
         .await
-        .unwrap()
-        .get(0);
-    assert_eq!(version, env!("CARGO_PKG_VERSION"));
-
-    let fresh = TestDb::new().await;
-    let upgraded_catalog = catalog(&c).await;
-    let fresh_catalog = catalog(&fresh.client().await).await;
-    let only_upgraded: Vec<_> = upgraded_catalog
-        .iter()
-        .filter(|r| !fresh_catalog.contains(r))
-        .collect();
-    let only_fresh: Vec<_> = fresh_catalog
-        .iter()
-        .filter(|r| !upgraded_catalog.contains(r))
-        .collect();
-    assert!(
-        only_upgraded.is_empty() && only_fresh.is_empty(),
-        "the upgraded schema differs from a fresh install:\nonly after upgrade: {only_upgraded:#?}\nonly in a fresh install: {only_fresh:#?}"
-    );
-
-    let rows_after: Vec<(i64, String)> = c
+        .unwrap();
+    assert!(!claimed.is_empty(), "0.2.0's claim hands out deliveries");
+    for row in &claimed {
+        let (delivery, token, endpoint, attempt): (i64, i64, i64, i32) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        c.execute(
+            "select webhook._record_attempts('w02', array[$1::bigint], array[$2::bigint], array[$3::bigint],
+                    array[$4::integer], array[now()], array[2.0::float8], array[503], array['busy'],
+                    array[null]::text[], array['retry'], array[0::bigint])",
+            &[&delivery, &token, &endpoint, &attempt],
+        )
+        .await
+        .unwrap();
+    }
+    // The webhook-id of every event still to send, as 0.2.0 computes it.
+    let before_update: BTreeMap<i64, String> = c
         .query(
-            "select id, status::text from webhook.deliveries order by id",
+            "select e.id, webhook._message_id(e.txid, e.id)
+             from webhook.events e
+             where exists (select from webhook.deliveries_open d where d.event_id = e.id)",
             &[],
         )
         .await
@@ -161,35 +265,64 @@ async fn upgrade_from_0_1_0_matches_a_fresh_install_and_keeps_the_data() {
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
+    assert!(before_update.len() >= 2, "{before_update:?}");
+    let rows_before = deliveries(&c).await;
+
+    c.batch_execute("alter extension pg_webhook update")
+        .await
+        .expect("0.2.0 → current update");
+    let c = old.client().await;
+    assert_eq!(extension_version(&c).await, env!("CARGO_PKG_VERSION"));
+    assert_same_as_fresh_install(&c).await;
     assert_eq!(
-        rows_after, rows_before,
+        deliveries(&c).await,
+        rows_before,
         "every delivery kept, with its state"
     );
     old.assert_invariants(&c).await;
 
     // The watched table keeps capturing, and a worker delivers what was
-    // pending (with the webhook-id it had under 0.1.0: the event's number)
-    // and what comes after (a namespaced one).
-    c.batch_execute("insert into orders values (2, 'after')")
+    // pending, each with the webhook-id it had before (0.1.0's: the event's
+    // number; 0.2.0's: msg_…), and what comes after (a new msg_ id).
+    c.batch_execute("insert into orders values (3, 'after')")
         .await
         .unwrap();
+    let pending: i64 = c
+        .query_one(
+            "select count(*) from webhook.deliveries_open where status = 'pending'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let expected = usize::try_from(pending).unwrap() + 1;
     let mut worker = RunningWorker::start(old.worker_config());
-    let got = receiver.wait_for(2).await;
-    old.wait_deliveries(&c, "succeeded", 3, &mut worker.events)
-        .await;
+    let got = receiver.wait_for(expected).await;
+    old.wait_for(
+        &c,
+        "select not exists (select from webhook.deliveries_open)",
+        Some(&mut worker.events),
+    )
+    .await;
     worker.stop().await;
     old.assert_invariants(&c).await;
-    let mut ids: Vec<String> = got
+    let ids: Vec<String> = got
         .iter()
         .map(|r| r.header("webhook-id").unwrap().to_owned())
         .collect();
-    ids.sort();
-    assert_eq!(ids.len(), 2);
-    assert!(
-        ids[0] == "2" || ids[0] == "1",
-        "a 0.1.0 event keeps its id: {ids:?}"
-    );
-    assert!(ids[1].starts_with("msg_"), "{ids:?}");
+    assert_eq!(ids.len(), expected, "{ids:?}");
+    for id in before_update.values() {
+        assert!(
+            ids.contains(id),
+            "an event pending across the update keeps its webhook-id {id}: {ids:?}"
+        );
+    }
+    let new: Vec<&String> = ids
+        .iter()
+        .filter(|id| !before_update.values().any(|b| b == *id))
+        .collect();
+    assert_eq!(new.len(), 1, "{ids:?}");
+    assert!(new[0].starts_with("msg_"), "{ids:?}");
     let key: i64 = c
         .query_one(
             "select webhook_publish('order.noted', '{\"n\": 1}', 'key-1')",

@@ -1,0 +1,9 @@
+-- =============================================================================
+-- pg_webhook 0.2.0 → 0.3.0
+--
+-- Written by hand, one hunk per change, each opening with the reason. The
+-- upgrade test (tests/e2e/upgrade.rs) runs 0.1.0 → 0.2.0 → 0.3.0 and compares
+-- the upgraded catalog with a fresh 0.3.0 install, object by object.
+-- Released scripts (this one, once 0.3.0 is out) are never edited again:
+-- the test checks their hashes.
+-- =============================================================================
