@@ -7,3 +7,1020 @@
 -- Released scripts (this one, once 0.3.0 is out) are never edited again:
 -- the test checks their hashes.
 -- =============================================================================
+
+-- -----------------------------------------------------------------------------
+-- 0.3.0: a webhook-id never repeats. Every event stores the namespace of
+-- the session that wrote it, drawn at random (webhook._id_namespace()), so
+-- that two copies of a database that diverged (a base backup, PITR, a
+-- promoted standby), whose event ids rewind together, still give their new
+-- events different webhook-ids. Events written before keep theirs.
+-- -----------------------------------------------------------------------------
+alter table webhook.events add column id_namespace bigint;
+comment on column webhook.events.id_namespace is
+    'The webhook-id namespace of the session that wrote it (random per session): its webhook-id is msg_ + this + its id, in 16 hex digits each, so ids never repeat, even between two copies of a database that diverged (a base backup, PITR, a promoted standby). Null for events written before 0.3.0 (see webhook._message_id).';
+comment on table webhook.events is
+    'One row per event, written in the producer''s transaction (and nothing else). The request body is {"type": event_type, "timestamp": created_at, "data": payload}; webhook-id is webhook._message_id(txid, id, id_namespace).';
+
+CREATE  FUNCTION webhook."_id_namespace"() RETURNS bigint
+STRICT VOLATILE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'id_namespace_wrapper';
+revoke all on function webhook._id_namespace() from public;
+
+drop function webhook._message_id(bigint, bigint);
+create function webhook._message_id(
+    p_txid bigint,      -- webhook.events.txid
+    p_id bigint,        -- webhook.events.id
+    p_namespace bigint  -- webhook.events.id_namespace
+) returns text
+language sql stable parallel safe
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+    select case when p_namespace is not null
+                then 'msg_' || lpad(to_hex(p_namespace), 16, '0') || lpad(to_hex(p_id), 16, '0')
+                when p_txid < 281474976710656 then p_id::text
+                else 'msg_' || coalesce((select i.namespace from webhook.incarnations i where i.n = (p_txid >> 48)::integer),
+                                        '0000000000000000')
+                     || lpad(to_hex(p_id), 16, '0')
+           end
+$$;
+revoke all on function webhook._message_id(bigint, bigint, bigint) from public;
+grant execute on function webhook._message_id(bigint, bigint, bigint) to webhook_reader, webhook_worker;
+
+-- -----------------------------------------------------------------------------
+-- 0.3.0: an attempt says whether it moved its delivery (lease_held): one
+-- recorded without the delivery's lease (lost, or never held) is marked,
+-- and one for a delivery that does not exist is not logged.
+-- -----------------------------------------------------------------------------
+alter table webhook.attempts add column lease_held boolean;
+comment on column webhook.attempts.lease_held is
+    'True when the worker still held the delivery''s lease as it recorded the attempt (its outcome moved the delivery); false when it did not (the lease had expired and passed on, or was never its own): the attempt changed nothing. Null for attempts recorded before 0.3.0.';
+create or replace function webhook._record_attempts(
+    p_worker_id text,
+    p_delivery_ids bigint[],
+    p_lease_tokens bigint[],
+    p_endpoint_ids bigint[],    -- each delivery's endpoint (as claimed)
+    p_attempt_numbers integer[],
+    p_started_at timestamptz[],
+    p_duration_ms double precision[],
+    p_status_codes integer[],
+    p_response_excerpts text[],
+    p_errors text[],
+    p_outcomes text[],          -- 'succeeded' | 'retry' | 'failed'
+    p_retry_delays_ms bigint[]  -- for 'retry': how long from now
+) returns integer
+language plpgsql volatile
+security definer
+set search_path = pg_catalog, webhook, pg_temp
+-- Every row these statements touch is found by key; see "Plans" above.
+set enable_seqscan = off
+set jit = off
+as $$
+declare
+    v_moved integer;
+    v_touched bigint[];
+    v_gone bigint[];
+    v_id bigint;
+    v_reason text;
+    v_slot smallint := webhook._current_slot();
+    v_n integer := coalesce(cardinality(p_delivery_ids), 0);
+begin
+    if v_n <> coalesce(cardinality(p_lease_tokens), 0) or v_n <> coalesce(cardinality(p_endpoint_ids), 0)
+       or v_n <> coalesce(cardinality(p_attempt_numbers), 0) or v_n <> coalesce(cardinality(p_started_at), 0)
+       or v_n <> coalesce(cardinality(p_duration_ms), 0) or v_n <> coalesce(cardinality(p_status_codes), 0)
+       or v_n <> coalesce(cardinality(p_response_excerpts), 0) or v_n <> coalesce(cardinality(p_errors), 0)
+       or v_n <> coalesce(cardinality(p_outcomes), 0) or v_n <> coalesce(cardinality(p_retry_delays_ms), 0) then
+        raise exception 'webhook._record_attempts: the arrays must all have the same length'
+            using errcode = '22023';
+    end if;
+    if exists (select from unnest(p_outcomes) o where o is null or o not in ('succeeded', 'retry', 'failed'))
+       or exists (select from unnest(p_outcomes, p_retry_delays_ms) r(o, d) where o = 'retry' and (d is null or d < 0))
+       or exists (select from unnest(p_delivery_ids, p_lease_tokens, p_endpoint_ids, p_attempt_numbers, p_started_at,
+                                     p_duration_ms) r(i, t, e, n, s, ms)
+                  where i is null or t is null or e is null or n is null or s is null or ms is null) then
+        raise exception 'webhook._record_attempts: an outcome is ''succeeded'', ''retry'' (with a delay of 0 ms or more) or ''failed'', and ids, tokens, endpoints, attempt numbers, start times and durations are never null'
+            using errcode = '22023';
+    end if;
+    with r as (
+        select *
+        from unnest(p_delivery_ids, p_lease_tokens, p_endpoint_ids, p_attempt_numbers, p_started_at, p_duration_ms,
+                    p_status_codes, p_response_excerpts, p_errors, p_outcomes, p_retry_delays_ms)
+             as r(delivery_id, lease_token, endpoint_id, attempt_number, started_at, duration_ms,
+                  status_code, response_excerpt, error, outcome, retry_delay_ms)
+    ), retried as (
+        update webhook.deliveries_open d
+        set next_attempt_at = now() + r.retry_delay_ms * interval '1 millisecond',
+            lease_token = null,
+            lease_until = null,
+            leased_by = null,
+            last_attempt_at = r.started_at,
+            last_status_code = r.status_code,
+            last_error = r.error
+        from r
+        -- "= any (array)": see "Plans" above.
+        where r.outcome = 'retry' and d.id = any (p_delivery_ids)
+          and d.id = r.delivery_id and d.lease_token = r.lease_token
+        returning d.id, d.event_slot, d.endpoint_id
+    ), finished as (
+        delete from webhook.deliveries_open d
+        using r
+        where r.outcome <> 'retry' and d.id = any (p_delivery_ids)
+          and d.id = r.delivery_id and d.lease_token = r.lease_token
+        returning d.id, d.event_id, d.event_txid, d.event_slot, d.endpoint_id, d.attempt_count,
+                  d.next_attempt_at, d.replay_of, d.created_at,
+                  r.outcome, r.started_at, r.status_code, r.error
+    ), archived as (
+        insert into webhook.deliveries (id, slot, event_id, event_txid, event_slot, endpoint_id, status,
+                                        attempt_count, next_attempt_at, last_attempt_at, last_status_code,
+                                        last_error, replay_of, created_at, finalized_at)
+        select f.id, f.event_slot, f.event_id, f.event_txid, f.event_slot, f.endpoint_id,
+               f.outcome::webhook.delivery_status, f.attempt_count, f.next_attempt_at, f.started_at,
+               f.status_code, f.error, f.replay_of, f.created_at, now()
+        from finished f
+        returning 1
+    ), held as (
+        select rt.id, rt.event_slot, rt.endpoint_id from retried rt
+        union all
+        select f.id, f.event_slot, f.endpoint_id from finished f
+    ), logged as (
+        -- Every attempt is logged, and says whether it moved its delivery
+        -- (lease_held). One whose lease was lost (it expired, and another
+        -- worker claimed the delivery meanwhile) is logged in the current
+        -- slot, marked: the caller may be that worker, or a holder of the
+        -- worker role recording attempts it never made, and the log says
+        -- which attempts changed nothing. An attempt of a delivery that
+        -- does not exist, or for another endpoint, is not logged at all.
+        insert into webhook.attempts (slot, delivery_id, endpoint_id, attempt_number, started_at, duration_ms,
+                                      status_code, response_excerpt, error, worker_id, lease_held)
+        select coalesce(h.event_slot, v_slot), r.delivery_id, r.endpoint_id, r.attempt_number, r.started_at,
+               r.duration_ms, r.status_code, r.response_excerpt, r.error, p_worker_id, h.id is not null
+        from r left join held h on h.id = r.delivery_id
+        where h.id is not null
+           or exists (select from webhook.deliveries d where d.id = r.delivery_id and d.endpoint_id = r.endpoint_id)
+    ), outcomes as (
+        select h.endpoint_id, r.started_at, r.duration_ms, r.outcome = 'succeeded' as ok, r.status_code, r.error
+        from r join held h on h.id = r.delivery_id
+    ), buckets as (
+        select o.endpoint_id, date_trunc('minute', o.started_at) as minute,
+               webhook._latency_bucket(o.duration_ms) as bucket,
+               count(*)::integer as n, (count(*) filter (where o.ok))::integer as ok
+        from outcomes o
+        group by 1, 2, 3
+    ), minutes as (
+        -- Counters per endpoint and minute, each histogram built whole.
+        select k.endpoint_id, k.minute, sum(k.n)::integer as n, sum(k.ok)::integer as ok,
+               webhook._hist_sum(webhook._hist_one(k.bucket, k.n))::integer[] as hist
+        from buckets k
+        group by k.endpoint_id, k.minute
+    ), stats as (
+        insert into webhook.endpoint_stats as st (endpoint_id, minute, attempts, successes, latency_hist)
+        select m.endpoint_id, m.minute, m.n, m.ok, m.hist
+        from minutes m
+        on conflict (endpoint_id, minute) do update
+        set attempts = st.attempts + excluded.attempts,
+            successes = st.successes + excluded.successes,
+            latency_hist = webhook._hist_add(st.latency_hist, excluded.latency_hist)
+        returning 1
+    ), hourly as (
+        insert into webhook.endpoint_stats_hourly as sh (endpoint_id, hour, attempts, successes, latency_hist)
+        select m.endpoint_id, date_trunc('hour', m.minute), sum(m.n), sum(m.ok),
+               webhook._hist_sum(m.hist)::integer[]
+        from minutes m
+        group by m.endpoint_id, date_trunc('hour', m.minute)
+        on conflict (endpoint_id, hour) do update
+        set attempts = sh.attempts + excluded.attempts,
+            successes = sh.successes + excluded.successes,
+            latency_hist = webhook._hist_add(sh.latency_hist, excluded.latency_hist)
+        returning 1
+    ), last_ok as (
+        select o.endpoint_id, max(o.started_at) filter (where o.ok) as at
+        from outcomes o group by o.endpoint_id
+    ), runs as (
+        select o.endpoint_id, l.at as last_success_at,
+               max(o.started_at) filter (where not o.ok) as last_failure_at,
+               (array_agg(o.status_code order by o.started_at desc) filter (where not o.ok))[1] as last_failure_status,
+               (array_agg(o.error order by o.started_at desc) filter (where not o.ok))[1] as last_failure_error,
+               count(*) filter (where not o.ok and (l.at is null or o.started_at > l.at))::integer as failures,
+               min(o.started_at) filter (where not o.ok and (l.at is null or o.started_at > l.at)) as failing_since,
+               bool_or(o.status_code = 410) as gone
+        from outcomes o join last_ok l on l.endpoint_id = o.endpoint_id
+        group by o.endpoint_id, l.at
+    ), activity as (
+        insert into webhook.endpoint_activity as a (endpoint_id, last_success_at, last_failure_at, last_failure_status,
+                                                   last_failure_error, consecutive_failures, failing_since)
+        select ru.endpoint_id, ru.last_success_at, ru.last_failure_at, ru.last_failure_status,
+               ru.last_failure_error, ru.failures, ru.failing_since
+        from runs ru
+        on conflict (endpoint_id) do update
+        set last_success_at = greatest(a.last_success_at, excluded.last_success_at),
+            last_failure_at = greatest(a.last_failure_at, excluded.last_failure_at),
+            last_failure_status = case when excluded.last_failure_at is not null then excluded.last_failure_status
+                                       else a.last_failure_status end,
+            last_failure_error = case when excluded.last_failure_at is not null then excluded.last_failure_error
+                                      else a.last_failure_error end,
+            consecutive_failures = case when excluded.last_success_at is not null then excluded.consecutive_failures
+                                        else a.consecutive_failures + excluded.consecutive_failures end,
+            failing_since = case when excluded.last_success_at is not null then excluded.failing_since
+                                 else coalesce(a.failing_since, excluded.failing_since) end
+        returning a.endpoint_id
+    )
+    select (select count(*) from retried) + (select count(*) from archived),
+           array(select ru.endpoint_id from runs ru where ru.failures > 0),
+           array(select ru.endpoint_id from runs ru where ru.gone)
+    into v_moved, v_touched, v_gone;
+
+    -- 410 Gone: the receiver says the endpoint is no more; stop at once.
+    -- Failing without a success for pg_webhook.disable_after: give up on it.
+    for v_id, v_reason in
+        select g, 'the endpoint answered 410 Gone' from unnest(v_gone) g
+        union all
+        select a.endpoint_id, 'no successful delivery since ' || a.failing_since
+        from webhook.endpoint_activity a
+        where a.endpoint_id = any (v_touched) and not a.endpoint_id = any (v_gone)
+          and a.failing_since <= now() - webhook._disable_after_s() * interval '1 second'
+    loop
+        perform webhook._disable_endpoint(v_id, v_reason);
+    end loop;
+    return v_moved;
+end
+$$;
+
+-- -----------------------------------------------------------------------------
+-- 0.3.0: the worker's credential can no longer act at another time:
+-- webhook._maintenance(p_now) with a date in the future purged the log and
+-- disabled endpoints. The worker gets webhook._maintenance(), which acts
+-- now; webhook._maintenance_at(p_now) is granted to no one.
+-- -----------------------------------------------------------------------------
+drop function webhook._maintenance(timestamptz);
+create function webhook._maintenance_at(
+    p_now timestamptz -- the time to act at
+) returns jsonb
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_removed bigint;
+    v_disabled integer := 0;
+    v_id bigint;
+    v_since timestamptz;
+    v_secrets integer;
+    v_stats integer;
+    v_hours integer;
+begin
+    -- Transaction-scoped: released at commit. The key is 'pg_webho' as
+    -- eight ASCII bytes, unlikely to collide with an application's keys.
+    if not pg_try_advisory_xact_lock(8099547421255821423) then
+        return null;
+    end if;
+    v_removed := webhook._purge(p_now);
+    for v_id, v_since in
+        select a.endpoint_id, a.failing_since
+        from webhook.endpoint_activity a
+        join webhook.endpoints e on e.id = a.endpoint_id and e.disabled_at is null and e.deleted_at is null
+        where a.failing_since <= p_now - webhook._disable_after_s() * interval '1 second'
+    loop
+        if webhook._disable_endpoint(v_id, 'no successful delivery since ' || v_since) then
+            v_disabled := v_disabled + 1;
+        end if;
+    end loop;
+    -- Counters: per minute for the last hour's figures (two hours kept),
+    -- per hour as long as the log. Both tables are small (one row per
+    -- endpoint and minute or hour), so a DELETE leaves little to vacuum.
+    delete from webhook.endpoint_stats s where s.minute < p_now - interval '2 hours';
+    get diagnostics v_stats = row_count;
+    delete from webhook.endpoint_stats_hourly s
+    where s.hour < p_now - webhook._retention_s() * interval '1 second' - interval '1 hour';
+    get diagnostics v_hours = row_count;
+    v_stats := v_stats + v_hours;
+    -- A removed endpoint's secret goes once the fan-out has passed its
+    -- removal (every event committed before it has its deliveries) and
+    -- none of them is left to send.
+    delete from webhook.endpoint_secrets s
+    using webhook.endpoints e, webhook.subscriptions sub, webhook.fanout_state f
+    where e.id = s.endpoint_id and e.deleted_at is not null
+      and sub.endpoint_id = e.id and sub.until_txid is not null
+      and not exists (select from webhook.subscriptions o where o.endpoint_id = e.id and o.until_txid is null)
+      and webhook._visible(sub.until_txid, f.prev_xmin, f.prev_xmax, f.prev_xip)
+      and f.cur_xmax is null
+      and not exists (select from webhook.deliveries_open d where d.endpoint_id = e.id);
+    get diagnostics v_secrets = row_count;
+    return jsonb_build_object('events_purged', v_removed, 'endpoints_disabled', v_disabled,
+                              'stats_rows_dropped', v_stats, 'secrets_dropped', v_secrets);
+end
+$$;
+
+create function webhook._maintenance()
+returns jsonb
+language sql volatile
+security definer
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+    select webhook._maintenance_at(now())
+$$;
+revoke all on function webhook._maintenance_at(timestamptz), webhook._maintenance() from public;
+grant execute on function webhook._maintenance() to webhook_worker;
+
+-- -----------------------------------------------------------------------------
+-- 0.3.0: readers see endpoint URLs without their path and query, which
+-- often carry a capability token (webhook.endpoints.url: scheme, host, port
+-- and /…); the whole URL moves beside the other secrets, where the worker's
+-- claim and webhook_admin read it.
+-- -----------------------------------------------------------------------------
+CREATE  FUNCTION webhook."_redact_url"(
+	"url" TEXT /* & str */
+) RETURNS TEXT /* Result < String, ErrorReport > */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'redact_url_wrapper';
+revoke all on function webhook._redact_url(text) from public;
+
+alter table webhook.endpoint_secrets add column url text;
+update webhook.endpoint_secrets s set url = e.url from webhook.endpoints e where e.id = s.endpoint_id;
+alter table webhook.endpoint_secrets alter column url set not null;
+update webhook.endpoints e set url = webhook._redact_url(e.url);
+comment on column webhook.endpoints.url is
+    'Where requests go, as readers may see it: scheme, host and port, with /… in place of a path or query (they often carry a token). The whole URL is in webhook.endpoint_secrets.url, readable by webhook_admin.';
+comment on table webhook.endpoint_secrets is
+    'Signing secrets (whsec_…), header values, credentials and the whole URL. Readable by the worker''s claim only (webhook_admin may read the URLs). During a rotation''s grace period both secrets sign every request.';
+comment on column webhook.endpoint_secrets.url is
+    'The URL requests go to, path and query included (webhook.endpoints.url shows it without them).';
+grant select (endpoint_id, url) on webhook.endpoint_secrets to webhook_admin;
+
+create or replace function webhook._subscribe(
+    p_url text,
+    p_event_types text[],
+    p_name text,
+    p_secret text,
+    p_headers jsonb,
+    p_retry_policy jsonb,
+    p_timeout interval,
+    p_auth jsonb,
+    p_max_in_flight integer,
+    out o_endpoint_id bigint,
+    out o_name text,
+    out o_signing_secret text
+)
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_url text := webhook._check_url(p_url);
+    v_patterns text[] := webhook._check_patterns(p_event_types);
+    v_headers jsonb := webhook._check_headers(p_headers);
+    v_policy jsonb := webhook._check_retry_policy(p_retry_policy);
+    v_timeout interval := webhook._check_timeout(p_timeout);
+    v_auth jsonb := webhook._check_auth(p_auth);
+    v_max integer := webhook._check_max_in_flight(p_max_in_flight);
+    v_secret text := case when p_secret is null then webhook._generate_secret() else webhook._check_secret(p_secret) end;
+begin
+    perform webhook._check_name(p_name);
+    o_endpoint_id := nextval(pg_get_serial_sequence('webhook.endpoints', 'id'));
+    o_name := coalesce(p_name, 'endpoint-' || o_endpoint_id);
+    begin
+        insert into webhook.endpoints (id, name, url, event_types, header_names, auth_type, retry_policy, timeout, max_in_flight)
+        values (o_endpoint_id, o_name, webhook._redact_url(v_url), v_patterns,
+                array(select jsonb_object_keys(v_headers) order by 1), v_auth ->> 'type', v_policy, v_timeout, v_max);
+    exception when unique_violation then
+        raise exception 'an endpoint named % already exists', quote_literal(o_name)
+            using errcode = '42710', hint = 'Pick another name, or unsubscribe the existing endpoint first.';
+    end;
+    insert into webhook.endpoint_secrets (endpoint_id, secret, headers, auth, url)
+    values (o_endpoint_id, v_secret, v_headers, v_auth, v_url);
+    perform webhook._open_subscription(o_endpoint_id, v_patterns);
+    o_signing_secret := v_secret;
+end
+$$;
+
+create or replace function webhook_update(
+    endpoint_id bigint,             -- the endpoint to change
+    url text default null,          -- new URL: used from the next attempt of every pending delivery
+    event_types text[] default null, -- new patterns: for events committed after this
+    name text default null,         -- new unique name
+    headers jsonb default null,     -- replaces the extra headers
+    retry_policy jsonb default null, -- replaces the policy; 'null'::jsonb for the default
+    timeout interval default null,  -- per request
+    is_active boolean default null, -- false disables it (deliveries wait), true re-enables it
+    auth jsonb default null,        -- replaces the credentials; 'null'::jsonb removes them
+    max_in_flight integer default null -- its share of a worker's slots; 0 for the default
+) returns webhook.endpoints
+language plpgsql volatile
+security definer
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_id bigint := $1;
+    v_url text := $2;
+    v_patterns text[] := $3;
+    v_name text := $4;
+    v_headers jsonb := $5;
+    v_policy jsonb := $6;
+    v_timeout interval := $7;
+    v_active boolean := $8;
+    v_auth jsonb := $9;
+    v_max integer := $10;
+    v webhook.endpoints;
+begin
+    v := webhook._live_endpoint(v_id);
+    perform from webhook.endpoints e where e.id = v_id for update;
+    if v_url is not null then
+        v_url := webhook._check_url(v_url);
+        update webhook.endpoint_secrets s set url = v_url where s.endpoint_id = v_id;
+        v.url := webhook._redact_url(v_url);
+    end if;
+    if v_patterns is not null then
+        v_patterns := webhook._check_patterns(v_patterns);
+        if v_patterns is distinct from v.event_types then
+            perform webhook._close_subscription(v_id);
+            perform webhook._open_subscription(v_id, v_patterns);
+            v.event_types := v_patterns;
+        end if;
+    end if;
+    if v_name is not null then
+        v.name := webhook._check_name(v_name);
+    end if;
+    if v_headers is not null then
+        v_headers := webhook._check_headers(v_headers);
+        update webhook.endpoint_secrets s set headers = v_headers where s.endpoint_id = v_id;
+        v.header_names := array(select jsonb_object_keys(v_headers) order by 1);
+    end if;
+    if v_policy is not null then
+        v.retry_policy := webhook._check_retry_policy(v_policy);
+    end if;
+    if v_timeout is not null then
+        v.timeout := webhook._check_timeout(v_timeout);
+    end if;
+    if v_auth is not null then
+        v_auth := webhook._check_auth(v_auth);
+        update webhook.endpoint_secrets s set auth = v_auth where s.endpoint_id = v_id;
+        v.auth_type := v_auth ->> 'type';
+    end if;
+    if v_max is not null then
+        v.max_in_flight := nullif(webhook._check_max_in_flight(nullif(v_max, 0)), 0);
+    end if;
+    begin
+        update webhook.endpoints e
+        set url = v.url, event_types = v.event_types, name = v.name, header_names = v.header_names,
+            auth_type = v.auth_type, retry_policy = v.retry_policy, timeout = v.timeout,
+            max_in_flight = v.max_in_flight, updated_at = now()
+        where e.id = v_id;
+    exception when unique_violation then
+        raise exception 'an endpoint named % already exists', quote_literal(v.name)
+            using errcode = '42710', hint = 'Pick another name.';
+    end;
+    if v_active is true and v.disabled_at is not null then
+        perform webhook._enable_endpoint(v_id);
+    elsif v_active is false and v.disabled_at is null then
+        perform webhook._disable_endpoint(v_id, 'disabled by webhook_update');
+    end if;
+    select * into v from webhook.endpoints e where e.id = v_id;
+    return v;
+end
+$$;
+
+-- -----------------------------------------------------------------------------
+-- 0.3.0: auth is bounded as headers are (8 KiB).
+-- -----------------------------------------------------------------------------
+create or replace function webhook._check_auth(
+    p_auth jsonb -- null for none
+) returns jsonb
+language plpgsql immutable
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    c_hint constant text := 'For example {"type": "bearer", "token": "…"}, {"type": "basic", "username": "…", "password": "…"} or {"type": "api_key", "key": "…", "header": "x-api-key"}.';
+    v_type text;
+    v_keys text[];
+    v_key text;
+    v_out jsonb;
+begin
+    if p_auth is null or p_auth = 'null'::jsonb then
+        return null;
+    end if;
+    if jsonb_typeof(p_auth) <> 'object' then
+        raise exception 'auth must be a JSON object' using errcode = '22023', hint = c_hint;
+    end if;
+    -- Bounded as headers are (it becomes one): no endpoint can make every
+    -- request of the worker huge.
+    if octet_length(p_auth::text) > 8192 then
+        raise exception 'auth takes at most 8192 bytes' using errcode = '22023', hint = c_hint;
+    end if;
+    v_type := p_auth ->> 'type';
+    v_keys := case v_type
+        when 'basic' then array['username', 'password']
+        when 'bearer' then array['token']
+        when 'api_key' then array['key']
+    end;
+    if v_keys is null then
+        raise exception 'auth.type must be basic, bearer or api_key, not %', coalesce(quote_literal(v_type), 'NULL')
+            using errcode = '22023', hint = c_hint;
+    end if;
+    v_out := jsonb_build_object('type', v_type);
+    if v_type = 'api_key' then
+        v_out := v_out || jsonb_build_object('header', lower(coalesce(p_auth ->> 'header', 'x-api-key')));
+        perform webhook._check_headers(jsonb_build_object(v_out ->> 'header', 'x'));
+    end if;
+    foreach v_key in array v_keys loop
+        if jsonb_typeof(p_auth -> v_key) is distinct from 'string' or length(p_auth ->> v_key) = 0
+           or (p_auth ->> v_key) ~ '[\r\n\x01-\x1f\x7f]' then
+            raise exception 'auth.% must be a non-empty string without control characters', v_key
+                using errcode = '22023', hint = c_hint;
+        end if;
+        v_out := v_out || jsonb_build_object(v_key, p_auth -> v_key);
+    end loop;
+    if v_type = 'basic' and strpos(p_auth ->> 'username', ':') > 0 then
+        raise exception 'auth.username must not contain ":"' using errcode = '22023', hint = c_hint;
+    end if;
+    return v_out;
+end
+$$;
+
+-- -----------------------------------------------------------------------------
+-- 0.3.0: the functions that write or read events learn the new columns.
+-- -----------------------------------------------------------------------------
+create or replace function webhook._enqueue(
+    p_event_type text,      -- validated event type
+    p_data jsonb,           -- the body's "data"
+    p_idempotency_key text  -- null, or a key that makes a repeat a no-op
+) returns bigint
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_event_id bigint;
+    v_payload json := p_data::json;
+    v_bytes integer := octet_length(v_payload::text);
+begin
+    perform webhook._check_payload_size(v_bytes);
+    v_event_id := nextval('webhook.events_id_seq');
+    if p_idempotency_key is not null then
+        -- ON CONFLICT waits for a concurrent transaction holding the same key,
+        -- so two racing publishers still end with one event: the second one
+        -- finds the first one's row once it commits.
+        insert into webhook.idempotency_keys (idempotency_key, event_id)
+        values (p_idempotency_key, v_event_id)
+        on conflict (idempotency_key) do nothing;
+        if not found then
+            select k.event_id into v_event_id from webhook.idempotency_keys k where k.idempotency_key = p_idempotency_key;
+            return v_event_id;
+        end if;
+    end if;
+    insert into webhook.events (id, slot, txid, event_type, payload, payload_bytes, idempotency_key, id_namespace)
+    values (v_event_id, webhook._current_slot(), webhook._vxid(), p_event_type, v_payload, v_bytes, p_idempotency_key,
+            webhook._id_namespace());
+    insert into webhook.published_types (event_type) values (p_event_type) on conflict do nothing;
+    perform webhook._wake();
+    return v_event_id;
+end
+$$;
+
+create or replace function webhook._purge_slot(
+    p_gen bigint,        -- the generation whose slot to purge
+    p_now timestamptz    -- the time to act at
+) returns bigint
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_slot integer := p_gen % webhook._slots();
+    v_cur smallint := webhook._current_slot();
+    v_cutoff timestamptz := p_now - webhook._retention_s() * interval '1 second';
+    st webhook.fanout_state;
+    v_total bigint;
+    v_kept bigint;
+    v_lock_timeout text := current_setting('lock_timeout');
+begin
+    if v_cur = v_slot then
+        raise exception 'pg_webhook: refusing to purge the current slot %', v_slot using errcode = '55000';
+    end if;
+    -- Counted before locking: nobody adds events to a slot this old.
+    select count(*) into v_total from webhook.events e where e.slot = v_slot;
+    perform set_config('lock_timeout', '500ms', true);
+    execute format('lock table webhook.%I, webhook.%I, webhook.%I in access exclusive mode',
+                   'events_' || v_slot, 'deliveries_' || v_slot, 'attempts_' || v_slot);
+    perform set_config('lock_timeout', v_lock_timeout, true);
+    select * into st from webhook.fanout_state;
+
+    create temporary table pg_webhook_keep (txid bigint, id bigint, primary key (txid, id)) on commit drop;
+    insert into pg_webhook_keep
+    select d.event_txid, d.event_id from webhook.deliveries_open d where d.event_slot = v_slot
+    union
+    select e.txid, e.id from webhook.events e
+    where e.slot = v_slot
+      and (st is null or (e.txid >= st.prev_xmin and not webhook._visible(e.txid, st.prev_xmin, st.prev_xmax, st.prev_xip)))
+    union
+    select d.event_txid, d.event_id from webhook.deliveries d
+    where d.slot = v_slot and d.finalized_at > v_cutoff;
+
+    insert into webhook.events (id, slot, txid, event_type, payload, payload_bytes, source_table, idempotency_key,
+                                created_at, id_namespace)
+    select e.id, v_cur, e.txid, e.event_type, e.payload, e.payload_bytes, e.source_table, e.idempotency_key,
+           e.created_at, e.id_namespace
+    from webhook.events e join pg_webhook_keep k on k.txid = e.txid and k.id = e.id
+    where e.slot = v_slot;
+    get diagnostics v_kept = row_count;
+    insert into webhook.attempts (id, slot, delivery_id, endpoint_id, attempt_number, started_at, duration_ms,
+                                  status_code, response_excerpt, error, worker_id, lease_held)
+    select a.id, v_cur, a.delivery_id, a.endpoint_id, a.attempt_number, a.started_at, a.duration_ms, a.status_code,
+           a.response_excerpt, a.error, a.worker_id, a.lease_held
+    from webhook.attempts a
+    where a.slot = v_slot
+      and a.delivery_id in (select d.id from webhook.deliveries d
+                            join pg_webhook_keep k on k.txid = d.event_txid and k.id = d.event_id
+                            where d.slot = v_slot or d.slot is null);
+    insert into webhook.deliveries (id, slot, event_id, event_txid, event_slot, endpoint_id, status, attempt_count,
+                                    next_attempt_at, last_attempt_at, last_status_code, last_error, replay_of,
+                                    created_at, finalized_at)
+    select d.id, v_cur, d.event_id, d.event_txid, v_cur, d.endpoint_id, d.status, d.attempt_count,
+           d.next_attempt_at, d.last_attempt_at, d.last_status_code, d.last_error, d.replay_of,
+           d.created_at, d.finalized_at
+    from webhook.deliveries d join pg_webhook_keep k on k.txid = d.event_txid and k.id = d.event_id
+    where d.slot = v_slot;
+    update webhook.deliveries_open d set event_slot = v_cur where d.event_slot = v_slot;
+
+    drop table pg_webhook_keep;
+    execute format('truncate webhook.%I, webhook.%I, webhook.%I',
+                   'events_' || v_slot, 'deliveries_' || v_slot, 'attempts_' || v_slot);
+    update webhook.generations g set purged_at = p_now where g.gen = p_gen;
+    return v_total - v_kept;
+end
+$$;
+
+create or replace function webhook._claim_deliveries(
+    p_worker_id text,           -- recorded in leased_by
+    p_limit integer,            -- at most this many rows
+    p_lease_margin interval,    -- added to each endpoint's timeout
+    p_concurrency integer,      -- the worker's slots, shared among endpoints with work
+    p_busy_endpoints bigint[],  -- endpoints this worker has deliveries in flight for ...
+    p_busy_counts integer[],    -- ... and how many
+    p_fanout_events integer,    -- most events to fan out first
+    p_max_bytes bigint          -- most payload bytes (the first delivery is claimed whatever its size)
+) returns table (
+    delivery_id bigint,
+    lease_token bigint,
+    attempt_number integer,
+    event_id bigint,
+    message_namespace text,
+    event_type text,
+    event_created_at timestamptz,
+    payload text,
+    endpoint_id bigint,
+    url text,
+    headers text,
+    timeout_ms integer,
+    secrets text[],
+    max_attempts integer,
+    initial_delay_ms bigint,
+    max_delay_ms bigint,
+    backoff_multiplier double precision
+)
+language plpgsql volatile
+security definer
+set search_path = pg_catalog, webhook, pg_temp
+-- Every row these statements touch is found by key; see "Plans" above.
+set enable_seqscan = off
+set jit = off
+-- One plan, made once per session: planning the statement (partitions
+-- included) costs more than running it for a hundred rows, and its shape
+-- does not depend on the arguments.
+set plan_cache_mode = force_generic_plan
+as $$
+declare
+    -- Lease tokens are this claim's random seed hashed with each delivery
+    -- id: distinct within the claim, unrelated across claims, and one call
+    -- of the random source per claim instead of one per row (which cost
+    -- 15,000 instructions per delivery).
+    v_seed bigint := ('x' || translate(left(gen_random_uuid()::text, 18), '-', ''))::bit(64)::bigint;
+begin
+    -- A claim's commit need not wait for its WAL flush. Were the server to
+    -- crash before the flush, the lease would be lost and the delivery sent
+    -- again: a duplicate, which at-least-once allows; and a lost fan-out is
+    -- lost together with the position it advanced, so it runs again. A
+    -- later (durable) commit of the attempt flushes the claim's WAL first.
+    perform pg_catalog.set_config('synchronous_commit', 'off', true);
+    if p_fanout_events > 0 then
+        perform webhook._fan_out(p_fanout_events);
+    end if;
+    return query
+    with recursive with_work(endpoint_id) as (
+        (select d.endpoint_id from webhook.deliveries_open d
+         where d.status = 'pending' order by d.endpoint_id limit 1)
+        union all
+        select (select d.endpoint_id from webhook.deliveries_open d
+                where d.status = 'pending' and d.endpoint_id > w.endpoint_id
+                order by d.endpoint_id limit 1)
+        from with_work w
+        where w.endpoint_id is not null
+    ), quotas as (
+        select ep.id,
+               least(coalesce(ep.max_in_flight, p_concurrency),
+                     ceil(p_concurrency::numeric / greatest(count(*) over (), 2))::integer) - coalesce(b.n, 0) as quota
+        from with_work w
+        join webhook.endpoints ep on ep.id = w.endpoint_id
+        left join unnest(p_busy_endpoints, p_busy_counts) as b(endpoint_id, n) on b.endpoint_id = ep.id
+        -- A held endpoint's deliveries are paused; this only guards a race.
+        where ep.paused_at is null and ep.disabled_at is null
+    ), fair as (
+        select greatest(1, ceil(p_limit::numeric / greatest(count(*), 1)))::integer as share
+        from quotas q
+        where q.quota > 0
+    ), due as (
+        -- The events' columns come along (a json value stays a pointer to
+        -- its TOAST data until the final select reads it), so that each
+        -- event is found once.
+        select d.id, d.next_attempt_at, ev.id as event_id, ev.txid, ev.event_type, ev.created_at,
+               ev.payload, ev.payload_bytes, ev.id_namespace
+        from quotas q
+        cross join fair
+        cross join lateral (
+            select d.id, d.next_attempt_at, d.event_slot, d.event_txid, d.event_id
+            from webhook.deliveries_open d
+            where d.endpoint_id = q.id
+              and d.status = 'pending'
+              and d.next_attempt_at <= now()
+              and (d.lease_until is null or d.lease_until <= now())
+            order by d.next_attempt_at
+            limit greatest(least(q.quota, fair.share, p_limit), 0)
+            for update skip locked
+        ) d
+        -- Each delivery's event by its key, one index probe each: a lateral
+        -- subquery with "offset 0" is planned as a nested loop whatever the
+        -- estimates. As a plain join, the generic plan (made once, from the
+        -- statistics of the moment) sometimes expected thousands of
+        -- deliveries and hashed the whole event table for every claim:
+        -- 150 ms instead of 5 for a claim of 100 beside 100,000 events,
+        -- which made the drain benchmark swing between 2,300 and 8,000/s.
+        cross join lateral (
+            select ev.id, ev.txid, ev.event_type, ev.created_at, ev.payload, ev.payload_bytes, ev.id_namespace
+            from webhook.events ev
+            where ev.slot = d.event_slot and ev.txid = d.event_txid and ev.id = d.event_id
+            offset 0
+        ) ev
+        order by d.next_attempt_at
+        limit p_limit
+    ), fitting as (
+        -- Memory is bounded by bytes, not rows: the oldest deliveries whose
+        -- payloads fit in p_max_bytes, and at least one. The rows left out
+        -- were locked, not leased: their locks go with this transaction.
+        -- Usually all of them fit: then the running sum (a sort and a
+        -- window over the batch) is skipped; each branch is gated by the
+        -- batch's total, worked out once.
+        select due.id, due.next_attempt_at, due.event_id, due.txid, due.event_type, due.created_at,
+               due.payload, due.payload_bytes, due.id_namespace
+        from due
+        where (select coalesce(sum(t.payload_bytes), 0) from due t) <= p_max_bytes
+        union all
+        select f.id, f.next_attempt_at, f.event_id, f.txid, f.event_type, f.created_at, f.payload, f.payload_bytes,
+               f.id_namespace
+        from (select due.*,
+                     sum(due.payload_bytes) over w as total,
+                     row_number() over w as n
+              from due
+              window w as (order by due.next_attempt_at, due.id)) f
+        where (select coalesce(sum(t.payload_bytes), 0) from due t) > p_max_bytes
+          and (f.n = 1 or f.total <= p_max_bytes)
+    ), claimed as (
+        update webhook.deliveries_open d
+        set lease_until = now() + ep.timeout + p_lease_margin,
+            -- Random, one per delivery: a token cannot be guessed from
+            -- another one or from a transaction id (60 random bits of a v4 UUID).
+            lease_token = hashint8extended(d.id, v_seed),
+            leased_by = p_worker_id,
+            -- An attempt counts when it is claimed, not when it is recorded:
+            -- a delivery whose sending kills the worker runs out of attempts
+            -- (the worker then records it failed without sending it again)
+            -- instead of being claimed again forever.
+            attempt_count = d.attempt_count + 1
+        from webhook.endpoints ep
+        -- "= any (array)", not a join with due: see "Plans" above.
+        where d.id = any (array(select f.id from fitting f)) and ep.id = d.endpoint_id
+        returning d.id, d.lease_token, d.attempt_count, d.endpoint_id
+    ), targets as materialized (
+        -- What the worker needs of each endpoint, worked out once per
+        -- endpoint and not once per delivery.
+        select ep.id,
+               -- The whole URL (endpoints.url hides its path); an empty one,
+               -- which the worker records as a failure, if the secrets'
+               -- row is gone (it cannot be: see the secret below).
+               coalesce(s.url, '') as url,
+               (coalesce(s.headers, '{}') || coalesce(webhook._auth_header(s.auth), '{}'))::text as headers,
+               (extract(epoch from ep.timeout) * 1000)::integer as timeout_ms,
+               -- No secret (it cannot happen: it is dropped only when nothing is
+               -- left to send) makes the worker record a failure, not lose the row.
+               case when s.secret is null then '{}'::text[]
+                    when s.previous_secret is not null and s.previous_expires_at > now()
+                    then array[s.secret, s.previous_secret]
+                    else array[s.secret] end as secrets,
+               (ep.retry_policy ->> 'max_attempts')::integer as max_attempts,
+               (extract(epoch from (ep.retry_policy ->> 'initial_delay')::interval) * 1000)::bigint as initial_delay_ms,
+               (extract(epoch from (ep.retry_policy ->> 'max_delay')::interval) * 1000)::bigint as max_delay_ms,
+               (ep.retry_policy ->> 'backoff_multiplier')::double precision as backoff_multiplier
+        from quotas q
+        join webhook.endpoints ep on ep.id = q.id
+        left join webhook.endpoint_secrets s on s.endpoint_id = q.id
+    )
+    -- The endpoints first, then the deliveries (see above).
+    select null::bigint, null::bigint, null::integer, null::bigint, null::text, null::text,
+           null::timestamptz, null::text,
+           t.id, t.url, t.headers, t.timeout_ms, t.secrets, t.max_attempts,
+           t.initial_delay_ms, t.max_delay_ms, t.backoff_multiplier
+    from targets t
+    where t.id = any (array(select c.endpoint_id from claimed c))
+    union all
+    select c.id,
+           c.lease_token,
+           c.attempt_count,
+           f.event_id,
+           -- The webhook-id's namespace, as webhook._message_id has it; null
+           -- for an event of pg_webhook 0.1, whose message id is its number.
+           case when f.id_namespace is not null then lpad(to_hex(f.id_namespace), 16, '0')
+                when f.txid >= 281474976710656 then coalesce(i.namespace, '0000000000000000') end,
+           f.event_type,
+           f.created_at,
+           f.payload::text,
+           c.endpoint_id,
+           null::text, null::text, null::integer, null::text[], null::integer,
+           null::bigint, null::bigint, null::double precision
+    from claimed c
+    join fitting f on f.id = c.id
+    left join webhook.incarnations i on i.n = (f.txid >> 48)::integer;
+end
+$$;
+
+create or replace view webhook.delivery_log as
+select
+    d.id                as delivery_id,
+    d.event_id,
+    -- webhook._message_id, written out so that the planner sees through it.
+    case when ev.id_namespace is not null
+         then 'msg_' || lpad(to_hex(ev.id_namespace), 16, '0') || lpad(to_hex(d.event_id), 16, '0')
+         when ev.txid < 281474976710656 then d.event_id::text
+         else 'msg_' || coalesce(i.namespace, '0000000000000000') || lpad(to_hex(d.event_id), 16, '0')
+    end                 as message_id,
+    ev.event_type,
+    ev.created_at       as event_created_at,
+    ep.id               as endpoint_id,
+    ep.name             as endpoint_name,
+    ep.url,
+    d.status,
+    d.attempt_count,
+    d.next_attempt_at,
+    d.replay_of,
+    a.attempt_number,
+    a.started_at,
+    a.duration_ms,
+    a.status_code,
+    a.error,
+    a.response_excerpt,
+    a.worker_id
+from webhook.deliveries d
+-- Its event, by its key, one per delivery. A subquery the planner keeps
+-- whole (offset 0), not a join: joined on (slot, txid, id) it multiplies
+-- the three selectivities and expects a handful of rows out of millions,
+-- which hides the ordered plans (measured on the benchmark's 10,000,000
+-- attempts: "the latest 50 deliveries" hashed the whole log, over 40 s,
+-- instead of 4 ms). event_id is the delivery's column, so that a filter on
+-- it reaches the deliveries' index.
+cross join lateral (
+    select ev.txid, ev.event_type, ev.created_at, ev.id_namespace
+    from webhook.events ev
+    where ev.slot = d.event_slot and ev.txid = d.event_txid and ev.id = d.event_id
+    offset 0
+) ev
+join webhook.endpoints ep on ep.id = d.endpoint_id
+left join webhook.incarnations i on i.n = (ev.txid >> 48)::integer
+-- The endpoint in the join as well: a filter on endpoint_id then reaches
+-- the attempts' (endpoint_id, started_at) index.
+left join webhook.attempts a on a.delivery_id = d.id and a.endpoint_id = d.endpoint_id;
+
+-- -----------------------------------------------------------------------------
+-- 0.3.0: no function resolves a name through its caller's search_path.
+-- Every function with a search_path of its own lists the session's
+-- temporary schema last (otherwise it is searched first, for relations and
+-- types), and the small SQL functions that had none (their callers', so a
+-- planted public.power() ran with a reader's rights) get a SQL-standard
+-- body, parsed once here, with every name qualified.
+-- -----------------------------------------------------------------------------
+alter function webhook._check_event_type(text) set search_path = pg_catalog, pg_temp;
+alter function webhook._check_patterns(text[]) set search_path = pg_catalog, pg_temp;
+alter function webhook._check_headers(jsonb) set search_path = pg_catalog, pg_temp;
+alter function webhook._check_retry_policy(jsonb) set search_path = pg_catalog, pg_temp;
+alter function webhook._policy_interval(jsonb,text,text) set search_path = pg_catalog, pg_temp;
+alter function webhook._check_timeout(interval) set search_path = pg_catalog, pg_temp;
+alter function webhook._live_endpoint(bigint) set search_path = pg_catalog, pg_temp;
+alter function webhook._check_name(text) set search_path = pg_catalog, pg_temp;
+alter function webhook._check_max_in_flight(integer) set search_path = pg_catalog, pg_temp;
+alter function webhook._auth_header(jsonb) set search_path = pg_catalog, pg_temp;
+alter function webhook._endpoints_check() set search_path = pg_catalog, pg_temp;
+alter function webhook._register_incarnation(bigint,oid) set search_path = pg_catalog, webhook, pg_temp;
+alter function webhook._open_subscription(bigint,text[]) set search_path = pg_catalog, webhook, pg_temp;
+alter function webhook._close_subscription(bigint) set search_path = pg_catalog, webhook, pg_temp;
+alter function webhook._subscription_commit() set search_path = pg_catalog, webhook, pg_temp;
+alter function webhook._hold_fanout() set search_path = pg_catalog, webhook, pg_temp;
+alter function webhook._fan_out(integer) set search_path = pg_catalog, webhook, pg_temp;
+alter function webhook._disable_endpoint(bigint,text) set search_path = pg_catalog, webhook, pg_temp;
+alter function webhook._next_due_ms(integer,bigint[],integer[]) set search_path = pg_catalog, webhook, pg_temp;
+alter function webhook._queue_lag_seconds() set search_path = pg_catalog, webhook, pg_temp;
+alter function webhook._rotate(timestamp with time zone) set search_path = pg_catalog, webhook, pg_temp;
+alter function webhook._purge(timestamp with time zone) set search_path = pg_catalog, webhook, pg_temp;
+alter function webhook_subscribe(text,text[],text,text,jsonb,jsonb,interval,jsonb,integer) set search_path = pg_catalog, webhook, pg_temp;
+alter function webhook_unsubscribe(bigint) set search_path = pg_catalog, webhook, pg_temp;
+alter function webhook._enable_endpoint(bigint) set search_path = pg_catalog, webhook, pg_temp;
+alter function webhook_pause(bigint) set search_path = pg_catalog, webhook, pg_temp;
+alter function webhook_resume(bigint) set search_path = pg_catalog, webhook, pg_temp;
+alter function webhook_rotate_secret(bigint,interval) set search_path = pg_catalog, webhook, pg_temp;
+alter function webhook_publish(text,jsonb,text) set search_path = pg_catalog, webhook, pg_temp;
+alter function webhook_watch(regclass,text[],text,text[]) set search_path = pg_catalog, webhook, pg_temp;
+alter function webhook_unwatch(regclass) set search_path = pg_catalog, webhook, pg_temp;
+alter function webhook._deliver_again(webhook.events,bigint,bigint) set search_path = pg_catalog, webhook, pg_temp;
+alter function webhook_send_test(bigint) set search_path = pg_catalog, webhook, pg_temp;
+alter function webhook._logged_event(bigint) set search_path = pg_catalog, webhook, pg_temp;
+alter function webhook_replay(bigint,bigint) set search_path = pg_catalog, webhook, pg_temp;
+alter function webhook_replay_failed(bigint,timestamp with time zone) set search_path = pg_catalog, webhook, pg_temp;
+alter function webhook_purge() set search_path = pg_catalog, webhook, pg_temp;
+alter function webhook._invariant_violations() set search_path = pg_catalog, webhook, pg_temp;
+
+create or replace function webhook._slots() returns integer
+language sql immutable parallel safe
+return 8;
+
+create or replace function webhook._visible(
+    p_txid bigint,
+    p_xmin bigint,
+    p_xmax bigint,
+    p_xip bigint[]
+) returns boolean
+language sql immutable parallel safe
+return p_txid operator(pg_catalog.<) p_xmin
+    or (p_txid operator(pg_catalog.<) p_xmax and not p_txid operator(pg_catalog.=) any (p_xip));
+
+create or replace function webhook.message_event_id(
+    p_message_id text -- a webhook-id: 'msg_' + 32 hex digits, or a 0.1.0 decimal id
+) returns bigint
+language sql immutable strict parallel safe
+return case
+    when p_message_id operator(pg_catalog.~) '^msg_[0-9a-f]{16}[0-7][0-9a-f]{15}$'
+        then ('x' operator(pg_catalog.||) pg_catalog.substr(p_message_id, 21, 16))::bit(64)::bigint
+    when p_message_id operator(pg_catalog.~) '^[0-9]{1,18}$' then p_message_id::bigint
+end;
+
+create or replace function webhook._latency_bucket(
+    p_ms double precision -- a duration
+) returns integer
+language sql immutable parallel safe
+return least(20, pg_catalog.ceil(pg_catalog.ln(greatest(p_ms, 1::double precision))
+                                 operator(pg_catalog./) pg_catalog.ln(2::double precision))::integer
+                 operator(pg_catalog.+) 1);
+
+create or replace function webhook._latency_bound(
+    p_bucket integer -- 1 to 20
+) returns double precision
+language sql immutable parallel safe
+return case when p_bucket operator(pg_catalog.>=) 20 then 'infinity'::double precision
+            else pg_catalog.power(2::double precision, (p_bucket operator(pg_catalog.-) 1)::double precision) end;
+
+create or replace function webhook._hist_one(
+    p_bucket integer, -- see webhook._latency_bucket
+    p_count integer   -- the count
+) returns integer[]
+language sql immutable parallel safe
+return pg_catalog.array_fill(0, array[p_bucket operator(pg_catalog.-) 1])
+       operator(pg_catalog.||) p_count
+       operator(pg_catalog.||) pg_catalog.array_fill(0, array[20 operator(pg_catalog.-) p_bucket]);
+
+create or replace function webhook._hist_percentile(
+    p_hist bigint[],         -- counts per bucket (see webhook._latency_bucket)
+    p_fraction double precision -- 0.5 for the median
+) returns double precision
+language sql immutable parallel safe
+return (
+    select webhook._latency_bound(pg_catalog.min(c.i)::integer)
+    from (select h.i, pg_catalog.sum(h.n) over (order by h.i) as cum, pg_catalog.sum(h.n) over () as total
+          from pg_catalog.unnest(p_hist) with ordinality as h(n, i)) c
+    where c.total operator(pg_catalog.>) 0
+      and c.cum operator(pg_catalog.>=) (c.total operator(pg_catalog.*) p_fraction)
+);
+
+-- -----------------------------------------------------------------------------
+-- 0.3.0: capture triggers that 0.1.0 let any table owner attach (EXECUTE
+-- on webhook._capture was PUBLIC's then) are reported, since such a trigger
+-- may emit whatever types its owner chose. Since 0.2.0 only webhook_admin
+-- attaches them; from 0.3.0 the trigger also refuses pg_webhook's own
+-- "webhook" prefix whenever it fires.
+-- -----------------------------------------------------------------------------
+do $$
+declare
+    v record;
+begin
+    for v in
+        select t.tgrelid::regclass as tbl, c.relowner::regrole as owner
+        from pg_catalog.pg_trigger t
+        join pg_catalog.pg_class c on c.oid = t.tgrelid
+        join pg_catalog.pg_roles r on r.oid = c.relowner
+        where t.tgfoid = 'webhook._capture'::regproc and not t.tgisinternal and not r.rolsuper
+          and not pg_catalog.pg_has_role(c.relowner, 'webhook_admin', 'member')
+    loop
+        raise warning 'pg_webhook: table % has a capture trigger, but its owner % is not a member of webhook_admin (pg_webhook 0.1.0 let any table owner attach one)', v.tbl, v.owner
+            using hint = format('Check the trigger''s event prefix (its first argument); keep it, or remove it with: select webhook_unwatch(%L);', v.tbl::text);
+    end loop;
+end
+$$;

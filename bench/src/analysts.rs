@@ -135,7 +135,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Analysts> {
     let event_id = EVENTS - 1000;
     let message_id: String = c
         .query_one(
-            "select webhook._message_id(e.txid, e.id) from webhook.events e where e.id = $1",
+            "select webhook._message_id(e.txid, e.id, e.id_namespace) from webhook.events e where e.id = $1",
             &[&event_id],
         )
         .await?

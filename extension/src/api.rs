@@ -65,6 +65,16 @@ mod webhook {
         Ok(parsed.to_string())
     }
 
+    /// The URL as readers see it: scheme, host and port, `/…` for the rest
+    /// (see `destination::redacted`). Input is a URL `_check_url` returned.
+    #[pg_extern(immutable, parallel_safe, name = "_redact_url")]
+    fn redact_url(url: &str) -> Result<String, ErrorReport> {
+        let parsed = url::Url::parse(url).map_err(|e| {
+            Error::Url(destination::DestinationError::Malformed(e.to_string()))
+        })?;
+        Ok(destination::redacted(&parsed))
+    }
+
     /// Checks a caller-provided secret and returns it in `whsec_` form.
     #[pg_extern(immutable, name = "_check_secret")]
     fn check_secret(secret: &str) -> Result<String, ErrorReport> {

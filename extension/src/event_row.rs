@@ -16,12 +16,14 @@
 //! triggers, rules, row security or CHECK constraints, every index must be
 //! on plain columns (no expression, predicate or exclusion constraint, no
 //! deferred uniqueness), and its columns must be exactly the ones this
-//! module fills (by name and type, wherever they sit). Anything else — a
-//! DBA's trigger on the log, a column added by a future upgrade — makes
-//! [`insert`] return `false`, and the caller runs its SQL statement
-//! instead, which honours it all. The values are those the SQL would
-//! produce: `id` from `webhook.events_id_seq`, `created_at` the
-//! transaction's start time (`now()`), no idempotency key.
+//! module fills (by name and type, wherever they sit), with or without
+//! `id_namespace` (0.2.0's log has none until `ALTER EXTENSION pg_webhook
+//! UPDATE` runs, and the new library writes into it meanwhile). Anything
+//! else — a DBA's trigger on the log, a column added by a future upgrade —
+//! makes [`insert`] return [`Outcome::UseStatement`], and the caller runs
+//! its SQL statement instead, which honours it all. The values are those
+//! the SQL would produce: `id` from `webhook.events_id_seq`, `created_at`
+//! the transaction's start time (`now()`), no idempotency key.
 //!
 //! Must not: write anything but the one event row and its index entries,
 //! or check privileges (the caller already acts as the extension owner).
@@ -31,8 +33,24 @@ use std::ffi::CStr;
 
 // commands/sequence.h, which pgrx's bindings do not include: nextval()
 // without the SQL call, as the executor's column default would run it.
+// Guarded, so that an ERROR it raises unwinds as a Rust panic.
+#[pgrx::pg_guard]
 unsafe extern "C-unwind" {
     fn nextval_internal(relid: pg_sys::Oid, check_permissions: bool) -> i64;
+}
+
+/// What [`insert`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// The row is stored.
+    Stored,
+    /// Nothing was written: the partition is not plain (see the module
+    /// docs); the caller's SQL statement must store the row, naming
+    /// `id_namespace` only when the log has that column.
+    UseStatement {
+        /// The log has `id_namespace` (0.3.0 and later).
+        with_namespace: bool,
+    },
 }
 
 /// One event row, as the capture trigger makes it.
@@ -49,6 +67,8 @@ pub(crate) struct EventRow<'a> {
     pub payload_bytes: i32,
     /// The schema-qualified source table.
     pub source_table: &'a str,
+    /// The webhook-id namespace (namespace.rs).
+    pub id_namespace: i64,
 }
 
 /// The columns of `webhook.events`, each with its type.
@@ -63,9 +83,11 @@ enum Column {
     SourceTable,
     IdempotencyKey,
     CreatedAt,
+    IdNamespace,
 }
 
-const COLUMNS: usize = 9;
+/// Columns of `webhook.events` without `id_namespace` (0.2.0's log).
+const COLUMNS_0_2: usize = 9;
 
 impl Column {
     fn of(name: &CStr, type_oid: pg_sys::Oid) -> Option<Self> {
@@ -79,6 +101,7 @@ impl Column {
             b"source_table" => (Column::SourceTable, pg_sys::TEXTOID),
             b"idempotency_key" => (Column::IdempotencyKey, pg_sys::TEXTOID),
             b"created_at" => (Column::CreatedAt, pg_sys::TIMESTAMPTZOID),
+            b"id_namespace" => (Column::IdNamespace, pg_sys::INT8OID),
             _ => return None,
         };
         (type_oid == expected).then_some(column)
@@ -92,24 +115,29 @@ fn webhook_relation(namespace: pg_sys::Oid, name: &CStr) -> Option<pg_sys::Oid> 
     (oid != pg_sys::InvalidOid).then_some(oid)
 }
 
-/// Stores `row` directly; `false` (having written nothing) when the
-/// partition is not one this module may write to, see the module docs.
-pub(crate) fn insert(row: &EventRow<'_>) -> bool {
+/// Stores `row` directly, or says which statement to use (having written
+/// nothing) when the partition is not one this module may write to, see
+/// the module docs.
+pub(crate) fn insert(row: &EventRow<'_>) -> Outcome {
+    // When the relations cannot be found, the statement reports it.
+    let missing = Outcome::UseStatement {
+        with_namespace: true,
+    };
     // Looked up by name at every call (syscache hits): a cached oid would
     // outlive a DROP and CREATE EXTENSION in the same session.
     // SAFETY: a syscache lookup; missing_ok, so no error is raised.
     let namespace = unsafe { pg_sys::get_namespace_oid(c"webhook".as_ptr(), true) };
     if namespace == pg_sys::InvalidOid {
-        return false;
+        return missing;
     }
     let Ok(name) = std::ffi::CString::new(format!("events_{}", row.slot)) else {
-        return false;
+        return missing;
     };
     let (Some(relid), Some(sequence)) = (
         webhook_relation(namespace, &name),
         webhook_relation(namespace, c"events_id_seq"),
     ) else {
-        return false;
+        return missing;
     };
     // SAFETY: the relation exists (looked up above under the same catalog
     // snapshot; table_open raises a clean ERROR if it went away meanwhile)
@@ -118,22 +146,22 @@ pub(crate) fn insert(row: &EventRow<'_>) -> bool {
     // index state opened on it, which live until they are closed here.
     unsafe {
         let rel = pg_sys::table_open(relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
-        let Some(columns) = plain_target(rel) else {
+        let (columns, with_namespace) = layout(rel);
+        let Some(columns) = columns else {
             pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
-            return false;
+            return Outcome::UseStatement { with_namespace };
         };
         let indexes = pg_sys::CatalogOpenIndexes(rel);
         if !plain_indexes(indexes) {
             pg_sys::CatalogCloseIndexes(indexes);
             pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
-            return false;
+            return Outcome::UseStatement { with_namespace };
         }
         let desc = (*rel).rd_att;
         let natts = (*desc).natts as usize;
         let mut values = vec![pg_sys::Datum::from(0); natts];
         let mut nulls = vec![true; natts];
-        let id =
-            pg_sys::submodules::ffi::pg_guard_ffi_boundary(|| nextval_internal(sequence, false));
+        let id = nextval_internal(sequence, false);
         for (i, column) in columns.iter().enumerate() {
             let value = match column {
                 None | Some(Column::IdempotencyKey) => None,
@@ -147,6 +175,7 @@ pub(crate) fn insert(row: &EventRow<'_>) -> bool {
                 Some(Column::CreatedAt) => Some(pg_sys::Datum::from(
                     pg_sys::GetCurrentTransactionStartTimestamp(),
                 )),
+                Some(Column::IdNamespace) => Some(pg_sys::Datum::from(row.id_namespace)),
             };
             if let Some(v) = value {
                 values[i] = v;
@@ -159,7 +188,7 @@ pub(crate) fn insert(row: &EventRow<'_>) -> bool {
         pg_sys::CatalogCloseIndexes(indexes);
         pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
     }
-    true
+    Outcome::Stored
 }
 
 /// A text datum (a fresh varlena in the current memory context).
@@ -168,29 +197,28 @@ fn text_datum(s: &str) -> pg_sys::Datum {
 }
 
 /// The column each attribute of `rel` is (None: dropped), when `rel` is a
-/// plain table with exactly the columns of `webhook.events` and nothing
-/// the executor would run on an INSERT; None otherwise.
+/// plain table with exactly the columns of `webhook.events` (with or
+/// without `id_namespace`) and nothing the executor would run on an
+/// INSERT; None otherwise. And whether `rel` has `id_namespace`, either way.
 ///
 /// # Safety
 /// `rel` must be an open relation.
-unsafe fn plain_target(rel: pg_sys::Relation) -> Option<Vec<Option<Column>>> {
+unsafe fn layout(rel: pg_sys::Relation) -> (Option<Vec<Option<Column>>>, bool) {
     // SAFETY: rd_rel and rd_att of an open relation are valid, and rd_att
     // holds natts attributes.
     unsafe {
         let class = &*(*rel).rd_rel;
-        if class.relkind as u8 != pg_sys::RELKIND_RELATION
-            || class.relhastriggers
-            || class.relhasrules
-            || class.relrowsecurity
-        {
-            return None;
-        }
         let desc = (*rel).rd_att;
+        let attrs = (*desc).attrs.as_slice((*desc).natts as usize);
+        let mut plain = class.relkind as u8 == pg_sys::RELKIND_RELATION
+            && !class.relhastriggers
+            && !class.relhasrules
+            && !class.relrowsecurity;
         let constr = (*desc).constr;
         if !constr.is_null() && ((*constr).num_check > 0 || (*constr).has_generated_stored) {
-            return None;
+            plain = false;
         }
-        let attrs = (*desc).attrs.as_slice((*desc).natts as usize);
+        let mut with_namespace = false;
         let mut found = 0;
         let mut columns = Vec::with_capacity(attrs.len());
         for att in attrs {
@@ -198,15 +226,22 @@ unsafe fn plain_target(rel: pg_sys::Relation) -> Option<Vec<Option<Column>>> {
                 columns.push(None);
                 continue;
             }
-            if att.attgenerated != 0 {
-                return None;
-            }
             let name = CStr::from_ptr(att.attname.data.as_ptr());
-            columns.push(Some(Column::of(name, att.atttypid)?));
+            let column = Column::of(name, att.atttypid);
+            if matches!(column, Some(Column::IdNamespace)) {
+                with_namespace = true;
+            }
+            if att.attgenerated != 0 || column.is_none() {
+                plain = false;
+            }
+            columns.push(column);
             found += 1;
         }
-        // Each name appears once in a table, so nine matches are all nine columns.
-        (found == COLUMNS).then_some(columns)
+        // Each name appears once in a table, so nine (or ten) matches are
+        // all of them.
+        let expected = COLUMNS_0_2 + usize::from(with_namespace);
+        let plain = plain && found == expected;
+        (plain.then_some(columns), with_namespace)
     }
 }
 

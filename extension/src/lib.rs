@@ -18,14 +18,27 @@ mod error;
 mod event_row;
 mod gucs;
 mod histogram;
+mod legacy;
+mod namespace;
 mod payload;
+mod privilege;
+mod relation;
 mod slots;
+mod store;
 mod trigger;
 mod vxid;
 mod wake;
 
 #[cfg(any(test, feature = "pg_test"))]
 mod tests;
+
+/// What `#[pg_guard] extern "C-unwind" { … }` blocks expand to call
+/// (`crate::ffi::pg_guard_ffi_boundary`): the wrapper that turns an ERROR
+/// raised by a PostgreSQL function we declare ourselves (event_row.rs,
+/// wake.rs) into a Rust panic that pgrx re-raises.
+mod ffi {
+    pub(crate) use pgrx::pg_sys::ffi::pg_guard_ffi_boundary;
+}
 
 ::pgrx::pg_module_magic!(name, version);
 

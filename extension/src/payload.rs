@@ -45,7 +45,9 @@ pub(crate) fn row_event(
 /// same shape, `new` and `old` cut down to the key columns (`keys`, the
 /// primary key; `{}` when the table has none), and `"truncated": true`, so
 /// that the receiver knows to read the row itself. Capture never fails the
-/// writer's transaction for the size of a row.
+/// writer's transaction for the size of a row. When the watch sends only
+/// some `columns`, the key is sent only if every key column is among them
+/// (else `{}`): a truncated event never carries what the watch left out.
 pub(crate) fn truncated_event(
     table: &str,
     schema: &str,
@@ -53,7 +55,10 @@ pub(crate) fn truncated_event(
     new: Option<&str>,
     old: Option<&str>,
     keys: &[String],
+    columns: Option<&[&str]>,
 ) -> String {
+    let chosen = |k: &String| columns.is_none_or(|cols| cols.contains(&k.as_str()));
+    let keys: &[String] = if keys.iter().all(chosen) { keys } else { &[] };
     let mut event = row_event(table, schema, op, new, old, Some(keys));
     event.pop(); // the closing brace
     event.push_str(",\"truncated\":true}");
@@ -100,11 +105,25 @@ mod tests {
             Some(r#"{"id":7,"body":"xxxx"}"#),
             Some(r#"{"id":7,"body":"yy"}"#),
             &["id".to_owned()],
+            None,
         );
         assert_eq!(
             e,
             r#"{"table":"docs","schema":"public","op":"UPDATE","new":{"id":7},"old":{"id":7},"truncated":true}"#
         );
+    }
+
+    #[test]
+    fn a_truncated_event_sends_no_key_the_watch_left_out() {
+        let keys = ["email".to_owned()];
+        let row = Some(r#"{"email":"a@b","bio":"xxxx"}"#);
+        let e = truncated_event("users", "public", "INSERT", row, None, &keys, Some(&["bio"]));
+        assert_eq!(
+            e,
+            r#"{"table":"users","schema":"public","op":"INSERT","new":{},"old":null,"truncated":true}"#
+        );
+        let e = truncated_event("users", "public", "INSERT", row, None, &keys, Some(&["bio", "email"]));
+        assert!(e.contains(r#""new":{"email":"a@b"}"#), "{e}");
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //!
 //! Must not: write anything.
 
+use crate::privilege;
 use pgrx::prelude::*;
 use std::cell::Cell;
 use std::time::{Duration, Instant};
@@ -28,25 +29,30 @@ thread_local! {
 /// The current slot, or `None` while the database has the 0.1.0 schema
 /// (the library was upgraded, the extension not yet). The caller must be
 /// allowed to read `webhook.generations` (the capture trigger runs this as
-/// the extension owner).
+/// the extension owner). Its statements run with the safe search_path
+/// (privilege.rs).
 pub(crate) fn current_or_legacy() -> Option<i16> {
     if let Some((slot, at)) = CURRENT.get() {
         if at.elapsed() < STALE_AFTER {
             return slot;
         }
     }
-    let upgraded = Spi::get_one::<bool>("select to_regclass('webhook.generations') is not null")
-        .ok()
-        .flatten()
-        .unwrap_or(true);
-    let slot = upgraded.then(|| {
-        // The max() always returns a row (null only if the table were empty).
-        Spi::get_one::<i16>(
-            "select (max(g.gen) % webhook._slots())::smallint from webhook.generations g",
-        )
-        .ok()
-        .flatten()
-        .unwrap_or(0)
+    // Run by the capture trigger as the extension owner: no name in these
+    // statements may resolve through the writer's search_path.
+    let slot = privilege::with_safe_search_path(|| {
+        let upgraded = Spi::get_one::<bool>("select to_regclass('webhook.generations') is not null")
+            .ok()
+            .flatten()
+            .unwrap_or(true);
+        upgraded.then(|| {
+            // The max() always returns a row (null only if the table were empty).
+            Spi::get_one::<i16>(
+                "select (max(g.gen) % webhook._slots())::smallint from webhook.generations g",
+            )
+            .ok()
+            .flatten()
+            .unwrap_or(0)
+        })
     });
     CURRENT.set(Some((slot, Instant::now())));
     slot

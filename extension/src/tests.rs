@@ -114,7 +114,7 @@ mod tests {
     #[pg_test]
     fn message_ids_are_namespaced_and_stable() {
         let (legacy, current) = Spi::get_two::<String, String>(
-            "select webhook._message_id(0, 42), webhook._message_id(webhook._vxid(), 42)",
+            "select webhook._message_id(0, 42, null), webhook._message_id(webhook._vxid(), 42, webhook._id_namespace())",
         )
         .unwrap();
         assert_eq!(legacy.unwrap(), "42", "0.1.0 events keep their number");
@@ -124,6 +124,25 @@ mod tests {
             "{current}"
         );
         assert!(current.ends_with("000000000000002a"), "{current}");
+        let (before_0_3, namespace) = Spi::get_two::<String, String>(
+            "select webhook._message_id(webhook._vxid(), 42, null), \
+                    lpad(to_hex(webhook._id_namespace()), 16, '0')",
+        )
+        .unwrap();
+        assert_eq!(
+            current,
+            format!("msg_{}000000000000002a", namespace.unwrap()),
+            "0.3.0 on: the namespace of the session that wrote the event"
+        );
+        assert_eq!(
+            before_0_3.unwrap(),
+            Spi::get_one::<String>(
+                "select 'msg_' || namespace || '000000000000002a' from webhook.incarnations"
+            )
+            .unwrap()
+            .unwrap(),
+            "0.2.0's events keep their incarnation's namespace"
+        );
         assert_eq!(
             count(&format!(
                 "select webhook.message_event_id('{current}') + webhook.message_event_id('{legacy}')",
@@ -354,6 +373,24 @@ mod tests {
         );
         assert_eq!(
             count(&format!(
+                "select count(*) from webhook.attempts where endpoint_id = {endpoint} and not lease_held"
+            )),
+            1,
+            "the attempt recorded without the lease is marked as such"
+        );
+        // Attempts of deliveries that do not exist (or of another endpoint)
+        // are not logged at all: the worker role cannot fill the log with
+        // attempts nobody made.
+        Spi::run(&format!(
+            "select webhook._record_attempts('w', array[{id} + 1000, {id}]::bigint[], array[1, 2]::bigint[], \
+             array[{endpoint}, {endpoint} + 1]::bigint[], array[1, 1], array[now(), now()], array[1.5, 1.5]::float8[], \
+             array[200, 200], array['ok', 'ok'], array[null, null]::text[], array['succeeded', 'succeeded'], \
+             array[null, null]::bigint[])"
+        ))
+        .unwrap();
+        assert_eq!(count("select count(*) from webhook.attempts"), 2);
+        assert_eq!(
+            count(&format!(
                 "select count(*) from webhook.endpoint_stats_hourly \
                  where endpoint_id = {endpoint} and attempts = 1 and successes = 1 and latency_hist[2] = 1"
             )),
@@ -419,8 +456,8 @@ mod tests {
         assert_eq!(
             count(
                 "select count(*) from c d join webhook.events e on e.id = d.event_id \
-                 where d.message_namespace = (select namespace from webhook.incarnations) \
-                   and webhook._message_id(e.txid, e.id) = 'msg_' || d.message_namespace || lpad(to_hex(d.event_id), 16, '0') \
+                 where d.message_namespace = lpad(to_hex(webhook._id_namespace()), 16, '0') \
+                   and webhook._message_id(e.txid, e.id, e.id_namespace) = 'msg_' || d.message_namespace || lpad(to_hex(d.event_id), 16, '0') \
                    and d.event_created_at = e.created_at"
             ),
             4,
@@ -438,6 +475,84 @@ mod tests {
             count("select count(*) from (select webhook._hist_sum(h) as s from (values ('{1,2}'::integer[]), ('{0,0,5}'), (null)) v(h)) x where x.s = '{1,2,5}'"),
             1
         );
+    }
+
+    /// Every function of the extension resolves names independently of its
+    /// caller: a SQL or PL/pgSQL function either has a SQL-standard body
+    /// (parsed when created) or pins a search_path of trusted schemas with
+    /// the session's temporary schema last. (C functions parse nothing;
+    /// the ones that run SQL set the safe search_path themselves, see
+    /// privilege.rs, and the end-to-end planted-object tests cover them.)
+    #[pg_test]
+    fn every_function_resolves_names_independently_of_its_caller() {
+        let offenders = Spi::get_one::<Vec<String>>(
+            "select coalesce(array_agg(p.oid::regprocedure::text order by 1), '{}') \
+             from pg_proc p \
+             join pg_depend d on d.objid = p.oid and d.classid = 'pg_proc'::regclass and d.deptype = 'e' \
+             join pg_extension e on e.oid = d.refobjid and e.extname = 'pg_webhook' \
+             join pg_language l on l.oid = p.prolang \
+             where p.prokind <> 'a' and l.lanname not in ('c', 'internal') \
+               and p.prosqlbody is null \
+               and not exists (select from unnest(p.proconfig) c \
+                               where c in ('search_path=pg_catalog, pg_temp', 'search_path=pg_catalog, webhook, pg_temp'))",
+        )
+        .unwrap()
+        .unwrap();
+        assert!(
+            offenders.is_empty(),
+            "functions that would resolve names through their caller's search_path: {offenders:?}"
+        );
+        assert!(
+            count(
+                "select count(*) from pg_proc p join pg_depend d on d.objid = p.oid and d.deptype = 'e' \
+                 join pg_extension e on e.oid = d.refobjid and e.extname = 'pg_webhook' \
+                 where p.prosqlbody is not null"
+            ) >= 7,
+            "the small SQL functions keep their SQL-standard bodies"
+        );
+    }
+
+    #[pg_test]
+    fn the_capture_knows_the_number_of_slots() {
+        assert_eq!(
+            count("select webhook._slots()"),
+            crate::store::SLOTS as i64
+        );
+    }
+
+    #[pg_test]
+    fn a_truncated_event_never_carries_a_column_the_watch_left_out() {
+        subscribe("https://a.example.com/", "{*}");
+        Spi::run(
+            "create table people (email text primary key, bio text);
+             select webhook_watch('people', columns => '{bio}');
+             set pg_webhook.max_payload_bytes = 1024;
+             insert into people values ('someone@example.com', repeat('x', 5000));",
+        )
+        .unwrap();
+        let payload = Spi::get_one::<pgrx::JsonB>("select payload::jsonb from webhook.events")
+            .unwrap()
+            .unwrap()
+            .0;
+        assert_eq!(payload["truncated"], true);
+        assert_eq!(
+            payload["new"],
+            serde_json::json!({}),
+            "the key (email) was not chosen: nothing of the row is sent"
+        );
+    }
+
+    #[pg_test(
+        error = "webhook._capture: the event prefix \"webhook\" is reserved for pg_webhook's own events; install the trigger with webhook_watch() and another prefix"
+    )]
+    fn a_capture_trigger_attached_by_hand_cannot_emit_reserved_types() {
+        Spi::run(
+            "create table sneaky (id int);
+             create trigger webhook_capture after insert on sneaky
+                 for each row execute function webhook._capture('webhook.endpoint');
+             insert into sneaky values (1);",
+        )
+        .unwrap();
     }
 
     #[pg_test]

@@ -14,6 +14,7 @@
 //!
 //! Must not: write anything but the registration of an incarnation.
 
+use crate::privilege;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
@@ -38,6 +39,13 @@ pub(crate) fn incarnation() -> i32 {
     // SAFETY: plain reads of process-wide values set at start-up.
     let (system_identifier, database) =
         unsafe { (pg_sys::GetSystemIdentifier() as i64, pg_sys::MyDatabaseId) };
+    // Run by the capture trigger as the extension owner: no name in these
+    // statements may resolve through the writer's search_path.
+    privilege::with_safe_search_path(|| register(system_identifier, database))
+}
+
+/// Finds or registers the incarnation of (`system_identifier`, `database`).
+fn register(system_identifier: i64, database: pg_sys::Oid) -> i32 {
     let found = Spi::connect(|client| {
         let rows = client.select(
             "select n from webhook.incarnations where system_identifier = $1 and database_oid = $2",

@@ -25,7 +25,10 @@ use std::cell::Cell;
 /// The channel the worker LISTENs on.
 const CHANNEL: &std::ffi::CStr = c"pg_webhook_wake";
 
-// commands/async.h, which pgrx's bindings do not include.
+// commands/async.h, which pgrx's bindings do not include. Guarded, so that
+// an ERROR it raises unwinds as a Rust panic that pgrx re-raises.
+#[pg_guard]
+#[allow(non_snake_case)] // PostgreSQL's name
 unsafe extern "C-unwind" {
     fn Async_Notify(channel: *const std::ffi::c_char, payload: *const std::ffi::c_char);
 }
@@ -79,14 +82,9 @@ fn notify_unless_recent() {
         return;
     }
     // SAFETY: both arguments are NUL-terminated static strings; we are still
-    // inside the committing transaction, as NOTIFY requires. The guard turns
-    // a PostgreSQL ERROR into a Rust panic that pgrx re-raises, instead of a
-    // longjmp across Rust frames. Called directly rather than through SPI,
-    // which would parse `select pg_notify(…)` on every transaction.
-    unsafe {
-        pg_sys::submodules::ffi::pg_guard_ffi_boundary(|| {
-            Async_Notify(CHANNEL.as_ptr(), c"".as_ptr())
-        })
-    };
+    // inside the committing transaction, as NOTIFY requires. Called directly
+    // rather than through SPI, which would parse `select pg_notify(…)` on
+    // every transaction.
+    unsafe { Async_Notify(CHANNEL.as_ptr(), c"".as_ptr()) };
     LAST_NOTIFY.set(now);
 }

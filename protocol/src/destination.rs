@@ -207,6 +207,23 @@ pub fn check_host_name(host: &str) -> Result<(), DestinationError> {
     }
 }
 
+/// What people who may not see the endpoint's secrets see of its URL: the
+/// scheme, host and port, with `/…` in place of anything after them. A
+/// webhook URL's path and query often are the credential (Slack's
+/// `/services/T…/B…/X…`, a `?token=`), so they are shown only to those who
+/// manage endpoints. (Credentials and fragments are refused at
+/// subscription, see [`check_url`].)
+pub fn redacted(url: &Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+    let rest = if url.path() == "/" && url.query().is_none() {
+        "/"
+    } else {
+        "/…"
+    };
+    format!("{}://{host}{port}{rest}", url.scheme())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,5 +319,18 @@ mod tests {
                 "{private} should be allowed"
             );
         }
+    }
+
+    #[test]
+    fn redacted_urls_keep_the_origin_only() {
+        let r = |u: &str| redacted(&Url::parse(u).unwrap());
+        assert_eq!(
+            r("https://hooks.slack.com/services/T000/B000/XXXX"),
+            "https://hooks.slack.com/…"
+        );
+        assert_eq!(r("https://example.com/?token=abc"), "https://example.com/…");
+        assert_eq!(r("http://example.com:8080/"), "http://example.com:8080/");
+        assert_eq!(r("https://example.com"), "https://example.com/");
+        assert_eq!(r("http://[::1]:9/x"), "http://[::1]:9/…");
     }
 }

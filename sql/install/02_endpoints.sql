@@ -40,6 +40,8 @@ create unique index endpoints_live_name on webhook.endpoints (name) where delete
 
 comment on table webhook.endpoints is
     'One row per subscribed endpoint. Rows are never deleted (webhook_unsubscribe sets deleted_at) so that history stays joinable. Secrets and header values live in webhook.endpoint_secrets.';
+comment on column webhook.endpoints.url is
+    'Where requests go, as readers may see it: scheme, host and port, with /… in place of a path or query (they often carry a token). The whole URL is in webhook.endpoint_secrets.url, readable by webhook_admin.';
 comment on column webhook.endpoints.event_types is
     'The current filter: ''*'' (every event), ''order.*'' (every type starting with ''order.''), or an exact type. Its history is in webhook.subscriptions.';
 comment on column webhook.endpoints.header_names is
@@ -71,12 +73,16 @@ create table webhook.endpoint_secrets (
     auth                jsonb,
     previous_secret     text,
     previous_expires_at timestamptz,
+    -- Last: 0.3.0 added it to 0.2.0's table (ALTER TABLE appends).
+    url                 text not null,
     constraint endpoint_secrets_previous_pair check ((previous_secret is null) = (previous_expires_at is null)),
     constraint endpoint_secrets_headers_object check (jsonb_typeof(headers) = 'object'),
     constraint endpoint_secrets_auth_object check (auth is null or jsonb_typeof(auth) = 'object')
 );
 comment on table webhook.endpoint_secrets is
-    'Signing secrets (whsec_…), header values and credentials. Readable by the worker''s claim only. During a rotation''s grace period both secrets sign every request.';
+    'Signing secrets (whsec_…), header values, credentials and the whole URL. Readable by the worker''s claim only (webhook_admin may read the URLs). During a rotation''s grace period both secrets sign every request.';
+comment on column webhook.endpoint_secrets.url is
+    'The URL requests go to, path and query included (webhook.endpoints.url shows it without them).';
 
 -- -----------------------------------------------------------------------------
 -- subscriptions: which events an endpoint receives, over time

@@ -20,9 +20,14 @@
 
 -- API: Private
 -- Number of slots. Rows live between the retention and retention × 8/7.
+-- (Like every small SQL function here, a SQL-standard body: parsed, every
+-- name resolved, once when created, so that no caller's search_path is
+-- ever consulted, and still inlined into the queries that call it.
+-- OPERATOR(pg_catalog.x) has one precedence whatever x is, hence the
+-- parentheses in such bodies.)
 create function webhook._slots() returns integer
 language sql immutable parallel safe
-as 'select 8';
+return 8;
 
 -- API: Private
 create table webhook.generations (
@@ -76,7 +81,9 @@ create table webhook.events (
     payload_bytes   integer not null,
     source_table    text,
     idempotency_key text,
-    created_at      timestamptz not null default now()
+    created_at      timestamptz not null default now(),
+    -- Last: 0.3.0 added it to 0.2.0's table (ALTER TABLE appends).
+    id_namespace    bigint
 ) partition by list (slot);
 alter sequence webhook.events_id_seq owned by webhook.events.id;
 -- The only B-tree: the fan-out reads events by transaction (PgQ's ev_txid
@@ -87,7 +94,7 @@ create index events_txid_id on webhook.events (txid, id);
 create index events_id_brin on webhook.events using brin (id);
 
 comment on table webhook.events is
-    'One row per event, written in the producer''s transaction (and nothing else). The request body is {"type": event_type, "timestamp": created_at, "data": payload}; webhook-id is webhook._message_id(txid, id).';
+    'One row per event, written in the producer''s transaction (and nothing else). The request body is {"type": event_type, "timestamp": created_at, "data": payload}; webhook-id is webhook._message_id(txid, id, id_namespace).';
 comment on column webhook.events.slot is 'The log slot (partition) it lives in; see webhook.generations.';
 comment on column webhook.events.txid is
     'The producing transaction, in pg_webhook''s virtual id space (incarnation × 2^48 + xid8). The fan-out delivers events by transaction commit order.';
@@ -97,6 +104,8 @@ comment on column webhook.events.payload_bytes is 'Size of payload in bytes (JSO
 comment on column webhook.events.source_table is 'Schema-qualified source table for row events; null for webhook_publish.';
 comment on column webhook.events.idempotency_key is
     'Optional key given to webhook_publish; a repeated key returns the first event''s id and enqueues nothing.';
+comment on column webhook.events.id_namespace is
+    'The webhook-id namespace of the session that wrote it (random per session): its webhook-id is msg_ + this + its id, in 16 hex digits each, so ids never repeat, even between two copies of a database that diverged (a base backup, PITR, a promoted standby). Null for events written before 0.3.0 (see webhook._message_id).';
 
 -- -----------------------------------------------------------------------------
 -- deliveries
@@ -196,6 +205,8 @@ create table webhook.attempts (
     response_excerpt text,
     error            text,
     worker_id        text not null,
+    -- Last: 0.3.0 added it to 0.2.0's table (ALTER TABLE appends).
+    lease_held       boolean,
     constraint attempts_status_code_http check (status_code between 100 and 599),
     constraint attempts_has_outcome check (status_code is not null or error is not null),
     constraint attempts_duration_nonnegative check (duration_ms >= 0),
@@ -220,6 +231,8 @@ comment on column webhook.attempts.slot is 'The log slot of its delivery''s even
 comment on column webhook.attempts.status_code is 'HTTP status, null when no response arrived (see error).';
 comment on column webhook.attempts.response_excerpt is 'The first bytes of the response body (bounded by the worker).';
 comment on column webhook.attempts.worker_id is 'The worker that made the attempt.';
+comment on column webhook.attempts.lease_held is
+    'True when the worker still held the delivery''s lease as it recorded the attempt (its outcome moved the delivery); false when it did not (the lease had expired and passed on, or was never its own): the attempt changed nothing. Null for attempts recorded before 0.3.0.';
 
 -- The slots: one partition of each log table per slot. Finished deliveries
 -- are indexed for the lookups people and the retention make: by id, by

@@ -10,7 +10,7 @@ create function webhook._check_event_type(
     p_event_type text -- e.g. 'order.created'
 ) returns text
 language plpgsql immutable
-set search_path = pg_catalog
+set search_path = pg_catalog, pg_temp
 as $$
 begin
     if p_event_type is null
@@ -29,7 +29,7 @@ create function webhook._check_patterns(
     p_patterns text[] -- e.g. '{order.*,invoice.paid}'
 ) returns text[]
 language plpgsql immutable
-set search_path = pg_catalog
+set search_path = pg_catalog, pg_temp
 as $$
 declare
     v_pattern text;
@@ -56,7 +56,7 @@ create function webhook._check_headers(
     p_headers jsonb -- {"name": "value", ...}
 ) returns jsonb
 language plpgsql immutable
-set search_path = pg_catalog
+set search_path = pg_catalog, pg_temp
 as $$
 declare
     v_key text;
@@ -102,7 +102,7 @@ create function webhook._check_retry_policy(
     p_policy jsonb -- null, or {"max_attempts", "initial_delay", "max_delay", "backoff_multiplier"}
 ) returns jsonb
 language plpgsql stable
-set search_path = pg_catalog
+set search_path = pg_catalog, pg_temp
 as $$
 declare
     v_key text;
@@ -149,7 +149,7 @@ create function webhook._policy_interval(
     p_hint text     -- hint for the error
 ) returns interval
 language plpgsql stable
-set search_path = pg_catalog
+set search_path = pg_catalog, pg_temp
 as $$
 declare
     v interval;
@@ -180,7 +180,7 @@ create function webhook._check_timeout(
     p_timeout interval -- per-request timeout
 ) returns interval
 language plpgsql immutable
-set search_path = pg_catalog
+set search_path = pg_catalog, pg_temp
 as $$
 begin
     if p_timeout is null or p_timeout < interval '1 millisecond' or p_timeout > interval '5 minutes' then
@@ -196,7 +196,7 @@ create function webhook._live_endpoint(
     p_endpoint_id bigint -- the endpoint to find
 ) returns webhook.endpoints
 language plpgsql stable
-set search_path = pg_catalog
+set search_path = pg_catalog, pg_temp
 as $$
 declare
     v webhook.endpoints;
@@ -218,7 +218,7 @@ create function webhook._check_name(
     p_name text -- an endpoint name
 ) returns text
 language plpgsql immutable
-set search_path = pg_catalog
+set search_path = pg_catalog, pg_temp
 as $$
 begin
     if p_name is not null and (length(p_name) = 0 or length(p_name) > 200) then
@@ -233,7 +233,7 @@ create function webhook._check_max_in_flight(
     p_max integer -- deliveries of one endpoint in flight per worker
 ) returns integer
 language plpgsql immutable
-set search_path = pg_catalog
+set search_path = pg_catalog, pg_temp
 as $$
 begin
     if p_max is not null and p_max not between 1 and 10000 then
@@ -252,7 +252,7 @@ create function webhook._check_auth(
     p_auth jsonb -- null for none
 ) returns jsonb
 language plpgsql immutable
-set search_path = pg_catalog
+set search_path = pg_catalog, pg_temp
 as $$
 declare
     c_hint constant text := 'For example {"type": "bearer", "token": "…"}, {"type": "basic", "username": "…", "password": "…"} or {"type": "api_key", "key": "…", "header": "x-api-key"}.';
@@ -266,6 +266,11 @@ begin
     end if;
     if jsonb_typeof(p_auth) <> 'object' then
         raise exception 'auth must be a JSON object' using errcode = '22023', hint = c_hint;
+    end if;
+    -- Bounded as headers are (it becomes one): no endpoint can make every
+    -- request of the worker huge.
+    if octet_length(p_auth::text) > 8192 then
+        raise exception 'auth takes at most 8192 bytes' using errcode = '22023', hint = c_hint;
     end if;
     v_type := p_auth ->> 'type';
     v_keys := case v_type
@@ -303,7 +308,7 @@ create function webhook._auth_header(
     p_auth jsonb -- as returned by webhook._check_auth
 ) returns jsonb
 language sql immutable
-set search_path = pg_catalog
+set search_path = pg_catalog, pg_temp
 as $$
     select case p_auth ->> 'type'
         when 'bearer' then jsonb_build_object('authorization', 'Bearer ' || (p_auth ->> 'token'))
@@ -322,7 +327,7 @@ $$;
 create function webhook._endpoints_check()
 returns trigger
 language plpgsql
-set search_path = pg_catalog
+set search_path = pg_catalog, pg_temp
 as $$
 begin
     perform webhook._check_retry_policy(new.retry_policy);

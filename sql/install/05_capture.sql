@@ -20,7 +20,7 @@ create function webhook._register_incarnation(
     p_database_oid oid          -- the current database
 ) returns integer
 language plpgsql volatile
-set search_path = pg_catalog, webhook
+set search_path = pg_catalog, webhook, pg_temp
 as $$
 declare
     v_n integer;
@@ -51,24 +51,28 @@ create function webhook._visible(
     p_xip bigint[]
 ) returns boolean
 language sql immutable parallel safe
-as $$
-    select p_txid < p_xmin or (p_txid < p_xmax and not p_txid = any(p_xip))
-$$;
+return p_txid operator(pg_catalog.<) p_xmin
+    or (p_txid operator(pg_catalog.<) p_xmax and not p_txid operator(pg_catalog.=) any (p_xip));
 
 -- API: Private
--- The webhook-id of an event: 'msg_' + its incarnation's namespace + its id,
--- 32 hex digits in all; unique across databases, clusters, re-created
--- extensions and restores, and the same on every retry and replay.
--- Events enqueued by pg_webhook 0.1 (txid 0) keep the id they were first
--- sent with, their number.
+-- The webhook-id of an event: 'msg_' + a namespace + its id, 16 hex digits
+-- each; unique across databases, clusters, re-created extensions, restores
+-- and physical copies that diverged, and the same on every retry and
+-- replay. The namespace is the one its writer's session drew at random
+-- (webhook.events.id_namespace). Events written before 0.3.0 have none and
+-- keep the id they were first sent with: their incarnation's namespace
+-- (0.2.0), or their number (pg_webhook 0.1, txid 0).
 create function webhook._message_id(
-    p_txid bigint, -- webhook.events.txid
-    p_id bigint    -- webhook.events.id
+    p_txid bigint,      -- webhook.events.txid
+    p_id bigint,        -- webhook.events.id
+    p_namespace bigint  -- webhook.events.id_namespace
 ) returns text
 language sql stable parallel safe
-set search_path = pg_catalog, webhook
+set search_path = pg_catalog, webhook, pg_temp
 as $$
-    select case when p_txid < 281474976710656 then p_id::text
+    select case when p_namespace is not null
+                then 'msg_' || lpad(to_hex(p_namespace), 16, '0') || lpad(to_hex(p_id), 16, '0')
+                when p_txid < 281474976710656 then p_id::text
                 else 'msg_' || coalesce((select i.namespace from webhook.incarnations i where i.n = (p_txid >> 48)::integer),
                                         '0000000000000000')
                      || lpad(to_hex(p_id), 16, '0')
@@ -86,13 +90,11 @@ create function webhook.message_event_id(
     p_message_id text -- a webhook-id: 'msg_' + 32 hex digits, or a 0.1.0 decimal id
 ) returns bigint
 language sql immutable strict parallel safe
-as $$
-    select case
-        when p_message_id ~ '^msg_[0-9a-f]{16}[0-7][0-9a-f]{15}$'
-            then ('x' || substr(p_message_id, 21, 16))::bit(64)::bigint
-        when p_message_id ~ '^[0-9]{1,18}$' then p_message_id::bigint
-    end
-$$;
+return case
+    when p_message_id operator(pg_catalog.~) '^msg_[0-9a-f]{16}[0-7][0-9a-f]{15}$'
+        then ('x' operator(pg_catalog.||) pg_catalog.substr(p_message_id, 21, 16))::bit(64)::bigint
+    when p_message_id operator(pg_catalog.~) '^[0-9]{1,18}$' then p_message_id::bigint
+end;
 comment on function webhook.message_event_id(text) is
     'The event id inside a webhook-id (the header receivers see); null if it is not one. See webhook.delivery_log.';
 
@@ -105,7 +107,7 @@ create function webhook._enqueue(
     p_idempotency_key text  -- null, or a key that makes a repeat a no-op
 ) returns bigint
 language plpgsql volatile
-set search_path = pg_catalog, webhook
+set search_path = pg_catalog, webhook, pg_temp
 as $$
 declare
     v_event_id bigint;
@@ -126,8 +128,9 @@ begin
             return v_event_id;
         end if;
     end if;
-    insert into webhook.events (id, slot, txid, event_type, payload, payload_bytes, idempotency_key)
-    values (v_event_id, webhook._current_slot(), webhook._vxid(), p_event_type, v_payload, v_bytes, p_idempotency_key);
+    insert into webhook.events (id, slot, txid, event_type, payload, payload_bytes, idempotency_key, id_namespace)
+    values (v_event_id, webhook._current_slot(), webhook._vxid(), p_event_type, v_payload, v_bytes, p_idempotency_key,
+            webhook._id_namespace());
     insert into webhook.published_types (event_type) values (p_event_type) on conflict do nothing;
     perform webhook._wake();
     return v_event_id;
@@ -145,7 +148,7 @@ create function webhook._open_subscription(
     p_event_types text[]    -- validated patterns
 ) returns void
 language sql volatile
-set search_path = pg_catalog, webhook
+set search_path = pg_catalog, webhook, pg_temp
 as $$
     insert into webhook.subscriptions (endpoint_id, event_types, from_txid)
     values (p_endpoint_id, p_event_types, webhook._vxid())
@@ -157,7 +160,7 @@ create function webhook._close_subscription(
     p_endpoint_id bigint -- the endpoint
 ) returns void
 language sql volatile
-set search_path = pg_catalog, webhook
+set search_path = pg_catalog, webhook, pg_temp
 as $$
     update webhook.subscriptions s
     set until_txid = webhook._vxid(), ended_at = now()
@@ -176,7 +179,7 @@ create function webhook._subscription_commit()
 returns trigger
 language plpgsql volatile
 security definer
-set search_path = pg_catalog, webhook
+set search_path = pg_catalog, webhook, pg_temp
 as $$
 declare
     v_snap bigint[];

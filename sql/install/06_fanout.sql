@@ -22,7 +22,7 @@
 create function webhook._hold_fanout()
 returns void
 language plpgsql volatile
-set search_path = pg_catalog, webhook
+set search_path = pg_catalog, webhook, pg_temp
 as $$
 begin
     perform from webhook.fanout_state for update;
@@ -34,7 +34,7 @@ create function webhook._fan_out(
     p_max_events integer -- chunk size in events (whole transactions: a chunk may be larger)
 ) returns integer
 language plpgsql volatile
-set search_path = pg_catalog, webhook
+set search_path = pg_catalog, webhook, pg_temp
 -- One generic plan per session, as for the claim: planning the chunk's
 -- statement across the partitions at every call cost more than running
 -- it (a fan-out of one event: 1.3-2.5 ms with custom plans, 0.75 ms

@@ -27,7 +27,7 @@ create function webhook._disable_endpoint(
     p_reason text         -- why, for people (disabled_reason)
 ) returns boolean
 language plpgsql volatile
-set search_path = pg_catalog, webhook
+set search_path = pg_catalog, webhook, pg_temp
 as $$
 declare
     v_name text;
@@ -121,7 +121,7 @@ create function webhook._claim_deliveries(
 )
 language plpgsql volatile
 security definer
-set search_path = pg_catalog, webhook
+set search_path = pg_catalog, webhook, pg_temp
 -- Every row these statements touch is found by key; see "Plans" above.
 set enable_seqscan = off
 set jit = off
@@ -174,7 +174,7 @@ begin
         -- its TOAST data until the final select reads it), so that each
         -- event is found once.
         select d.id, d.next_attempt_at, ev.id as event_id, ev.txid, ev.event_type, ev.created_at,
-               ev.payload, ev.payload_bytes
+               ev.payload, ev.payload_bytes, ev.id_namespace
         from quotas q
         cross join fair
         cross join lateral (
@@ -196,7 +196,7 @@ begin
         -- 150 ms instead of 5 for a claim of 100 beside 100,000 events,
         -- which made the drain benchmark swing between 2,300 and 8,000/s.
         cross join lateral (
-            select ev.id, ev.txid, ev.event_type, ev.created_at, ev.payload, ev.payload_bytes
+            select ev.id, ev.txid, ev.event_type, ev.created_at, ev.payload, ev.payload_bytes, ev.id_namespace
             from webhook.events ev
             where ev.slot = d.event_slot and ev.txid = d.event_txid and ev.id = d.event_id
             offset 0
@@ -211,11 +211,12 @@ begin
         -- window over the batch) is skipped; each branch is gated by the
         -- batch's total, worked out once.
         select due.id, due.next_attempt_at, due.event_id, due.txid, due.event_type, due.created_at,
-               due.payload, due.payload_bytes
+               due.payload, due.payload_bytes, due.id_namespace
         from due
         where (select coalesce(sum(t.payload_bytes), 0) from due t) <= p_max_bytes
         union all
-        select f.id, f.next_attempt_at, f.event_id, f.txid, f.event_type, f.created_at, f.payload, f.payload_bytes
+        select f.id, f.next_attempt_at, f.event_id, f.txid, f.event_type, f.created_at, f.payload, f.payload_bytes,
+               f.id_namespace
         from (select due.*,
                      sum(due.payload_bytes) over w as total,
                      row_number() over w as n
@@ -243,7 +244,10 @@ begin
         -- What the worker needs of each endpoint, worked out once per
         -- endpoint and not once per delivery.
         select ep.id,
-               ep.url,
+               -- The whole URL (endpoints.url hides its path); an empty one,
+               -- which the worker records as a failure, if the secrets'
+               -- row is gone (it cannot be: see the secret below).
+               coalesce(s.url, '') as url,
                (coalesce(s.headers, '{}') || coalesce(webhook._auth_header(s.auth), '{}'))::text as headers,
                (extract(epoch from ep.timeout) * 1000)::integer as timeout_ms,
                -- No secret (it cannot happen: it is dropped only when nothing is
@@ -272,8 +276,10 @@ begin
            c.lease_token,
            c.attempt_count,
            f.event_id,
-           -- Null for an event of pg_webhook 0.1, whose message id is its number.
-           case when f.txid >= 281474976710656 then coalesce(i.namespace, '0000000000000000') end,
+           -- The webhook-id's namespace, as webhook._message_id has it; null
+           -- for an event of pg_webhook 0.1, whose message id is its number.
+           case when f.id_namespace is not null then lpad(to_hex(f.id_namespace), 16, '0')
+                when f.txid >= 281474976710656 then coalesce(i.namespace, '0000000000000000') end,
            f.event_type,
            f.created_at,
            f.payload::text,
@@ -294,9 +300,9 @@ create function webhook._latency_bucket(
     p_ms double precision -- a duration
 ) returns integer
 language sql immutable parallel safe
-as $$
-    select least(20, ceil(ln(greatest(p_ms, 1)) / ln(2))::integer + 1)
-$$;
+return least(20, pg_catalog.ceil(pg_catalog.ln(greatest(p_ms, 1::double precision))
+                                 operator(pg_catalog./) pg_catalog.ln(2::double precision))::integer
+                 operator(pg_catalog.+) 1);
 
 -- API: Private
 -- The upper bound, in ms, of latency bucket p_bucket (see _latency_bucket).
@@ -304,9 +310,8 @@ create function webhook._latency_bound(
     p_bucket integer -- 1 to 20
 ) returns double precision
 language sql immutable parallel safe
-as $$
-    select case when p_bucket >= 20 then 'infinity'::double precision else power(2, p_bucket - 1) end
-$$;
+return case when p_bucket operator(pg_catalog.>=) 20 then 'infinity'::double precision
+            else pg_catalog.power(2::double precision, (p_bucket operator(pg_catalog.-) 1)::double precision) end;
 
 -- API: Private
 -- A histogram holding p_count in bucket p_bucket (1 to 20) and 0 elsewhere.
@@ -315,9 +320,9 @@ create function webhook._hist_one(
     p_count integer   -- the count
 ) returns integer[]
 language sql immutable parallel safe
-as $$
-    select array_fill(0, array[p_bucket - 1]) || p_count || array_fill(0, array[20 - p_bucket])
-$$;
+return pg_catalog.array_fill(0, array[p_bucket operator(pg_catalog.-) 1])
+       operator(pg_catalog.||) p_count
+       operator(pg_catalog.||) pg_catalog.array_fill(0, array[20 operator(pg_catalog.-) p_bucket]);
 
 -- API: Private
 -- The element-wise sum of latency histograms (webhook._hist_acc, in Rust,
@@ -353,7 +358,7 @@ create function webhook._record_attempts(
 ) returns integer
 language plpgsql volatile
 security definer
-set search_path = pg_catalog, webhook
+set search_path = pg_catalog, webhook, pg_temp
 -- Every row these statements touch is found by key; see "Plans" above.
 set enable_seqscan = off
 set jit = off
@@ -425,13 +430,20 @@ begin
         union all
         select f.id, f.event_slot, f.endpoint_id from finished f
     ), logged as (
-        -- An attempt whose lease was lost is still logged, in the current
-        -- slot (its delivery moved on meanwhile).
+        -- Every attempt is logged, and says whether it moved its delivery
+        -- (lease_held). One whose lease was lost (it expired, and another
+        -- worker claimed the delivery meanwhile) is logged in the current
+        -- slot, marked: the caller may be that worker, or a holder of the
+        -- worker role recording attempts it never made, and the log says
+        -- which attempts changed nothing. An attempt of a delivery that
+        -- does not exist, or for another endpoint, is not logged at all.
         insert into webhook.attempts (slot, delivery_id, endpoint_id, attempt_number, started_at, duration_ms,
-                                      status_code, response_excerpt, error, worker_id)
+                                      status_code, response_excerpt, error, worker_id, lease_held)
         select coalesce(h.event_slot, v_slot), r.delivery_id, r.endpoint_id, r.attempt_number, r.started_at,
-               r.duration_ms, r.status_code, r.response_excerpt, r.error, p_worker_id
+               r.duration_ms, r.status_code, r.response_excerpt, r.error, p_worker_id, h.id is not null
         from r left join held h on h.id = r.delivery_id
+        where h.id is not null
+           or exists (select from webhook.deliveries d where d.id = r.delivery_id and d.endpoint_id = r.endpoint_id)
     ), outcomes as (
         select h.endpoint_id, r.started_at, r.duration_ms, r.outcome = 'succeeded' as ok, r.status_code, r.error
         from r join held h on h.id = r.delivery_id
@@ -536,7 +548,7 @@ create function webhook._next_due_ms(
 ) returns bigint
 language plpgsql stable
 security definer
-set search_path = pg_catalog, webhook
+set search_path = pg_catalog, webhook, pg_temp
 -- Called every few milliseconds while the worker lingers: one plan per
 -- session (as the claim), index access whatever the statistics.
 set plan_cache_mode = force_generic_plan
@@ -602,7 +614,7 @@ create function webhook._queue_lag_seconds()
 returns double precision
 language plpgsql stable
 security definer
-set search_path = pg_catalog, webhook
+set search_path = pg_catalog, webhook, pg_temp
 as $$
 declare
     st webhook.fanout_state;

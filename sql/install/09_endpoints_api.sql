@@ -27,7 +27,7 @@ create function webhook._subscribe(
     out o_signing_secret text
 )
 language plpgsql volatile
-set search_path = pg_catalog, webhook
+set search_path = pg_catalog, webhook, pg_temp
 as $$
 declare
     v_url text := webhook._check_url(p_url);
@@ -44,14 +44,14 @@ begin
     o_name := coalesce(p_name, 'endpoint-' || o_endpoint_id);
     begin
         insert into webhook.endpoints (id, name, url, event_types, header_names, auth_type, retry_policy, timeout, max_in_flight)
-        values (o_endpoint_id, o_name, v_url, v_patterns, array(select jsonb_object_keys(v_headers) order by 1),
-                v_auth ->> 'type', v_policy, v_timeout, v_max);
+        values (o_endpoint_id, o_name, webhook._redact_url(v_url), v_patterns,
+                array(select jsonb_object_keys(v_headers) order by 1), v_auth ->> 'type', v_policy, v_timeout, v_max);
     exception when unique_violation then
         raise exception 'an endpoint named % already exists', quote_literal(o_name)
             using errcode = '42710', hint = 'Pick another name, or unsubscribe the existing endpoint first.';
     end;
-    insert into webhook.endpoint_secrets (endpoint_id, secret, headers, auth)
-    values (o_endpoint_id, v_secret, v_headers, v_auth);
+    insert into webhook.endpoint_secrets (endpoint_id, secret, headers, auth, url)
+    values (o_endpoint_id, v_secret, v_headers, v_auth, v_url);
     perform webhook._open_subscription(o_endpoint_id, v_patterns);
     o_signing_secret := v_secret;
 end
@@ -71,7 +71,7 @@ create function webhook_subscribe(
 ) returns table (endpoint_id bigint, name text, signing_secret text)
 language sql volatile
 security definer
-set search_path = pg_catalog, webhook
+set search_path = pg_catalog, webhook, pg_temp
 as $$
     select s.o_endpoint_id, s.o_name, s.o_signing_secret
     from webhook._subscribe($1, $2, $3, $4, $5, $6, $7, $8, $9) as s
@@ -85,7 +85,7 @@ create function webhook_unsubscribe(
 ) returns boolean
 language plpgsql volatile
 security definer
-set search_path = pg_catalog, webhook
+set search_path = pg_catalog, webhook, pg_temp
 as $$
 declare
     v_id bigint := $1;
@@ -140,7 +140,7 @@ create function webhook_update(
 ) returns webhook.endpoints
 language plpgsql volatile
 security definer
-set search_path = pg_catalog, webhook
+set search_path = pg_catalog, webhook, pg_temp
 as $$
 declare
     v_id bigint := $1;
@@ -158,7 +158,9 @@ begin
     v := webhook._live_endpoint(v_id);
     perform from webhook.endpoints e where e.id = v_id for update;
     if v_url is not null then
-        v.url := webhook._check_url(v_url);
+        v_url := webhook._check_url(v_url);
+        update webhook.endpoint_secrets s set url = v_url where s.endpoint_id = v_id;
+        v.url := webhook._redact_url(v_url);
     end if;
     if v_patterns is not null then
         v_patterns := webhook._check_patterns(v_patterns);
@@ -220,7 +222,7 @@ create function webhook._enable_endpoint(
     p_endpoint_id bigint -- the endpoint
 ) returns boolean
 language plpgsql volatile
-set search_path = pg_catalog, webhook
+set search_path = pg_catalog, webhook, pg_temp
 as $$
 begin
     update webhook.endpoints e
@@ -245,7 +247,7 @@ create function webhook_pause(
 ) returns boolean
 language plpgsql volatile
 security definer
-set search_path = pg_catalog, webhook
+set search_path = pg_catalog, webhook, pg_temp
 as $$
 declare
     v_id bigint := $1;
@@ -272,7 +274,7 @@ create function webhook_resume(
 ) returns boolean
 language plpgsql volatile
 security definer
-set search_path = pg_catalog, webhook
+set search_path = pg_catalog, webhook, pg_temp
 as $$
 begin
     perform webhook._live_endpoint($1);
@@ -289,7 +291,7 @@ create function webhook_rotate_secret(
 ) returns text
 language plpgsql volatile
 security definer
-set search_path = pg_catalog, webhook
+set search_path = pg_catalog, webhook, pg_temp
 as $$
 declare
     v_id bigint := $1;

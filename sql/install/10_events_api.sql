@@ -16,7 +16,7 @@ create function webhook_publish(
 language plpgsql volatile
 -- Publishers need no privilege on the webhook tables, only EXECUTE on this.
 security definer
-set search_path = pg_catalog, webhook
+set search_path = pg_catalog, webhook, pg_temp
 as $$
 declare
     v_type text := $1;
@@ -52,7 +52,7 @@ create function webhook_watch(
     columns text[] default null                         -- the columns sent in new/old; all when null
 ) returns void
 language plpgsql volatile
-set search_path = pg_catalog, webhook
+set search_path = pg_catalog, webhook, pg_temp
 as $$
 declare
     v_tbl regclass := $1;
@@ -130,7 +130,7 @@ create function webhook_unwatch(
     tbl regclass -- the table to stop capturing
 ) returns boolean
 language plpgsql volatile
-set search_path = pg_catalog, webhook
+set search_path = pg_catalog, webhook, pg_temp
 as $$
 begin
     if $1 is null then
@@ -158,7 +158,7 @@ create function webhook._deliver_again(
     p_replay_of bigint        -- the delivery it repeats, if any
 ) returns bigint
 language plpgsql volatile
-set search_path = pg_catalog, webhook
+set search_path = pg_catalog, webhook, pg_temp
 as $$
 declare
     v_id bigint;
@@ -180,7 +180,7 @@ create function webhook_send_test(
 ) returns bigint
 language plpgsql volatile
 security definer
-set search_path = pg_catalog, webhook
+set search_path = pg_catalog, webhook, pg_temp
 as $$
 declare
     v_endpoint webhook.endpoints := webhook._live_endpoint($1);
@@ -205,7 +205,7 @@ create function webhook._logged_event(
     p_event_id bigint -- the event to find
 ) returns webhook.events
 language plpgsql stable
-set search_path = pg_catalog, webhook
+set search_path = pg_catalog, webhook, pg_temp
 as $$
 declare
     v webhook.events;
@@ -229,7 +229,7 @@ create function webhook_replay(
 ) returns integer
 language plpgsql volatile
 security definer
-set search_path = pg_catalog, webhook
+set search_path = pg_catalog, webhook, pg_temp
 as $$
 declare
     v_event webhook.events := webhook._logged_event($1);
@@ -282,7 +282,7 @@ create function webhook_replay_failed(
 ) returns integer
 language plpgsql volatile
 security definer
-set search_path = pg_catalog, webhook
+set search_path = pg_catalog, webhook, pg_temp
 as $$
 declare
     v_endpoint_id bigint := $1;
@@ -320,7 +320,7 @@ create function webhook_purge()
 returns bigint
 language plpgsql volatile
 security definer
-set search_path = pg_catalog, webhook
+set search_path = pg_catalog, webhook, pg_temp
 as $$
 begin
     return webhook._purge(now());

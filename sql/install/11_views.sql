@@ -9,7 +9,10 @@ create view webhook.delivery_log as
 select
     d.id                as delivery_id,
     d.event_id,
-    case when ev.txid < 281474976710656 then d.event_id::text
+    -- webhook._message_id, written out so that the planner sees through it.
+    case when ev.id_namespace is not null
+         then 'msg_' || lpad(to_hex(ev.id_namespace), 16, '0') || lpad(to_hex(d.event_id), 16, '0')
+         when ev.txid < 281474976710656 then d.event_id::text
          else 'msg_' || coalesce(i.namespace, '0000000000000000') || lpad(to_hex(d.event_id), 16, '0')
     end                 as message_id,
     ev.event_type,
@@ -37,7 +40,7 @@ from webhook.deliveries d
 -- instead of 4 ms). event_id is the delivery's column, so that a filter on
 -- it reaches the deliveries' index.
 cross join lateral (
-    select ev.txid, ev.event_type, ev.created_at
+    select ev.txid, ev.event_type, ev.created_at, ev.id_namespace
     from webhook.events ev
     where ev.slot = d.event_slot and ev.txid = d.event_txid and ev.id = d.event_id
     offset 0
@@ -59,12 +62,13 @@ create function webhook._hist_percentile(
     p_fraction double precision -- 0.5 for the median
 ) returns double precision
 language sql immutable parallel safe
-as $$
-    select webhook._latency_bound(min(c.i)::integer)
-    from (select h.i, sum(h.n) over (order by h.i) as cum, sum(h.n) over () as total
-          from unnest(p_hist) with ordinality as h(n, i)) c
-    where c.total > 0 and c.cum >= c.total * p_fraction
-$$;
+return (
+    select webhook._latency_bound(pg_catalog.min(c.i)::integer)
+    from (select h.i, pg_catalog.sum(h.n) over (order by h.i) as cum, pg_catalog.sum(h.n) over () as total
+          from pg_catalog.unnest(p_hist) with ordinality as h(n, i)) c
+    where c.total operator(pg_catalog.>) 0
+      and c.cum operator(pg_catalog.>=) (c.total operator(pg_catalog.*) p_fraction)
+);
 
 -- API: Public
 -- The last hour from the per-minute counters (at most 60 rows per

@@ -12,7 +12,7 @@
 create function webhook._invariant_violations()
 returns table (object_id bigint, invariant text)
 language sql stable
-set search_path = pg_catalog, webhook
+set search_path = pg_catalog, webhook, pg_temp
 as $$
     select d.id, 'a delivery has its event in its event''s slot'
     from webhook.deliveries d

@@ -65,9 +65,12 @@ grant select on webhook.endpoints, webhook.subscriptions, webhook.events, webhoo
     webhook.endpoint_health, webhook.event_types
     to webhook_reader;
 grant execute on function webhook._hist_percentile(bigint[], double precision), webhook._latency_bound(integer),
-    webhook._message_id(bigint, bigint), webhook.message_event_id(text), webhook._hist_sum(integer[])
+    webhook._message_id(bigint, bigint, bigint), webhook.message_event_id(text), webhook._hist_sum(integer[])
     to webhook_reader, webhook_worker;
 grant webhook_reader to webhook_admin;
+-- Admins manage endpoints: they may read the whole URLs (readers see them
+-- without path and query, webhook.endpoints.url), never a secret.
+grant select (endpoint_id, url) on webhook.endpoint_secrets to webhook_admin;
 
 -- Admins: endpoints, watches, replays, purge. Everything runs as the
 -- extension owner except webhook_watch/unwatch, which attach triggers with
@@ -102,7 +105,7 @@ grant execute on function
                              integer[], text[], text[], text[], bigint[]),
     webhook._next_due_ms(integer, bigint[], integer[]),
     webhook._notify_min_interval_ms(),
-    webhook._maintenance(timestamptz),
+    webhook._maintenance(),
     webhook._queue_lag_seconds()
     to webhook_worker;
 grant select on webhook.endpoint_health, webhook.delivery_log, webhook.endpoint_stats to webhook_worker;

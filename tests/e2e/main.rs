@@ -13,6 +13,7 @@ mod fairness;
 mod fanout;
 mod observability;
 mod operations;
+mod planted;
 mod pooler;
 mod queries;
 mod receivers;

@@ -1,7 +1,7 @@
 //! pg_dump and restore keep everything, and webhook-ids stay unique across
 //! databases and restores.
 
-use pg_webhook_tests::{pg_tool, Receiver, RunningWorker, TestDb};
+use pg_webhook_tests::{pg_tool, OwnCluster, Receiver, RunningWorker, TestDb};
 use std::collections::HashSet;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,7 +125,7 @@ async fn a_dump_restored_into_a_fresh_database_carries_on() {
     }
     let restored_event_ids: Vec<String> = rclient
         .query(
-            "select webhook._message_id(txid, id) from webhook.events where id <= $1 order by id",
+            "select webhook._message_id(txid, id, id_namespace) from webhook.events where id <= $1 order by id",
             &[&before.max_event_id],
         )
         .await
@@ -166,7 +166,7 @@ async fn snapshot(c: &tokio_postgres::Client) -> Snapshot {
         secrets: one("select count(*) from webhook.endpoint_secrets where previous_secret is not null").await,
         subscriptions: one("select count(*) from webhook.subscriptions").await,
         message_ids: c
-            .query("select webhook._message_id(txid, id) from webhook.events order by id", &[])
+            .query("select webhook._message_id(txid, id, id_namespace) from webhook.events order by id", &[])
             .await
             .unwrap()
             .iter()
@@ -224,5 +224,75 @@ async fn webhook_ids_differ_across_databases_and_reinstalls() {
     assert!(
         ids.insert(a.message_id(&c, id).await),
         "same webhook-id after a re-install"
+    );
+}
+
+/// Every event's (id, webhook-id) in `dsn`'s database, in id order.
+async fn event_ids(dsn: &str) -> Vec<(i64, String)> {
+    pg_webhook_tests::connect(dsn)
+        .await
+        .query(
+            "select id, webhook._message_id(txid, id, id_namespace) from webhook.events order by id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_base_backup_and_its_original_never_share_a_webhook_id() {
+    // A physical copy shares everything with its original, event ids and
+    // transaction ids included; once both run, they hand out the same
+    // event ids to different events. Their webhook-ids must still differ,
+    // or receivers (who deduplicate on them) would drop the copy's events.
+    let original = OwnCluster::start();
+    let admin = pg_webhook_tests::connect(&original.dsn("postgres")).await;
+    admin
+        .batch_execute("create database app")
+        .await
+        .unwrap();
+    let dsn = original.dsn("app");
+    let c = pg_webhook_tests::connect(&dsn).await;
+    c.batch_execute(
+        "create extension pg_webhook;
+         select webhook_publish('order.noted', jsonb_build_object('n', n)) from generate_series(1, 3) n;",
+    )
+    .await
+    .unwrap();
+    let copy = original.base_backup();
+    let copy_dsn = copy.dsn("app");
+    let publish = "select webhook_publish('order.noted', jsonb_build_object('n', n)) from generate_series(1, 60) n";
+    for dsn in [&dsn, &copy_dsn] {
+        // Each from a session of its own, as after a restore.
+        pg_webhook_tests::connect(dsn)
+            .await
+            .batch_execute(publish)
+            .await
+            .unwrap();
+    }
+    let (a, b) = (event_ids(&dsn).await, event_ids(&copy_dsn).await);
+    assert_eq!(
+        a[..3],
+        b[..3],
+        "the events from before the copy are the same events in both, with the same webhook-ids"
+    );
+    let (a, b) = (&a[3..], &b[3..]);
+    let ids_a: HashSet<i64> = a.iter().map(|(id, _)| *id).collect();
+    assert!(
+        b.iter().any(|(id, _)| ids_a.contains(id)),
+        "the copy hands out event ids the original also used (else this test proves nothing): {a:?} {b:?}"
+    );
+    let webhook_ids_a: HashSet<&String> = a.iter().map(|(_, m)| m).collect();
+    let shared: Vec<&String> = b
+        .iter()
+        .map(|(_, m)| m)
+        .filter(|m| webhook_ids_a.contains(m))
+        .collect();
+    assert!(
+        shared.is_empty(),
+        "webhook-ids written by both copies: {shared:?}"
     );
 }

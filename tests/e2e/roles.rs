@@ -128,6 +128,22 @@ async fn publisher_reader_admin_and_worker_each_do_their_job_alone() {
         SqlState::INSUFFICIENT_PRIVILEGE
     );
 
+    // The worker's role cannot act at another time than now: a future
+    // date would purge the log and disable endpoints early.
+    let as_worker = connect(&format!("{} user={worker_role}", db.dsn)).await;
+    assert_eq!(
+        denied(
+            &as_worker,
+            "select webhook._maintenance_at(now() + interval '1 year')"
+        )
+        .await,
+        SqlState::INSUFFICIENT_PRIVILEGE
+    );
+    as_worker
+        .batch_execute("select webhook._maintenance()")
+        .await
+        .expect("webhook_worker runs the maintenance, now");
+
     // The worker, logged in with webhook_worker alone, delivers both.
     let mut config = db.worker_config();
     config.pg.user(&worker_role);

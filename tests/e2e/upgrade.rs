@@ -131,6 +131,24 @@ async fn assert_same_as_fresh_install(c: &Client) {
     );
 }
 
+/// A connection whose notices (WARNINGs included) are kept, in order.
+async fn connect_keeping_notices(dsn: &str) -> (Client, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use futures_util::future::poll_fn;
+    let (client, mut connection) = tokio_postgres::connect(dsn, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    let notices = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = notices.clone();
+    tokio::spawn(async move {
+        while let Some(Ok(message)) = poll_fn(|cx| connection.poll_message(cx)).await {
+            if let tokio_postgres::AsyncMessage::Notice(n) = message {
+                kept.lock().unwrap().push(n.message().to_owned());
+            }
+        }
+    });
+    (client, notices)
+}
+
 async fn extension_version(c: &Client) -> String {
     c.query_one(
         "select extversion from pg_extension where extname = 'pg_webhook'",
@@ -188,6 +206,17 @@ async fn upgrade_chain_from_0_1_0_matches_a_fresh_install_and_keeps_the_data() {
          insert into orders values (1, 'first');
          select webhook_publish('order.noted', '{{\"n\": 1}}', 'key-1');
          select webhook_unsubscribe(2);"
+    ))
+    .await
+    .unwrap();
+    // 0.1.0 let any table owner attach the capture trigger, with any
+    // prefix: a reader's table emitting pg_webhook's own event types.
+    let sneaky = format!("{}_sneaky", old.name);
+    c.batch_execute(&format!(
+        "create role {sneaky} login in role webhook_reader;
+         create table sneaky (id int); alter table sneaky owner to {sneaky};
+         create trigger webhook_capture after insert on sneaky
+             for each row execute function webhook._capture('webhook.endpoint');"
     ))
     .await
     .unwrap();
@@ -268,12 +297,29 @@ async fn upgrade_chain_from_0_1_0_matches_a_fresh_install_and_keeps_the_data() {
     assert!(before_update.len() >= 2, "{before_update:?}");
     let rows_before = deliveries(&c).await;
 
-    c.batch_execute("alter extension pg_webhook update")
+    let (updater, notices) = connect_keeping_notices(&old.dsn).await;
+    updater
+        .batch_execute("alter extension pg_webhook update")
         .await
         .expect("0.2.0 → current update");
+    let warned = notices.lock().unwrap().clone();
+    assert!(
+        warned.iter().any(|n| n.contains("table sneaky has a capture trigger")
+            && n.contains(&sneaky)
+            && n.contains("not a member of webhook_admin")),
+        "the update reports the trigger 0.1.0 let a non-admin attach: {warned:?}"
+    );
     let c = old.client().await;
     assert_eq!(extension_version(&c).await, env!("CARGO_PKG_VERSION"));
     assert_same_as_fresh_install(&c).await;
+    let refused = c
+        .batch_execute("insert into sneaky values (1)")
+        .await
+        .expect_err("the trigger refuses pg_webhook's own prefix");
+    assert!(
+        refused.as_db_error().is_some_and(|e| e.message().contains("reserved")),
+        "{refused:?}"
+    );
     assert_eq!(
         deliveries(&c).await,
         rows_before,

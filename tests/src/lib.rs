@@ -166,7 +166,7 @@ impl TestDb {
     pub async fn message_id(&self, client: &Client, event_id: i64) -> String {
         client
             .query_one(
-                "select webhook._message_id(e.txid, e.id) from webhook.events e where e.id = $1",
+                "select webhook._message_id(e.txid, e.id, e.id_namespace) from webhook.events e where e.id = $1",
                 &[&event_id],
             )
             .await
@@ -1068,34 +1068,65 @@ impl OwnCluster {
     /// Stops it as a crash would (`pg_ctl -m immediate`: no checkpoint, every
     /// connection cut) and starts it again (crash recovery).
     pub fn restart_immediately(&self) {
-        let pg_ctl = |args: &[&str]| {
-            let bin = "/usr/lib/postgresql/15/bin/pg_ctl";
-            let mut c = if running_as_root() {
-                let mut c = std::process::Command::new("runuser");
-                c.args(["-u", "postgres", "--", bin]);
-                c
-            } else {
-                std::process::Command::new(bin)
-            };
-            let status = c
-                .arg("-D")
-                .arg(self.dir.join("data"))
-                .args(args)
-                .stdout(std::process::Stdio::null())
-                .status()
-                .expect("run pg_ctl");
-            assert!(status.success(), "pg_ctl {args:?} failed");
-        };
-        pg_ctl(&["-m", "immediate", "-w", "stop"]);
-        pg_ctl(&[
-            "-l",
-            &self.dir.join("log").display().to_string(),
-            "-w",
-            "-t",
-            "60",
-            "start",
-        ]);
+        let data = self.dir.join("data").display().to_string();
+        let log = self.dir.join("log").display().to_string();
+        run_as_cluster_owner("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"]);
+        run_as_cluster_owner("pg_ctl", &["-D", &data, "-l", &log, "-w", "-t", "60", "start"]);
     }
+
+    /// A physical copy of it, started beside it: `pg_basebackup` (WAL
+    /// streamed, fast checkpoint) into a directory of its own, started on
+    /// a port of its own, as a base backup restored elsewhere is. The copy
+    /// and the original then diverge.
+    pub fn base_backup(&self) -> OwnCluster {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let dir = std::env::temp_dir().join(format!("pgwh-own-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sock")).expect("copy directory");
+        if running_as_root() {
+            let _ = std::process::Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(&dir)
+                .status();
+        }
+        let data = dir.join("data").display().to_string();
+        run_as_cluster_owner(
+            "pg_basebackup",
+            &[
+                "-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres",
+                "-D", &data, "-X", "stream", "-c", "fast",
+            ],
+        );
+        let options = format!("-p {port} -k {}", dir.join("sock").display());
+        let log = dir.join("log").display().to_string();
+        run_as_cluster_owner(
+            "pg_ctl",
+            &["-D", &data, "-o", &options, "-l", &log, "-w", "-t", "60", "start"],
+        );
+        OwnCluster { dir, port }
+    }
+}
+
+/// Runs one of PostgreSQL 15's server programs as the cluster's owner (the
+/// `postgres` OS user when the tests run as root), and fails the test if it fails.
+fn run_as_cluster_owner(program: &str, args: &[&str]) {
+    let bin = format!("/usr/lib/postgresql/15/bin/{program}");
+    let mut c = if running_as_root() {
+        let mut c = std::process::Command::new("runuser");
+        c.args(["-u", "postgres", "--", &bin]);
+        c
+    } else {
+        std::process::Command::new(&bin)
+    };
+    let out = c.args(args).output().unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl Drop for OwnCluster {

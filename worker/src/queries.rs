@@ -2,6 +2,15 @@
 //! prepare each of them against a real database and catch drift between the
 //! worker and the extension's SQL.
 //!
+//! Every function and operator they use is qualified with `pg_catalog`
+//! (`operator(pg_catalog.=)`): the worker's session searches `public`, and
+//! in a database where anyone may create objects there (any database made
+//! before PostgreSQL 15), a planted `public.unnest(integer[])` or
+//! `public.||(text, integer)` would be a better match than the built-in
+//! and run with the worker's rights, which read every signing secret.
+//! (tests/e2e/planted.rs plants them.) `operator(…)` has one precedence
+//! whatever the operator, hence the parentheses.
+//!
 //! They are sent as unnamed statements with their parameter types
 //! (tokio-postgres' `query_typed`: parse, bind and execute in one round
 //! trip), never as named prepared statements: behind a transaction-mode
@@ -14,7 +23,7 @@ use tokio_postgres::types::Type;
 
 /// The installed extension version (compatibility check at start-up).
 pub const EXTENSION_VERSION: &str =
-    "select extversion from pg_catalog.pg_extension where extname = 'pg_webhook'";
+    "select extversion from pg_catalog.pg_extension where extname operator(pg_catalog.=) 'pg_webhook'";
 
 /// Fans out what was committed since the last call, then claims and leases
 /// due deliveries fairly across endpoints: $1 worker id, $2 limit, $3 lease
@@ -27,7 +36,7 @@ pub const EXTENSION_VERSION: &str =
 pub const CLAIM: &str = "select delivery_id, lease_token, attempt_number, event_id, message_namespace, event_type, \
      event_created_at, payload, endpoint_id, url, headers, timeout_ms, secrets, max_attempts, initial_delay_ms, \
      max_delay_ms, backoff_multiplier \
-     from webhook._claim_deliveries($1::text, $2::integer, $3::bigint * interval '1 millisecond', \
+     from webhook._claim_deliveries($1::text, $2::integer, $3::bigint operator(pg_catalog.*) interval '1 millisecond', \
      $4::integer, $5::bigint[], $6::integer[], $7::integer, $8::bigint)";
 /// Parameter types of [`CLAIM`].
 pub const CLAIM_TYPES: &[Type] = &[
@@ -89,29 +98,36 @@ pub const STATUS_ENDPOINTS: &str = "select endpoint_id, name, url, state, disabl
      success_rate_1h::float8, p50_ms_1h, p95_ms_1h, attempts_24h, success_rate_24h::float8, \
      last_success_at, last_failure_at, last_failure_status, last_failure_error, consecutive_failures, \
      pending, waiting, extract(epoch from oldest_open_age)::float8 \
-     from webhook.endpoint_health where state <> 'removed' order by endpoint_id";
+     from webhook.endpoint_health where state operator(pg_catalog.<>) 'removed' order by endpoint_id";
 
 /// The status page's recent failures: attempts of the last hour that did
-/// not succeed, newest first.
+/// not succeed, newest first. (`between` cannot name its operators; those
+/// of integers are exact matches, which pg_catalog, searched first, always
+/// provides; and these are the words of the failures' partial index.)
 pub const STATUS_FAILURES: &str = "select started_at, endpoint_id, endpoint_name, event_type, message_id, \
-     status_code, coalesce(error, 'HTTP ' || status_code) \
+     status_code, coalesce(error, 'HTTP ' operator(pg_catalog.||) status_code::text) \
      from webhook.delivery_log \
-     where started_at > now() - interval '1 hour' and (status_code is null or status_code not between 200 and 299) \
+     where started_at operator(pg_catalog.>) (pg_catalog.now() operator(pg_catalog.-) interval '1 hour') \
+       and (status_code is null or status_code not between 200 and 299) \
      order by started_at desc limit 20";
 
 /// The status page's chart: attempts, successes and latency percentiles
 /// (bounds of their histogram bucket) per minute over the last hour, all
 /// endpoints together.
 pub const STATUS_MINUTES: &str = "with m as ( \
-       select s.minute, sum(s.attempts)::int8 as attempts, sum(s.successes)::int8 as successes \
-       from webhook.endpoint_stats s where s.minute > now() - interval '1 hour' group by s.minute), \
+       select s.minute, pg_catalog.sum(s.attempts)::int8 as attempts, pg_catalog.sum(s.successes)::int8 as successes \
+       from webhook.endpoint_stats s \
+       where s.minute operator(pg_catalog.>) (pg_catalog.now() operator(pg_catalog.-) interval '1 hour') group by s.minute), \
      h as ( \
-       select s.minute, u.i, sum(u.n)::int8 as n \
-       from webhook.endpoint_stats s cross join lateral unnest(s.latency_hist) with ordinality as u(n, i) \
-       where s.minute > now() - interval '1 hour' group by s.minute, u.i) \
+       select s.minute, u.i, pg_catalog.sum(u.n)::int8 as n \
+       from webhook.endpoint_stats s cross join lateral pg_catalog.unnest(s.latency_hist) with ordinality as u(n, i) \
+       where s.minute operator(pg_catalog.>) (pg_catalog.now() operator(pg_catalog.-) interval '1 hour') \
+       group by s.minute, u.i) \
      select m.minute, m.attempts, m.successes, \
-       webhook._hist_percentile((select array_agg(h.n order by h.i) from h where h.minute = m.minute), 0.5), \
-       webhook._hist_percentile((select array_agg(h.n order by h.i) from h where h.minute = m.minute), 0.95) \
+       webhook._hist_percentile((select pg_catalog.array_agg(h.n order by h.i) from h \
+                                 where h.minute operator(pg_catalog.=) m.minute), 0.5), \
+       webhook._hist_percentile((select pg_catalog.array_agg(h.n order by h.i) from h \
+                                 where h.minute operator(pg_catalog.=) m.minute), 0.95) \
      from m order by m.minute";
 
 /// The wake-up channel that the extension notifies at commit.
