@@ -12,6 +12,7 @@ mod cpu;
 mod db;
 mod drain;
 mod fairness;
+mod heads;
 mod health;
 mod latency;
 mod memory;
@@ -86,8 +87,8 @@ pub struct Args {
     pub ceiling_requests: usize,
     /// Only these scenarios (comma separated: ceiling, drain, drain2 (the
     /// same drain by two worker processes), fanout, fanout2 (by two), capture,
-    /// latency, backlog, memory, fairness, retention, health, analysts,
-    /// statements, compare).
+    /// latency, backlog, memory, heads (hostile receivers' answer heads),
+    /// fairness, retention, health, analysts, statements, compare).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Commit being measured (for the report).
@@ -153,6 +154,10 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.wants("memory") {
         figures.memory = Some(memory::run(&args).await?);
+        eprintln!();
+    }
+    if args.wants("heads") {
+        figures.heads = Some(heads::run(&args).await?);
         eprintln!();
     }
     if args.wants("fairness") {

@@ -6,6 +6,7 @@ use crate::capture::CaptureRow;
 use crate::ceiling::Ceiling;
 use crate::drain::{Backlog, Throughput};
 use crate::fairness::Fairness;
+use crate::heads::Heads;
 use crate::health::Health;
 use crate::latency::LatencyRow;
 use crate::memory::Memory;
@@ -45,6 +46,7 @@ pub struct Figures {
     pub retention: Option<Retention>,
     pub health: Option<Health>,
     pub memory: Option<Memory>,
+    pub heads: Option<Heads>,
     pub analysts: Option<Analysts>,
     pub statements: Vec<Statements>,
     pub comparison: Option<Comparison>,
@@ -100,6 +102,7 @@ impl Figures {
             retention: None,
             health: None,
             memory: None,
+            heads: None,
             analysts: None,
             statements: Vec::new(),
             comparison: None,
@@ -256,6 +259,13 @@ pub fn table(f: &Figures) -> String {
             t,
             "| backlog of {} events of {} bytes (1 MiB payloads), default worker | {:.0} deliveries/s ({:.0} MiB/s), peak worker RSS **{:.1} MiB** | RSS ≤ 256 MB | | |",
             m.events, m.payload_bytes, m.per_sec, m.mib_per_sec, m.peak_rss_mib
+        );
+    }
+    if let Some(h) = &f.heads {
+        let _ = writeln!(
+            t,
+            "| hostile receivers: {} of {} slots stalled on a {} KiB answer head | peak worker RSS **{:.1} MiB** (at rest {:.1}) | ≤ the stated bound, {:.1} MiB (at rest + {:.0} KiB per slot) | | |",
+            h.stalled, h.slots, h.head_bytes_sent / 1024, h.peak_rss_mib, h.rss_at_rest_mib, h.bound_mib, h.per_slot_bound_kib
         );
     }
     if let Some(a) = &f.analysts {

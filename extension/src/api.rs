@@ -69,9 +69,8 @@ mod webhook {
     /// (see `destination::redacted`). Input is a URL `_check_url` returned.
     #[pg_extern(immutable, parallel_safe, name = "_redact_url")]
     fn redact_url(url: &str) -> Result<String, ErrorReport> {
-        let parsed = url::Url::parse(url).map_err(|e| {
-            Error::Url(destination::DestinationError::Malformed(e.to_string()))
-        })?;
+        let parsed = url::Url::parse(url)
+            .map_err(|e| Error::Url(destination::DestinationError::Malformed(e.to_string())))?;
         Ok(destination::redacted(&parsed))
     }
 

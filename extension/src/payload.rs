@@ -117,12 +117,28 @@ mod tests {
     fn a_truncated_event_sends_no_key_the_watch_left_out() {
         let keys = ["email".to_owned()];
         let row = Some(r#"{"email":"a@b","bio":"xxxx"}"#);
-        let e = truncated_event("users", "public", "INSERT", row, None, &keys, Some(&["bio"]));
+        let e = truncated_event(
+            "users",
+            "public",
+            "INSERT",
+            row,
+            None,
+            &keys,
+            Some(&["bio"]),
+        );
         assert_eq!(
             e,
             r#"{"table":"users","schema":"public","op":"INSERT","new":{},"old":null,"truncated":true}"#
         );
-        let e = truncated_event("users", "public", "INSERT", row, None, &keys, Some(&["bio", "email"]));
+        let e = truncated_event(
+            "users",
+            "public",
+            "INSERT",
+            row,
+            None,
+            &keys,
+            Some(&["bio", "email"]),
+        );
         assert!(e.contains(r#""new":{"email":"a@b"}"#), "{e}");
     }
 

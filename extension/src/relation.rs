@@ -42,7 +42,8 @@ pub(crate) unsafe fn names<'a>(rel: pg_sys::Relation) -> Names<'a> {
             .report(pgrx::PgLogLevel::ERROR);
         }
         let schema = CStr::from_ptr(schema);
-        let quoted = |name: &CStr| CStr::from_ptr(pg_sys::quote_identifier(name.as_ptr())).to_string_lossy();
+        let quoted =
+            |name: &CStr| CStr::from_ptr(pg_sys::quote_identifier(name.as_ptr())).to_string_lossy();
         let qualified = format!("{}.{}", quoted(schema), quoted(table));
         Names {
             table: table.to_string_lossy(),

@@ -40,10 +40,11 @@ pub(crate) fn current_or_legacy() -> Option<i16> {
     // Run by the capture trigger as the extension owner: no name in these
     // statements may resolve through the writer's search_path.
     let slot = privilege::with_safe_search_path(|| {
-        let upgraded = Spi::get_one::<bool>("select to_regclass('webhook.generations') is not null")
-            .ok()
-            .flatten()
-            .unwrap_or(true);
+        let upgraded =
+            Spi::get_one::<bool>("select to_regclass('webhook.generations') is not null")
+                .ok()
+                .flatten()
+                .unwrap_or(true);
         upgraded.then(|| {
             // The max() always returns a row (null only if the table were empty).
             Spi::get_one::<i16>(

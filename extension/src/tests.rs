@@ -514,10 +514,7 @@ mod tests {
 
     #[pg_test]
     fn the_capture_knows_the_number_of_slots() {
-        assert_eq!(
-            count("select webhook._slots()"),
-            crate::store::SLOTS as i64
-        );
+        assert_eq!(count("select webhook._slots()"), crate::store::SLOTS as i64);
     }
 
     #[pg_test]

@@ -147,8 +147,7 @@ fn arguments<'a>(td: &'a pg_sys::TriggerData) -> Vec<&'a str> {
 fn check_prefix(prefix: &str) {
     let word = |w: &str| {
         !w.is_empty()
-            && w
-                .bytes()
+            && w.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
     };
     if prefix.len() > 240 || !prefix.split('.').all(word) {
@@ -184,7 +183,8 @@ fn event_data(
     // Too large to send: the writer's transaction goes on, and the event
     // carries the key (only what the watch chose to send) and says it was cut.
     let keys = relation::primary_key_columns(rel);
-    let mut data = payload::truncated_event(&names.table, &names.schema, op, new, old, &keys, columns);
+    let mut data =
+        payload::truncated_event(&names.table, &names.schema, op, new, old, &keys, columns);
     if data.len() > max {
         // Keys larger than the limit: the bare event.
         data = payload::truncated_event(&names.table, &names.schema, op, None, None, &[], None);

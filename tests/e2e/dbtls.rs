@@ -112,3 +112,15 @@ async fn sslmode_and_sslrootcert_work_as_in_libpq() {
     let _ = std::fs::remove_file(root);
     let _ = std::fs::remove_file(other_root);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unix_socket_works_as_in_libpq_whatever_the_sslmode() {
+    // libpq never uses TLS on a Unix-domain socket, so the default
+    // sslmode (prefer), and even require, connect there in the clear.
+    let cluster = pg_webhook_tests::OwnCluster::start();
+    for extra in ["", "sslmode=prefer", "sslmode=require"] {
+        let c = Config::for_database(&format!("{} {extra}", cluster.socket_dsn("postgres")))
+            .unwrap_or_else(|e| panic!("{extra}: {e}"));
+        assert_eq!(connects(&c).await, Ok(()), "{extra}");
+    }
+}

@@ -426,3 +426,72 @@ async fn delivers_over_https_with_http2_and_checks_certificates() {
         req.header("webhook-signature").unwrap()
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_wake_ups_from_any_login_is_not_a_lever() {
+    // PostgreSQL lets any login NOTIFY any channel. A flood of empty
+    // wake-ups must leave the worker looking at the queue about as often as
+    // when idle (at most twice as often), and real events still arrive.
+    let db = TestDb::new().await;
+    let receiver = Receiver::start().await;
+    let root = db.client().await;
+    db.subscribe(&root, &receiver.url("/"), &["*"], None).await;
+    let nobody = format!("{}_nobody", db.name);
+    root.batch_execute(&format!("create role {nobody} login"))
+        .await
+        .unwrap();
+    let stranger = pg_webhook_tests::connect(&format!("{} user={nobody}", db.dsn)).await;
+    let mut config = db.worker_config();
+    config.poll_interval = Duration::from_millis(250);
+    let mut worker = RunningWorker::start(config);
+    while worker.events.recv().await != Some(pg_webhook_worker::WorkerEvent::Listening) {}
+    let window = Duration::from_secs(3);
+    // The rate of queue checks is what is measured: over a fixed window.
+    let checks_during = |metrics: std::sync::Arc<pg_webhook_worker::metrics::Metrics>| async move {
+        let before = metrics.queue_checks();
+        tokio::time::sleep(window).await;
+        metrics.queue_checks() - before
+    };
+    let idle = checks_during(worker.metrics.clone()).await;
+
+    let flooding = pg_webhook_worker::CancellationToken::new();
+    let flood = {
+        let stop = flooding.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_millis(50));
+            let mut sent = 0u32;
+            while !stop.is_cancelled() {
+                every.tick().await;
+                stranger
+                    .batch_execute("notify pg_webhook_wake")
+                    .await
+                    .expect("any login may notify");
+                sent += 1;
+            }
+            sent
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await; // the flood settles in
+    let flooded = checks_during(worker.metrics.clone()).await;
+    // Real work during the flood is still delivered.
+    root.batch_execute("select webhook_publish('real.one', '{}')")
+        .await
+        .unwrap();
+    receiver.wait_for(1).await;
+    flooding.cancel();
+    let sent = flood.await.unwrap();
+    let ignored = worker
+        .metrics
+        .wakeups(pg_webhook_worker::metrics::Wakeup::Ignored);
+    worker.stop().await;
+    eprintln!(
+        "queue checks: idle {idle}, flooded {flooded}, {sent} notifications, {ignored} ignored"
+    );
+    assert!(sent >= 60, "the flood ran ({sent} notifications)");
+    assert!(ignored > 0, "empty wake-ups were ignored");
+    assert!(
+        flooded <= 2 * idle,
+        "the worker looked at the queue {flooded} times in {window:?} under {sent} notifications, {idle} times idle"
+    );
+    db.assert_invariants(&root).await;
+}

@@ -71,7 +71,10 @@ async fn update_changes_url_for_the_next_attempt_and_checks_like_subscribe() {
     let origin = new.url("/");
     assert_eq!(row.get::<_, String>(0), format!("{origin}…"));
     let full: String = client
-        .query_one("select url from webhook.endpoint_secrets where endpoint_id = $1", &[&id])
+        .query_one(
+            "select url from webhook.endpoint_secrets where endpoint_id = $1",
+            &[&id],
+        )
         .await
         .unwrap()
         .get(0);

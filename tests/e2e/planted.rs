@@ -46,8 +46,18 @@ fn operators() -> Vec<(&'static str, &'static str, &'static str, &'static str)> 
         ("+", "integer", "integer", "integer"),
         ("-", "bigint", "bigint", "bigint"),
         ("-", "integer", "integer", "integer"),
-        ("+", "timestamp with time zone", "interval", "timestamp with time zone"),
-        ("-", "timestamp with time zone", "interval", "timestamp with time zone"),
+        (
+            "+",
+            "timestamp with time zone",
+            "interval",
+            "timestamp with time zone",
+        ),
+        (
+            "-",
+            "timestamp with time zone",
+            "interval",
+            "timestamp with time zone",
+        ),
         ("%", "bigint", "bigint", "bigint"),
         ("%", "integer", "integer", "integer"),
         ("%", "bigint", "integer", "bigint"),
@@ -55,7 +65,12 @@ fn operators() -> Vec<(&'static str, &'static str, &'static str, &'static str)> 
         ("*", "numeric", "double precision", "double precision"),
         ("*", "bigint", "interval", "interval"),
         ("/", "numeric", "bigint", "numeric"),
-        ("/", "double precision", "double precision", "double precision"),
+        (
+            "/",
+            "double precision",
+            "double precision",
+            "double precision",
+        ),
         (">>", "bigint", "integer", "bigint"),
         ("||", "text", "text", "text"),
         ("||", "text", "integer", "text"),
@@ -70,33 +85,133 @@ fn operators() -> Vec<(&'static str, &'static str, &'static str, &'static str)> 
 
 /// Functions to plant: (name, argument types, result, pg_catalog call).
 const FUNCTIONS: &[(&str, &str, &str, &str)] = &[
-    ("to_regclass", "text", "regclass", "pg_catalog.to_regclass($1)"),
+    (
+        "to_regclass",
+        "text",
+        "regclass",
+        "pg_catalog.to_regclass($1)",
+    ),
     ("now", "", "timestamp with time zone", "pg_catalog.now()"),
-    ("clock_timestamp", "", "timestamp with time zone", "pg_catalog.clock_timestamp()"),
-    ("lpad", "text, integer, text", "text", "pg_catalog.lpad($1, $2, $3)"),
+    (
+        "clock_timestamp",
+        "",
+        "timestamp with time zone",
+        "pg_catalog.clock_timestamp()",
+    ),
+    (
+        "lpad",
+        "text, integer, text",
+        "text",
+        "pg_catalog.lpad($1, $2, $3)",
+    ),
     ("to_hex", "bigint", "text", "pg_catalog.to_hex($1)"),
-    ("power", "integer, integer", "double precision", "pg_catalog.power($1::float8, $2::float8)"),
-    ("power", "double precision, double precision", "double precision", "pg_catalog.power($1, $2)"),
-    ("ln", "integer", "double precision", "pg_catalog.ln($1::float8)"),
-    ("ln", "double precision", "double precision", "pg_catalog.ln($1)"),
-    ("ceil", "double precision", "double precision", "pg_catalog.ceil($1)"),
-    ("octet_length", "text", "integer", "pg_catalog.octet_length($1)"),
+    (
+        "power",
+        "integer, integer",
+        "double precision",
+        "pg_catalog.power($1::float8, $2::float8)",
+    ),
+    (
+        "power",
+        "double precision, double precision",
+        "double precision",
+        "pg_catalog.power($1, $2)",
+    ),
+    (
+        "ln",
+        "integer",
+        "double precision",
+        "pg_catalog.ln($1::float8)",
+    ),
+    (
+        "ln",
+        "double precision",
+        "double precision",
+        "pg_catalog.ln($1)",
+    ),
+    (
+        "ceil",
+        "double precision",
+        "double precision",
+        "pg_catalog.ceil($1)",
+    ),
+    (
+        "octet_length",
+        "text",
+        "integer",
+        "pg_catalog.octet_length($1)",
+    ),
     ("md5", "text", "text", "pg_catalog.md5($1)"),
-    ("jsonb_typeof", "jsonb", "text", "pg_catalog.jsonb_typeof($1)"),
-    ("date_trunc", "text, timestamp with time zone", "timestamp with time zone", "pg_catalog.date_trunc($1, $2)"),
+    (
+        "jsonb_typeof",
+        "jsonb",
+        "text",
+        "pg_catalog.jsonb_typeof($1)",
+    ),
+    (
+        "date_trunc",
+        "text, timestamp with time zone",
+        "timestamp with time zone",
+        "pg_catalog.date_trunc($1, $2)",
+    ),
     ("left", "text, integer", "text", "pg_catalog.left($1, $2)"),
-    ("substr", "text, integer, integer", "text", "pg_catalog.substr($1, $2, $3)"),
-    ("split_part", "text, text, integer", "text", "pg_catalog.split_part($1, $2, $3)"),
-    ("quote_literal", "text", "text", "pg_catalog.quote_literal($1)"),
+    (
+        "substr",
+        "text, integer, integer",
+        "text",
+        "pg_catalog.substr($1, $2, $3)",
+    ),
+    (
+        "split_part",
+        "text, text, integer",
+        "text",
+        "pg_catalog.split_part($1, $2, $3)",
+    ),
+    (
+        "quote_literal",
+        "text",
+        "text",
+        "pg_catalog.quote_literal($1)",
+    ),
     ("lower", "text", "text", "pg_catalog.lower($1)"),
-    ("set_config", "text, text, boolean", "text", "pg_catalog.set_config($1, $2, $3)"),
-    ("pg_notify", "text, text", "void", "pg_catalog.pg_notify($1, $2)"),
-    ("pg_try_advisory_xact_lock", "bigint", "boolean", "pg_catalog.pg_try_advisory_xact_lock($1)"),
+    (
+        "set_config",
+        "text, text, boolean",
+        "text",
+        "pg_catalog.set_config($1, $2, $3)",
+    ),
+    (
+        "pg_notify",
+        "text, text",
+        "void",
+        "pg_catalog.pg_notify($1, $2)",
+    ),
+    (
+        "pg_try_advisory_xact_lock",
+        "bigint",
+        "boolean",
+        "pg_catalog.pg_try_advisory_xact_lock($1)",
+    ),
     ("to_json", "text", "json", "pg_catalog.to_json($1)"),
     ("to_jsonb", "text", "jsonb", "pg_catalog.to_jsonb($1)"),
-    ("cardinality", "text[]", "integer", "pg_catalog.cardinality($1)"),
-    ("cardinality", "bigint[]", "integer", "pg_catalog.cardinality($1)"),
-    ("array_fill", "integer, integer[]", "integer[]", "pg_catalog.array_fill($1, $2)"),
+    (
+        "cardinality",
+        "text[]",
+        "integer",
+        "pg_catalog.cardinality($1)",
+    ),
+    (
+        "cardinality",
+        "bigint[]",
+        "integer",
+        "pg_catalog.cardinality($1)",
+    ),
+    (
+        "array_fill",
+        "integer, integer[]",
+        "integer[]",
+        "pg_catalog.array_fill($1, $2)",
+    ),
 ];
 
 /// Set-returning functions to plant: unnest of arrays of these types (more
@@ -109,7 +224,12 @@ const AGGREGATES: &[(&str, &str, &str, &str)] = &[
     ("max", "bigint", "bigint", "greatest($1, $2)"),
     ("max", "smallint", "smallint", "greatest($1, $2)"),
     ("min", "bigint", "bigint", "least($1, $2)"),
-    ("min", "timestamp with time zone", "timestamp with time zone", "least($1, $2)"),
+    (
+        "min",
+        "timestamp with time zone",
+        "timestamp with time zone",
+        "least($1, $2)",
+    ),
     ("sum", "bigint", "numeric", "coalesce($1, 0) + $2"),
     ("sum", "integer", "bigint", "coalesce($1, 0) + $2"),
     ("array_agg", "text", "text[]", "$1 || $2"),
@@ -254,7 +374,12 @@ async fn scenario(public_writable: bool) {
     )
     .await;
     let schema = if public_writable {
-        run(&root, "superuser", "grant create on schema public to public").await;
+        run(
+            &root,
+            "superuser",
+            "grant create on schema public to public",
+        )
+        .await;
         "public".to_owned()
     } else {
         run(
@@ -276,7 +401,12 @@ async fn scenario(public_writable: bool) {
     }
     // The planted objects work: the attacker's own arithmetic goes
     // through them (else this test would prove nothing).
-    run(&as_attacker, "attacker", "select 7::bigint % 2, power(2, 3)").await;
+    run(
+        &as_attacker,
+        "attacker",
+        "select 7::bigint % 2, power(2, 3)",
+    )
+    .await;
     assert!(
         counters(&as_attacker, &schema).await.0 >= 2,
         "the planted operator and function are what a query finds"
@@ -364,14 +494,24 @@ async fn scenario(public_writable: bool) {
         let r = reqwest::get(format!("http://{addr}{path}"))
             .await
             .expect("the worker answers");
-        assert_eq!(r.status().as_u16(), 200, "{path}: {}", r.text().await.unwrap());
+        assert_eq!(
+            r.status().as_u16(),
+            200,
+            "{path}: {}",
+            r.text().await.unwrap()
+        );
     }
     worker.stop().await;
 
     // A reader and a superuser read every view.
     run(&reader, "reader", READS).await;
     run(&root, "superuser", READS).await;
-    run(&root, "superuser", "select * from webhook._invariant_violations()").await;
+    run(
+        &root,
+        "superuser",
+        "select * from webhook._invariant_violations()",
+    )
+    .await;
 
     let (tries, hits) = counters(&root, &schema).await;
     assert_eq!(

@@ -250,10 +250,7 @@ async fn a_base_backup_and_its_original_never_share_a_webhook_id() {
     // or receivers (who deduplicate on them) would drop the copy's events.
     let original = OwnCluster::start();
     let admin = pg_webhook_tests::connect(&original.dsn("postgres")).await;
-    admin
-        .batch_execute("create database app")
-        .await
-        .unwrap();
+    admin.batch_execute("create database app").await.unwrap();
     let dsn = original.dsn("app");
     let c = pg_webhook_tests::connect(&dsn).await;
     c.batch_execute(

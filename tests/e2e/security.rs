@@ -1,7 +1,7 @@
 //! Privileges: nothing a table owner defines may run with the extension
 //! owner's rights, and producers need no right on the webhook tables.
 
-use pg_webhook_tests::TestDb;
+use pg_webhook_tests::{Receiver, RunningWorker, TestDb};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row_conversion_runs_as_the_writer_not_as_the_extension_owner() {
@@ -77,4 +77,67 @@ async fn row_conversion_runs_as_the_writer_not_as_the_extension_owner() {
         ))
         .await
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_echoing_the_request_leaves_no_secret_in_the_log() {
+    let db = TestDb::new().await;
+    let receiver = Receiver::start().await;
+    receiver.echo_headers();
+    receiver.script(&[500]); // the excerpt of a failure is what people read
+    let client = db.client().await;
+    client
+        .batch_execute(&format!(
+            "select webhook_subscribe('{}', name => 'bearer',
+                 headers => '{{\"x-api-token\": \"hdr-s3cret-value\", \"x-tenant\": \"acme\"}}',
+                 auth => '{{\"type\": \"basic\", \"username\": \"alice\", \"password\": \"pw-s3cret\"}}');
+             select webhook_publish('order.noted', '{{}}');",
+            receiver.url("/echo")
+        ))
+        .await
+        .unwrap();
+    let mut worker = RunningWorker::start(db.worker_config());
+    let got = receiver.wait_for(2).await;
+    db.wait_deliveries(&client, "succeeded", 1, &mut worker.events)
+        .await;
+    worker.stop().await;
+    let sent: Vec<String> = got
+        .iter()
+        .flat_map(|r| {
+            [
+                r.header("authorization").unwrap().to_owned(),
+                r.header("webhook-signature").unwrap().to_owned(),
+            ]
+        })
+        .collect();
+    let excerpts: Vec<String> = client
+        .query(
+            "select response_excerpt from webhook.attempts order by id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(excerpts.len(), 2);
+    for excerpt in &excerpts {
+        assert!(excerpt.contains("x-tenant: acme"), "{excerpt}");
+        assert!(excerpt.contains("[redacted]"), "{excerpt}");
+        for secret in ["hdr-s3cret-value", "pw-s3cret", "alice:pw-s3cret"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain(
+                sent.iter()
+                    .flat_map(|v| v.split([' ', ',']).map(str::to_owned)),
+            )
+            .filter(|s| s.len() >= 6)
+        {
+            assert!(
+                !excerpt.contains(&secret),
+                "{secret:?} is in the recorded excerpt: {excerpt}"
+            );
+        }
+    }
+    db.assert_invariants(&client).await;
 }

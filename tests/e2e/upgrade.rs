@@ -132,7 +132,9 @@ async fn assert_same_as_fresh_install(c: &Client) {
 }
 
 /// A connection whose notices (WARNINGs included) are kept, in order.
-async fn connect_keeping_notices(dsn: &str) -> (Client, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+async fn connect_keeping_notices(
+    dsn: &str,
+) -> (Client, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     use futures_util::future::poll_fn;
     let (client, mut connection) = tokio_postgres::connect(dsn, tokio_postgres::NoTls)
         .await
@@ -304,9 +306,11 @@ async fn upgrade_chain_from_0_1_0_matches_a_fresh_install_and_keeps_the_data() {
         .expect("0.2.0 → current update");
     let warned = notices.lock().unwrap().clone();
     assert!(
-        warned.iter().any(|n| n.contains("table sneaky has a capture trigger")
-            && n.contains(&sneaky)
-            && n.contains("not a member of webhook_admin")),
+        warned
+            .iter()
+            .any(|n| n.contains("table sneaky has a capture trigger")
+                && n.contains(&sneaky)
+                && n.contains("not a member of webhook_admin")),
         "the update reports the trigger 0.1.0 let a non-admin attach: {warned:?}"
     );
     let c = old.client().await;
@@ -317,7 +321,9 @@ async fn upgrade_chain_from_0_1_0_matches_a_fresh_install_and_keeps_the_data() {
         .await
         .expect_err("the trigger refuses pg_webhook's own prefix");
     assert!(
-        refused.as_db_error().is_some_and(|e| e.message().contains("reserved")),
+        refused
+            .as_db_error()
+            .is_some_and(|e| e.message().contains("reserved")),
         "{refused:?}"
     );
     assert_eq!(

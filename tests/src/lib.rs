@@ -262,6 +262,8 @@ struct ReceiverState {
     delay: Duration,
     /// (every nth request fails with 500, every mth stalls this long)
     chaos: Option<(usize, usize, Duration)>,
+    /// Answer with the request's headers, as a debugging endpoint does.
+    echo: bool,
 }
 
 struct Shared {
@@ -348,6 +350,11 @@ impl Receiver {
     /// The next answers, in order; 200 after they run out.
     pub fn script(&self, statuses: &[u16]) {
         self.shared.state.lock().unwrap().script.extend(statuses);
+    }
+
+    /// Answer every request with its own headers (`name: value` lines).
+    pub fn echo_headers(&self) {
+        self.shared.state.lock().unwrap().echo = true;
     }
 
     /// Delay every answer by this much.
@@ -481,7 +488,7 @@ async fn handle(
     uri: axum::http::Uri,
     headers: HeaderMap,
     body: Bytes,
-) -> (StatusCode, &'static str) {
+) -> (StatusCode, String) {
     let received = Received {
         path: uri.path().to_owned(),
         version,
@@ -497,16 +504,27 @@ async fn handle(
         body: String::from_utf8_lossy(&body).into_owned(),
         at: Instant::now(),
     };
-    let (status, delay) = {
+    let echoed: String = received
+        .headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\n"))
+        .collect();
+    let (status, delay, answer) = {
         let mut s = shared.state.lock().unwrap();
         s.requests.push(received);
+        let answer = if s.echo {
+            echoed
+        } else {
+            "receiver says hi".to_owned()
+        };
         let n = s.requests.len();
         match s.chaos {
             Some((fail, stall, long)) => (
                 if n % fail == 0 { 500 } else { 200 },
                 if n % stall == 0 { long } else { s.delay },
+                answer,
             ),
-            None => (s.script.pop_front().unwrap_or(200), s.delay),
+            None => (s.script.pop_front().unwrap_or(200), s.delay, answer),
         }
     };
     shared.arrived.notify_waiters();
@@ -515,7 +533,7 @@ async fn handle(
     }
     (
         StatusCode::from_u16(status).expect("scripted status is valid"),
-        "receiver says hi",
+        answer,
     )
 }
 
@@ -525,6 +543,8 @@ pub struct RunningWorker {
     handle: tokio::task::JoinHandle<Result<(), pg_webhook_worker::Error>>,
     /// Its progress signals.
     pub events: mpsc::UnboundedReceiver<WorkerEvent>,
+    /// Its metrics (what it counts as it runs).
+    pub metrics: Arc<pg_webhook_worker::metrics::Metrics>,
 }
 
 impl RunningWorker {
@@ -532,11 +552,14 @@ impl RunningWorker {
     pub fn start(config: Config) -> Self {
         let (tx, events) = mpsc::unbounded_channel();
         let cancel = CancellationToken::new();
-        let handle = tokio::spawn(Worker::new(config).with_events(tx).run(cancel.clone()));
+        let worker = Worker::new(config).with_events(tx);
+        let metrics = worker.metrics();
+        let handle = tokio::spawn(worker.run(cancel.clone()));
         Self {
             cancel,
             handle,
             events,
+            metrics,
         }
     }
 
@@ -1057,6 +1080,16 @@ impl OwnCluster {
         Self { dir, port }
     }
 
+    /// A connection string to `dbname` as postgres, through the cluster's
+    /// Unix-domain socket.
+    pub fn socket_dsn(&self, dbname: &str) -> String {
+        format!(
+            "host={} port={} user=postgres dbname={dbname}",
+            self.dir.join("sock").display(),
+            self.port
+        )
+    }
+
     /// A connection string to `dbname` as postgres.
     pub fn dsn(&self, dbname: &str) -> String {
         format!(
@@ -1071,7 +1104,10 @@ impl OwnCluster {
         let data = self.dir.join("data").display().to_string();
         let log = self.dir.join("log").display().to_string();
         run_as_cluster_owner("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"]);
-        run_as_cluster_owner("pg_ctl", &["-D", &data, "-l", &log, "-w", "-t", "60", "start"]);
+        run_as_cluster_owner(
+            "pg_ctl",
+            &["-D", &data, "-l", &log, "-w", "-t", "60", "start"],
+        );
     }
 
     /// A physical copy of it, started beside it: `pg_basebackup` (WAL
@@ -1095,15 +1131,27 @@ impl OwnCluster {
         run_as_cluster_owner(
             "pg_basebackup",
             &[
-                "-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres",
-                "-D", &data, "-X", "stream", "-c", "fast",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-D",
+                &data,
+                "-X",
+                "stream",
+                "-c",
+                "fast",
             ],
         );
         let options = format!("-p {port} -k {}", dir.join("sock").display());
         let log = dir.join("log").display().to_string();
         run_as_cluster_owner(
             "pg_ctl",
-            &["-D", &data, "-o", &options, "-l", &log, "-w", "-t", "60", "start"],
+            &[
+                "-D", &data, "-o", &options, "-l", &log, "-w", "-t", "60", "start",
+            ],
         );
         OwnCluster { dir, port }
     }
@@ -1120,7 +1168,10 @@ fn run_as_cluster_owner(program: &str, args: &[&str]) {
     } else {
         std::process::Command::new(&bin)
     };
-    let out = c.args(args).output().unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    let out = c
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
     assert!(
         out.status.success(),
         "{program} {args:?} failed: {}{}",

@@ -332,6 +332,11 @@ pub struct Config {
     pub max_in_flight_bytes: usize,
     /// The egress proxy, if any (its `Debug` hides credentials).
     pub proxy: Option<ProxyUrl>,
+    /// Destinations reached without the proxy (`NO_PROXY`, or `no_proxy`:
+    /// comma-separated hosts, domains and networks, as curl reads it).
+    /// They get no trust of the proxy's: its own host is never a
+    /// destination (dispatch.rs).
+    pub no_proxy: Option<String>,
     /// Where to serve metrics, health and the status page (default: nowhere).
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Log format of the binary (default text).
@@ -386,13 +391,14 @@ impl Config {
             .or_else(|| lookup("DATABASE_URL").filter(|s| !s.is_empty()))
             .ok_or(ConfigError::MissingDatabaseUrl)?;
         let (rest, mode, pg_tls) =
-            crate::pgtls::split(&dsn).map_err(|reason| ConfigError::Tls {
+            crate::pgtls::split(&dsn, &lookup).map_err(|reason| ConfigError::Tls {
                 which: "database",
                 reason,
             })?;
         let mut pg: tokio_postgres::Config =
             rest.parse().map_err(ConfigError::InvalidDatabaseUrl)?;
         pg.ssl_mode(mode);
+        let pg_tls = crate::pgtls::unless_local(&mut pg, pg_tls);
         if pg.get_application_name().is_none() {
             pg.application_name("pg-webhook-worker");
         }
@@ -400,13 +406,14 @@ impl Config {
         let (listen_pg, listen_tls) = match cli.listen_url.filter(|s| !s.is_empty()) {
             Some(url) => {
                 let (rest, mode, tls) =
-                    crate::pgtls::split(&url).map_err(|reason| ConfigError::Tls {
+                    crate::pgtls::split(&url, &lookup).map_err(|reason| ConfigError::Tls {
                         which: "--listen-url",
                         reason,
                     })?;
                 let mut l: tokio_postgres::Config =
                     rest.parse().map_err(ConfigError::InvalidListenUrl)?;
                 l.ssl_mode(mode);
+                let tls = crate::pgtls::unless_local(&mut l, tls);
                 if l.get_application_name().is_none() {
                     l.application_name("pg-webhook-worker");
                 }
@@ -483,6 +490,9 @@ impl Config {
                 .or_else(|| lookup("https_proxy").filter(|s| !s.is_empty()))
                 .map(|p| ProxyUrl::parse(&p))
                 .transpose()?,
+            no_proxy: lookup("NO_PROXY")
+                .or_else(|| lookup("no_proxy"))
+                .filter(|s| !s.is_empty()),
         })
     }
 

@@ -7,6 +7,7 @@
 use crate::config::Config;
 use crate::guard::{Blocked, GuardedResolver};
 use crate::queue::Claim;
+use crate::redact::Secrets;
 use crate::retry::Verdict;
 use pg_webhook_protocol::{destination, envelope, signature_header};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
@@ -20,6 +21,22 @@ pub const USER_AGENT: &str = concat!("pg-webhook-worker/", env!("CARGO_PKG_VERSI
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Idle keep-alive connections are closed after this long.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Largest response head an HTTP/2 receiver may send (the header list,
+/// decoded): h2's default would let each answer hold 16 MiB.
+pub const HTTP2_MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
+/// The most memory one in-flight request may hold for a response head that
+/// is slow to finish, whatever the receiver does: HTTP/1's read buffer,
+/// which hyper caps at 8 KiB + 100 × 4 KiB and which reqwest does not let
+/// us lower (an answer whose head does not fit is refused), or HTTP/2's
+/// header list above.
+pub const RESPONSE_HEAD_BYTES: usize = 8192 + 4096 * 100;
+/// What one in-flight request may hold besides its payload, whatever the
+/// receiver does: [`RESPONSE_HEAD_BYTES`] and the connection's own buffers
+/// (the request being written, TLS records of up to 16 KiB each way, the
+/// task). The worker's memory bound counts this per slot (README "Memory");
+/// the benchmark's `heads` scenario measures it (425 KiB a slot with 500
+/// slots stalled on plain HTTP).
+pub const SLOT_BYTES: usize = RESPONSE_HEAD_BYTES + 48 * 1024;
 
 /// Why an attempt got no usable answer, or got a failing one.
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +133,8 @@ pub struct Dispatcher {
     client: reqwest::Client,
     excerpt_bytes: usize,
     allow_private: bool,
+    /// The egress proxy's host (lowercase, no trailing dot), if any.
+    proxy_host: Option<String>,
 }
 
 /// The client could not be built.
@@ -155,29 +174,36 @@ impl Dispatcher {
             .proxy
             .as_ref()
             .and_then(|p| p.host_str())
-            .map(str::to_owned);
+            .map(normal_host);
         let mut builder = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .redirect(reqwest::redirect::Policy::none())
             .dns_resolver(Arc::new(GuardedResolver::new(
                 config.allow_private_targets,
-                proxy_host,
+                proxy_host.clone(),
             )))
             .connect_timeout(CONNECT_TIMEOUT)
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .tcp_nodelay(true)
+            .http2_max_header_list_size(HTTP2_MAX_HEADER_LIST_BYTES)
             .user_agent(USER_AGENT)
             .no_proxy();
         if let Some(proxy) = &config.proxy {
             let proxy = reqwest::Proxy::all(proxy.as_str())
                 .map_err(ClientError::Build)?
-                .no_proxy(reqwest::NoProxy::from_env());
+                .no_proxy(
+                    config
+                        .no_proxy
+                        .as_deref()
+                        .and_then(reqwest::NoProxy::from_string),
+                );
             builder = builder.proxy(proxy);
         }
         Ok(Self {
             client: builder.build().map_err(ClientError::Build)?,
             excerpt_bytes: config.response_excerpt_bytes,
             allow_private: config.allow_private_targets,
+            proxy_host,
         })
     }
 
@@ -233,6 +259,14 @@ impl Dispatcher {
             // name does: refuse what can be refused by looking at the URL.
             let host = url.host_str().unwrap_or_default();
             destination::check_host_name(host).map_err(|e| SendError::Blocked(e.to_string()))?;
+            // The proxy's host resolves unfiltered (it usually is an
+            // internal service, see guard.rs): a request that NO_PROXY sends
+            // past the proxy to that same host would inherit the trust.
+            if self.proxy_host.as_deref() == Some(normal_host(host).as_str()) {
+                return Err(SendError::Blocked(
+                    "the egress proxy's own host is not a destination".to_owned(),
+                ));
+            }
         }
         let body = envelope::body(&claim.event_type, &claim.event_time, &claim.payload);
         let msg_id = &claim.message_id;
@@ -256,6 +290,7 @@ impl Dispatcher {
             header_value(&timestamp.to_string()),
         );
         headers.insert(envelope::HEADER_SIGNATURE, header_value(&signature));
+        let signature = &signature;
 
         let exchange = async {
             let mut response = self
@@ -283,11 +318,15 @@ impl Dispatcher {
                     Ok(None) | Err(_) => break,
                 }
             }
-            Ok::<_, SendError>((
-                status,
-                clean_text(&excerpt, self.excerpt_bytes),
-                retry_after,
-            ))
+            let mut excerpt = clean_text(&excerpt, self.excerpt_bytes);
+            if !excerpt.is_empty() {
+                // Whatever of the request the receiver echoed stays out of
+                // the log readers read (redact.rs).
+                let secrets =
+                    Secrets::of_request(target.headers.iter().map(|(_, v)| v.as_str()), &signature);
+                excerpt = secrets.apply(excerpt, self.excerpt_bytes);
+            }
+            Ok::<_, SendError>((status, excerpt, retry_after))
         };
         // One deadline for the whole exchange: connect, send, headers, excerpt.
         match tokio::time::timeout(target.timeout, exchange).await {
@@ -295,6 +334,11 @@ impl Dispatcher {
             Err(_) => Err(SendError::Timeout(target.timeout)),
         }
     }
+}
+
+/// A host name as compared with the proxy's: lowercase, no trailing dot.
+fn normal_host(host: &str) -> String {
+    host.trim_end_matches('.').to_ascii_lowercase()
 }
 
 fn header_value(s: &str) -> HeaderValue {

@@ -10,22 +10,25 @@
 //! refused here (dispatch.rs does it before sending); the proxy itself must
 //! refuse internal destinations (Smokescreen does by default). The proxy's
 //! own name is the one name this resolver lets through to any address: it
-//! usually is an internal service.
+//! usually is an internal service. So that a request sent past the proxy
+//! (NO_PROXY) cannot borrow that trust, dispatch.rs refuses the proxy's
+//! host as a destination.
 
 use pg_webhook_protocol::destination::{classify, AddressClass};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use std::net::SocketAddr;
 
-/// Every address of `host` was of a refused class.
+/// Every address of `host` was of a refused class. Its message (recorded
+/// in `webhook.attempts.error`, which readers read) names the class but not
+/// the addresses: what an internal name resolves to is the operators'
+/// business, and goes to the worker's log instead.
 #[derive(Debug, thiserror::Error)]
-#[error("{host} resolves only to {class} addresses ({addrs}); set PG_WEBHOOK_ALLOW_PRIVATE_TARGETS=true to allow them")]
+#[error("{host} resolves only to {class} addresses; set PG_WEBHOOK_ALLOW_PRIVATE_TARGETS=true to allow them")]
 pub struct Blocked {
     /// the name looked up
     pub host: String,
     /// class of the first refused address
     pub class: AddressClass,
-    /// the refused addresses
-    pub addrs: String,
 }
 
 /// The system resolver (getaddrinfo, on tokio's blocking pool), filtered.
@@ -67,10 +70,10 @@ impl GuardedResolver {
                     .map(|a| a.ip().to_string())
                     .collect::<Vec<_>>()
                     .join(", ");
+                tracing::warn!(host, %class, addresses = %addrs, "destination refused: it resolves only to non-public addresses");
                 return Err(Box::new(Blocked {
                     host: host.to_owned(),
                     class,
-                    addrs,
                 }));
             }
         }
@@ -102,6 +105,10 @@ mod tests {
             .unwrap_err();
         let blocked = err.downcast_ref::<Blocked>().expect("a Blocked error");
         assert_eq!(blocked.class, AddressClass::Loopback);
+        assert!(
+            !blocked.to_string().contains("127.0.0.1"),
+            "readers see the class, not the address: {blocked}"
+        );
         let allowed = GuardedResolver::new(true, None)
             .lookup("localhost")
             .await

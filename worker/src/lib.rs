@@ -38,6 +38,7 @@ pub mod pgtls;
 pub mod queries;
 pub mod queue;
 pub mod receiver;
+mod redact;
 pub mod retry;
 pub mod run;
 mod server;

@@ -106,6 +106,39 @@ struct ConnectionLabels {
     connection: Connection,
 }
 
+/// What the worker asked the queue.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Check {
+    /// a claim (with its fan-out)
+    Claim,
+    /// when the next delivery is due
+    NextDue,
+}
+
+/// What became of a wake-up notification.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Wakeup {
+    /// the worker looked at the queue
+    Heeded,
+    /// ignored: the last ones found nothing (see pacing.rs)
+    Ignored,
+}
+
+label_values! {
+    Check { Claim => "claim", NextDue => "next_due" }
+    Wakeup { Heeded => "heeded", Ignored => "ignored" }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckLabels {
+    kind: Check,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WakeupLabels {
+    outcome: Wakeup,
+}
+
 /// Every metric, registered in one registry.
 #[derive(Debug)]
 pub struct Metrics {
@@ -122,6 +155,8 @@ pub struct Metrics {
     reconnects: Family<ConnectionLabels, Counter>,
     maintenance_runs: Counter,
     events_purged: Counter,
+    queue_checks: Family<CheckLabels, Counter>,
+    wakeups: Family<WakeupLabels, Counter>,
 }
 
 /// Seconds, from 1 ms to about 65 s, doubling.
@@ -196,6 +231,18 @@ impl Default for Metrics {
             "Events removed by this worker's maintenance",
             events_purged.clone(),
         );
+        let queue_checks = Family::<CheckLabels, Counter>::default();
+        registry.register(
+            "queue_checks",
+            "Statements that look at the queue: claims (fan-out included) and next-due reads",
+            queue_checks.clone(),
+        );
+        let wakeups = Family::<WakeupLabels, Counter>::default();
+        registry.register(
+            "wakeups",
+            "Wake-up notifications, heeded or ignored (after wake-ups that found nothing)",
+            wakeups.clone(),
+        );
         Self {
             registry,
             deliveries,
@@ -210,6 +257,8 @@ impl Default for Metrics {
             reconnects,
             maintenance_runs,
             events_purged,
+            queue_checks,
+            wakeups,
         }
     }
 }
@@ -243,6 +292,29 @@ impl Metrics {
     pub fn claim(&self, duration: Duration, n: usize) {
         self.claim_duration.observe(duration.as_secs_f64());
         self.claimed.inc_by(n as u64);
+    }
+
+    /// The worker looked at the queue.
+    pub fn checked(&self, kind: Check) {
+        self.queue_checks.get_or_create(&CheckLabels { kind }).inc();
+    }
+
+    /// How many times the worker looked at the queue, all kinds together.
+    pub fn queue_checks(&self) -> u64 {
+        [Check::Claim, Check::NextDue]
+            .into_iter()
+            .map(|kind| self.queue_checks.get_or_create(&CheckLabels { kind }).get())
+            .sum()
+    }
+
+    /// A wake-up notification arrived and was heeded or ignored.
+    pub fn woken(&self, outcome: Wakeup) {
+        self.wakeups.get_or_create(&WakeupLabels { outcome }).inc();
+    }
+
+    /// Wake-up notifications with this outcome so far.
+    pub fn wakeups(&self, outcome: Wakeup) -> u64 {
+        self.wakeups.get_or_create(&WakeupLabels { outcome }).get()
     }
 
     /// A batch of records took `duration`.

@@ -1,10 +1,12 @@
 //! When to look at the queue: pacing small claims, lingering after activity
-//! (the other half of the extension's debounced NOTIFY), and the idle wait.
+//! (the other half of the extension's debounced NOTIFY), heeding wake-ups,
+//! and the idle wait.
 //!
 //! Must not: claim, send or record anything; it only decides how long to wait.
 
 use crate::config::Config;
 use crate::inflight::InFlight;
+use crate::metrics::{Check, Metrics, Wakeup};
 use crate::queue::Queue;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -23,6 +25,56 @@ const LINGER_POLL: Duration = Duration::from_millis(2);
 /// Margin added to the linger window for a skipped commit to become visible
 /// (its WAL flush) after its pre-commit step.
 const LINGER_SLACK: Duration = Duration::from_millis(100);
+/// Shortest pause in heeding wake-ups after one that found nothing.
+const WAKE_PAUSE_MIN: Duration = Duration::from_millis(50);
+
+/// Wake-ups are hints, and anyone may send them: PostgreSQL lets any login
+/// NOTIFY any channel. A wake-up that makes the worker find nothing (a
+/// stray or hostile notification, or one another worker answered first)
+/// therefore makes the next ones count for less: after it, wake-ups are
+/// ignored for a pause that doubles from [`WAKE_PAUSE_MIN`] with each empty
+/// one, up to a cap (twice the poll interval), and the first wake-up that
+/// finds work restores them all. A flood of notifications then costs at
+/// most one extra look at the queue per cap, and real work is still found
+/// by the poll, by lingering after every non-empty claim, and by the next
+/// heeded wake-up.
+#[derive(Debug, Default)]
+pub(crate) struct WakeGate {
+    /// A wake-up was heeded and its claim has not reported yet.
+    pending: bool,
+    /// The current pause (zero: wake-ups are heeded at once).
+    pause: Duration,
+    /// Wake-ups are ignored until then.
+    closed_until: Option<Instant>,
+}
+
+impl WakeGate {
+    /// Whether a wake-up arriving now is heeded.
+    pub(crate) fn open(&self) -> bool {
+        self.closed_until.is_none_or(|t| Instant::now() >= t)
+    }
+
+    /// A wake-up was heeded: the next claim tells whether it found anything.
+    pub(crate) fn heeded(&mut self) {
+        self.pending = true;
+    }
+
+    /// The claim that followed a heeded wake-up returned `n` deliveries
+    /// (claims that did not follow one change nothing).
+    pub(crate) fn claimed(&mut self, n: usize, cap: Duration) {
+        if !std::mem::take(&mut self.pending) {
+            return;
+        }
+        if n > 0 {
+            self.pause = Duration::ZERO;
+            self.closed_until = None;
+        } else {
+            self.pause = (self.pause * 2).clamp(WAKE_PAUSE_MIN, cap.max(WAKE_PAUSE_MIN));
+            self.closed_until = Some(Instant::now() + self.pause);
+        }
+    }
+}
+
 /// Remembers when the last claim started and whether it came back small
 /// (under half its limit), to space out small claims by [`CLAIM_PACE`].
 #[derive(Debug, Default)]
@@ -83,18 +135,23 @@ impl Linger {
 
 /// The last claim came back short: sleep until a delivery this worker may
 /// claim is due (a retry, an expired lease; "may" as in an endpoint's share
-/// of the slots), a NOTIFY, the poll interval, or cancellation; while
-/// lingering, look at the queue every [`LINGER_POLL`] instead. With
+/// of the slots), a heeded NOTIFY (see [`WakeGate`]), the poll interval, or
+/// cancellation; while lingering, look at the queue every [`LINGER_POLL`]
+/// instead. A wake-up does not start lingering: the claim it leads to does,
+/// if it finds something. With
 /// deliveries in flight, also return once `min_claim` of them (or all) have
 /// finished: they give endpoints back their share. Counted from here and
 /// not as free slots: a short claim means every endpoint with work was at
 /// its share, which free slots do not show (an endpoint alone may hold only
 /// half of them), and claiming after each finished delivery would make a
 /// claim statement per delivery.
+#[allow(clippy::too_many_arguments)] // the loop's state, lent for the wait
 pub(crate) async fn idle(
     queue: &Queue,
     config: &Config,
     wake: &Notify,
+    gate: &mut WakeGate,
+    metrics: &Metrics,
     cancel: &CancellationToken,
     linger: &mut Linger,
     in_flight: &mut InFlight,
@@ -103,6 +160,7 @@ pub(crate) async fn idle(
     let want = min_claim.min(in_flight.len());
     let mut finished = 0;
     loop {
+        metrics.checked(Check::NextDue);
         let due = match queue
             .next_due(config.concurrency, &in_flight.per_endpoint())
             .await
@@ -128,8 +186,13 @@ pub(crate) async fn idle(
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = wake.notified() => {
-                    linger.extend();
-                    return;
+                    if gate.open() {
+                        metrics.woken(Wakeup::Heeded);
+                        gate.heeded();
+                        return;
+                    }
+                    metrics.woken(Wakeup::Ignored);
+                    continue;
                 }
                 Some(()) = in_flight.next(), if busy => {
                     finished += 1;
@@ -165,6 +228,29 @@ mod tests {
             !never.active(),
             "every commit notifies: nothing to linger for"
         );
+    }
+
+    #[test]
+    fn wake_ups_that_find_nothing_are_heeded_less_and_less() {
+        let cap = Duration::from_secs(2);
+        let mut g = WakeGate::default();
+        assert!(g.open());
+        g.claimed(0, cap);
+        assert!(g.open(), "a claim no wake-up led to changes nothing");
+        let mut pauses = Vec::new();
+        for _ in 0..8 {
+            g.heeded();
+            g.claimed(0, cap);
+            assert!(!g.open());
+            pauses.push(g.pause);
+        }
+        assert_eq!(pauses[0], WAKE_PAUSE_MIN);
+        assert_eq!(pauses[1], WAKE_PAUSE_MIN * 2);
+        assert_eq!(*pauses.last().unwrap(), cap, "doubling up to the cap");
+        g.heeded();
+        g.claimed(3, cap);
+        assert!(g.open(), "one that finds work restores them");
+        assert_eq!(g.pause, Duration::ZERO);
     }
 
     #[test]

@@ -87,13 +87,20 @@ impl PgTls {
 
 /// Takes `sslmode` and `sslrootcert` out of a connection string (either
 /// form); returns the rest, for tokio-postgres, with the driver's mode to
-/// set, and the TLS settings.
-pub fn split(dsn: &str) -> Result<(String, DriverMode, PgTls), String> {
+/// set, and the TLS settings. Where the string has neither, `PGSSLMODE` and
+/// `PGSSLROOTCERT` (read through `env`) stand in, as in libpq.
+pub fn split(
+    dsn: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(String, DriverMode, PgTls), String> {
     let (rest, mode, root) = if dsn.starts_with("postgres://") || dsn.starts_with("postgresql://") {
         split_url(dsn)?
     } else {
         split_key_value(dsn)?
     };
+    let from_env = |name: &str| env(name).filter(|v| !v.is_empty());
+    let mode = mode.or_else(|| from_env("PGSSLMODE"));
+    let root = root.or_else(|| from_env("PGSSLROOTCERT"));
     let mode = match mode {
         Some(m) => SslMode::parse(&m)?,
         None => SslMode::Prefer,
@@ -105,6 +112,26 @@ pub fn split(dsn: &str) -> Result<(String, DriverMode, PgTls), String> {
     };
     let tls = build(mode, root.as_deref())?;
     Ok((rest, driver, tls))
+}
+
+/// `tls` for connecting with `pg`, unless every host of `pg` is a
+/// Unix-domain socket: then no TLS (and `pg` set not to ask for it), as
+/// libpq does whatever sslmode says. A socket is on the same machine, and a
+/// TLS connector would have no host name to check.
+pub fn unless_local(pg: &mut tokio_postgres::Config, tls: PgTls) -> PgTls {
+    let hosts = pg.get_hosts();
+    let local = !hosts.is_empty()
+        && hosts
+            .iter()
+            .all(|h| matches!(h, tokio_postgres::config::Host::Unix(_)));
+    if !local {
+        return tls;
+    }
+    pg.ssl_mode(DriverMode::Disable);
+    PgTls {
+        mode: tls.mode,
+        connector: None,
+    }
 }
 
 /// `key=value` pairs separated by spaces, values optionally single-quoted
@@ -420,46 +447,86 @@ impl ServerCertVerifier for Unchecked {
 mod tests {
     use super::*;
 
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn pgsslmode_and_pgsslrootcert_stand_in_for_missing_settings() {
+        let env = |k: &str| match k {
+            "PGSSLMODE" => Some("require".to_owned()),
+            "PGSSLROOTCERT" => Some("system".to_owned()),
+            _ => None,
+        };
+        let (_, driver, tls) = split("host=db", &env).unwrap();
+        assert!(matches!(driver, DriverMode::Require));
+        assert_eq!(tls.mode, SslMode::Require);
+        let (_, _, tls) = split("host=db sslmode=disable", &env).unwrap();
+        assert_eq!(tls.mode, SslMode::Disable, "the connection string wins");
+    }
+
+    #[test]
+    fn a_unix_socket_gets_no_tls_whatever_the_mode() {
+        let (rest, mode, tls) =
+            split("host=/var/run/postgresql dbname=x sslmode=require", &no_env).unwrap();
+        let mut pg: tokio_postgres::Config = rest.parse().unwrap();
+        pg.ssl_mode(mode);
+        let tls = unless_local(&mut pg, tls);
+        assert!(tls.connector().is_none());
+        assert!(matches!(pg.get_ssl_mode(), DriverMode::Disable));
+        let (rest, mode, tls) = split("host=db dbname=x sslmode=require", &no_env).unwrap();
+        let mut pg: tokio_postgres::Config = rest.parse().unwrap();
+        pg.ssl_mode(mode);
+        assert!(unless_local(&mut pg, tls).connector().is_some());
+    }
+
     #[test]
     fn takes_the_ssl_settings_out_of_key_value_strings() {
-        let (rest, driver, tls) =
-            split("host=db port=5432 sslmode=require password='a b\\'c' dbname=x").unwrap();
+        let (rest, driver, tls) = split(
+            "host=db port=5432 sslmode=require password='a b\\'c' dbname=x",
+            &no_env,
+        )
+        .unwrap();
         assert_eq!(rest, "host=db port=5432 password='a b\\'c' dbname=x");
         assert!(matches!(driver, DriverMode::Require));
         assert_eq!(tls.mode, SslMode::Require);
         assert!(tls.connector().is_some());
-        let (rest, driver, tls) = split("host=db").unwrap();
+        let (rest, driver, tls) = split("host=db", &no_env).unwrap();
         assert_eq!(rest, "host=db");
         assert!(matches!(driver, DriverMode::Prefer));
         assert_eq!(tls.mode, SslMode::Prefer, "libpq's default");
-        let (_, driver, tls) = split("host=db sslmode=disable").unwrap();
+        let (_, driver, tls) = split("host=db sslmode=disable", &no_env).unwrap();
         assert!(matches!(driver, DriverMode::Disable) && tls.connector().is_none());
     }
 
     #[test]
     fn takes_the_ssl_settings_out_of_urls() {
-        let (rest, driver, tls) =
-            split("postgres://u:p@db:5432/x?sslmode=require&application_name=w").unwrap();
+        let (rest, driver, tls) = split(
+            "postgres://u:p@db:5432/x?sslmode=require&application_name=w",
+            &no_env,
+        )
+        .unwrap();
         assert_eq!(rest, "postgres://u:p@db:5432/x?application_name=w");
         assert!(matches!(driver, DriverMode::Require));
         assert_eq!(tls.mode, SslMode::Require);
-        let (rest, _, _) = split("postgresql://db/x?sslmode=prefer").unwrap();
+        let (rest, _, _) = split("postgresql://db/x?sslmode=prefer", &no_env).unwrap();
         assert_eq!(rest, "postgresql://db/x");
     }
 
     #[test]
     fn refuses_what_libpq_refuses() {
-        assert!(split("host=db sslmode=sometimes")
+        assert!(split("host=db sslmode=sometimes", &no_env)
             .unwrap_err()
             .contains("invalid sslmode"));
-        assert!(split("host=db sslmode=verify-full")
+        assert!(split("host=db sslmode=verify-full", &no_env)
             .unwrap_err()
             .contains("needs sslrootcert"));
-        assert!(
-            split("host=db sslmode=verify-ca sslrootcert=/nonexistent/root.crt")
-                .unwrap_err()
-                .contains("cannot read sslrootcert")
-        );
-        assert!(split("host=db sslmode=verify-full sslrootcert=system").is_ok());
+        assert!(split(
+            "host=db sslmode=verify-ca sslrootcert=/nonexistent/root.crt",
+            &no_env
+        )
+        .unwrap_err()
+        .contains("cannot read sslrootcert"));
+        assert!(split("host=db sslmode=verify-full sslrootcert=system", &no_env).is_ok());
     }
 }

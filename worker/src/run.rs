@@ -16,7 +16,7 @@ use crate::error::{DbError, Error};
 use crate::events::{Events, WorkerEvent};
 use crate::inflight::InFlight;
 use crate::metrics::{self, Metrics};
-use crate::pacing::{idle, Linger, Pace};
+use crate::pacing::{idle, Linger, Pace, WakeGate};
 use crate::queue::{Claim, ClaimRequest, Queue};
 use crate::{db, listen, maintenance, retry, server};
 use std::sync::Arc;
@@ -131,6 +131,7 @@ impl Worker {
         // idle every slot is free, so a lone event is still claimed at once.
         let min_claim = (config.batch_size.min(config.concurrency) / 2).max(1);
         let mut pace = Pace::default();
+        let mut gate = WakeGate::default();
         loop {
             in_flight.reap();
             metrics.set_in_flight(in_flight.len());
@@ -170,9 +171,11 @@ impl Worker {
                     max_bytes: room.max(1),
                 };
                 let started = Instant::now();
+                metrics.checked(metrics::Check::Claim);
                 match queue.claim_batch(&request).await {
                     Ok(claims) => {
                         metrics.claim(started.elapsed(), claims.len());
+                        gate.claimed(claims.len(), config.poll_interval * 2);
                         backoff = RECONNECT_MIN;
                         pace.got(claims.len(), limit);
                         let full = claims.len() == limit;
@@ -205,6 +208,8 @@ impl Worker {
                                 &queue,
                                 &config,
                                 &wake,
+                                &mut gate,
+                                &metrics,
                                 &cancel,
                                 &mut linger,
                                 &mut in_flight,
