@@ -598,6 +598,33 @@ mod tests {
         )
         .unwrap()
         .unwrap());
+        // URLs: readers see the origin; the whole one sits with the secrets,
+        // where admins (and only they) may read it.
+        subscribe("https://hooks.example.com/services/T000/B000/XXXX?token=abc", "{*}");
+        assert_eq!(
+            Spi::get_one::<String>("select url from webhook.endpoints").unwrap().unwrap(),
+            "https://hooks.example.com/…"
+        );
+        assert_eq!(
+            Spi::get_one::<String>("select url from webhook.endpoint_secrets").unwrap().unwrap(),
+            "https://hooks.example.com/services/T000/B000/XXXX?token=abc"
+        );
+        assert!(Spi::get_one::<bool>(
+            "select has_column_privilege('webhook_admin', 'webhook.endpoint_secrets', 'url', 'select') \
+                and not has_column_privilege('webhook_admin', 'webhook.endpoint_secrets', 'secret', 'select') \
+                and not has_column_privilege('webhook_reader', 'webhook.endpoint_secrets', 'url', 'select')"
+        )
+        .unwrap()
+        .unwrap());
+    }
+
+    #[pg_test(error = "auth takes at most 8192 bytes")]
+    fn auth_is_bounded_like_headers() {
+        Spi::run(
+            "select webhook_subscribe('https://a.example.com/', \
+                 auth => jsonb_build_object('type', 'bearer', 'token', repeat('t', 9000)))",
+        )
+        .unwrap();
     }
 
     #[pg_test]

@@ -31,7 +31,9 @@ const WAKE_PAUSE_MIN: Duration = Duration::from_millis(50);
 /// Wake-ups are hints, and anyone may send them: PostgreSQL lets any login
 /// NOTIFY any channel. A wake-up that makes the worker find nothing (a
 /// stray or hostile notification, or one another worker answered first)
-/// therefore makes the next ones count for less: after it, wake-ups are
+/// therefore makes the next ones count for less while the worker is idle
+/// (lingering after real work, it looks every few ms anyway, and only real
+/// work makes it linger): after such a wake-up, wake-ups are
 /// ignored for a pause that doubles from [`WAKE_PAUSE_MIN`] with each empty
 /// one, up to a cap (twice the poll interval), and the first wake-up that
 /// finds work restores them all. A flood of notifications then costs at
@@ -135,10 +137,10 @@ impl Linger {
 
 /// The last claim came back short: sleep until a delivery this worker may
 /// claim is due (a retry, an expired lease; "may" as in an endpoint's share
-/// of the slots), a heeded NOTIFY (see [`WakeGate`]), the poll interval, or
-/// cancellation; while lingering, look at the queue every [`LINGER_POLL`]
-/// instead. A wake-up does not start lingering: the claim it leads to does,
-/// if it finds something. With
+/// of the slots), a NOTIFY (heeded as [`WakeGate`] says, unless lingering),
+/// the poll interval, or cancellation; while lingering, look at the queue
+/// every [`LINGER_POLL`] instead. A wake-up does not start lingering: the
+/// claim it leads to does, if it finds something. With
 /// deliveries in flight, also return once `min_claim` of them (or all) have
 /// finished: they give endpoints back their share. Counted from here and
 /// not as free slots: a short claim means every endpoint with work was at
@@ -186,6 +188,13 @@ pub(crate) async fn idle(
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = wake.notified() => {
+                    // Lingering (after real work) the worker looks every
+                    // LINGER_POLL anyway: a wake-up only brings that look
+                    // forward, and a stranger's notifications cannot make
+                    // the worker linger. Idle, the gate decides.
+                    if lingering {
+                        return;
+                    }
                     if gate.open() {
                         metrics.woken(Wakeup::Heeded);
                         gate.heeded();
