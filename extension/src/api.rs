@@ -47,7 +47,7 @@ fn webhook_verify(
 }
 
 /// Private helpers, created in the schema `webhook` (the schema itself is
-/// created by `sql/install/01_tables.sql`; pgrx's `if not exists` is a no-op).
+/// created by `sql/install/01_schema.sql`; pgrx's `if not exists` is a no-op).
 #[pg_schema]
 mod webhook {
     use super::*;
@@ -95,7 +95,7 @@ mod webhook {
 
     /// Raises 54000 when event data of `bytes` bytes is over
     /// `pg_webhook.max_payload_bytes`; returns true otherwise (so that it can sit
-    /// in a WHERE clause of the capture statement).
+    /// in a WHERE clause: 0.1.0's capture statement, legacy.rs).
     #[pg_extern(stable, parallel_safe, name = "_check_payload_size")]
     fn check_payload_size(bytes: i64) -> Result<bool, ErrorReport> {
         let max = gucs::max_payload_bytes();
@@ -108,7 +108,8 @@ mod webhook {
     /// True when one of an endpoint's patterns selects the event type. In
     /// Rust because a SQL version cannot be inlined (it needs a sub-select),
     /// and a non-inlined SQL function is parsed and planned again for every
-    /// captured row.
+    /// row the fan-out matches (for every captured row, when 0.1.0 matched
+    /// in the writer's transaction).
     #[pg_extern(immutable, parallel_safe, strict, name = "_matches")]
     fn matches(patterns: Array<'_, &str>, event_type: &str) -> bool {
         pg_webhook_protocol::patterns::any_matches(patterns.iter().flatten(), event_type)

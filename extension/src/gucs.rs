@@ -77,7 +77,7 @@ pub(crate) fn init() {
     GucRegistry::define_int_guc(
         c"pg_webhook.max_payload_bytes",
         c"Largest event data accepted, in bytes of JSON text.",
-        c"A larger webhook_publish or captured row fails with SQLSTATE 54000. Default 1 MiB.",
+        c"A larger webhook_publish fails with SQLSTATE 54000; a larger captured row still commits, its event carrying the key columns and \"truncated\": true. Default 1 MiB.",
         &MAX_PAYLOAD_BYTES,
         1024,
         64 * 1024 * 1024,

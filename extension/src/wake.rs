@@ -34,7 +34,7 @@ unsafe extern "C-unwind" {
 }
 
 thread_local! {
-    /// This transaction enqueued deliveries and wants a wake-up at commit.
+    /// This transaction enqueued events (or deliveries) and wants a wake-up at commit.
     static WANTED: Cell<bool> = const { Cell::new(false) };
     /// When this backend last queued a notification (PostgreSQL timestamp, µs).
     static LAST_NOTIFY: Cell<pg_sys::TimestampTz> = const { Cell::new(i64::MIN) };
@@ -60,7 +60,7 @@ unsafe extern "C-unwind" fn on_xact_event(
 ) {
     match event {
         pg_sys::XactEvent::XACT_EVENT_PRE_COMMIT if WANTED.get() => notify_unless_recent(),
-        // A prepared (two-phase) transaction may not NOTIFY; its deliveries
+        // A prepared (two-phase) transaction may not NOTIFY; its events
         // are found by the workers' timers instead. Every end of a
         // transaction clears the request.
         pg_sys::XactEvent::XACT_EVENT_COMMIT

@@ -14,11 +14,12 @@ pub const HEADER_TIMESTAMP: &str = "webhook-timestamp";
 /// Header carrying one or more `v1,<base64>` signatures.
 pub const HEADER_SIGNATURE: &str = "webhook-signature";
 
-/// The `webhook-id` of an event: `msg_` + its incarnation's 16-hex
-/// namespace + its id as 16 hex digits, or, for an event enqueued by
+/// The `webhook-id` of an event: `msg_` + its 16-hex namespace (the one
+/// its writer's session drew, or its incarnation's for an event written
+/// before 0.3.0) + its id as 16 hex digits, or, for an event enqueued by
 /// pg_webhook 0.1 (no namespace), its number as it was first sent. The SQL
-/// function `webhook._message_id` makes the same string for people's queries;
-/// an end-to-end test checks that the two agree.
+/// function `webhook._message_id` makes the same string for people's
+/// queries; a `#[pg_test]` checks that the claim's parts make the same.
 pub fn message_id(namespace: Option<&str>, event_id: i64) -> String {
     match namespace {
         Some(ns) => format!("msg_{ns}{:016x}", event_id as u64),
@@ -34,8 +35,9 @@ pub fn timestamp(unix_micros: i64) -> Option<String> {
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
 }
 
-/// Builds the body. `data_json` must already be valid JSON (it comes from a
-/// `jsonb` column); `timestamp_rfc3339` is the event's creation time.
+/// Builds the body. `data_json` must already be valid JSON (it comes from
+/// the `json` column `webhook.events.payload`); `timestamp_rfc3339` is the
+/// event's creation time.
 pub fn body(event_type: &str, timestamp_rfc3339: &str, data_json: &str) -> String {
     let mut out = String::with_capacity(data_json.len() + event_type.len() + 64);
     out.push_str("{\"type\":");

@@ -28,8 +28,9 @@ pub const DEFAULT_LEASE_MARGIN_MS: u64 = 30_000;
 pub const DEFAULT_RESPONSE_EXCERPT_BYTES: usize = 1024;
 /// Default time allowed for in-flight deliveries at shutdown, in milliseconds.
 pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 30_000;
-/// Default bound on every database call, in milliseconds (see `--db-timeout-ms`).
-pub const DEFAULT_DB_TIMEOUT_MS: u64 = 60_000;
+/// Default bound on every database call, in milliseconds (see
+/// `--db-timeout-ms`): under the default lease margin (30 s), as it must be.
+pub const DEFAULT_DB_TIMEOUT_MS: u64 = 20_000;
 /// Default most events fanned out per claim (whole transactions: a large
 /// one may go beyond it). Large enough that fanning out costs a small share
 /// of a claim, small enough that a claim after a long backlog stays short.
@@ -99,12 +100,14 @@ pub struct Cli {
     /// to lease expiry (another worker redelivers them).
     #[arg(long, env = "PG_WEBHOOK_DRAIN_TIMEOUT_MS", default_value_t = DEFAULT_DRAIN_TIMEOUT_MS)]
     pub drain_timeout_ms: u64,
-    /// Longest wait for any database call (claim, record, next due,
-    /// maintenance) before the connection is given up and opened again, so
-    /// that a stuck server or a half-open connection cannot hold claims
-    /// past their leases. Connections also get a connect timeout (10 s),
-    /// TCP keepalives (15 s idle, 5 s apart, 3 probes) and a TCP user
-    /// timeout (30 s) unless the connection string sets them.
+    /// Longest wait for a database call (claim, record, next due; ten times
+    /// this for the maintenance) before the connection is given up and
+    /// opened again. Must be shorter than --lease-margin-ms: a claim that
+    /// waited longer for a stuck server could hand out deliveries whose
+    /// leases had run out meanwhile (another worker may have claimed them).
+    /// Connections also get a connect timeout (10 s), TCP keepalives (15 s
+    /// idle, 5 s apart, 3 probes) and a TCP user timeout (30 s) unless the
+    /// connection string sets them.
     #[arg(long, env = "PG_WEBHOOK_DB_TIMEOUT_MS", default_value_t = DEFAULT_DB_TIMEOUT_MS)]
     pub db_timeout_ms: u64,
     /// Egress proxy for every request (http://host:port, credentials in the
@@ -279,6 +282,14 @@ pub enum ConfigError {
         /// what is wrong with it
         reason: String,
     },
+    /// `--db-timeout-ms` not below `--lease-margin-ms`.
+    #[error("--db-timeout-ms ({db_timeout_ms}) must be shorter than --lease-margin-ms ({lease_margin_ms}): a claim that waited that long for the database could hand out deliveries whose leases had already run out")]
+    DbTimeoutOverLease {
+        /// the given --db-timeout-ms
+        db_timeout_ms: u64,
+        /// the given --lease-margin-ms
+        lease_margin_ms: u64,
+    },
     /// A number outside its range.
     #[error("{name} must be between {min} and {max}, not {value}")]
     OutOfRange {
@@ -364,6 +375,18 @@ fn read_roots(
     Ok(certs)
 }
 
+/// This machine's name, as gethostname(2) gives it (the kernel's
+/// `/proc/sys/kernel/hostname`: systemd does not set `$HOSTNAME`, a shell
+/// does), else `$HOSTNAME`, else "worker".
+fn host_name(lookup: &impl Fn(&str) -> Option<String>) -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .or_else(|| lookup("HOSTNAME"))
+        .unwrap_or_else(|| "worker".into())
+}
+
 fn check(name: &'static str, value: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
     if (min..=max).contains(&value) {
         Ok(value)
@@ -422,10 +445,16 @@ impl Config {
             }
             None => (pg.clone(), pg_tls.clone()),
         };
-        let worker_id = cli.worker_id.filter(|s| !s.is_empty()).unwrap_or_else(|| {
-            let host = lookup("HOSTNAME").unwrap_or_else(|| "worker".into());
-            format!("{host}-{}", std::process::id())
-        });
+        if cli.db_timeout_ms >= cli.lease_margin_ms {
+            return Err(ConfigError::DbTimeoutOverLease {
+                db_timeout_ms: cli.db_timeout_ms,
+                lease_margin_ms: cli.lease_margin_ms,
+            });
+        }
+        let worker_id = cli
+            .worker_id
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| format!("{}-{}", host_name(&lookup), std::process::id()));
         Ok(Self {
             pg,
             pg_tls,
@@ -538,6 +567,25 @@ mod tests {
         })
         .unwrap();
         assert_eq!(c.pg.get_dbname(), Some("flag"));
+    }
+
+    #[test]
+    fn refuses_a_db_timeout_not_below_the_lease_margin() {
+        let e = Config::from_cli(
+            parse(&["--database-url", "dbname=x", "--db-timeout-ms", "30000"]),
+            |_| None,
+        )
+        .unwrap_err();
+        assert!(matches!(e, ConfigError::DbTimeoutOverLease { .. }), "{e}");
+        let c = Config::from_cli(parse(&["--database-url", "dbname=x"]), |_| None).unwrap();
+        assert!(c.db_timeout < c.lease_margin, "the defaults agree");
+    }
+
+    #[test]
+    fn the_worker_id_is_the_machines_name_and_the_pid() {
+        let c = Config::from_cli(parse(&["--database-url", "dbname=x"]), |_| None).unwrap();
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        assert_eq!(c.worker_id, format!("{}-{}", host.trim(), std::process::id()));
     }
 
     #[test]

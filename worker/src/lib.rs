@@ -1,12 +1,14 @@
 //! # pg-webhook-worker
 //!
-//! The sending half of pg_webhook. The extension enqueues events and
-//! deliveries in the producer's transaction and NOTIFYs at commit; this
-//! worker:
+//! The sending half of pg_webhook. The extension stores one event per
+//! captured row or publish in the producer's transaction and NOTIFYs at
+//! commit; this worker:
 //!
 //! 1. LISTENs on `pg_webhook_wake` (and falls back to a timer);
-//! 2. claims due deliveries in batches (`webhook._claim_deliveries`: `FOR
-//!    UPDATE SKIP LOCKED` plus a lease), committing before any request;
+//! 2. fans out what was committed (one delivery per subscribed endpoint)
+//!    and claims due deliveries in batches, in one call
+//!    (`webhook._claim_deliveries`: `FOR UPDATE SKIP LOCKED` plus a
+//!    lease), committing before any request;
 //! 3. signs each one (Standard Webhooks) and POSTs it with the endpoint's
 //!    timeout, no redirects, refusing private destinations after DNS;
 //! 4. decides success, retry (exponential backoff with jitter) or give-up;
