@@ -1024,3 +1024,29 @@ begin
     end loop;
 end
 $$;
+
+-- -----------------------------------------------------------------------------
+-- 0.3.0: a watched partitioned table is listed once in webhook.event_types,
+-- not once more for each partition its trigger was cloned onto (and its
+-- events name it, not the partition: extension/src/relation.rs).
+-- -----------------------------------------------------------------------------
+create or replace view webhook.event_types as
+with seen as (
+    select e.event_type, count(*) as events, max(e.created_at) as last_seen_at
+    from webhook.events e
+    group by e.event_type
+), types as (
+    select p.event_type, 'published'::text as source, null::regclass as source_table, p.first_published_at as since
+    from webhook.published_types p
+    union all
+    select split_part(encode(t.tgargs, 'escape'), '\000', 1) || '.' || op.suffix, 'watched', t.tgrelid::regclass, null
+    from pg_catalog.pg_trigger t
+    cross join lateral (values (4, 'created'), (16, 'updated'), (8, 'deleted')) as op(bit, suffix)
+    -- A watched partitioned table, not the clones of its trigger on its partitions.
+    where t.tgname = 'webhook_capture' and t.tgfoid = 'webhook._capture'::regproc and t.tgparentid = 0
+      and t.tgtype & op.bit <> 0
+)
+select t.event_type, t.source, t.source_table, t.since,
+       coalesce(s.events, 0) as events_kept, s.last_seen_at
+from types t
+left join seen s on s.event_type = t.event_type;

@@ -1,14 +1,63 @@
-//! What the capture reads of the table it fires on: its names, as
-//! receivers see them, and its primary key's columns (for an oversized
-//! row). Read from the relation cache: no SQL, so nothing resolved through
-//! anyone's `search_path`.
+//! What the capture reads of the table it fires on: the names receivers
+//! see, and its primary key's columns (for an oversized row). Read from
+//! the relation and system caches: no SQL, so nothing resolved through
+//! anyone's `search_path`; except, once per backend and partition, which
+//! table a watch on a partitioned table was set on (below).
+//!
+//! A watch on a partitioned table puts the capture trigger on it, and
+//! PostgreSQL clones the trigger onto every partition, where it fires with
+//! the partition as its relation. Receivers must see the table that was
+//! watched (`orders`), not a partition (`orders_2026_12`), which comes and
+//! goes with the DBA's partitioning scheme: so a cloned trigger reports the
+//! table of the trigger it was cloned from, up to the one webhook_watch
+//! created.
 //!
 //! Must not: write anything.
 
+use crate::privilege;
 use pgrx::pg_sys;
+use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ffi::CStr;
+
+thread_local! {
+    /// For each cloned capture trigger seen by this backend (by its oid),
+    /// the table its original trigger is on.
+    static WATCHED: RefCell<HashMap<pg_sys::Oid, pg_sys::Oid>> = RefCell::new(HashMap::new());
+}
+
+/// The table the capture reports for `trigger` firing on `rel`: `rel`
+/// itself, or for a clone, the table of the trigger it descends from.
+pub(crate) fn reported_table(trigger: &pg_sys::Trigger, rel: pg_sys::Relation) -> pg_sys::Oid {
+    // SAFETY: the trigger's relation is open for the whole call.
+    let own = unsafe { (*rel).rd_id };
+    if !trigger.tgisclone {
+        return own;
+    }
+    if let Some(found) = WATCHED.with(|w| w.borrow().get(&trigger.tgoid).copied()) {
+        return found;
+    }
+    // pg_trigger is readable by everyone; the statement runs as the writer,
+    // with the safe search_path all the same.
+    let found = privilege::with_safe_search_path(|| {
+        Spi::get_one_with_args::<pg_sys::Oid>(
+            "with recursive up (oid, parent, rel) as (
+                 select t.oid, t.tgparentid, t.tgrelid from pg_catalog.pg_trigger t where t.oid = $1
+                 union all
+                 select t.oid, t.tgparentid, t.tgrelid from pg_catalog.pg_trigger t join up on t.oid = up.parent)
+             select rel from up where parent = 0",
+            &[trigger.tgoid.into()],
+        )
+    })
+    .ok()
+    .flatten()
+    .unwrap_or(own);
+    WATCHED.with(|w| w.borrow_mut().insert(trigger.tgoid, found));
+    found
+}
 
 /// A table's names.
 pub(crate) struct Names<'a> {
@@ -20,19 +69,37 @@ pub(crate) struct Names<'a> {
     pub qualified: String,
 }
 
-/// The names of `rel`.
+/// The names of `relid`, the open relation `rel` or (a watched partitioned
+/// table) one of its ancestors.
 ///
 /// # Safety
 /// `rel` must be an open relation; the names borrow from its relcache
 /// entry and from fresh copies in the current memory context, valid for
 /// the trigger call.
-pub(crate) unsafe fn names<'a>(rel: pg_sys::Relation) -> Names<'a> {
-    // SAFETY: see the function's contract. get_namespace_name returns a
-    // fresh copy or null; quote_identifier its argument or a fresh copy.
+pub(crate) unsafe fn names<'a>(rel: pg_sys::Relation, relid: pg_sys::Oid) -> Names<'a> {
+    // SAFETY: see the function's contract. get_rel_name and
+    // get_namespace_name return fresh copies or null; quote_identifier its
+    // argument or a fresh copy.
     unsafe {
         let class = &*(*rel).rd_rel;
-        let table = CStr::from_ptr(class.relname.data.as_ptr());
-        let schema = pg_sys::get_namespace_name(class.relnamespace);
+        let (table, namespace) = if relid == (*rel).rd_id {
+            (
+                CStr::from_ptr(class.relname.data.as_ptr()),
+                class.relnamespace,
+            )
+        } else {
+            let name = pg_sys::get_rel_name(relid);
+            if name.is_null() {
+                pgrx::pg_sys::panic::ErrorReport::new(
+                    PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+                    "webhook._capture: the watched table no longer exists",
+                    "webhook._capture",
+                )
+                .report(pgrx::PgLogLevel::ERROR);
+            }
+            (CStr::from_ptr(name), pg_sys::get_rel_namespace(relid))
+        };
+        let schema = pg_sys::get_namespace_name(namespace);
         if schema.is_null() {
             pgrx::pg_sys::panic::ErrorReport::new(
                 PgSqlErrorCode::ERRCODE_INVALID_SCHEMA_NAME,

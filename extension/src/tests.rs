@@ -513,6 +513,34 @@ mod tests {
     }
 
     #[pg_test]
+    fn a_watched_partitioned_table_is_reported_by_its_own_name() {
+        Spi::run(
+            "create table measures (id int, at date, v int) partition by range (at);
+             create table measures_2026 partition of measures for values from ('2026-01-01') to ('2027-01-01');
+             create table measures_2027 partition of measures
+                 for values from ('2027-01-01') to ('2028-01-01') partition by range (id);
+             create table measures_2027_low partition of measures_2027 for values from (0) to (100);
+             select webhook_watch('measures');
+             insert into measures values (1, '2026-06-01', 1), (2, '2027-06-01', 2);",
+        )
+        .unwrap();
+        assert_eq!(
+            count(
+                "select count(*) from webhook.events \
+                 where payload->>'table' = 'measures' and source_table = 'public.measures' \
+                   and event_type = 'measures.created'"
+            ),
+            2,
+            "receivers see the watched table, not its partitions"
+        );
+        assert_eq!(
+            count("select count(*) from webhook.event_types where source = 'watched'"),
+            3,
+            "one table watched (three operations), whatever its partitions"
+        );
+    }
+
+    #[pg_test]
     fn the_capture_knows_the_number_of_slots() {
         assert_eq!(count("select webhook._slots()"), crate::store::SLOTS as i64);
     }
@@ -600,13 +628,20 @@ mod tests {
         .unwrap());
         // URLs: readers see the origin; the whole one sits with the secrets,
         // where admins (and only they) may read it.
-        subscribe("https://hooks.example.com/services/T000/B000/XXXX?token=abc", "{*}");
+        subscribe(
+            "https://hooks.example.com/services/T000/B000/XXXX?token=abc",
+            "{*}",
+        );
         assert_eq!(
-            Spi::get_one::<String>("select url from webhook.endpoints").unwrap().unwrap(),
+            Spi::get_one::<String>("select url from webhook.endpoints")
+                .unwrap()
+                .unwrap(),
             "https://hooks.example.com/…"
         );
         assert_eq!(
-            Spi::get_one::<String>("select url from webhook.endpoint_secrets").unwrap().unwrap(),
+            Spi::get_one::<String>("select url from webhook.endpoint_secrets")
+                .unwrap()
+                .unwrap(),
             "https://hooks.example.com/services/T000/B000/XXXX?token=abc"
         );
         assert!(Spi::get_one::<bool>(

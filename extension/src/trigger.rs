@@ -71,8 +71,14 @@ fn _capture<'a>(
             "webhook._capture does not capture TRUNCATE".into(),
         ),
     };
-    // SAFETY: tg_relation is the open relation the trigger fired on.
-    let names = unsafe { relation::names(td.tg_relation) };
+    // The watched table: the one the trigger fires on, or for a partition
+    // the partitioned table that was watched (relation.rs).
+    // SAFETY: tg_trigger is the firing trigger, tg_relation the open
+    // relation it fired on.
+    let names = unsafe {
+        let watched = relation::reported_table(&*td.tg_trigger, td.tg_relation);
+        relation::names(td.tg_relation, watched)
+    };
     let event_type = format!("{prefix}.{suffix}");
 
     // As the writer: the rows, then the event's data.

@@ -28,9 +28,9 @@ const CHANNEL: &std::ffi::CStr = c"pg_webhook_wake";
 // commands/async.h, which pgrx's bindings do not include. Guarded, so that
 // an ERROR it raises unwinds as a Rust panic that pgrx re-raises.
 #[pg_guard]
-#[allow(non_snake_case)] // PostgreSQL's name
 unsafe extern "C-unwind" {
-    fn Async_Notify(channel: *const std::ffi::c_char, payload: *const std::ffi::c_char);
+    #[link_name = "Async_Notify"]
+    fn async_notify(channel: *const std::ffi::c_char, payload: *const std::ffi::c_char);
 }
 
 thread_local! {
@@ -85,6 +85,6 @@ fn notify_unless_recent() {
     // inside the committing transaction, as NOTIFY requires. Called directly
     // rather than through SPI, which would parse `select pg_notify(…)` on
     // every transaction.
-    unsafe { Async_Notify(CHANNEL.as_ptr(), c"".as_ptr()) };
+    unsafe { async_notify(CHANNEL.as_ptr(), c"".as_ptr()) };
     LAST_NOTIFY.set(now);
 }

@@ -148,7 +148,9 @@ with seen as (
     select split_part(encode(t.tgargs, 'escape'), '\000', 1) || '.' || op.suffix, 'watched', t.tgrelid::regclass, null
     from pg_catalog.pg_trigger t
     cross join lateral (values (4, 'created'), (16, 'updated'), (8, 'deleted')) as op(bit, suffix)
-    where t.tgname = 'webhook_capture' and t.tgfoid = 'webhook._capture'::regproc and t.tgtype & op.bit <> 0
+    -- A watched partitioned table, not the clones of its trigger on its partitions.
+    where t.tgname = 'webhook_capture' and t.tgfoid = 'webhook._capture'::regproc and t.tgparentid = 0
+      and t.tgtype & op.bit <> 0
 )
 select t.event_type, t.source, t.source_table, t.since,
        coalesce(s.events, 0) as events_kept, s.last_seen_at

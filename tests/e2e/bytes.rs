@@ -57,4 +57,5 @@ async fn payload_bytes_in_flight_stay_within_the_budget_plus_one() {
         "budget of 2.5 payloads: 2 that fit and one claimed alone into the rest"
     );
     assert_eq!(receiver.requests().len() as i64, N);
+    db.finish().await;
 }

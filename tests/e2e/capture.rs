@@ -64,4 +64,5 @@ async fn capture_honours_a_trigger_added_to_the_log_while_a_session_captures() {
         .unwrap()
         .get(0);
     assert_eq!(events, 2, "both rows were captured");
+    db.finish().await;
 }

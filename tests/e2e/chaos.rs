@@ -214,4 +214,18 @@ async fn committed_events_survive_killed_workers_a_crash_restart_and_a_flaky_rec
         }
     }
     assert_eq!(seen.len() as i64, expected);
+    // The cluster is the test's own: its invariants checked here, the
+    // cluster removed when dropped.
+    let c = connect(&dsn).await.expect("the cluster is up");
+    let broken: Vec<(i64, String)> = c
+        .query(
+            "select object_id, invariant from webhook._invariant_violations()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert!(broken.is_empty(), "invariants broken: {broken:?}");
 }

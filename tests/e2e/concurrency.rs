@@ -56,6 +56,7 @@ async fn two_workers_never_double_deliver() {
         .unwrap()
         .get(0);
     assert!(workers >= 1);
+    db.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,6 +131,7 @@ async fn killed_worker_claims_are_taken_over() {
         .unwrap()
         .get(0);
     assert_eq!(by_doomed, 0, "the killed worker recorded nothing");
+    db.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,4 +178,5 @@ async fn sigterm_drains_in_flight_deliveries() {
         done, 1,
         "the in-flight delivery was finished and recorded before exit"
     );
+    db.finish().await;
 }

@@ -108,6 +108,7 @@ async fn delivers_signed_webhook_after_commit() {
         3,
         "each event is delivered exactly once when all goes well"
     );
+    db.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,6 +147,7 @@ async fn no_delivery_after_rollback() {
         .unwrap()
         .get(0);
     assert_eq!(events, 1, "rolled-back work leaves no event behind");
+    db.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -193,6 +195,7 @@ async fn endpoints_get_only_matching_event_types() {
             "orders.created"
         ]
     );
+    db.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -252,6 +255,7 @@ async fn publish_with_idempotency_key_is_one_event() {
         .get(0);
     assert_eq!(events, 2);
     assert_eq!(receiver.requests().len(), 2);
+    db.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -273,7 +277,7 @@ async fn notify_wakes_the_worker_without_polling() {
         .unwrap();
     pg_webhook_tests::within("delivery woken by NOTIFY", receiver.wait_for(1)).await;
     worker.stop().await;
-    db.assert_invariants(&client).await;
+    db.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,7 +299,7 @@ async fn notify_is_only_a_hint_poll_still_delivers() {
         .unwrap();
     receiver.wait_for(1).await;
     worker.stop().await;
-    db.assert_invariants(&client).await;
+    db.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -326,6 +330,7 @@ async fn worker_refuses_private_destinations_unless_allowed() {
         receiver.requests().is_empty(),
         "nothing may reach a loopback receiver"
     );
+    db.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -363,7 +368,7 @@ async fn two_phase_commit_is_delivered_after_commit_prepared() {
     db.wait_deliveries(&client, "succeeded", 1, &mut worker.events)
         .await;
     worker.stop().await;
-    db.assert_invariants(&client).await;
+    db.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -425,6 +430,7 @@ async fn delivers_over_https_with_http2_and_checks_certificates() {
         req.body.as_bytes(),
         req.header("webhook-signature").unwrap()
     ));
+    db.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -493,5 +499,5 @@ async fn a_flood_of_wake_ups_from_any_login_is_not_a_lever() {
         flooded <= 2 * idle,
         "the worker looked at the queue {flooded} times in {window:?} under {sent} notifications, {idle} times idle"
     );
-    db.assert_invariants(&root).await;
+    db.finish().await;
 }

@@ -40,6 +40,7 @@ async fn deliveries_go_through_the_proxy_over_http_and_https() {
         targets.contains(&format!("CONNECT {tls_host}")),
         "{targets:?}"
     );
+    db.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,6 +80,7 @@ async fn behind_a_proxy_private_literals_are_still_refused_before_sending() {
         proxy.targets()
     );
     assert!(receiver.requests().is_empty());
+    db.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,4 +130,5 @@ async fn a_destination_sent_past_the_proxy_does_not_inherit_its_trust() {
     );
     assert!(receiver.requests().is_empty());
     assert!(proxy.targets().is_empty(), "{:?}", proxy.targets());
+    db.finish().await;
 }

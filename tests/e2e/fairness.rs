@@ -71,4 +71,5 @@ async fn a_blackholed_endpoint_holds_only_its_share_of_the_slots() {
     );
     assert!(blackhole.connections() >= 1);
     worker.stop().await;
+    db.finish().await;
 }

@@ -181,6 +181,7 @@ async fn metrics_health_and_readiness_during_a_run() {
             "select pg_terminate_backend(pid) from pg_stat_activity where usename = '{role}'"
         ))
         .await;
+    db.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -247,4 +248,5 @@ async fn the_status_page_shows_health_failures_and_a_chart_in_chromium() {
         "a real picture"
     );
     worker.stop().await;
+    db.finish().await;
 }

@@ -140,7 +140,7 @@ async fn update_changes_url_for_the_next_attempt_and_checks_like_subscribe() {
     )
     .await;
     assert_eq!(name, "renamed", "a refused update changes nothing");
-    db.assert_invariants(&client).await;
+    db.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,7 +205,7 @@ async fn pause_holds_everything_and_resume_sends_the_backlog_oldest_first() {
         vec![1, 2, 3, 4, 5],
         "the backlog goes out oldest first"
     );
-    db.assert_invariants(&client).await;
+    db.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -274,6 +274,7 @@ async fn a_rotated_secret_signs_beside_the_old_one_until_the_grace_ends() {
         1
     );
     assert!(signed_by(after, &new) && !signed_by(after, &old));
+    db.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -306,6 +307,7 @@ async fn send_test_reaches_one_endpoint_whatever_its_filters() {
         code_of(&client, "select webhook_send_test(424242)").await,
         SqlState::UNDEFINED_OBJECT
     );
+    db.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -407,7 +409,7 @@ async fn replay_sends_the_same_webhook_id_and_keeps_the_history() {
         "a removed endpoint"
     );
     worker.stop().await;
-    db.assert_invariants(&client).await;
+    db.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -457,7 +459,7 @@ async fn a_410_disables_at_once_notifies_and_resume_sends_what_waited() {
     )
     .await;
     worker.stop().await;
-    db.assert_invariants(&client).await;
+    db.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -516,7 +518,7 @@ async fn an_endpoint_failing_longer_than_disable_after_is_disabled() {
         "paused",
         "its delivery waits, it is not failed"
     );
-    db.assert_invariants(&client).await;
+    db.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -564,6 +566,7 @@ async fn endpoint_health_reports_rates_latency_failures_and_backlog() {
     assert_eq!(r.get::<_, Option<String>>(8).as_deref(), Some("HTTP 500"));
     assert_eq!(r.get::<_, i32>(9), 0, "a success ends the run of failures");
     assert_eq!((r.get::<_, i64>(10), r.get::<_, i64>(11)), (0, 0));
+    db.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -631,6 +634,7 @@ async fn typed_auth_is_sent_on_every_request_and_never_shown_to_readers() {
             "{secret} shown in webhook.endpoints"
         );
     }
+    db.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -665,4 +669,5 @@ async fn event_types_lists_watched_and_published_types_with_counts() {
             ("order.deleted".into(), "watched".into(), 0, false),
         ]
     );
+    db.finish().await;
 }

@@ -14,6 +14,7 @@ async fn prepare_all_worker_queries() {
             .await
             .unwrap_or_else(|e| panic!("worker query does not prepare: {sql}: {e:?}"));
     }
+    db.finish().await;
 }
 
 async fn code_of(client: &tokio_postgres::Client, sql: &str) -> SqlState {
@@ -103,6 +104,7 @@ async fn bad_input_gets_a_specific_sqlstate() {
         .unwrap()
         .get(0);
     assert_eq!(n, 0);
+    db.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,4 +125,38 @@ async fn sign_and_verify_in_sql_match_the_protocol_crate() {
         "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
     );
     assert!(row.get::<_, bool>(1));
+    db.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_show_in_a_fresh_session_with_the_install_step_of_the_readme() {
+    let db = TestDb::new().await;
+    let fresh = db.client().await;
+    let err = fresh
+        .query_one("show pg_webhook.retention", &[])
+        .await
+        .expect_err("nothing of pg_webhook is loaded in a fresh session");
+    assert_eq!(err.code(), Some(&SqlState::UNDEFINED_OBJECT));
+    db.client()
+        .await
+        .batch_execute(&format!(
+            "alter database {} set session_preload_libraries = 'pg_webhook'",
+            db.name
+        ))
+        .await
+        .unwrap();
+    let fresh = db.client().await;
+    for (setting, default) in [
+        ("pg_webhook.retention", "30d"),
+        ("pg_webhook.disable_after", "5d"),
+        ("pg_webhook.max_payload_bytes", "1048576"),
+    ] {
+        let shown: String = fresh
+            .query_one(&format!("show {setting}"), &[])
+            .await
+            .unwrap_or_else(|e| panic!("show {setting}: {e}"))
+            .get(0);
+        assert_eq!(shown, default, "{setting}");
+    }
+    db.finish().await;
 }

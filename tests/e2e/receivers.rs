@@ -215,6 +215,7 @@ async fn drive(make: fn(&str) -> Command, accepted: &str, duplicate: &str, rejec
     assert_eq!(stale.status().as_u16(), 400);
     assert!(receiver.line_with("msg_stale").await.contains(rejected));
     receiver.stop().await;
+    db.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -76,4 +76,5 @@ async fn a_row_the_database_refuses_is_recorded_alone_and_the_rest_goes_through(
         sent > N,
         "the poisoned delivery was sent again: {sent} requests"
     );
+    db.finish().await;
 }

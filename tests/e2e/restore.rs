@@ -137,6 +137,8 @@ async fn a_dump_restored_into_a_fresh_database_carries_on() {
         restored_event_ids, before.message_ids,
         "a restored event keeps its webhook-id"
     );
+    db.finish().await;
+    restored.finish().await;
 }
 
 #[derive(Debug, PartialEq)]
@@ -225,6 +227,8 @@ async fn webhook_ids_differ_across_databases_and_reinstalls() {
         ids.insert(a.message_id(&c, id).await),
         "same webhook-id after a re-install"
     );
+    a.finish().await;
+    b.finish().await;
 }
 
 /// Every event's (id, webhook-id) in `dsn`'s database, in id order.
@@ -292,4 +296,15 @@ async fn a_base_backup_and_its_original_never_share_a_webhook_id() {
         shared.is_empty(),
         "webhook-ids written by both copies: {shared:?}"
     );
+    for dsn in [&dsn, &copy_dsn] {
+        let broken = pg_webhook_tests::connect(dsn)
+            .await
+            .query(
+                "select object_id, invariant from webhook._invariant_violations()",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert!(broken.is_empty(), "invariants broken in {dsn}");
+    }
 }

@@ -37,7 +37,7 @@ async fn deliver_one(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_500_then_succeeds() {
-    let (_db, client, receiver) = deliver_one(&[500, 500], r#"{"id": 7}"#, "succeeded").await;
+    let (db, client, receiver) = deliver_one(&[500, 500], r#"{"id": 7}"#, "succeeded").await;
 
     let got = receiver.requests();
     assert_eq!(got.len(), 3);
@@ -71,6 +71,7 @@ async fn retries_500_then_succeeds() {
         .unwrap()
         .get(0);
     assert_eq!(count, 3);
+    db.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,17 +119,19 @@ async fn gives_up_when_receiver_is_down() {
         .unwrap();
     assert_eq!(row.get::<_, i32>(0), 3);
     assert!(row.get::<_, bool>(1) && row.get::<_, bool>(2));
+    db.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gone_410_is_final() {
-    let (_db, _client, receiver) = deliver_one(&[410], "{}", "failed").await;
+    let (db, _client, receiver) = deliver_one(&[410], "{}", "failed").await;
     assert_eq!(receiver.requests().len(), 1, "410 Gone is not retried");
+    db.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redirects_are_not_followed() {
-    let (_db, client, _receiver) = deliver_one(&[302, 302, 302], "{}", "failed").await;
+    let (db, client, _receiver) = deliver_one(&[302, 302, 302], "{}", "failed").await;
     let codes: Vec<Option<i32>> = client
         .query(
             "select status_code from webhook.attempts order by attempt_number",
@@ -144,6 +147,7 @@ async fn redirects_are_not_followed() {
         [Some(302), Some(302), Some(302)],
         "a 3xx is a failed attempt"
     );
+    db.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,6 +209,7 @@ async fn slow_receiver_times_out_and_excerpt_is_bounded() {
         (250.0..2500.0).contains(&ms),
         "the attempt ended near the 300 ms timeout, not the 3 s answer: {ms}"
     );
+    db.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -257,4 +262,5 @@ async fn a_delivery_whose_every_attempt_died_in_flight_ends_failed_unsent() {
     assert_eq!(count, 3, "each claim counted an attempt");
     assert!(error.starts_with("not sent: attempt 3"), "{error}");
     assert_eq!(logged, 1, "only the worker that gave up recorded anything");
+    db.finish().await;
 }

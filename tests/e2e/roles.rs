@@ -75,6 +75,7 @@ async fn a_plain_login_can_neither_publish_nor_read_nor_forge_a_capture() {
         .unwrap()
         .get(0);
     assert_eq!(events, 0, "nothing was enqueued");
+    db.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,5 +205,5 @@ async fn publisher_reader_admin_and_worker_each_do_their_job_alone() {
             "{sql}"
         );
     }
-    db.assert_invariants(&root).await;
+    db.finish().await;
 }

@@ -77,6 +77,7 @@ async fn row_conversion_runs_as_the_writer_not_as_the_extension_owner() {
         ))
         .await
         .unwrap();
+    db.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,5 +140,5 @@ async fn a_receiver_echoing_the_request_leaves_no_secret_in_the_log() {
             );
         }
     }
-    db.assert_invariants(&client).await;
+    db.finish().await;
 }

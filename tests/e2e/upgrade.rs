@@ -186,6 +186,7 @@ async fn fresh_0_2_0_upgrades_to_a_fresh_install() {
     let c = db.client().await;
     assert_eq!(extension_version(&c).await, env!("CARGO_PKG_VERSION"));
     assert_same_as_fresh_install(&c).await;
+    db.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -384,4 +385,5 @@ async fn upgrade_chain_from_0_1_0_matches_a_fresh_install_and_keeps_the_data() {
         .unwrap()
         .get(0);
     assert_eq!(key, 2, "idempotency keys carry over");
+    old.finish().await;
 }

@@ -121,6 +121,21 @@ impl TestDb {
         (row.get(0), row.get(1))
     }
 
+    /// Ends a scenario: fails the test if anything breaks an invariant that
+    /// spans rows (see [`Self::assert_invariants`]), then drops the
+    /// database (its connections too). Every end-to-end test ends with it,
+    /// once its workers are stopped.
+    pub async fn finish(self) {
+        let client = self.client().await;
+        self.assert_invariants(&client).await;
+        drop(client);
+        connect(&admin_dsn())
+            .await
+            .batch_execute(&format!("drop database {} with (force)", self.name))
+            .await
+            .expect("drop the test database");
+    }
+
     /// Fails the test if anything breaks an invariant that spans rows
     /// (`webhook._invariant_violations()`; each row's own are CHECKs).
     pub async fn assert_invariants(&self, client: &Client) {

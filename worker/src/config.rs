@@ -100,14 +100,14 @@ pub struct Cli {
     /// to lease expiry (another worker redelivers them).
     #[arg(long, env = "PG_WEBHOOK_DRAIN_TIMEOUT_MS", default_value_t = DEFAULT_DRAIN_TIMEOUT_MS)]
     pub drain_timeout_ms: u64,
-    /// Longest wait for a database call (claim, record, next due; ten times
-    /// this for the maintenance) before the connection is given up and
-    /// opened again. Must be shorter than --lease-margin-ms: a claim that
-    /// waited longer for a stuck server could hand out deliveries whose
-    /// leases had run out meanwhile (another worker may have claimed them).
-    /// Connections also get a connect timeout (10 s), TCP keepalives (15 s
-    /// idle, 5 s apart, 3 probes) and a TCP user timeout (30 s) unless the
-    /// connection string sets them.
+    /// Longest wait for a database call (record, next due; ten times this
+    /// for the maintenance) before the connection is given up and opened
+    /// again. A claim waits at most this or --lease-margin-ms, whichever is
+    /// shorter: a claim that waited longer for a stuck server could hand
+    /// out deliveries whose leases had run out meanwhile (another worker
+    /// may have claimed them). Connections also get a connect timeout
+    /// (10 s), TCP keepalives (15 s idle, 5 s apart, 3 probes) and a TCP
+    /// user timeout (30 s) unless the connection string sets them.
     #[arg(long, env = "PG_WEBHOOK_DB_TIMEOUT_MS", default_value_t = DEFAULT_DB_TIMEOUT_MS)]
     pub db_timeout_ms: u64,
     /// Egress proxy for every request (http://host:port, credentials in the
@@ -282,14 +282,6 @@ pub enum ConfigError {
         /// what is wrong with it
         reason: String,
     },
-    /// `--db-timeout-ms` not below `--lease-margin-ms`.
-    #[error("--db-timeout-ms ({db_timeout_ms}) must be shorter than --lease-margin-ms ({lease_margin_ms}): a claim that waited that long for the database could hand out deliveries whose leases had already run out")]
-    DbTimeoutOverLease {
-        /// the given --db-timeout-ms
-        db_timeout_ms: u64,
-        /// the given --lease-margin-ms
-        lease_margin_ms: u64,
-    },
     /// A number outside its range.
     #[error("{name} must be between {min} and {max}, not {value}")]
     OutOfRange {
@@ -401,6 +393,12 @@ fn check(name: &'static str, value: u64, min: u64, max: u64) -> Result<u64, Conf
 }
 
 impl Config {
+    /// How long a claim may wait for the database: `db_timeout`, clamped to
+    /// the lease margin (see `--db-timeout-ms`).
+    pub fn claim_timeout(&self) -> Duration {
+        self.db_timeout.min(self.lease_margin)
+    }
+
     /// Validates parsed flags. `lookup` reads the environment (a parameter so
     /// that tests never mutate the process environment); it supplies the
     /// `DATABASE_URL` fallback.
@@ -445,12 +443,6 @@ impl Config {
             }
             None => (pg.clone(), pg_tls.clone()),
         };
-        if cli.db_timeout_ms >= cli.lease_margin_ms {
-            return Err(ConfigError::DbTimeoutOverLease {
-                db_timeout_ms: cli.db_timeout_ms,
-                lease_margin_ms: cli.lease_margin_ms,
-            });
-        }
         let worker_id = cli
             .worker_id
             .filter(|s| !s.is_empty())
@@ -570,22 +562,38 @@ mod tests {
     }
 
     #[test]
-    fn refuses_a_db_timeout_not_below_the_lease_margin() {
-        let e = Config::from_cli(
-            parse(&["--database-url", "dbname=x", "--db-timeout-ms", "30000"]),
+    fn a_claim_never_waits_past_the_lease_margin() {
+        let c = Config::from_cli(
+            parse(&[
+                "--database-url",
+                "dbname=x",
+                "--db-timeout-ms",
+                "60000",
+                "--lease-margin-ms",
+                "500",
+            ]),
             |_| None,
         )
-        .unwrap_err();
-        assert!(matches!(e, ConfigError::DbTimeoutOverLease { .. }), "{e}");
+        .unwrap();
+        assert_eq!(c.claim_timeout(), Duration::from_millis(500));
+        assert_eq!(
+            c.db_timeout,
+            Duration::from_secs(60),
+            "other calls keep theirs"
+        );
         let c = Config::from_cli(parse(&["--database-url", "dbname=x"]), |_| None).unwrap();
-        assert!(c.db_timeout < c.lease_margin, "the defaults agree");
+        assert!(c.db_timeout < c.lease_margin, "the defaults need no clamp");
+        assert_eq!(c.claim_timeout(), c.db_timeout);
     }
 
     #[test]
     fn the_worker_id_is_the_machines_name_and_the_pid() {
         let c = Config::from_cli(parse(&["--database-url", "dbname=x"]), |_| None).unwrap();
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
-        assert_eq!(c.worker_id, format!("{}-{}", host.trim(), std::process::id()));
+        assert_eq!(
+            c.worker_id,
+            format!("{}-{}", host.trim(), std::process::id())
+        );
     }
 
     #[test]

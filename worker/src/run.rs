@@ -69,7 +69,13 @@ impl Worker {
         let client = db::connect(&config.pg, &config.pg_tls).await?;
         let version = db::check_extension(&client).await?;
         tracing::info!(extension_version = %version, ?config, "pg-webhook-worker starting");
-        let mut queue = Queue::new(client, config.db_timeout);
+        if config.claim_timeout() < config.db_timeout {
+            tracing::warn!(
+                claim_timeout = ?config.claim_timeout(),
+                "claims wait at most --lease-margin-ms, which is shorter than --db-timeout-ms"
+            );
+        }
+        let mut queue = Queue::new(client, config.claim_timeout());
         let mut linger = Linger::new(queue.notify_min_interval().await?);
         let dispatcher = Arc::new(Dispatcher::new(&config).map_err(Error::Http)?);
 
@@ -349,7 +355,7 @@ async fn reopen(
         let attempt = async {
             Ok::<_, DbError>(Queue::new(
                 db::connect(&config.pg, &config.pg_tls).await?,
-                config.db_timeout,
+                config.claim_timeout(),
             ))
         };
         match attempt.await {

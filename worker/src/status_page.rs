@@ -39,6 +39,23 @@ pub(crate) struct EndpointRow {
     oldest_open_s: Option<f64>,
 }
 
+impl EndpointRow {
+    /// How the endpoint is doing, at a glance: the row's class (its
+    /// colour) and the word shown with its state. An active endpoint whose
+    /// last attempts failed is "failing" (red, like a disabled one): green
+    /// is for endpoints that succeed.
+    fn health(&self) -> (&'static str, &'static str) {
+        match self.state.as_str() {
+            "disabled" => ("health-down", "disabled"),
+            "paused" => ("health-held", "paused"),
+            "removed" => ("health-held", "removed"),
+            _ if self.consecutive_failures > 0 => ("health-down", "failing"),
+            _ if self.success_rate_1h.is_some_and(|r| r < 0.99) => ("health-degraded", "degraded"),
+            _ => ("health-ok", "healthy"),
+        }
+    }
+}
+
 /// One failed attempt.
 #[derive(Debug, Clone)]
 pub(crate) struct FailureRow {
@@ -189,9 +206,14 @@ pub(crate) fn render(status: &Status, worker_id: &str) -> String {
                             tr { td colspan="13" { "No endpoint." } }
                         }
                         @for e in &status.endpoints {
-                            tr class=(format!("state-{}", e.state)) data-endpoint=(e.id) {
+                            @let (class, word) = e.health();
+                            tr class=(format!("state-{} {class}", e.state)) data-endpoint=(e.id) {
                                 td { strong { (e.name) } " #" (e.id) br; span.origin { (e.origin) } }
-                                td { (e.state) @if let Some(r) = &e.disabled_reason { br; small { (r) } } }
+                                td {
+                                    span.badge { (word) }
+                                    @if e.consecutive_failures > 0 { " " small { (e.consecutive_failures) " in a row" } }
+                                    @if let Some(r) = &e.disabled_reason { br; small { (r) } }
+                                }
                                 td.num { (e.attempts_1h) }
                                 td.num { (percent(e.success_rate_1h)) }
                                 td.num { (ms(e.p50_ms_1h)) }
@@ -248,9 +270,16 @@ th { background: #f6f6f6; font-weight: 600; }
 td.num { text-align: right; white-space: nowrap; }
 .origin { color: #666; font-size: 12px; }
 .error { color: #a11; }
-tr.state-disabled td:first-child { border-left: 4px solid #c33; }
-tr.state-paused td:first-child { border-left: 4px solid #d90; }
-tr.state-active td:first-child { border-left: 4px solid #3a3; }
+tr.health-down td:first-child { border-left: 4px solid #c33; }
+tr.health-down { background: #fdeeee; }
+tr.health-degraded td:first-child { border-left: 4px solid #d90; }
+tr.health-degraded { background: #fff7e6; }
+tr.health-held td:first-child { border-left: 4px solid #999; }
+tr.health-ok td:first-child { border-left: 4px solid #3a3; }
+.badge { font-weight: 600; padding: 1px 6px; border-radius: 8px; background: #eee; }
+tr.health-down .badge { background: #c33; color: #fff; }
+tr.health-degraded .badge { background: #d90; color: #fff; }
+tr.health-ok .badge { background: #3a3; color: #fff; }
 svg text { font: 11px system-ui, sans-serif; fill: #555; }
 ";
 
@@ -375,9 +404,61 @@ mod tests {
             ],
         };
         let page = render(&status, "w-1");
+        assert!(page.contains("health-down"), "a disabled endpoint is red");
         assert!(page.contains("&lt;script&gt;"), "names are escaped");
         assert!(!page.contains("s3cret") && page.contains("https://hooks.example.com:8443"));
         assert!(page.contains("<svg") && page.contains("<rect") && page.contains("<circle"));
         assert!(!page.contains("<script"), "no script at all");
+    }
+
+    #[test]
+    fn a_failing_active_endpoint_is_not_drawn_healthy() {
+        let row = |state: &str, failures: i32, rate: Option<f64>| EndpointRow {
+            id: 1,
+            name: "e".into(),
+            origin: "https://e.example/".into(),
+            state: state.into(),
+            disabled_reason: None,
+            attempts_1h: 5,
+            success_rate_1h: rate,
+            p50_ms_1h: None,
+            p95_ms_1h: None,
+            attempts_24h: 5,
+            success_rate_24h: rate,
+            last_success_at: None,
+            last_failure_at: None,
+            last_failure_status: Some(500),
+            last_failure_error: None,
+            consecutive_failures: failures,
+            pending: 3,
+            waiting: 0,
+            oldest_open_s: None,
+        };
+        assert_eq!(
+            row("active", 5, Some(0.0)).health(),
+            ("health-down", "failing")
+        );
+        assert_eq!(
+            row("active", 0, Some(0.9)).health(),
+            ("health-degraded", "degraded")
+        );
+        assert_eq!(
+            row("active", 0, Some(1.0)).health(),
+            ("health-ok", "healthy")
+        );
+        assert_eq!(row("active", 0, None).health(), ("health-ok", "healthy"));
+        assert_eq!(row("disabled", 0, None).health().0, "health-down");
+        assert_eq!(row("paused", 2, None).health().0, "health-held");
+        let page = render(
+            &Status {
+                endpoints: vec![row("active", 5, Some(0.0))],
+                failures: vec![],
+                minutes: vec![],
+            },
+            "w",
+        );
+        assert!(
+            page.contains("health-down") && page.contains("failing") && page.contains("5 in a row")
+        );
     }
 }
