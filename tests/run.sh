@@ -11,17 +11,33 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 
+# Each layer's time, printed as it ends and summed up at the end.
+timings=()
+layer_start=$SECONDS
+layer() {
+    local now=$SECONDS
+    if [ -n "${layer_name:-}" ]; then
+        timings+=("$(printf '%-34s %4d s' "$layer_name" $((now - layer_start)))")
+        echo "-- $layer_name: $((now - layer_start)) s"
+    fi
+    layer_name=$1
+    layer_start=$now
+    [ -n "$1" ] && echo "== $1"
+    return 0
+}
+
+layer "set-up (packages, cargo-pgrx)"
 bash scripts/setup.sh pgbouncer chromium curl
 
-echo "== example receivers (Python and Node, official Standard Webhooks packages)"
+layer "example receivers (Python and Node, official Standard Webhooks packages)"
 # Sets up their dependencies (a venv, npm ci) and checks them on their own;
 # the end-to-end tests then drive real deliveries through them.
 bash examples/check.sh
 
-echo "== unit tests"
+layer "unit tests"
 cargo test --quiet
 
-echo "== #[pg_test] (inside PostgreSQL)"
+layer "#[pg_test] (inside PostgreSQL)"
 if [ "$(id -u)" = 0 ]; then
     pgrx_dir=$(mktemp -d /tmp/pg_webhook-pgrx-test.XXXXXX)
     chown postgres "$pgrx_dir"
@@ -32,7 +48,7 @@ else
     cargo pgrx test -p pg_webhook pg15
 fi
 
-echo "== end-to-end"
+layer "end-to-end"
 # The pg_test build installed a library with test functions; install the real one,
 # and the frozen install scripts of the released versions beside it for the
 # upgrade tests.
@@ -53,6 +69,8 @@ export PG_WEBHOOK_TEST_DSN="host=127.0.0.1 port=$port user=postgres dbname=postg
 export PG_WEBHOOK_WORKER_BIN="$ROOT/target/debug/pg-webhook-worker"
 cargo test -p pg_webhook_tests
 
-echo "== the release tarball, installed into a clean prefix"
+layer "the release tarball, installed into a clean prefix"
 bash tests/package.sh
-echo "== all tests passed"
+layer ""
+printf '%s\n' "${timings[@]}"
+echo "== all tests passed in $SECONDS s"
