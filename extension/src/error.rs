@@ -6,6 +6,13 @@ use pg_webhook_protocol::SecretError;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::PgSqlErrorCode;
 
+/// Raises an ERROR with `code` and `message` at once (for code that cannot
+/// return a `Result`: the capture trigger and its helpers).
+pub(crate) fn raise(code: PgSqlErrorCode, message: impl Into<String>) -> ! {
+    ErrorReport::new(code, message.into(), "pg_webhook").report(pgrx::PgLogLevel::ERROR);
+    unreachable!("ereport(ERROR) does not return")
+}
+
 /// Errors raised by the extension's Rust functions.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Error {

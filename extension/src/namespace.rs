@@ -21,6 +21,7 @@
 //!
 //! Must not: write anything.
 
+use crate::error::raise;
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 use std::cell::Cell;
@@ -38,12 +39,10 @@ pub(crate) fn current() -> i64 {
     let mut bytes = [0u8; 8];
     // SAFETY: the buffer is valid for writes of its whole length.
     if !unsafe { pg_sys::pg_strong_random(bytes.as_mut_ptr().cast(), bytes.len()) } {
-        pgrx::pg_sys::panic::ErrorReport::new(
+        raise(
             PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
             "pg_webhook: could not read random bytes for the webhook-id namespace",
-            "pg_webhook",
-        )
-        .report(pgrx::PgLogLevel::ERROR);
+        );
     }
     let n = i64::from_ne_bytes(bytes);
     NAMESPACE.set(Some(n));

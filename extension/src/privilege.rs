@@ -22,6 +22,7 @@
 //! Must not: build the event (that happens as the writer), or run anything
 //! a writer defined.
 
+use crate::error::raise;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
@@ -81,13 +82,10 @@ fn owner() -> pg_sys::Oid {
     .ok()
     .flatten()
     .unwrap_or_else(|| {
-        pgrx::pg_sys::panic::ErrorReport::new(
+        raise(
             PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
             "the pg_webhook extension is not installed in this database",
-            "pg_webhook",
         )
-        .report(pgrx::PgLogLevel::ERROR);
-        unreachable!("ereport(ERROR) does not return")
     });
     OWNER.set(owner);
     owner

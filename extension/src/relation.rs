@@ -14,6 +14,7 @@
 //!
 //! Must not: write anything.
 
+use crate::error::raise;
 use crate::privilege;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -90,23 +91,19 @@ pub(crate) unsafe fn names<'a>(rel: pg_sys::Relation, relid: pg_sys::Oid) -> Nam
         } else {
             let name = pg_sys::get_rel_name(relid);
             if name.is_null() {
-                pgrx::pg_sys::panic::ErrorReport::new(
+                raise(
                     PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
                     "webhook._capture: the watched table no longer exists",
-                    "webhook._capture",
-                )
-                .report(pgrx::PgLogLevel::ERROR);
+                );
             }
             (CStr::from_ptr(name), pg_sys::get_rel_namespace(relid))
         };
         let schema = pg_sys::get_namespace_name(namespace);
         if schema.is_null() {
-            pgrx::pg_sys::panic::ErrorReport::new(
+            raise(
                 PgSqlErrorCode::ERRCODE_INVALID_SCHEMA_NAME,
                 "webhook._capture: the table's schema no longer exists",
-                "webhook._capture",
-            )
-            .report(pgrx::PgLogLevel::ERROR);
+            );
         }
         let schema = CStr::from_ptr(schema);
         let quoted =

@@ -17,6 +17,7 @@
 //! Must not: build or change the event (it arrives built, as the writer
 //! made it), or resolve a name through the caller's search_path.
 
+use crate::error::raise;
 use crate::{event_row, legacy, namespace, privilege, slots, vxid};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -70,12 +71,6 @@ thread_local! {
     /// and the current one.
     static PLANS: [[Cell<pg_sys::SPIPlanPtr>; SLOTS]; 2] =
         const { [const { [const { Cell::new(std::ptr::null_mut()) }; SLOTS] }; 2] };
-}
-
-pub(crate) fn raise(code: PgSqlErrorCode, message: String) -> ! {
-    pgrx::pg_sys::panic::ErrorReport::new(code, message, "webhook._capture")
-        .report(pgrx::PgLogLevel::ERROR);
-    unreachable!("ereport(ERROR) does not return")
 }
 
 /// Stores `event`; returns whether a row was written (the 0.1.0 schema
@@ -156,7 +151,7 @@ pub(crate) fn execute(
         if pg_sys::SPI_connect() != pg_sys::SPI_OK_CONNECT as i32 {
             raise(
                 PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-                "pg_webhook: SPI_connect failed".into(),
+                "pg_webhook: SPI_connect failed",
             );
         }
         let mut plan = plan_cell.get();
@@ -166,7 +161,7 @@ pub(crate) fn execute(
             if plan.is_null() || pg_sys::SPI_keepplan(plan) != 0 {
                 raise(
                     PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-                    "pg_webhook: could not prepare the capture statement".into(),
+                    "pg_webhook: could not prepare the capture statement",
                 );
             }
             plan_cell.set(plan);

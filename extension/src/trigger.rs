@@ -26,7 +26,7 @@ use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 use std::cell::Cell;
 
-use crate::store::raise;
+use crate::error::raise;
 
 /// The capture trigger function. Its SQL declaration is written by hand to
 /// keep it in the webhook schema with a comment; see the module docs for
@@ -50,7 +50,7 @@ fn _capture<'a>(
     {
         raise(
             PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
-            "webhook._capture must be an AFTER … FOR EACH ROW trigger; install it with webhook_watch()".into(),
+            "webhook._capture must be an AFTER … FOR EACH ROW trigger; install it with webhook_watch()",
         );
     }
     let td = trigger.trigger_data();
@@ -58,7 +58,7 @@ fn _capture<'a>(
     let Some((prefix, columns)) = args.split_first() else {
         raise(
             PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
-            "webhook._capture needs the event prefix as its argument; install it with webhook_watch()".into(),
+            "webhook._capture needs the event prefix as its argument; install it with webhook_watch()",
         );
     };
     check_prefix(prefix);
@@ -68,7 +68,7 @@ fn _capture<'a>(
         PgTriggerOperation::Delete => ("deleted", "DELETE", std::ptr::null_mut(), td.tg_trigtuple),
         PgTriggerOperation::Truncate => raise(
             PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
-            "webhook._capture does not capture TRUNCATE".into(),
+            "webhook._capture does not capture TRUNCATE",
         ),
     };
     // The watched table: the one the trigger fires on, or for a partition
@@ -138,7 +138,7 @@ fn arguments<'a>(td: &'a pg_sys::TriggerData) -> Vec<&'a str> {
                     .unwrap_or_else(|_| {
                         raise(
                             PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
-                            "webhook._capture: a trigger argument is not valid UTF-8; install it with webhook_watch()".into(),
+                            "webhook._capture: a trigger argument is not valid UTF-8; install it with webhook_watch()",
                         )
                     })
             })
@@ -165,7 +165,7 @@ fn check_prefix(prefix: &str) {
     if prefix == "webhook" || prefix.starts_with("webhook.") {
         raise(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            "webhook._capture: the event prefix \"webhook\" is reserved for pg_webhook's own events; install the trigger with webhook_watch() and another prefix".into(),
+            "webhook._capture: the event prefix \"webhook\" is reserved for pg_webhook's own events; install the trigger with webhook_watch() and another prefix",
         );
     }
 }

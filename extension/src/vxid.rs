@@ -75,13 +75,10 @@ fn register(system_identifier: i64, database: pg_sys::Oid) -> i32 {
 }
 
 fn fail(message: &str) -> ! {
-    pgrx::pg_sys::panic::ErrorReport::new(
+    crate::error::raise(
         PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
         format!("pg_webhook: {message}"),
-        "pg_webhook",
     )
-    .report(pgrx::PgLogLevel::ERROR);
-    unreachable!("ereport(ERROR) does not return")
 }
 
 /// `full` (a FullTransactionId value) in the virtual space of `incarnation`.

@@ -442,11 +442,7 @@ async fn a_flood_of_wake_ups_from_any_login_is_not_a_lever() {
     let receiver = Receiver::start().await;
     let root = db.client().await;
     db.subscribe(&root, &receiver.url("/"), &["*"], None).await;
-    let nobody = format!("{}_nobody", db.name);
-    root.batch_execute(&format!("create role {nobody} login"))
-        .await
-        .unwrap();
-    let stranger = pg_webhook_tests::connect(&format!("{} user={nobody}", db.dsn)).await;
+    let (_, stranger) = db.login(&root, "nobody", &[]).await;
     let mut config = db.worker_config();
     config.poll_interval = Duration::from_millis(250);
     let mut worker = RunningWorker::start(config);

@@ -10,7 +10,7 @@
 //! superuser reading every view, and the worker (claim, record, fan-out,
 //! maintenance, its status page).
 
-use pg_webhook_tests::{connect, Receiver, RunningWorker, TestDb};
+use pg_webhook_tests::{Receiver, RunningWorker, TestDb};
 use pg_webhook_worker::WorkerEvent;
 use tokio_postgres::Client;
 
@@ -317,21 +317,6 @@ async fn counters(c: &Client, schema: &str) -> (i64, i64) {
     (row.get(0), row.get(1))
 }
 
-/// A login role for this database, member of `member_of`, connected.
-async fn login(db: &TestDb, root: &Client, suffix: &str, member_of: &str) -> (String, Client) {
-    let name = format!("{}_{suffix}", db.name);
-    let roles = if member_of.is_empty() {
-        String::new()
-    } else {
-        format!(" in role {member_of}")
-    };
-    root.batch_execute(&format!("create role {name} login{roles}"))
-        .await
-        .unwrap();
-    let client = connect(&format!("{} user={name}", db.dsn)).await;
-    (name, client)
-}
-
 /// Runs `sql` and fails the test with the statement and the error.
 async fn run(c: &Client, who: &str, sql: &str) {
     if let Err(e) = c.batch_execute(sql).await {
@@ -353,13 +338,14 @@ async fn scenario(public_writable: bool) {
     let db = TestDb::new().await;
     let receiver = Receiver::start().await;
     let root = db.client().await;
-    let (attacker, as_attacker) =
-        login(&db, &root, "attacker", "webhook_publisher, webhook_reader").await;
-    let (admin_role, admin) = login(&db, &root, "admin", "webhook_admin").await;
-    let (_, reader) = login(&db, &root, "reader", "webhook_reader").await;
-    let (_, publisher) = login(&db, &root, "publisher", "webhook_publisher").await;
-    let (writer_role, writer) = login(&db, &root, "writer", "").await;
-    let (worker_role, _) = login(&db, &root, "worker", "webhook_worker").await;
+    let (attacker, as_attacker) = db
+        .login(&root, "attacker", &["webhook_publisher", "webhook_reader"])
+        .await;
+    let (admin_role, admin) = db.login(&root, "admin", &["webhook_admin"]).await;
+    let (_, reader) = db.login(&root, "reader", &["webhook_reader"]).await;
+    let (_, publisher) = db.login(&root, "publisher", &["webhook_publisher"]).await;
+    let (writer_role, writer) = db.login(&root, "writer", &[]).await;
+    let (worker_role, _) = db.login(&root, "worker", &["webhook_worker"]).await;
     let url = receiver.url("/hooks");
     run(
         &root,

@@ -5,22 +5,14 @@ use pg_webhook_tests::{connect, Receiver, RunningWorker, TestDb};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
-/// Creates a login role (unique to this test database) that is a member of
-/// `member_of` (none when empty) and returns (name, a connection as it).
+/// `TestDb::login`, with CREATE on `public` (each role may make a table
+/// of its own).
 async fn login(db: &TestDb, admin: &Client, suffix: &str, member_of: &[&str]) -> (String, Client) {
-    let name = format!("{}_{suffix}", db.name);
-    let roles = if member_of.is_empty() {
-        String::new()
-    } else {
-        format!(" in role {}", member_of.join(", "))
-    };
+    let (name, client) = db.login(admin, suffix, member_of).await;
     admin
-        .batch_execute(&format!(
-            "create role {name} login{roles}; grant create on schema public to {name};"
-        ))
+        .batch_execute(&format!("grant create on schema public to {name}"))
         .await
         .unwrap();
-    let client = connect(&format!("{} user={name}", db.dsn)).await;
     (name, client)
 }
 

@@ -121,6 +121,29 @@ impl TestDb {
         (row.get(0), row.get(1))
     }
 
+    /// A login role of this test's own (`<database>_<suffix>`: roles are
+    /// cluster-wide), member of `member_of` (none when empty), created by
+    /// `admin`; returns its name and a connection to this database as it.
+    pub async fn login(
+        &self,
+        admin: &Client,
+        suffix: &str,
+        member_of: &[&str],
+    ) -> (String, Client) {
+        let name = format!("{}_{suffix}", self.name);
+        let roles = if member_of.is_empty() {
+            String::new()
+        } else {
+            format!(" in role {}", member_of.join(", "))
+        };
+        admin
+            .batch_execute(&format!("create role {name} login{roles}"))
+            .await
+            .expect("create a login role");
+        let client = connect(&format!("{} user={name}", self.dsn)).await;
+        (name, client)
+    }
+
     /// Ends a scenario: fails the test if anything breaks an invariant that
     /// spans rows (see [`Self::assert_invariants`]), then drops the
     /// database (its connections too). Every end-to-end test ends with it,
@@ -750,14 +773,10 @@ impl PgBouncer {
     pub async fn start(pool_size: u32) -> Self {
         let admin: tokio_postgres::Config = admin_dsn().parse().expect("admin DSN");
         let pg_port = admin.get_ports().first().copied().unwrap_or(5432);
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = free_port();
         let dir =
             std::env::temp_dir().join(format!("pgwh-pgbouncer-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("pgbouncer directory");
-        let root = running_as_root();
         let ini = dir.join("pgbouncer.ini");
         std::fs::write(
             &ini,
@@ -775,17 +794,8 @@ impl PgBouncer {
         .expect("pgbouncer.ini");
         let bin = std::env::var("PGBOUNCER_BIN").unwrap_or_else(|_| "/usr/sbin/pgbouncer".into());
         // pgbouncer refuses to run as root: as root, it runs as postgres.
-        let mut command = if root {
-            let _ = std::process::Command::new("chown")
-                .args(["-R", "postgres"])
-                .arg(&dir)
-                .status();
-            let mut c = std::process::Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&bin);
-            c
-        } else {
-            std::process::Command::new(&bin)
-        };
+        chown_to_cluster_owner(&dir);
+        let mut command = command_as_cluster_owner(&bin);
         let child = command
             .arg(&ini)
             .stdout(std::process::Stdio::null())
@@ -856,6 +866,36 @@ fn running_as_root() -> bool {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false)
+}
+
+/// PostgreSQL's programs (and pgbouncer) refuse to run as root: as root,
+/// `program` runs as the `postgres` OS user, else as the test itself.
+fn command_as_cluster_owner(program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+    if running_as_root() {
+        let mut c = std::process::Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        std::process::Command::new(program)
+    }
+}
+
+/// Gives `dir` (recursively) to the user [`command_as_cluster_owner`] runs as.
+fn chown_to_cluster_owner(dir: &std::path::Path) {
+    if running_as_root() {
+        let _ = std::process::Command::new("chown")
+            .args(["-R", "postgres"])
+            .arg(dir)
+            .status();
+    }
+}
+
+/// A TCP port free on 127.0.0.1 (for a server a program starts itself).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 /// A connection LISTENing on a channel; notifications' payloads arrive on `rx`.
@@ -1000,10 +1040,7 @@ pub struct TlsCluster {
 impl TlsCluster {
     /// Initialises and starts it (a few seconds).
     pub fn start(ca: &TestCa) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = free_port();
         let dir = std::env::temp_dir().join(format!("pgwh-tls-{}-{port}", std::process::id()));
         let files = dir.join("files");
         std::fs::create_dir_all(&files).expect("cluster directory");
@@ -1021,12 +1058,7 @@ impl TlsCluster {
             std::fs::Permissions::from_mode(0o600),
         )
         .expect("key permissions");
-        if running_as_root() {
-            let _ = std::process::Command::new("chown")
-                .args(["-R", "postgres"])
-                .arg(&dir)
-                .status();
-        }
+        chown_to_cluster_owner(&dir);
         let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/cluster.sh");
         let status = std::process::Command::new("bash")
             .arg(&script)
@@ -1077,10 +1109,7 @@ pub struct OwnCluster {
 impl OwnCluster {
     /// Initialises and starts it (a few seconds).
     pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = free_port();
         let dir = std::env::temp_dir().join(format!("pgwh-own-{}-{port}", std::process::id()));
         let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/cluster.sh");
         let status = std::process::Command::new("bash")
@@ -1130,18 +1159,10 @@ impl OwnCluster {
     /// a port of its own, as a base backup restored elsewhere is. The copy
     /// and the original then diverge.
     pub fn base_backup(&self) -> OwnCluster {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = free_port();
         let dir = std::env::temp_dir().join(format!("pgwh-own-{}-{port}", std::process::id()));
         std::fs::create_dir_all(dir.join("sock")).expect("copy directory");
-        if running_as_root() {
-            let _ = std::process::Command::new("chown")
-                .args(["-R", "postgres"])
-                .arg(&dir)
-                .status();
-        }
+        chown_to_cluster_owner(&dir);
         let data = dir.join("data").display().to_string();
         run_as_cluster_owner(
             "pg_basebackup",
@@ -1175,15 +1196,7 @@ impl OwnCluster {
 /// Runs one of PostgreSQL 15's server programs as the cluster's owner (the
 /// `postgres` OS user when the tests run as root), and fails the test if it fails.
 fn run_as_cluster_owner(program: &str, args: &[&str]) {
-    let bin = format!("/usr/lib/postgresql/15/bin/{program}");
-    let mut c = if running_as_root() {
-        let mut c = std::process::Command::new("runuser");
-        c.args(["-u", "postgres", "--", &bin]);
-        c
-    } else {
-        std::process::Command::new(&bin)
-    };
-    let out = c
+    let out = command_as_cluster_owner(format!("/usr/lib/postgresql/15/bin/{program}"))
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
