@@ -8,8 +8,8 @@
 use crate::db::BenchDb;
 use crate::{median, Args};
 use pg_webhook_protocol::Secret;
-use pg_webhook_worker::dispatch::Dispatcher;
-use pg_webhook_worker::queue::{Claim, Target};
+use pg_webhook_worker::claim::{Claim, Target};
+use pg_webhook_worker::http::dispatch::Dispatcher;
 use pg_webhook_worker::retry::RetryPolicy;
 use serde::Serialize;
 use std::sync::Arc;

@@ -9,7 +9,7 @@
 use crate::db::BenchDb;
 use crate::worker::WorkerProcess;
 use crate::Args;
-use pg_webhook_worker::dispatch::SLOT_BYTES;
+use pg_webhook_worker::http::dispatch::SLOT_BYTES;
 use serde::Serialize;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

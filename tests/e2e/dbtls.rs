@@ -12,7 +12,7 @@ fn config(port: u16, extra: &str) -> Config {
 }
 
 async fn connects(c: &Config) -> Result<(), String> {
-    match db::connect(&c.pg, &c.pg_tls).await {
+    match db::connect::connect(&c.pg, &c.pg_tls).await {
         Ok(client) => client
             .simple_query("select 1")
             .await
@@ -81,7 +81,9 @@ async fn sslmode_and_sslrootcert_work_as_in_libpq() {
 
     // And the worker delivers over it, end to end.
     let admin = config(port, &full);
-    let client = db::connect(&admin.pg, &admin.pg_tls).await.unwrap();
+    let client = db::connect::connect(&admin.pg, &admin.pg_tls)
+        .await
+        .unwrap();
     let receiver = Receiver::start().await;
     client
         .batch_execute("create extension pg_webhook; set pg_webhook.allow_private_targets = on;")

@@ -408,7 +408,7 @@ async fn delivers_over_https_with_http2_and_checks_certificates() {
 
     // Trusting it (what --ca-file does): delivered, over HTTP/2 (ALPN).
     let mut config = db.worker_config();
-    config.extra_roots = ca.roots();
+    config.extra_roots = pg_webhook_worker::config::Roots(ca.roots());
     let mut worker = RunningWorker::start(config);
     client
         .batch_execute("select webhook_publish('tls.second', '{\"x\": 1}')")

@@ -18,7 +18,7 @@ async fn deliveries_go_through_the_proxy_over_http_and_https() {
         .await;
     let mut config = db.worker_config();
     config.proxy = Some(ProxyUrl::parse(&proxy.url()).unwrap());
-    config.extra_roots = ca.roots();
+    config.extra_roots = pg_webhook_worker::config::Roots(ca.roots());
     let mut worker = RunningWorker::start(config);
     client
         .batch_execute("select webhook_publish('via.proxy', '{}')")

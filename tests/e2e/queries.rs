@@ -8,7 +8,7 @@ use tokio_postgres::error::SqlState;
 async fn prepare_all_worker_queries() {
     let db = TestDb::new().await;
     let client = db.client().await;
-    for sql in pg_webhook_worker::queries::ALL {
+    for sql in pg_webhook_worker::db::queries::ALL {
         client
             .prepare(sql)
             .await

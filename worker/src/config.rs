@@ -1,12 +1,17 @@
-//! The worker's configuration: flags and `PG_WEBHOOK_*` environment variables
-//! (parsed by clap), validated once at start-up.
+//! The worker's configuration: each setting declared once, here, as a flag
+//! with its `PG_WEBHOOK_*` environment variable, default and range (clap
+//! checks them and names the flag in its error); then [`Config::resolve`]
+//! derives what the flags only describe (connections, their TLS, the
+//! worker id, the trusted roots) and applies the environment's fallbacks
+//! (`DATABASE_URL`, `HTTPS_PROXY`, `NO_PROXY`, `PGSSLMODE`).
 //!
 //! Why the lease is a margin and not a fixed length: each claim leases a
 //! delivery for *its endpoint's* timeout plus this margin, so the lease always
 //! outlives the request, whatever timeout an endpoint has; a fixed lease
 //! shorter than some endpoint's timeout would make deliveries double.
 
-use clap::builder::BoolishValueParser;
+use crate::db::tls::PgTls;
+use clap::builder::{BoolishValueParser, RangedU64ValueParser, TypedValueParser};
 use clap::{ArgAction, Parser};
 use std::time::Duration;
 
@@ -21,16 +26,16 @@ pub const DEFAULT_CONCURRENCY: usize = 512;
 /// Default largest claim.
 pub const DEFAULT_BATCH_SIZE: usize = 100;
 /// Default fallback poll interval, in milliseconds.
-pub const DEFAULT_POLL_INTERVAL_MS: u64 = 1000;
+pub const DEFAULT_POLL_INTERVAL_MS: &str = "1000";
 /// Default lease margin over the endpoint's timeout, in milliseconds.
-pub const DEFAULT_LEASE_MARGIN_MS: u64 = 30_000;
+pub const DEFAULT_LEASE_MARGIN_MS: &str = "30000";
 /// Default bound on the stored response excerpt, in bytes.
 pub const DEFAULT_RESPONSE_EXCERPT_BYTES: usize = 1024;
 /// Default time allowed for in-flight deliveries at shutdown, in milliseconds.
-pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 30_000;
+pub const DEFAULT_DRAIN_TIMEOUT_MS: &str = "30000";
 /// Default bound on every database call, in milliseconds (see
 /// `--db-timeout-ms`): under the default lease margin (30 s), as it must be.
-pub const DEFAULT_DB_TIMEOUT_MS: u64 = 20_000;
+pub const DEFAULT_DB_TIMEOUT_MS: &str = "20000";
 /// Default most events fanned out per claim (whole transactions: a large
 /// one may go beyond it). Large enough that fanning out costs a small share
 /// of a claim, small enough that a claim after a long backlog stays short.
@@ -45,7 +50,26 @@ pub const DEFAULT_MAX_IN_FLIGHT_BYTES: usize = 32 * 1024 * 1024;
 /// with seconds; see [`MaintenanceSchedule`]).
 pub const DEFAULT_MAINTENANCE_SCHEDULE: &str = "0 * * * * *";
 
-/// Command line and environment of `pg-webhook-worker`.
+/// A count between `min` and `max`.
+fn count(min: u64, max: u64) -> RangedU64ValueParser<usize> {
+    RangedU64ValueParser::<usize>::new().range(min..=max)
+}
+
+/// A duration given in milliseconds, between `min` and `max` ms.
+fn millis(min: u64, max: u64) -> impl TypedValueParser<Value = Duration> {
+    RangedU64ValueParser::<u64>::new()
+        .range(min..=max)
+        .map(Duration::from_millis)
+}
+
+/// Half the CPUs, at least one (see `--threads`).
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+}
+
+/// The configuration the worker runs with: flags and environment as parsed
+/// by clap, then [`Config::resolve`]d. Build one with [`Config::load`] (a
+/// command line) or [`Config::for_database`] (defaults, for embedding).
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "pg-webhook-worker",
@@ -53,53 +77,79 @@ pub const DEFAULT_MAINTENANCE_SCHEDULE: &str = "0 * * * * *";
     about = "Delivers pg_webhook deliveries: claims, signs, POSTs, retries, records.",
     after_help = "For local development, `pg-webhook-worker listen --secret whsec_… --port 8787` runs a receiver that verifies and prints deliveries (see `pg-webhook-worker listen --help`)."
 )]
-pub struct Cli {
+pub struct Config {
     /// PostgreSQL connection string (URL or key=value). Falls back to DATABASE_URL.
     /// It may go through pgbouncer in transaction mode.
     #[arg(long, env = "PG_WEBHOOK_DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
+    database_url: Option<String>,
     /// Connection string for LISTEN, which needs a session of its own: a
     /// direct connection to PostgreSQL when --database-url goes through a
     /// transaction-mode pooler. Defaults to --database-url.
     #[arg(long, env = "PG_WEBHOOK_LISTEN_URL", hide_env_values = true)]
-    pub listen_url: Option<String>,
+    listen_url: Option<String>,
+    /// Where the database is, from --database-url (its `Debug` redacts the password).
+    #[arg(skip)]
+    pub pg: tokio_postgres::Config,
+    /// TLS for `pg`, from the connection string's `sslmode` and `sslrootcert`.
+    #[arg(skip)]
+    pub pg_tls: PgTls,
+    /// Where to LISTEN, from --listen-url (default: `pg`).
+    #[arg(skip)]
+    pub listen_pg: tokio_postgres::Config,
+    /// TLS for `listen_pg`.
+    #[arg(skip)]
+    pub listen_tls: PgTls,
     /// Deliveries in flight at once.
-    #[arg(long, env = "PG_WEBHOOK_CONCURRENCY", default_value_t = DEFAULT_CONCURRENCY)]
+    #[arg(long, env = "PG_WEBHOOK_CONCURRENCY", default_value_t = DEFAULT_CONCURRENCY,
+          value_parser = count(1, 10_000))]
     pub concurrency: usize,
     /// Most deliveries taken by one claim.
-    #[arg(long, env = "PG_WEBHOOK_BATCH_SIZE", default_value_t = DEFAULT_BATCH_SIZE)]
+    #[arg(long, env = "PG_WEBHOOK_BATCH_SIZE", default_value_t = DEFAULT_BATCH_SIZE,
+          value_parser = count(1, 10_000))]
     pub batch_size: usize,
     /// Longest sleep between two looks at the queue when no NOTIFY arrives, in ms.
-    #[arg(long, env = "PG_WEBHOOK_POLL_INTERVAL_MS", default_value_t = DEFAULT_POLL_INTERVAL_MS)]
-    pub poll_interval_ms: u64,
+    #[arg(long = "poll-interval-ms", value_name = "MS", env = "PG_WEBHOOK_POLL_INTERVAL_MS",
+          default_value = DEFAULT_POLL_INTERVAL_MS, value_parser = millis(10, 3_600_000))]
+    pub poll_interval: Duration,
     /// Lease margin over the endpoint's timeout, in ms: how long after a worker
     /// dies its claims become available again beyond the request timeout.
-    #[arg(long, env = "PG_WEBHOOK_LEASE_MARGIN_MS", default_value_t = DEFAULT_LEASE_MARGIN_MS)]
-    pub lease_margin_ms: u64,
+    #[arg(long = "lease-margin-ms", value_name = "MS", env = "PG_WEBHOOK_LEASE_MARGIN_MS",
+          default_value = DEFAULT_LEASE_MARGIN_MS, value_parser = millis(100, 3_600_000))]
+    pub lease_margin: Duration,
     /// Bytes of response body kept in webhook.attempts.response_excerpt.
-    #[arg(long, env = "PG_WEBHOOK_RESPONSE_EXCERPT_BYTES", default_value_t = DEFAULT_RESPONSE_EXCERPT_BYTES)]
+    #[arg(long, env = "PG_WEBHOOK_RESPONSE_EXCERPT_BYTES", default_value_t = DEFAULT_RESPONSE_EXCERPT_BYTES,
+          value_parser = count(0, 65_536))]
     pub response_excerpt_bytes: usize,
     /// Allow loopback, private and link-local destinations (tests, internal setups).
     #[arg(long, env = "PG_WEBHOOK_ALLOW_PRIVATE_TARGETS", default_value = "false",
           action = ArgAction::Set, value_parser = BoolishValueParser::new())]
     pub allow_private_targets: bool,
-    /// Identifier recorded with each attempt. Defaults to <hostname>-<pid>.
-    #[arg(long, env = "PG_WEBHOOK_WORKER_ID")]
-    pub worker_id: Option<String>,
+    /// Identifier recorded with each attempt. Defaults to <hostname>-<pid>
+    /// (the kernel's host name: gethostname(2)).
+    #[arg(
+        long,
+        env = "PG_WEBHOOK_WORKER_ID",
+        default_value = "",
+        hide_default_value = true
+    )]
+    pub worker_id: String,
     /// PEM file of extra root certificates to trust, besides the Mozilla
     /// roots (receivers behind a private certificate authority).
-    #[arg(long, env = "PG_WEBHOOK_CA_FILE")]
-    pub ca_file: Option<std::path::PathBuf>,
+    #[arg(long = "ca-file", env = "PG_WEBHOOK_CA_FILE", value_name = "CA_FILE",
+          default_value = "", hide_default_value = true, value_parser = Roots::read)]
+    pub extra_roots: Roots,
     /// Runtime threads. Default: half the CPUs, at least one. The worker is
     /// I/O-bound and usually shares the machine with PostgreSQL; measured on
     /// 2 cores, one thread delivers ~15% more than two (no cross-thread
     /// wake-ups) and leaves the other core to the database.
-    #[arg(long, env = "PG_WEBHOOK_THREADS")]
-    pub threads: Option<usize>,
+    #[arg(long, env = "PG_WEBHOOK_THREADS", default_value_t = default_threads(),
+          value_parser = count(1, 256))]
+    pub threads: usize,
     /// Time given to in-flight deliveries on shutdown, in ms; the rest are left
     /// to lease expiry (another worker redelivers them).
-    #[arg(long, env = "PG_WEBHOOK_DRAIN_TIMEOUT_MS", default_value_t = DEFAULT_DRAIN_TIMEOUT_MS)]
-    pub drain_timeout_ms: u64,
+    #[arg(long = "drain-timeout-ms", value_name = "MS", env = "PG_WEBHOOK_DRAIN_TIMEOUT_MS",
+          default_value = DEFAULT_DRAIN_TIMEOUT_MS, value_parser = millis(0, 3_600_000))]
+    pub drain_timeout: Duration,
     /// Longest wait for a database call (record, next due; ten times this
     /// for the maintenance) before the connection is given up and opened
     /// again. A claim waits at most this or --lease-margin-ms, whichever is
@@ -108,13 +158,25 @@ pub struct Cli {
     /// may have claimed them). Connections also get a connect timeout
     /// (10 s), TCP keepalives (15 s idle, 5 s apart, 3 probes) and a TCP
     /// user timeout (30 s) unless the connection string sets them.
-    #[arg(long, env = "PG_WEBHOOK_DB_TIMEOUT_MS", default_value_t = DEFAULT_DB_TIMEOUT_MS)]
-    pub db_timeout_ms: u64,
+    #[arg(long = "db-timeout-ms", value_name = "MS", env = "PG_WEBHOOK_DB_TIMEOUT_MS",
+          default_value = DEFAULT_DB_TIMEOUT_MS, value_parser = millis(1_000, 3_600_000))]
+    pub db_timeout: Duration,
     /// Egress proxy for every request (http://host:port, credentials in the
     /// URL if any), for a stable source address receivers can allow.
     /// Falls back to HTTPS_PROXY. NO_PROXY lists destinations to reach directly.
-    #[arg(long, env = "PG_WEBHOOK_PROXY", hide_env_values = true)]
-    pub proxy: Option<String>,
+    #[arg(long = "proxy", env = "PG_WEBHOOK_PROXY", hide_env_values = true)]
+    proxy_url: Option<String>,
+    /// The egress proxy, from --proxy or HTTPS_PROXY (its `Debug` hides
+    /// credentials). Parsed by [`Config::resolve`], not by clap, whose
+    /// error would repeat the URL, credentials included.
+    #[arg(skip)]
+    pub proxy: Option<ProxyUrl>,
+    /// Destinations reached without the proxy (`NO_PROXY`, or `no_proxy`:
+    /// comma-separated hosts, domains and networks, as curl reads it).
+    /// They get no trust of the proxy's: its own host is never a
+    /// destination (http/dispatch.rs).
+    #[arg(skip)]
+    pub no_proxy: Option<String>,
     /// Serve /metrics, /healthz, /readyz and the status page on this
     /// address (e.g. 127.0.0.1:9187). Off when absent.
     #[arg(long, env = "PG_WEBHOOK_METRICS_ADDR")]
@@ -123,18 +185,47 @@ pub struct Cli {
     #[arg(long, env = "PG_WEBHOOK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Most events fanned out (turned into deliveries) per claim.
-    #[arg(long, env = "PG_WEBHOOK_FANOUT_BATCH", default_value_t = DEFAULT_FANOUT_BATCH)]
+    #[arg(long, env = "PG_WEBHOOK_FANOUT_BATCH", default_value_t = DEFAULT_FANOUT_BATCH,
+          value_parser = count(1, 1_000_000))]
     pub fanout_batch: usize,
     /// Most payload bytes in flight: claims stop short of it (a single
     /// larger payload is still sent, alone beyond the budget).
-    #[arg(long, env = "PG_WEBHOOK_MAX_IN_FLIGHT_BYTES", default_value_t = DEFAULT_MAX_IN_FLIGHT_BYTES)]
+    #[arg(long, env = "PG_WEBHOOK_MAX_IN_FLIGHT_BYTES", default_value_t = DEFAULT_MAX_IN_FLIGHT_BYTES,
+          value_parser = count(1024, 1 << 40))]
     pub max_in_flight_bytes: usize,
     /// When to run the maintenance (retention purge, auto-disable): a cron
     /// expression, with seconds ("0 * * * * *") or without ("*/5 * * * *"),
     /// in UTC; "off" to leave it to another worker or to webhook_purge().
     /// One worker at a time runs it.
-    #[arg(long, env = "PG_WEBHOOK_MAINTENANCE_SCHEDULE", default_value = DEFAULT_MAINTENANCE_SCHEDULE)]
-    pub maintenance_schedule: String,
+    #[arg(long = "maintenance-schedule", env = "PG_WEBHOOK_MAINTENANCE_SCHEDULE",
+          default_value = DEFAULT_MAINTENANCE_SCHEDULE, value_parser = MaintenanceSchedule::parse)]
+    pub maintenance: MaintenanceSchedule,
+}
+
+/// Extra trusted root certificates (DER), read from `--ca-file`.
+#[derive(Debug, Clone, Default)]
+pub struct Roots(pub Vec<rustls::pki_types::CertificateDer<'static>>);
+
+impl Roots {
+    /// Reads every certificate of a PEM file; none for "".
+    pub fn read(path: &str) -> Result<Self, ConfigError> {
+        use rustls::pki_types::pem::PemObject;
+        if path.is_empty() {
+            return Ok(Self::default());
+        }
+        let fail = |reason: String| ConfigError::CaFile {
+            path: path.to_owned(),
+            reason,
+        };
+        let pem = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+        let certs = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| fail(format!("{e:?}")))?;
+        if certs.is_empty() {
+            return Err(fail("no PEM certificate in it".into()));
+        }
+        Ok(Self(certs))
+    }
 }
 
 /// How log lines are written.
@@ -186,19 +277,20 @@ impl std::fmt::Debug for ProxyUrl {
 }
 
 /// A parsed `--maintenance-schedule` (the `cron` crate's syntax, which has
-/// a seconds field; a classic five-field expression gets "0" seconds).
+/// a seconds field; a classic five-field expression gets "0" seconds), or
+/// "off".
 #[derive(Clone)]
 pub struct MaintenanceSchedule {
     expression: String,
-    schedule: cron::Schedule,
+    schedule: Option<cron::Schedule>,
 }
 
 impl MaintenanceSchedule {
-    /// Parses an expression; `None` for "off".
-    pub fn parse(expression: &str) -> Result<Option<Self>, ConfigError> {
+    /// Parses an expression, or "off".
+    pub fn parse(expression: &str) -> Result<Self, ConfigError> {
         let expression = expression.trim();
         if expression.eq_ignore_ascii_case("off") {
-            return Ok(None);
+            return Ok(Self::off());
         }
         let full = if expression.split_whitespace().count() == 5 {
             format!("0 {expression}")
@@ -217,19 +309,35 @@ impl MaintenanceSchedule {
                 reason: "it never fires".into(),
             });
         }
-        Ok(Some(Self {
+        Ok(Self {
             expression: expression.to_owned(),
-            schedule,
-        }))
+            schedule: Some(schedule),
+        })
     }
 
-    /// How long from `now` until the next run.
-    pub fn until_next(&self, now: chrono::DateTime<chrono::Utc>) -> Duration {
-        self.schedule
-            .after(&now)
-            .next()
-            .and_then(|t| (t - now).to_std().ok())
-            .unwrap_or(Duration::from_secs(3600))
+    /// No maintenance from this worker.
+    pub fn off() -> Self {
+        Self {
+            expression: "off".into(),
+            schedule: None,
+        }
+    }
+
+    /// False for "off".
+    pub fn is_on(&self) -> bool {
+        self.schedule.is_some()
+    }
+
+    /// How long from `now` until the next run (`None` when off).
+    pub fn until_next(&self, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+        let schedule = self.schedule.as_ref()?;
+        Some(
+            schedule
+                .after(&now)
+                .next()
+                .and_then(|t| (t - now).to_std().ok())
+                .unwrap_or(Duration::from_secs(3600)),
+        )
     }
 }
 
@@ -245,12 +353,19 @@ pub enum ConfigError {
     /// No connection string anywhere.
     #[error("no database given: set DATABASE_URL (or PG_WEBHOOK_DATABASE_URL, or --database-url)")]
     MissingDatabaseUrl,
-    /// The connection string does not parse.
-    #[error("the database connection string is invalid")]
-    InvalidDatabaseUrl(#[source] tokio_postgres::Error),
-    /// The LISTEN connection string does not parse.
-    #[error("the --listen-url connection string is invalid")]
-    InvalidListenUrl(#[source] tokio_postgres::Error),
+    /// A flag or environment variable clap refuses (its message names the
+    /// flag and the accepted range), or `--help` / `--version`.
+    #[error(transparent)]
+    Flags(clap::Error),
+    /// A connection string does not parse.
+    #[error("the {which} connection string is invalid")]
+    InvalidConnectionString {
+        /// "database" or "--listen-url"
+        which: &'static str,
+        /// why
+        #[source]
+        source: tokio_postgres::Error,
+    },
     /// The TLS settings of a connection string are invalid or unusable.
     #[error("the TLS settings of the {which} connection string: {reason}")]
     Tls {
@@ -282,89 +397,6 @@ pub enum ConfigError {
         /// what is wrong with it
         reason: String,
     },
-    /// A number outside its range.
-    #[error("{name} must be between {min} and {max}, not {value}")]
-    OutOfRange {
-        /// the setting's flag name
-        name: &'static str,
-        /// the given value
-        value: u64,
-        /// smallest accepted
-        min: u64,
-        /// largest accepted
-        max: u64,
-    },
-}
-
-/// The validated configuration the worker runs with.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// Where the database is (its `Debug` redacts the password).
-    pub pg: tokio_postgres::Config,
-    /// TLS for `pg`, from the connection string's `sslmode` and `sslrootcert`.
-    pub pg_tls: crate::pgtls::PgTls,
-    /// Where to LISTEN (default: `pg`).
-    pub listen_pg: tokio_postgres::Config,
-    /// TLS for `listen_pg`.
-    pub listen_tls: crate::pgtls::PgTls,
-    /// Deliveries in flight at once (default 512).
-    pub concurrency: usize,
-    /// Most deliveries per claim (default 100).
-    pub batch_size: usize,
-    /// Longest idle sleep without a NOTIFY (default 1 s).
-    pub poll_interval: Duration,
-    /// Lease margin over each endpoint's timeout (default 30 s).
-    pub lease_margin: Duration,
-    /// Response bytes kept per attempt (default 1024).
-    pub response_excerpt_bytes: usize,
-    /// Whether private destinations are allowed (default false).
-    pub allow_private_targets: bool,
-    /// Recorded with each attempt.
-    pub worker_id: String,
-    /// Time given to in-flight deliveries at shutdown (default 30 s).
-    pub drain_timeout: Duration,
-    /// Longest wait for a database call (default 60 s).
-    pub db_timeout: Duration,
-    /// Runtime threads for the binary (default: half the CPUs, at least 1).
-    pub threads: usize,
-    /// Extra trusted root certificates (DER), from `--ca-file`.
-    pub extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
-    /// Most events fanned out per claim (default 1000).
-    pub fanout_batch: usize,
-    /// Most payload bytes in flight (default 32 MiB); one delivery may go beyond.
-    pub max_in_flight_bytes: usize,
-    /// The egress proxy, if any (its `Debug` hides credentials).
-    pub proxy: Option<ProxyUrl>,
-    /// Destinations reached without the proxy (`NO_PROXY`, or `no_proxy`:
-    /// comma-separated hosts, domains and networks, as curl reads it).
-    /// They get no trust of the proxy's: its own host is never a
-    /// destination (dispatch.rs).
-    pub no_proxy: Option<String>,
-    /// Where to serve metrics, health and the status page (default: nowhere).
-    pub metrics_addr: Option<std::net::SocketAddr>,
-    /// Log format of the binary (default text).
-    pub log_format: LogFormat,
-    /// When to run the maintenance; `None` when off (default every minute).
-    pub maintenance: Option<MaintenanceSchedule>,
-}
-
-/// Reads every certificate of a PEM file.
-fn read_roots(
-    path: &std::path::Path,
-) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, ConfigError> {
-    use rustls::pki_types::pem::PemObject;
-    let fail = |reason: String| ConfigError::CaFile {
-        path: path.display().to_string(),
-        reason,
-    };
-    let pem = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
-    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| fail(format!("{e:?}")))?;
-    if certs.is_empty() {
-        return Err(fail("no PEM certificate in it".into()));
-    }
-    Ok(certs)
 }
 
 /// This machine's name, as gethostname(2) gives it (the kernel's
@@ -379,17 +411,27 @@ fn host_name(lookup: &impl Fn(&str) -> Option<String>) -> String {
         .unwrap_or_else(|| "worker".into())
 }
 
-fn check(name: &'static str, value: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
-    if (min..=max).contains(&value) {
-        Ok(value)
-    } else {
-        Err(ConfigError::OutOfRange {
-            name,
-            value,
-            min,
-            max,
-        })
+/// A connection string made ready to connect with: its TLS settings taken
+/// out (tls.rs), the rest parsed by tokio-postgres, waits bounded, the
+/// application name set unless given. `which` names it in errors.
+fn connection(
+    dsn: &str,
+    which: &'static str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<(tokio_postgres::Config, PgTls), ConfigError> {
+    let split =
+        crate::db::tls::split(dsn, lookup).map_err(|reason| ConfigError::Tls { which, reason })?;
+    let mut pg: tokio_postgres::Config = split
+        .rest
+        .parse()
+        .map_err(|source| ConfigError::InvalidConnectionString { which, source })?;
+    pg.ssl_mode(split.driver_mode);
+    let tls = crate::db::tls::unless_local(&mut pg, split.tls);
+    if pg.get_application_name().is_none() {
+        pg.application_name("pg-webhook-worker");
     }
+    crate::db::connect::bound_waits(&mut pg, &|key| split.keys.iter().any(|k| k == key));
+    Ok((pg, tls))
 }
 
 impl Config {
@@ -399,130 +441,49 @@ impl Config {
         self.db_timeout.min(self.lease_margin)
     }
 
-    /// Validates parsed flags. `lookup` reads the environment (a parameter so
-    /// that tests never mutate the process environment); it supplies the
-    /// `DATABASE_URL` fallback.
-    pub fn from_cli(
-        cli: Cli,
-        lookup: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self, ConfigError> {
-        let dsn = cli
-            .database_url
-            .filter(|s| !s.is_empty())
-            .or_else(|| lookup("DATABASE_URL").filter(|s| !s.is_empty()))
+    /// Parses a command line (`args`, program name first) and the
+    /// `PG_WEBHOOK_*` environment, then [`Config::resolve`]s it with
+    /// `lookup`. A flag clap refuses (or `--help`, `--version`) is
+    /// [`ConfigError::Flags`]: `clap::Error::exit` prints it as a CLI should.
+    pub fn load<I, T>(args: I, lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Self::try_parse_from(args)
+            .map_err(ConfigError::Flags)?
+            .resolve(lookup)
+    }
+
+    /// Derives what the flags describe and applies the environment's
+    /// fallbacks. `lookup` reads the environment (a parameter so that tests
+    /// never mutate the process environment).
+    pub fn resolve(mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let present = |s: Option<String>| s.filter(|s| !s.is_empty());
+        let dsn = present(self.database_url.take())
+            .or_else(|| present(lookup("DATABASE_URL")))
             .ok_or(ConfigError::MissingDatabaseUrl)?;
-        let (rest, mode, pg_tls) =
-            crate::pgtls::split(&dsn, &lookup).map_err(|reason| ConfigError::Tls {
-                which: "database",
-                reason,
-            })?;
-        let mut pg: tokio_postgres::Config =
-            rest.parse().map_err(ConfigError::InvalidDatabaseUrl)?;
-        pg.ssl_mode(mode);
-        let pg_tls = crate::pgtls::unless_local(&mut pg, pg_tls);
-        if pg.get_application_name().is_none() {
-            pg.application_name("pg-webhook-worker");
-        }
-        crate::db::bound_waits(&mut pg, &rest);
-        let (listen_pg, listen_tls) = match cli.listen_url.filter(|s| !s.is_empty()) {
-            Some(url) => {
-                let (rest, mode, tls) =
-                    crate::pgtls::split(&url, &lookup).map_err(|reason| ConfigError::Tls {
-                        which: "--listen-url",
-                        reason,
-                    })?;
-                let mut l: tokio_postgres::Config =
-                    rest.parse().map_err(ConfigError::InvalidListenUrl)?;
-                l.ssl_mode(mode);
-                let tls = crate::pgtls::unless_local(&mut l, tls);
-                if l.get_application_name().is_none() {
-                    l.application_name("pg-webhook-worker");
-                }
-                crate::db::bound_waits(&mut l, &rest);
-                (l, tls)
-            }
-            None => (pg.clone(), pg_tls.clone()),
+        (self.pg, self.pg_tls) = connection(&dsn, "database", &lookup)?;
+        (self.listen_pg, self.listen_tls) = match present(self.listen_url.take()) {
+            Some(url) => connection(&url, "--listen-url", &lookup)?,
+            None => (self.pg.clone(), self.pg_tls.clone()),
         };
-        let worker_id = cli
-            .worker_id
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| format!("{}-{}", host_name(&lookup), std::process::id()));
-        Ok(Self {
-            pg,
-            pg_tls,
-            listen_pg,
-            listen_tls,
-            concurrency: check("--concurrency", cli.concurrency as u64, 1, 10_000)? as usize,
-            batch_size: check("--batch-size", cli.batch_size as u64, 1, 10_000)? as usize,
-            poll_interval: Duration::from_millis(check(
-                "--poll-interval-ms",
-                cli.poll_interval_ms,
-                10,
-                3_600_000,
-            )?),
-            lease_margin: Duration::from_millis(check(
-                "--lease-margin-ms",
-                cli.lease_margin_ms,
-                100,
-                3_600_000,
-            )?),
-            response_excerpt_bytes: check(
-                "--response-excerpt-bytes",
-                cli.response_excerpt_bytes as u64,
-                0,
-                65_536,
-            )? as usize,
-            allow_private_targets: cli.allow_private_targets,
-            worker_id,
-            extra_roots: match &cli.ca_file {
-                Some(path) => read_roots(path)?,
-                None => Vec::new(),
-            },
-            threads: match cli.threads {
-                Some(n) => check("--threads", n as u64, 1, 256)? as usize,
-                None => std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
-            },
-            drain_timeout: Duration::from_millis(check(
-                "--drain-timeout-ms",
-                cli.drain_timeout_ms,
-                0,
-                3_600_000,
-            )?),
-            db_timeout: Duration::from_millis(check(
-                "--db-timeout-ms",
-                cli.db_timeout_ms,
-                1_000,
-                3_600_000,
-            )?),
-            fanout_batch: check("--fanout-batch", cli.fanout_batch as u64, 1, 1_000_000)? as usize,
-            max_in_flight_bytes: check(
-                "--max-in-flight-bytes",
-                cli.max_in_flight_bytes as u64,
-                1024,
-                1 << 40,
-            )? as usize,
-            maintenance: MaintenanceSchedule::parse(&cli.maintenance_schedule)?,
-            metrics_addr: cli.metrics_addr,
-            log_format: cli.log_format,
-            proxy: cli
-                .proxy
-                .filter(|s| !s.is_empty())
-                .or_else(|| lookup("HTTPS_PROXY").filter(|s| !s.is_empty()))
-                .or_else(|| lookup("https_proxy").filter(|s| !s.is_empty()))
-                .map(|p| ProxyUrl::parse(&p))
-                .transpose()?,
-            no_proxy: lookup("NO_PROXY")
-                .or_else(|| lookup("no_proxy"))
-                .filter(|s| !s.is_empty()),
-        })
+        if self.worker_id.is_empty() {
+            self.worker_id = format!("{}-{}", host_name(&lookup), std::process::id());
+        }
+        self.proxy = present(self.proxy_url.take())
+            .or_else(|| present(lookup("HTTPS_PROXY")))
+            .or_else(|| present(lookup("https_proxy")))
+            .map(|p| ProxyUrl::parse(&p))
+            .transpose()?;
+        self.no_proxy = present(lookup("NO_PROXY")).or_else(|| present(lookup("no_proxy")));
+        Ok(self)
     }
 
     /// Defaults for the given connection string (for embedding the worker as
     /// a library; tests use it).
     pub fn for_database(dsn: &str) -> Result<Self, ConfigError> {
-        let cli = Cli::try_parse_from(["pg-webhook-worker", "--database-url", dsn])
-            .expect("the default flags always parse");
-        Self::from_cli(cli, |_| None)
+        Self::load(["pg-webhook-worker", "--database-url", dsn], |_| None)
     }
 }
 
@@ -530,15 +491,16 @@ impl Config {
 mod tests {
     use super::*;
 
-    fn parse(args: &[&str]) -> Cli {
+    /// Loads `args` (the program name is added) with `lookup` as the environment.
+    fn load(args: &[&str], lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let mut all = vec!["pg-webhook-worker"];
         all.extend_from_slice(args);
-        Cli::try_parse_from(all).unwrap()
+        Config::load(all, lookup)
     }
 
     #[test]
     fn falls_back_to_database_url() {
-        let c = Config::from_cli(parse(&[]), |k| {
+        let c = load(&[], |k| {
             (k == "DATABASE_URL").then(|| "postgres://u:secretpw@db/x".into())
         })
         .unwrap();
@@ -553,8 +515,33 @@ mod tests {
     }
 
     #[test]
+    fn waits_are_bounded_unless_the_string_sets_them_and_only_its_keys_count() {
+        // A password that reads like a setting used to switch the bounds off.
+        let c = load(
+            &[
+                "--database-url",
+                "host=db password=keepalives_connect_timeout",
+            ],
+            |_| None,
+        )
+        .unwrap();
+        assert_eq!(c.pg.get_connect_timeout(), Some(&Duration::from_secs(10)));
+        assert_eq!(c.pg.get_keepalives_idle(), Duration::from_secs(15));
+        let c = load(
+            &[
+                "--database-url",
+                "postgres://u:connect_timeout@db/x?connect_timeout=3&keepalives_idle=99",
+            ],
+            |_| None,
+        )
+        .unwrap();
+        assert_eq!(c.pg.get_connect_timeout(), Some(&Duration::from_secs(3)));
+        assert_eq!(c.pg.get_keepalives_idle(), Duration::from_secs(99));
+    }
+
+    #[test]
     fn flag_wins_over_database_url() {
-        let c = Config::from_cli(parse(&["--database-url", "host=a dbname=flag"]), |k| {
+        let c = load(&["--database-url", "host=a dbname=flag"], |k| {
             (k == "DATABASE_URL").then(|| "dbname=env".into())
         })
         .unwrap();
@@ -563,15 +550,15 @@ mod tests {
 
     #[test]
     fn a_claim_never_waits_past_the_lease_margin() {
-        let c = Config::from_cli(
-            parse(&[
+        let c = load(
+            &[
                 "--database-url",
                 "dbname=x",
                 "--db-timeout-ms",
                 "60000",
                 "--lease-margin-ms",
                 "500",
-            ]),
+            ],
             |_| None,
         )
         .unwrap();
@@ -581,14 +568,14 @@ mod tests {
             Duration::from_secs(60),
             "other calls keep theirs"
         );
-        let c = Config::from_cli(parse(&["--database-url", "dbname=x"]), |_| None).unwrap();
+        let c = load(&["--database-url", "dbname=x"], |_| None).unwrap();
         assert!(c.db_timeout < c.lease_margin, "the defaults need no clamp");
         assert_eq!(c.claim_timeout(), c.db_timeout);
     }
 
     #[test]
     fn the_worker_id_is_the_machines_name_and_the_pid() {
-        let c = Config::from_cli(parse(&["--database-url", "dbname=x"]), |_| None).unwrap();
+        let c = load(&["--database-url", "dbname=x"], |_| None).unwrap();
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
         assert_eq!(
             c.worker_id,
@@ -598,20 +585,20 @@ mod tests {
 
     #[test]
     fn missing_database_is_a_clear_error() {
-        let e = Config::from_cli(parse(&[]), |_| None).unwrap_err();
+        let e = load(&[], |_| None).unwrap_err();
         assert!(e.to_string().contains("DATABASE_URL"), "{e}");
     }
 
     #[test]
     fn rejects_out_of_range_values() {
-        let e = Config::from_cli(
-            parse(&["--database-url", "dbname=x", "--concurrency", "0"]),
+        let e = load(
+            &["--database-url", "dbname=x", "--concurrency", "0"],
             |_| None,
         )
         .unwrap_err();
         assert!(e.to_string().contains("--concurrency"), "{e}");
-        let e = Config::from_cli(
-            parse(&["--database-url", "dbname=x", "--lease-margin-ms", "5"]),
+        let e = load(
+            &["--database-url", "dbname=x", "--lease-margin-ms", "5"],
             |_| None,
         )
         .unwrap_err();
@@ -622,26 +609,26 @@ mod tests {
     fn ca_file_must_hold_certificates() {
         let dir = std::env::temp_dir();
         let missing = dir.join("pgwh-no-such-ca.pem");
-        let e = Config::from_cli(
-            parse(&[
+        let e = load(
+            &[
                 "--database-url",
                 "dbname=x",
                 "--ca-file",
                 missing.to_str().unwrap(),
-            ]),
+            ],
             |_| None,
         )
         .unwrap_err();
         assert!(e.to_string().contains("pgwh-no-such-ca.pem"), "{e}");
         let empty = dir.join(format!("pgwh-empty-ca-{}.pem", std::process::id()));
         std::fs::write(&empty, "not a certificate").unwrap();
-        let e = Config::from_cli(
-            parse(&[
+        let e = load(
+            &[
                 "--database-url",
                 "dbname=x",
                 "--ca-file",
                 empty.to_str().unwrap(),
-            ]),
+            ],
             |_| None,
         )
         .unwrap_err();
@@ -651,7 +638,7 @@ mod tests {
 
     #[test]
     fn proxy_from_flag_or_https_proxy_with_credentials_hidden() {
-        let c = Config::from_cli(parse(&["--database-url", "dbname=x"]), |k| {
+        let c = load(&["--database-url", "dbname=x"], |k| {
             (k == "HTTPS_PROXY").then(|| "http://user:hunter2@proxy.internal:3128".into())
         })
         .unwrap();
@@ -662,49 +649,47 @@ mod tests {
             !shown.contains("hunter2") && shown.contains("proxy.internal"),
             "{shown}"
         );
-        let e = Config::from_cli(
-            parse(&["--database-url", "dbname=x", "--proxy", "socks5://p:1080"]),
+        let e = load(
+            &["--database-url", "dbname=x", "--proxy", "socks5://p:1080"],
             |_| None,
         )
         .unwrap_err();
         assert!(e.to_string().contains("proxy"), "{e}");
-        assert!(
-            Config::from_cli(parse(&["--database-url", "dbname=x"]), |_| None)
-                .unwrap()
-                .proxy
-                .is_none()
-        );
+        assert!(load(&["--database-url", "dbname=x"], |_| None)
+            .unwrap()
+            .proxy
+            .is_none());
     }
 
     #[test]
     fn maintenance_schedule_takes_cron_with_or_without_seconds() {
         let at = |s: &str| {
-            Config::from_cli(
-                parse(&["--database-url", "dbname=x", "--maintenance-schedule", s]),
+            load(
+                &["--database-url", "dbname=x", "--maintenance-schedule", s],
                 |_| None,
             )
         };
-        let every_minute = at("0 * * * * *").unwrap().maintenance.unwrap();
+        let every_minute = at("0 * * * * *").unwrap().maintenance;
         let now = "2026-01-01T10:00:30Z".parse().unwrap();
-        assert_eq!(every_minute.until_next(now), Duration::from_secs(30));
-        let five = at("*/5 * * * *").unwrap().maintenance.unwrap();
-        assert_eq!(five.until_next(now), Duration::from_secs(270));
-        assert!(at("off").unwrap().maintenance.is_none());
+        assert_eq!(every_minute.until_next(now), Some(Duration::from_secs(30)));
+        let five = at("*/5 * * * *").unwrap().maintenance;
+        assert_eq!(five.until_next(now), Some(Duration::from_secs(270)));
+        assert!(!at("off").unwrap().maintenance.is_on());
         let e = at("every tuesday").unwrap_err();
         assert!(e.to_string().contains("--maintenance-schedule"), "{e}");
     }
 
     #[test]
     fn parses_booleans_and_durations() {
-        let c = Config::from_cli(
-            parse(&[
+        let c = load(
+            &[
                 "--database-url",
                 "dbname=x",
                 "--allow-private-targets",
                 "true",
                 "--poll-interval-ms",
                 "50",
-            ]),
+            ],
             |_| None,
         )
         .unwrap();

@@ -22,32 +22,38 @@
 //! Embedding: build a [`Config`] (for example [`Config::for_database`]) and
 //! call [`run`] with a cancellation token; or use [`Worker`] to also receive
 //! [`WorkerEvent`]s.
+//!
+//! ## Layers
+//!
+//! Each layer uses only those below it (`tests/layers.rs` checks that the
+//! module graph drawn from the `use` lines has no cycle):
+//!
+//! - leaves, used by all: [`claim`] (the data that crosses layers),
+//!   [`events`], [`metrics`], [`retry`] (the policy), `text`;
+//! - [`db`]: connections, SQL, claiming, recording, LISTEN;
+//! - [`config`]: every setting, once (uses `db` to read connection strings);
+//! - [`http`]: signing and sending (uses `config`);
+//! - [`run`]: the loop, pacing, maintenance schedule (uses all of the above);
+//! - `serve`: metrics, health and the status page (uses `db`, started by `run`).
+//!
+//! [`receiver`] (`pg-webhook-worker listen`) stands apart: it uses none of them.
 #![warn(missing_docs)]
 
+pub mod claim;
 pub mod config;
 pub mod db;
-pub mod delivery_log;
-pub mod dispatch;
-pub mod error;
 pub mod events;
-pub mod guard;
-mod inflight;
-pub mod listen;
-mod maintenance;
+pub mod http;
 pub mod metrics;
-mod pacing;
-pub mod pgtls;
-pub mod queries;
-pub mod queue;
 pub mod receiver;
-mod redact;
 pub mod retry;
 pub mod run;
-mod server;
-mod status_page;
+mod serve;
+mod text;
 
-pub use config::{Cli, Config, ConfigError};
-pub use error::{DbError, Error};
+pub use config::{Config, ConfigError};
+pub use db::error::DbError;
 pub use events::WorkerEvent;
-pub use run::{run, Worker};
+pub use run::error::Error;
+pub use run::worker::{run, Worker};
 pub use tokio_util::sync::CancellationToken;

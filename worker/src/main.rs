@@ -6,23 +6,24 @@
 use clap::Parser;
 use pg_webhook_worker::config::LogFormat;
 use pg_webhook_worker::receiver::{self, ListenCli};
-use pg_webhook_worker::{run, CancellationToken, Cli, Config};
+use pg_webhook_worker::{run, CancellationToken, Config};
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let listen = std::env::args().nth(1).as_deref() == Some("listen");
-    let cli = (!listen).then(Cli::parse);
+    // Flags first: a refused flag, --help or --version ends here, as clap prints them.
+    let parsed = (!listen).then(|| Config::try_parse().unwrap_or_else(|e| e.exit()));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr);
-    match cli.as_ref().map(|c| c.log_format) {
+    match parsed.as_ref().map(|c| c.log_format) {
         Some(LogFormat::Json) => logs.json().init(),
         _ => logs.init(),
     }
-    let config = match cli.map(|c| Config::from_cli(c, |k| std::env::var(k).ok())) {
+    let config = match parsed.map(|c| c.resolve(|k| std::env::var(k).ok())) {
         Some(Ok(c)) => Some(c),
         Some(Err(e)) => return fail(e.into()),
         None => None,

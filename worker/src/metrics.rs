@@ -1,5 +1,5 @@
 //! The worker's Prometheus metrics (prometheus-client), updated where things
-//! happen and served at `/metrics` by server.rs. Labels are bounded: an
+//! happen and served at `/metrics` by serve/server.rs. Labels are bounded: an
 //! endpoint is its id, never its URL (which may carry tokens).
 //!
 //! Must not: do I/O; it only counts.
@@ -120,7 +120,7 @@ pub enum Check {
 pub enum Wakeup {
     /// the worker looked at the queue
     Heeded,
-    /// ignored: the last ones found nothing (see pacing.rs)
+    /// ignored: the last ones found nothing (see run/pacing.rs)
     Ignored,
 }
 

@@ -6,11 +6,13 @@
 //!
 //! Must not: change anything; every route is read-only.
 
-use crate::db;
-use crate::error::{DbError, Error};
+use crate::db::connect::{check_extension, connect};
+use crate::db::queries;
+use crate::db::tls::PgTls;
 use crate::events::{Events, WorkerEvent};
 use crate::metrics::{Connection, Metrics};
-use crate::{queries, status_page};
+use crate::serve::status_page;
+use crate::text::error_chain;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -27,7 +29,7 @@ const DB_TIMEOUT: Duration = Duration::from_secs(3);
 
 struct Shared {
     pg: tokio_postgres::Config,
-    tls: crate::pgtls::PgTls,
+    tls: PgTls,
     metrics: Arc<Metrics>,
     worker_id: String,
     client: Mutex<Option<Client>>,
@@ -35,21 +37,25 @@ struct Shared {
 
 impl Shared {
     /// Runs `f` on the server's connection, (re)connecting as needed.
-    async fn with_db<T>(
+    async fn with_db<T, E: std::error::Error>(
         &self,
-        f: impl AsyncFnOnce(&Client) -> Result<T, DbError>,
+        f: impl AsyncFnOnce(&Client) -> Result<T, E>,
     ) -> Result<T, String> {
         let work = async {
             let mut guard = self.client.lock().await;
             if guard.as_ref().is_none_or(|c| c.is_closed()) {
                 let reconnect = guard.is_some();
-                *guard = Some(db::connect(&self.pg, &self.tls).await.map_err(describe)?);
+                *guard = Some(
+                    connect(&self.pg, &self.tls)
+                        .await
+                        .map_err(|e| error_chain(&e))?,
+                );
                 if reconnect {
                     self.metrics.reconnected(Connection::Status);
                 }
             }
             let client = guard.as_ref().expect("connected just above");
-            f(client).await.map_err(describe)
+            f(client).await.map_err(|e| error_chain(&e))
         };
         match tokio::time::timeout(DB_TIMEOUT, work).await {
             Ok(r) => r,
@@ -58,35 +64,19 @@ impl Shared {
     }
 }
 
-/// The error and its causes, for a plain-text answer (no password is ever in them).
-fn describe(e: DbError) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 /// Binds `addr` and serves until `cancel` fires. Binding happens before it
 /// returns (a port in use is a start-up error); the serving runs in a task.
 pub(crate) async fn start(
     addr: SocketAddr,
     pg: tokio_postgres::Config,
-    tls: crate::pgtls::PgTls,
+    tls: PgTls,
     metrics: Arc<Metrics>,
     worker_id: String,
     cancel: CancellationToken,
     events: Events,
-) -> Result<tokio::task::JoinHandle<()>, Error> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| Error::Serve { addr, source: e })?;
-    let bound = listener
-        .local_addr()
-        .map_err(|e| Error::Serve { addr, source: e })?;
+) -> Result<tokio::task::JoinHandle<()>, std::io::Error> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
     let shared = Arc::new(Shared {
         pg,
         tls,
@@ -113,31 +103,9 @@ pub(crate) async fn start(
 }
 
 async fn ready(State(shared): State<Arc<Shared>>) -> Response {
-    let checked = shared
-        .with_db(async |c| {
-            Ok(c.query_typed_opt(queries::READY, &[])
-                .await?
-                .map(|r| r.get::<_, String>(0)))
-        })
-        .await;
-    let prefix = db::SUPPORTED_EXTENSION.trim_end_matches('x');
-    match checked {
-        Ok(Some(v)) if v.starts_with(prefix) => {
-            (StatusCode::OK, format!("ready: pg_webhook {v}\n")).into_response()
-        }
-        Ok(Some(v)) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "not ready: the extension is at {v}, this worker supports {}\n",
-                db::SUPPORTED_EXTENSION
-            ),
-        )
-            .into_response(),
-        Ok(None) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: the pg_webhook extension is not installed\n",
-        )
-            .into_response(),
+    // The same check as at start-up (an extension, of a version this worker speaks).
+    match shared.with_db(async |c| check_extension(c).await).await {
+        Ok(v) => (StatusCode::OK, format!("ready: pg_webhook {v}\n")).into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")).into_response(),
     }
 }
@@ -147,9 +115,11 @@ async fn metrics_text(State(shared): State<Arc<Shared>>) -> Response {
     // (and database_reconnects tells the story).
     if let Ok(lag) = shared
         .with_db(async |c| {
-            Ok(c.query_typed_one(queries::QUEUE_LAG, &[])
-                .await?
-                .get::<_, f64>(0))
+            Ok::<_, tokio_postgres::Error>(
+                c.query_typed_one(queries::QUEUE_LAG, &[])
+                    .await?
+                    .get::<_, f64>(0),
+            )
         })
         .await
     {

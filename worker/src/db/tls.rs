@@ -11,7 +11,8 @@
 //! `verify-ca` checks that a trusted root signed the certificate;
 //! `verify-full` also checks that it names the host connected to.
 //!
-//! Must not: open connections (db.rs does), or read any other setting.
+//! Must not: open connections (connect.rs does), or interpret any other
+//! setting (it only lists the keys a string sets).
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -70,6 +71,12 @@ impl std::fmt::Debug for PgTls {
     }
 }
 
+impl Default for PgTls {
+    fn default() -> Self {
+        Self::disabled()
+    }
+}
+
 impl PgTls {
     /// No TLS at all.
     pub fn disabled() -> Self {
@@ -89,15 +96,13 @@ impl PgTls {
 /// form); returns the rest, for tokio-postgres, with the driver's mode to
 /// set, and the TLS settings. Where the string has neither, `PGSSLMODE` and
 /// `PGSSLROOTCERT` (read through `env`) stand in, as in libpq.
-pub fn split(
-    dsn: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<(String, DriverMode, PgTls), String> {
-    let (rest, mode, root) = if dsn.starts_with("postgres://") || dsn.starts_with("postgresql://") {
-        split_url(dsn)?
-    } else {
-        split_key_value(dsn)?
-    };
+pub fn split(dsn: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Split, String> {
+    let (rest, mode, root, keys) =
+        if dsn.starts_with("postgres://") || dsn.starts_with("postgresql://") {
+            split_url(dsn)?
+        } else {
+            split_key_value(dsn)?
+        };
     let from_env = |name: &str| env(name).filter(|v| !v.is_empty());
     let mode = mode.or_else(|| from_env("PGSSLMODE"));
     let root = root.or_else(|| from_env("PGSSLROOTCERT"));
@@ -111,7 +116,27 @@ pub fn split(
         SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => DriverMode::Require,
     };
     let tls = build(mode, root.as_deref())?;
-    Ok((rest, driver, tls))
+    Ok(Split {
+        rest,
+        driver_mode: driver,
+        tls,
+        keys,
+    })
+}
+
+/// A connection string with its TLS settings taken out (see [`split`]).
+#[derive(Debug)]
+pub struct Split {
+    /// The rest of the string, for tokio-postgres.
+    pub rest: String,
+    /// The mode to set on tokio-postgres' configuration.
+    pub driver_mode: DriverMode,
+    /// The TLS settings.
+    pub tls: PgTls,
+    /// Every key the string set (URL query parameters included), so that
+    /// callers can tell a setting given from one left to its default
+    /// without reading the string again (nor its password).
+    pub keys: Vec<String>,
 }
 
 /// `tls` for connecting with `pg`, unless every host of `pg` is a
@@ -136,8 +161,9 @@ pub fn unless_local(pg: &mut tokio_postgres::Config, tls: PgTls) -> PgTls {
 
 /// `key=value` pairs separated by spaces, values optionally single-quoted
 /// with `\'` and `\\` escapes (libpq's rules).
-fn split_key_value(dsn: &str) -> Result<(String, Option<String>, Option<String>), String> {
+fn split_key_value(dsn: &str) -> Result<Parts, String> {
     let mut rest = Vec::new();
+    let mut keys = Vec::new();
     let (mut mode, mut root) = (None, None);
     let mut chars = dsn.chars().peekable();
     loop {
@@ -207,24 +233,27 @@ fn split_key_value(dsn: &str) -> Result<(String, Option<String>, Option<String>)
                 chars.next();
             }
         }
+        keys.push(key.clone());
         match key.as_str() {
             "sslmode" => mode = Some(value),
             "sslrootcert" => root = Some(value),
             _ => rest.push(format!("{key}={raw}")),
         }
     }
-    Ok((rest.join(" "), mode, root))
+    Ok((rest.join(" "), mode, root, keys))
 }
 
 /// A `postgres://` URL: the two settings are query parameters.
-fn split_url(dsn: &str) -> Result<(String, Option<String>, Option<String>), String> {
+fn split_url(dsn: &str) -> Result<Parts, String> {
     let Some((base, query)) = dsn.split_once('?') else {
-        return Ok((dsn.to_owned(), None, None));
+        return Ok((dsn.to_owned(), None, None, Vec::new()));
     };
     let (mut mode, mut root) = (None, None);
     let mut kept = Vec::new();
+    let mut keys = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        keys.push(k.to_owned());
         let decoded =
             || percent_decode(v).ok_or_else(|| format!("invalid percent-encoding in {k}"));
         match k {
@@ -238,8 +267,12 @@ fn split_url(dsn: &str) -> Result<(String, Option<String>, Option<String>), Stri
     } else {
         format!("{base}?{}", kept.join("&"))
     };
-    Ok((rest, mode, root))
+    Ok((rest, mode, root, keys))
 }
+
+/// What a connection string splits into: the rest, `sslmode`, `sslrootcert`
+/// and every key it set.
+type Parts = (String, Option<String>, Option<String>, Vec<String>);
 
 fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
@@ -458,23 +491,36 @@ mod tests {
             "PGSSLROOTCERT" => Some("system".to_owned()),
             _ => None,
         };
-        let (_, driver, tls) = split("host=db", &env).unwrap();
+        let Split {
+            driver_mode: driver,
+            tls,
+            ..
+        } = split("host=db", &env).unwrap();
         assert!(matches!(driver, DriverMode::Require));
         assert_eq!(tls.mode, SslMode::Require);
-        let (_, _, tls) = split("host=db sslmode=disable", &env).unwrap();
+        let Split { tls, .. } = split("host=db sslmode=disable", &env).unwrap();
         assert_eq!(tls.mode, SslMode::Disable, "the connection string wins");
     }
 
     #[test]
     fn a_unix_socket_gets_no_tls_whatever_the_mode() {
-        let (rest, mode, tls) =
-            split("host=/var/run/postgresql dbname=x sslmode=require", &no_env).unwrap();
+        let Split {
+            rest,
+            driver_mode: mode,
+            tls,
+            ..
+        } = split("host=/var/run/postgresql dbname=x sslmode=require", &no_env).unwrap();
         let mut pg: tokio_postgres::Config = rest.parse().unwrap();
         pg.ssl_mode(mode);
         let tls = unless_local(&mut pg, tls);
         assert!(tls.connector().is_none());
         assert!(matches!(pg.get_ssl_mode(), DriverMode::Disable));
-        let (rest, mode, tls) = split("host=db dbname=x sslmode=require", &no_env).unwrap();
+        let Split {
+            rest,
+            driver_mode: mode,
+            tls,
+            ..
+        } = split("host=db dbname=x sslmode=require", &no_env).unwrap();
         let mut pg: tokio_postgres::Config = rest.parse().unwrap();
         pg.ssl_mode(mode);
         assert!(unless_local(&mut pg, tls).connector().is_some());
@@ -482,7 +528,12 @@ mod tests {
 
     #[test]
     fn takes_the_ssl_settings_out_of_key_value_strings() {
-        let (rest, driver, tls) = split(
+        let Split {
+            rest,
+            driver_mode: driver,
+            tls,
+            ..
+        } = split(
             "host=db port=5432 sslmode=require password='a b\\'c' dbname=x",
             &no_env,
         )
@@ -491,17 +542,31 @@ mod tests {
         assert!(matches!(driver, DriverMode::Require));
         assert_eq!(tls.mode, SslMode::Require);
         assert!(tls.connector().is_some());
-        let (rest, driver, tls) = split("host=db", &no_env).unwrap();
+        let Split {
+            rest,
+            driver_mode: driver,
+            tls,
+            ..
+        } = split("host=db", &no_env).unwrap();
         assert_eq!(rest, "host=db");
         assert!(matches!(driver, DriverMode::Prefer));
         assert_eq!(tls.mode, SslMode::Prefer, "libpq's default");
-        let (_, driver, tls) = split("host=db sslmode=disable", &no_env).unwrap();
+        let Split {
+            driver_mode: driver,
+            tls,
+            ..
+        } = split("host=db sslmode=disable", &no_env).unwrap();
         assert!(matches!(driver, DriverMode::Disable) && tls.connector().is_none());
     }
 
     #[test]
     fn takes_the_ssl_settings_out_of_urls() {
-        let (rest, driver, tls) = split(
+        let Split {
+            rest,
+            driver_mode: driver,
+            tls,
+            ..
+        } = split(
             "postgres://u:p@db:5432/x?sslmode=require&application_name=w",
             &no_env,
         )
@@ -509,7 +574,7 @@ mod tests {
         assert_eq!(rest, "postgres://u:p@db:5432/x?application_name=w");
         assert!(matches!(driver, DriverMode::Require));
         assert_eq!(tls.mode, SslMode::Require);
-        let (rest, _, _) = split("postgresql://db/x?sslmode=prefer", &no_env).unwrap();
+        let Split { rest, .. } = split("postgresql://db/x?sslmode=prefer", &no_env).unwrap();
         assert_eq!(rest, "postgresql://db/x");
     }
 

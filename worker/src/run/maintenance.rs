@@ -8,15 +8,18 @@
 //! delivery loop (it runs in its own task).
 
 use crate::config::MaintenanceSchedule;
+use crate::db::connect::connect;
+use crate::db::error::bounded;
+use crate::db::queries;
+use crate::db::tls::PgTls;
 use crate::events::{Events, WorkerEvent};
 use crate::metrics::{Connection, Metrics};
-use crate::{db, queries};
 use tokio_util::sync::CancellationToken;
 
 /// Runs the maintenance on `schedule` until `cancel` fires.
 pub(crate) async fn run(
     pg: tokio_postgres::Config,
-    tls: crate::pgtls::PgTls,
+    tls: PgTls,
     db_timeout: std::time::Duration,
     schedule: MaintenanceSchedule,
     cancel: CancellationToken,
@@ -26,13 +29,15 @@ pub(crate) async fn run(
     let mut client: Option<tokio_postgres::Client> = None;
     let mut connected_once = false;
     loop {
-        let wait = schedule.until_next(chrono::Utc::now());
+        let Some(wait) = schedule.until_next(chrono::Utc::now()) else {
+            return; // off
+        };
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
         }
         if client.as_ref().is_none_or(|c| c.is_closed()) {
-            client = match db::connect(&pg, &tls).await {
+            client = match connect(&pg, &tls).await {
                 Ok(c) => {
                     if connected_once {
                         metrics.reconnected(Connection::Maintenance);
@@ -53,7 +58,7 @@ pub(crate) async fn run(
         // other calls. Out of time, the connection is given up (the purge
         // is idempotent and runs again at the next schedule).
         let limit = db_timeout * 10;
-        match crate::error::bounded(limit, c.simple_query(queries::MAINTENANCE)).await {
+        match bounded(limit, c.simple_query(queries::MAINTENANCE)).await {
             Ok(messages) => {
                 let report = messages.iter().find_map(|m| match m {
                     tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),

@@ -4,11 +4,12 @@
 //! Must not: touch the database or decide retries (it only says whether a
 //! failure is retryable).
 
+use crate::claim::Claim;
 use crate::config::Config;
-use crate::guard::{Blocked, GuardedResolver};
-use crate::queue::Claim;
-use crate::redact::Secrets;
+use crate::http::guard::{Blocked, GuardedResolver};
+use crate::http::redact::Secrets;
 use crate::retry::Verdict;
+use crate::text::{error_chain, truncate_at_char_boundary};
 use pg_webhook_protocol::{destination, envelope, signature_header};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use std::sync::Arc;
@@ -157,7 +158,7 @@ impl Dispatcher {
     pub fn new(config: &Config) -> Result<Self, ClientError> {
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        for cert in &config.extra_roots {
+        for cert in &config.extra_roots.0 {
             roots.add(cert.clone()).map_err(ClientError::Tls)?;
         }
         // The ring provider, named explicitly: rustls refuses to guess when
@@ -249,7 +250,7 @@ impl Dispatcher {
         if target.secrets.is_empty() {
             return Err(SendError::NoSecret);
         }
-        // Parsed once per claimed batch (see queue::Target).
+        // Parsed once per claimed batch (see claim::Target).
         let url = target
             .parsed_url
             .clone()
@@ -323,7 +324,7 @@ impl Dispatcher {
                 // Whatever of the request the receiver echoed stays out of
                 // the log readers read (redact.rs).
                 let secrets =
-                    Secrets::of_request(target.headers.iter().map(|(_, v)| v.as_str()), &signature);
+                    Secrets::of_request(target.headers.iter().map(|(_, v)| v.as_str()), signature);
                 excerpt = secrets.apply(excerpt, self.excerpt_bytes);
             }
             Ok::<_, SendError>((status, excerpt, retry_after))
@@ -357,13 +358,7 @@ pub(crate) fn clean_text(bytes: &[u8], max: usize) -> String {
     // The repair can grow it (each invalid byte becomes a 3-byte U+FFFD):
     // cut back to the bound, on a character boundary, so that the row
     // always fits webhook.attempts' limit.
-    if text.len() > max {
-        let mut end = max;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-    }
+    truncate_at_char_boundary(&mut text, max);
     text
 }
 
@@ -384,20 +379,6 @@ fn classify(e: reqwest::Error) -> SendError {
     } else {
         SendError::Request(chain)
     }
-}
-
-/// "outer: inner: innermost", skipping repeats.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut parts: Vec<String> = vec![e.to_string()];
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = s.source();
-    }
-    parts.join(": ")
 }
 
 #[cfg(test)]

@@ -5,9 +5,9 @@
 //! Must not: claim, send or record anything; it only decides how long to wait.
 
 use crate::config::Config;
-use crate::inflight::InFlight;
+use crate::db::queue::Queue;
 use crate::metrics::{Check, Metrics, Wakeup};
-use crate::queue::Queue;
+use crate::run::inflight::InFlight;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;

@@ -88,13 +88,7 @@ impl Secrets {
                 }
             }
         }
-        if text.len() > max {
-            let mut end = max;
-            while !text.is_char_boundary(end) {
-                end -= 1;
-            }
-            text.truncate(end);
-        }
+        crate::text::truncate_at_char_boundary(&mut text, max);
         text
     }
 }

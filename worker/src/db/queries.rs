@@ -32,7 +32,7 @@ pub const EXTENSION_VERSION: &str =
 /// payload bytes to claim.
 /// It returns a row per endpoint of the claimed deliveries (no delivery id;
 /// its settings), then a row per delivery (no settings).
-/// `queue::Claim::from_rows` reads the columns by position: keep the order.
+/// `queue::claims_from_rows` reads the columns by position: keep the order.
 pub const CLAIM: &str = "select delivery_id, lease_token, attempt_number, event_id, message_namespace, event_type, \
      event_created_at, payload, endpoint_id, url, headers, timeout_ms, secrets, max_attempts, initial_delay_ms, \
      max_delay_ms, backoff_multiplier \
@@ -88,10 +88,6 @@ pub const MAINTENANCE: &str = "select webhook._maintenance()::text";
 /// Age of the oldest event or delivery that waits, in seconds (the
 /// queue_lag_seconds metric).
 pub const QUEUE_LAG: &str = "select webhook._queue_lag_seconds()";
-
-/// Readiness: the database answers and has a compatible extension (same
-/// statement as [`EXTENSION_VERSION`]).
-pub const READY: &str = EXTENSION_VERSION;
 
 /// The status page's endpoints (what `webhook.endpoint_health` says), live ones.
 pub const STATUS_ENDPOINTS: &str = "select endpoint_id, name, url, state, disabled_reason, attempts_1h, \

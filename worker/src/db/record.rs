@@ -5,13 +5,14 @@
 //!
 //! Must not: send HTTP or compute retry policy.
 
-use crate::dispatch::Outcome;
-use crate::error::DbError;
+use crate::claim::AttemptRecord;
+use crate::db::connect::{connect, Backoff};
+use crate::db::error::{bounded, DbError};
+use crate::db::queries;
+use crate::db::queue::typed;
+use crate::db::tls::PgTls;
 use crate::events::{Events, WorkerEvent};
 use crate::metrics::{Connection, Metrics};
-use crate::queries;
-use crate::queue::Claim;
-use crate::retry::Decision;
 use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 use tokio_postgres::types::ToSql;
@@ -21,104 +22,11 @@ use tokio_postgres::Client;
 pub const MAX_RECORD_BATCH: usize = 500;
 /// How long the recorder waits for more outcomes before writing a batch.
 const RECORD_GATHER: std::time::Duration = std::time::Duration::from_millis(5);
-const RETRY_MIN: Duration = Duration::from_millis(100);
-const RETRY_MAX: Duration = Duration::from_secs(5);
 /// Once shutdown began, give up writing a batch after this many failed
 /// tries (before, transient failures are retried until they pass). The
 /// leases then expire and the deliveries are sent again (at-least-once), so
 /// nothing is lost.
 const MAX_HOPELESS_TRIES: u32 = 5;
-
-/// One finished attempt and the decision taken on it.
-#[derive(Debug, Clone)]
-pub struct AttemptRecord {
-    /// the delivery
-    pub delivery_id: i64,
-    /// the lease it was sent under
-    pub lease_token: i64,
-    /// the delivery's endpoint
-    pub endpoint_id: i64,
-    /// 1-based attempt number
-    pub attempt: i32,
-    /// when the request started
-    pub started_at: SystemTime,
-    /// how long it took, in ms
-    pub duration_ms: f64,
-    /// the HTTP status, if any
-    pub status_code: Option<i32>,
-    /// bounded response excerpt
-    pub excerpt: Option<String>,
-    /// what went wrong, if anything
-    pub error: Option<String>,
-    /// 'succeeded', 'retry' or 'failed'
-    pub outcome: &'static str,
-    /// for 'retry': delay before the next attempt, in ms
-    pub retry_delay_ms: Option<i64>,
-}
-
-/// The most bytes of free text (error, excerpt) kept by [`AttemptRecord::cut_short`].
-const CUT_SHORT_BYTES: usize = 200;
-
-impl AttemptRecord {
-    /// The same record with its free texts (response excerpt, error) cut
-    /// to a few hundred bytes: what is tried once more when the database
-    /// refused the record as it was.
-    pub fn cut_short(&self) -> Self {
-        let cut = |t: &Option<String>| {
-            t.as_ref().map(|t| {
-                let mut end = t.len().min(CUT_SHORT_BYTES);
-                while !t.is_char_boundary(end) {
-                    end -= 1;
-                }
-                t[..end].to_owned()
-            })
-        };
-        Self {
-            excerpt: None,
-            error: cut(&self.error),
-            ..self.clone()
-        }
-    }
-
-    /// True when the free texts are already within the cut-short bound.
-    pub fn is_cut_short(&self) -> bool {
-        self.excerpt.is_none()
-            && self
-                .error
-                .as_ref()
-                .is_none_or(|e| e.len() <= CUT_SHORT_BYTES)
-    }
-
-    /// Combines a claim, the attempt's outcome and the policy's decision.
-    pub fn new(claim: &Claim, outcome: &Outcome, decision: Decision) -> Self {
-        let (label, delay) = match decision {
-            Decision::Succeeded => ("succeeded", None),
-            Decision::RetryIn(d) => (
-                "retry",
-                Some(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
-            ),
-            Decision::GiveUp => ("failed", None),
-        };
-        Self {
-            delivery_id: claim.delivery_id,
-            lease_token: claim.lease_token,
-            endpoint_id: claim.endpoint_id,
-            attempt: i32::try_from(claim.attempt).unwrap_or(i32::MAX),
-            started_at: outcome.started_at,
-            duration_ms: outcome.duration.as_secs_f64() * 1000.0,
-            // webhook.attempts only holds real HTTP codes; an exotic one (600-999,
-            // which HTTP libraries accept) stays visible in the error text.
-            status_code: outcome
-                .status
-                .filter(|s| (100..=599).contains(s))
-                .map(i32::from),
-            excerpt: outcome.excerpt.clone(),
-            error: outcome.result.as_ref().err().map(|e| e.to_string()),
-            outcome: label,
-            retry_delay_ms: delay,
-        }
-    }
-}
 
 /// The recording side's connection.
 pub struct Recorder {
@@ -164,12 +72,10 @@ impl Recorder {
             &outcomes,
             &delays,
         ];
-        let row = crate::error::bounded(
+        let row = bounded(
             self.timeout,
-            self.client.query_typed_one(
-                queries::RECORD,
-                &crate::queue::typed(&params, queries::RECORD_TYPES),
-            ),
+            self.client
+                .query_typed_one(queries::RECORD, &typed(&params, queries::RECORD_TYPES)),
         )
         .await?;
         let moved: i32 = row.get(0);
@@ -191,7 +97,7 @@ impl Recorder {
 /// the delivery is sent again: at-least-once).
 pub(crate) async fn run_recorder(
     pg: tokio_postgres::Config,
-    tls: crate::pgtls::PgTls,
+    tls: PgTls,
     db_timeout: Duration,
     worker_id: String,
     mut rx: mpsc::Receiver<AttemptRecord>,
@@ -266,7 +172,7 @@ enum Refused {
 /// The recorder's connection, opened again when lost.
 struct RecordConnection {
     pg: tokio_postgres::Config,
-    tls: crate::pgtls::PgTls,
+    tls: PgTls,
     db_timeout: Duration,
     worker_id: String,
     recorder: Option<Recorder>,
@@ -282,7 +188,7 @@ impl RecordConnection {
         part: &[AttemptRecord],
         shutting_down: impl Fn() -> bool,
     ) -> Result<u64, Refused> {
-        let mut backoff = RETRY_MIN;
+        let mut backoff = Backoff::default();
         let mut tries_at_shutdown = 0;
         loop {
             let started = std::time::Instant::now();
@@ -304,15 +210,16 @@ impl RecordConnection {
                     return Err(Refused::GaveUp(e));
                 }
             }
-            tracing::warn!(error = %e, cause = ?e.cause(), "recording attempts failed; retrying in {backoff:?}");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(RETRY_MAX);
+            tracing::warn!(error = %e, cause = ?e.cause(), "recording attempts failed; retrying in {:?}", backoff.delay());
+            // Not cut short by a shutdown: what is being recorded must be
+            // tried again (the bound above is what ends it).
+            backoff.wait().await;
         }
     }
 
     async fn record_once(&mut self, part: &[AttemptRecord]) -> Result<u64, DbError> {
         if self.recorder.is_none() {
-            let client = crate::db::connect(&self.pg, &self.tls).await?;
+            let client = connect(&self.pg, &self.tls).await?;
             if self.connected_once {
                 self.metrics.reconnected(Connection::Record);
             }

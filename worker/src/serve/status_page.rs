@@ -9,8 +9,8 @@
 //! Must not: write to the database, or show anything a `webhook_reader`
 //! could not read.
 
-use crate::error::DbError;
-use crate::queries;
+use crate::db::error::DbError;
+use crate::db::queries;
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 use std::time::SystemTime;
 use tokio_postgres::Client;

@@ -7,25 +7,28 @@
 //! due delivery (a retry, an expired lease) capped by the poll interval.
 //! Never a blind busy loop.
 //!
-//! Must not: contain policy (retry.rs), HTTP (dispatch.rs) or SQL (queries.rs).
+//! Must not: contain policy (retry.rs), HTTP (http/) or SQL (db/).
 
+use crate::claim::{AttemptRecord, Claim};
 use crate::config::Config;
-use crate::delivery_log::{self, AttemptRecord, MAX_RECORD_BATCH};
-use crate::dispatch::Dispatcher;
-use crate::error::{DbError, Error};
+use crate::db::connect::{check_extension, connect, Backoff};
+use crate::db::error::DbError;
+use crate::db::listen;
+use crate::db::queue::{ClaimRequest, Queue};
+use crate::db::record::{self, MAX_RECORD_BATCH};
 use crate::events::{Events, WorkerEvent};
-use crate::inflight::InFlight;
+use crate::http::dispatch::{Dispatcher, Outcome};
 use crate::metrics::{self, Metrics};
-use crate::pacing::{idle, Linger, Pace, WakeGate};
-use crate::queue::{Claim, ClaimRequest, Queue};
-use crate::{db, listen, maintenance, retry, server};
+use crate::retry::{self, Decision};
+use crate::run::error::Error;
+use crate::run::inflight::InFlight;
+use crate::run::maintenance;
+use crate::run::pacing::{idle, Linger, Pace, WakeGate};
+use crate::serve::server;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
-
-const RECONNECT_MIN: Duration = Duration::from_millis(100);
-const RECONNECT_MAX: Duration = Duration::from_secs(10);
 
 /// A configured worker, ready to run.
 #[derive(Debug)]
@@ -66,8 +69,8 @@ impl Worker {
             events,
             metrics,
         } = self;
-        let client = db::connect(&config.pg, &config.pg_tls).await?;
-        let version = db::check_extension(&client).await?;
+        let client = connect(&config.pg, &config.pg_tls).await?;
+        let version = check_extension(&client).await?;
         tracing::info!(extension_version = %version, ?config, "pg-webhook-worker starting");
         if config.claim_timeout() < config.db_timeout {
             tracing::warn!(
@@ -77,7 +80,7 @@ impl Worker {
         }
         let mut queue = Queue::new(client, config.claim_timeout());
         let mut linger = Linger::new(queue.notify_min_interval().await?);
-        let dispatcher = Arc::new(Dispatcher::new(&config).map_err(Error::Http)?);
+        let dispatcher = Arc::new(Dispatcher::new(&config)?);
 
         let serving = match config.metrics_addr {
             Some(addr) => Some(
@@ -90,7 +93,8 @@ impl Worker {
                     cancel.clone(),
                     events.clone(),
                 )
-                .await?,
+                .await
+                .map_err(|source| Error::Serve { addr, source })?,
             ),
             None => None,
         };
@@ -107,7 +111,7 @@ impl Worker {
         // Bounded: when recording falls behind, delivery tasks wait to hand
         // over their outcome and keep their slot, which stops new claims.
         let (record_tx, record_rx) = mpsc::channel(config.concurrency + MAX_RECORD_BATCH);
-        let recorder = tokio::spawn(delivery_log::run_recorder(
+        let recorder = tokio::spawn(record::run_recorder(
             config.pg.clone(),
             config.pg_tls.clone(),
             config.db_timeout,
@@ -117,12 +121,12 @@ impl Worker {
             metrics.clone(),
         ));
 
-        let maintenance = config.maintenance.clone().map(|schedule| {
+        let maintenance = config.maintenance.is_on().then(|| {
             tokio::spawn(maintenance::run(
                 config.pg.clone(),
                 config.pg_tls.clone(),
                 config.db_timeout,
-                schedule,
+                config.maintenance.clone(),
                 cancel.clone(),
                 events.clone(),
                 metrics.clone(),
@@ -130,7 +134,7 @@ impl Worker {
         });
 
         let mut in_flight = InFlight::default();
-        let mut backoff = RECONNECT_MIN;
+        let mut backoff = Backoff::default();
         // With a backlog, claim only once half a batch of slots is free: one
         // claim statement per delivery (claiming each slot as it frees up)
         // would cap throughput at the claim's round trip. When the queue is
@@ -182,7 +186,7 @@ impl Worker {
                     Ok(claims) => {
                         metrics.claim(started.elapsed(), claims.len());
                         gate.claimed(claims.len(), config.poll_interval * 2);
-                        backoff = RECONNECT_MIN;
+                        backoff.reset();
                         pace.got(claims.len(), limit);
                         let full = claims.len() == limit;
                         if !claims.is_empty() {
@@ -316,13 +320,13 @@ async fn deliver(
         outcome.status,
         outcome.duration,
         match decision {
-            retry::Decision::Succeeded => metrics::Outcome::Succeeded,
-            retry::Decision::RetryIn(_) => metrics::Outcome::Retry,
-            retry::Decision::GiveUp => metrics::Outcome::Failed,
+            Decision::Succeeded => metrics::Outcome::Succeeded,
+            Decision::RetryIn(_) => metrics::Outcome::Retry,
+            Decision::GiveUp => metrics::Outcome::Failed,
         },
         since_event,
     );
-    let record = AttemptRecord::new(&claim, &outcome, decision);
+    let record = attempt_record(&claim, &outcome, decision);
     if record_tx.send(record).await.is_err() {
         tracing::error!(
             delivery_id = claim.delivery_id,
@@ -332,20 +336,16 @@ async fn deliver(
 }
 
 /// Logs a database failure and backs off (cancellation cuts the wait short).
-async fn db_trouble(e: &DbError, doing: &str, cancel: &CancellationToken, backoff: &mut Duration) {
-    tracing::warn!(error = %e, cause = ?e.cause(), "{doing} failed; retrying in {backoff:?}");
-    tokio::select! {
-        _ = cancel.cancelled() => {}
-        _ = tokio::time::sleep(*backoff) => {}
-    }
-    *backoff = (*backoff * 2).min(RECONNECT_MAX);
+async fn db_trouble(e: &DbError, doing: &str, cancel: &CancellationToken, backoff: &mut Backoff) {
+    tracing::warn!(error = %e, cause = ?e.cause(), "{doing} failed; retrying in {:?}", backoff.delay());
+    backoff.pause(cancel).await;
 }
 
 /// Reconnects the claim connection, retrying until it works or `cancel` fires.
 async fn reopen(
     config: &Config,
     cancel: &CancellationToken,
-    backoff: &mut Duration,
+    backoff: &mut Backoff,
     metrics: &Metrics,
 ) -> Option<Queue> {
     loop {
@@ -354,7 +354,7 @@ async fn reopen(
         }
         let attempt = async {
             Ok::<_, DbError>(Queue::new(
-                db::connect(&config.pg, &config.pg_tls).await?,
+                connect(&config.pg, &config.pg_tls).await?,
                 config.claim_timeout(),
             ))
         };
@@ -362,10 +362,41 @@ async fn reopen(
             Ok(q) => {
                 tracing::info!("claim connection re-established");
                 metrics.reconnected(metrics::Connection::Claim);
-                *backoff = RECONNECT_MIN;
+                backoff.reset();
                 return Some(q);
             }
             Err(e) => db_trouble(&e, "reconnecting", cancel, backoff).await,
         }
+    }
+}
+
+/// Combines a claim, the attempt's outcome and the policy's decision
+/// into what the recorder writes.
+fn attempt_record(claim: &Claim, outcome: &Outcome, decision: Decision) -> AttemptRecord {
+    let (label, delay) = match decision {
+        Decision::Succeeded => ("succeeded", None),
+        Decision::RetryIn(d) => (
+            "retry",
+            Some(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+        ),
+        Decision::GiveUp => ("failed", None),
+    };
+    AttemptRecord {
+        delivery_id: claim.delivery_id,
+        lease_token: claim.lease_token,
+        endpoint_id: claim.endpoint_id,
+        attempt: i32::try_from(claim.attempt).unwrap_or(i32::MAX),
+        started_at: outcome.started_at,
+        duration_ms: outcome.duration.as_secs_f64() * 1000.0,
+        // webhook.attempts only holds real HTTP codes; an exotic one (600-999,
+        // which HTTP libraries accept) stays visible in the error text.
+        status_code: outcome
+            .status
+            .filter(|s| (100..=599).contains(s))
+            .map(i32::from),
+        excerpt: outcome.excerpt.clone(),
+        error: outcome.result.as_ref().err().map(|e| e.to_string()),
+        outcome: label,
+        retry_delay_ms: delay,
     }
 }
