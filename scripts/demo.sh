@@ -12,7 +12,7 @@ PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 bash scripts/setup.sh
 echo "== building (release)"
 cargo pgrx install --release -p pg_webhook --pg-config "$PG_CONFIG" >/dev/null
-cargo build --release --quiet -p pg-webhook-worker -p pg_webhook_tests --bin pg-webhook-worker --bin demo-receiver
+cargo build --release --quiet -p pg-webhook-worker
 
 work=$(mktemp -d /tmp/pg_webhook-demo.XXXXXX)
 free_port() { bash "$ROOT/scripts/cluster.sh" free-port; }
@@ -38,8 +38,11 @@ sql -c "alter database postgres set pg_webhook.allow_private_targets = on"
 secret=$(sql -At -c "create extension pg_webhook" \
     -c "select signing_secret from webhook_subscribe('http://127.0.0.1:$rx_port/webhooks', array['order.*', 'invoice.*'], name => 'demo-receiver')")
 
-DEMO_SECRET=$secret ./target/release/demo-receiver "$rx_port" >"$work/received.log" 2>&1 &
+# The receiver is the worker's own development receiver (`pg-webhook-worker
+# listen`): it verifies each signature, timestamp and webhook-id.
+./target/release/pg-webhook-worker listen --secret "$secret" --port "$rx_port" >"$work/received.log" 2>&1 &
 pids+=($!)
+for _ in $(seq 1 100); do grep -q "listening on" "$work/received.log" && break; sleep 0.1; done
 PG_WEBHOOK_ALLOW_PRIVATE_TARGETS=true RUST_LOG=warn ./target/release/pg-webhook-worker 2>"$work/worker.log" &
 pids+=($!)
 
@@ -66,7 +69,9 @@ for _ in $(seq 1 100); do
     sleep 0.1
 done
 [ "$done" = 4 ] || { echo "deliveries still pending; worker log:"; cat "$work/worker.log"; exit 1; }
-for _ in $(seq 1 50); do [ "$(wc -l <"$work/received.log")" -ge 4 ] && break; sleep 0.1; done
+for _ in $(seq 1 50); do [ "$(grep -c '^✔' "$work/received.log")" -ge 4 ] && break; sleep 0.1; done
+verified=$(grep -c '^✔' "$work/received.log" || true)
+[ "$verified" = 4 ] || { echo "the receiver verified $verified of 4:"; cat "$work/received.log"; exit 1; }
 
 echo
 echo "== what the receiver got"

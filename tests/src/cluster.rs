@@ -1,0 +1,357 @@
+//! Servers of their own: pgbouncer, a TLS-only cluster, a whole cluster
+//! (for restores and base backups), and the PostgreSQL programs run as the
+//! cluster's owner.
+
+use crate::{admin_dsn, connect, TestCa, WAIT};
+use std::time::{Duration, Instant};
+use tokio_postgres::NoTls;
+
+/// Debian's pgbouncer in transaction pooling mode, in front of the test
+/// cluster, on a free port of 127.0.0.1; stopped when dropped.
+pub struct PgBouncer {
+    port: u16,
+    dir: std::path::PathBuf,
+    child: std::process::Child,
+}
+
+impl PgBouncer {
+    /// Starts it with a pool of `pool_size` server connections per
+    /// database, so that consecutive transactions of one client run on
+    /// different server connections.
+    pub async fn start(pool_size: u32) -> Self {
+        let admin: tokio_postgres::Config = admin_dsn().parse().expect("admin DSN");
+        let pg_port = admin.get_ports().first().copied().unwrap_or(5432);
+        let port = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("pgwh-pgbouncer-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("pgbouncer directory");
+        let ini = dir.join("pgbouncer.ini");
+        std::fs::write(
+            &ini,
+            format!(
+                "[databases]\n* = host=127.0.0.1 port={pg_port} user=postgres\n\
+                 [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
+                 auth_type = any\npool_mode = transaction\ndefault_pool_size = {pool_size}\n\
+                 max_client_conn = 200\nstats_users = postgres\n\
+                 ignore_startup_parameters = extra_float_digits,options\n\
+                 logfile = {log}\npidfile = {pid}\n",
+                log = dir.join("pgbouncer.log").display(),
+                pid = dir.join("pgbouncer.pid").display(),
+            ),
+        )
+        .expect("pgbouncer.ini");
+        let bin = std::env::var("PGBOUNCER_BIN").unwrap_or_else(|_| "/usr/sbin/pgbouncer".into());
+        // pgbouncer refuses to run as root: as root, it runs as postgres.
+        chown_to_cluster_owner(&dir);
+        let mut command = command_as_cluster_owner(&bin);
+        let child = command
+            .arg(&ini)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin} (install Debian's pgbouncer): {e}"));
+        let bouncer = Self { port, dir, child };
+        // Ready once it accepts a client.
+        let deadline = Instant::now() + WAIT;
+        while tokio_postgres::connect(&bouncer.dsn("postgres"), NoTls)
+            .await
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "pgbouncer did not start: see {}",
+                bouncer.dir.display()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bouncer
+    }
+
+    /// A connection string to `dbname` through it.
+    pub fn dsn(&self, dbname: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname={dbname}",
+            self.port
+        )
+    }
+
+    /// Transactions it has passed on for `dbname` (SHOW STATS).
+    pub async fn transactions(&self, dbname: &str) -> i64 {
+        let c = connect(&self.dsn("pgbouncer")).await;
+        let rows = c.simple_query("show stats").await.expect("show stats");
+        rows.iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) if r.get("database") == Some(dbname) => {
+                    r.get("total_xact_count")
+                        .and_then(|v| v.parse::<i64>().ok())
+                }
+                _ => None,
+            })
+            .sum()
+    }
+}
+
+impl Drop for PgBouncer {
+    fn drop(&mut self) {
+        // SIGTERM through kill: the child may be runuser, whose pgbouncer
+        // child gets the signal forwarded.
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        if let Ok(pid) = std::fs::read_to_string(self.dir.join("pgbouncer.pid")) {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", pid.trim()])
+                .status();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Whether this process runs as root (PostgreSQL tools then run as postgres).
+fn running_as_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// PostgreSQL's programs (and pgbouncer) refuse to run as root: as root,
+/// `program` runs as the `postgres` OS user, else as the test itself.
+fn command_as_cluster_owner(program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+    if running_as_root() {
+        let mut c = std::process::Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        std::process::Command::new(program)
+    }
+}
+
+/// Gives `dir` (recursively) to the user [`command_as_cluster_owner`] runs as.
+fn chown_to_cluster_owner(dir: &std::path::Path) {
+    if running_as_root() {
+        let _ = std::process::Command::new("chown")
+            .args(["-R", "postgres"])
+            .arg(dir)
+            .status();
+    }
+}
+
+/// A TCP port free on 127.0.0.1 (for a server a program starts itself).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Runs one of PostgreSQL's client programs (`pg_dump`, `pg_restore`, …)
+/// from `PG_BIN` (default: Debian's PostgreSQL 15) and fails the test with
+/// its output if it fails.
+pub async fn pg_tool(program: &str, args: &[&str]) {
+    let bin = std::env::var("PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into());
+    let out = tokio::process::Command::new(std::path::Path::new(&bin).join(program))
+        .args(args)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A PostgreSQL cluster of its own that accepts only TLS connections
+/// (`ssl = on`, `hostssl` rules only), with a server certificate of `ca`
+/// for `localhost` and `127.0.0.1`; stopped when dropped.
+pub struct TlsCluster {
+    dir: std::path::PathBuf,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl TlsCluster {
+    /// Initialises and starts it (a few seconds).
+    pub fn start(ca: &TestCa) -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("pgwh-tls-{}-{port}", std::process::id()));
+        let files = dir.join("files");
+        std::fs::create_dir_all(&files).expect("cluster directory");
+        let (cert, key) = &ca.server_pem;
+        std::fs::write(files.join("server.crt"), cert).expect("server.crt");
+        std::fs::write(files.join("server.key"), key).expect("server.key");
+        std::fs::write(
+            files.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+        )
+        .expect("pg_hba.conf");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            files.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .expect("key permissions");
+        chown_to_cluster_owner(&dir);
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/cluster.sh");
+        let status = std::process::Command::new("bash")
+            .arg(&script)
+            .arg("start")
+            .arg(dir.join("pg"))
+            .arg(port.to_string())
+            .arg("ssl = on")
+            .arg(format!(
+                "ssl_cert_file = '{}'",
+                files.join("server.crt").display()
+            ))
+            .arg(format!(
+                "ssl_key_file = '{}'",
+                files.join("server.key").display()
+            ))
+            .arg(format!(
+                "hba_file = '{}'",
+                files.join("pg_hba.conf").display()
+            ))
+            .status()
+            .expect("run scripts/cluster.sh");
+        assert!(status.success(), "the TLS cluster did not start");
+        Self { dir, port }
+    }
+}
+
+impl Drop for TlsCluster {
+    fn drop(&mut self) {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/cluster.sh");
+        let _ = std::process::Command::new("bash")
+            .arg(&script)
+            .arg("stop")
+            .arg(self.dir.join("pg"))
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A PostgreSQL cluster of the test's own (trust authentication, loopback),
+/// for what must not touch the shared one: an immediate restart. Stopped
+/// when dropped.
+pub struct OwnCluster {
+    dir: std::path::PathBuf,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl OwnCluster {
+    /// Initialises and starts it (a few seconds).
+    pub fn start() -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("pgwh-own-{}-{port}", std::process::id()));
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/cluster.sh");
+        let status = std::process::Command::new("bash")
+            .arg(&script)
+            .arg("start")
+            .arg(&dir)
+            .arg(port.to_string())
+            .arg("fsync = off")
+            .status()
+            .expect("run scripts/cluster.sh");
+        assert!(status.success(), "the cluster did not start");
+        Self { dir, port }
+    }
+
+    /// A connection string to `dbname` as postgres, through the cluster's
+    /// Unix-domain socket.
+    pub fn socket_dsn(&self, dbname: &str) -> String {
+        format!(
+            "host={} port={} user=postgres dbname={dbname}",
+            self.dir.join("sock").display(),
+            self.port
+        )
+    }
+
+    /// A connection string to `dbname` as postgres.
+    pub fn dsn(&self, dbname: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname={dbname}",
+            self.port
+        )
+    }
+
+    /// Stops it as a crash would (`pg_ctl -m immediate`: no checkpoint, every
+    /// connection cut) and starts it again (crash recovery).
+    pub fn restart_immediately(&self) {
+        let data = self.dir.join("data").display().to_string();
+        let log = self.dir.join("log").display().to_string();
+        run_as_cluster_owner("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"]);
+        run_as_cluster_owner(
+            "pg_ctl",
+            &["-D", &data, "-l", &log, "-w", "-t", "60", "start"],
+        );
+    }
+
+    /// A physical copy of it, started beside it: `pg_basebackup` (WAL
+    /// streamed, fast checkpoint) into a directory of its own, started on
+    /// a port of its own, as a base backup restored elsewhere is. The copy
+    /// and the original then diverge.
+    pub fn base_backup(&self) -> OwnCluster {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("pgwh-own-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sock")).expect("copy directory");
+        chown_to_cluster_owner(&dir);
+        let data = dir.join("data").display().to_string();
+        run_as_cluster_owner(
+            "pg_basebackup",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-D",
+                &data,
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+            ],
+        );
+        let options = format!("-p {port} -k {}", dir.join("sock").display());
+        let log = dir.join("log").display().to_string();
+        run_as_cluster_owner(
+            "pg_ctl",
+            &[
+                "-D", &data, "-o", &options, "-l", &log, "-w", "-t", "60", "start",
+            ],
+        );
+        OwnCluster { dir, port }
+    }
+}
+
+/// Runs one of PostgreSQL 15's server programs as the cluster's owner (the
+/// `postgres` OS user when the tests run as root), and fails the test if it fails.
+fn run_as_cluster_owner(program: &str, args: &[&str]) {
+    let out = command_as_cluster_owner(format!("/usr/lib/postgresql/15/bin/{program}"))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/cluster.sh");
+        let _ = std::process::Command::new("bash")
+            .arg(&script)
+            .arg("stop")
+            .arg(&self.dir)
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,289 @@
+//! A database per test (with the extension, dropped by `finish`), and a
+//! connection that LISTENs for notifications.
+
+use crate::{admin_dsn, connect, within, WAIT};
+use pg_webhook_worker::{Config, WorkerEvent};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_postgres::{Client, NoTls};
+
+/// A fresh database with the extension installed, for one test.
+pub struct TestDb {
+    /// The database's name.
+    pub name: String,
+    /// Connection string to it.
+    pub dsn: String,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl TestDb {
+    /// Creates the database and the extension, and allows private targets
+    /// (the receivers live on 127.0.0.1).
+    pub async fn new() -> Self {
+        let db = Self::empty().await;
+        connect(&db.dsn)
+            .await
+            .batch_execute("create extension pg_webhook")
+            .await
+            .expect("create extension");
+        db
+    }
+
+    /// A database without the extension (a restore target, an upgrade test).
+    pub async fn empty() -> Self {
+        let admin = admin_dsn();
+        let name = format!(
+            "pgwh_{}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            rand::random::<u32>()
+        );
+        let client = connect(&admin).await;
+        client
+            .batch_execute(&format!("create database {name}"))
+            .await
+            .expect("create database");
+        client
+            .batch_execute(&format!(
+                "alter database {name} set pg_webhook.allow_private_targets = on"
+            ))
+            .await
+            .expect("alter database");
+        let dsn = format!("{admin} dbname={name}");
+        Self { name, dsn }
+    }
+
+    /// A new connection to this database.
+    pub async fn client(&self) -> Client {
+        connect(&self.dsn).await
+    }
+
+    /// Worker settings for tests: private targets allowed, short timers.
+    pub fn worker_config(&self) -> Config {
+        let mut c = Config::for_database(&self.dsn).expect("valid test DSN");
+        c.allow_private_targets = true;
+        c.poll_interval = Duration::from_millis(500);
+        c.lease_margin = Duration::from_millis(500);
+        c.drain_timeout = Duration::from_secs(10);
+        c
+    }
+
+    /// Subscribes `url`; returns (endpoint id, signing secret).
+    pub async fn subscribe(
+        &self,
+        client: &Client,
+        url: &str,
+        patterns: &[&str],
+        retry_policy: Option<&str>,
+    ) -> (i64, String) {
+        let policy: Option<serde_json::Value> =
+            retry_policy.map(|p| serde_json::from_str(p).expect("policy JSON"));
+        let patterns: Vec<String> = patterns.iter().map(|s| s.to_string()).collect();
+        let row = client
+            .query_one(
+                "select endpoint_id, signing_secret from webhook_subscribe($1, $2, retry_policy => $3)",
+                &[&url, &patterns, &policy],
+            )
+            .await
+            .expect("webhook_subscribe");
+        (row.get(0), row.get(1))
+    }
+
+    /// A login role of this test's own (`<database>_<suffix>`: roles are
+    /// cluster-wide), member of `member_of` (none when empty), created by
+    /// `admin`; returns its name and a connection to this database as it.
+    pub async fn login(
+        &self,
+        admin: &Client,
+        suffix: &str,
+        member_of: &[&str],
+    ) -> (String, Client) {
+        let name = format!("{}_{suffix}", self.name);
+        let roles = if member_of.is_empty() {
+            String::new()
+        } else {
+            format!(" in role {}", member_of.join(", "))
+        };
+        admin
+            .batch_execute(&format!("create role {name} login{roles}"))
+            .await
+            .expect("create a login role");
+        let client = connect(&format!("{} user={name}", self.dsn)).await;
+        (name, client)
+    }
+
+    /// Ends a scenario: fails the test if anything breaks an invariant that
+    /// spans rows (see [`Self::assert_invariants`]), then drops the
+    /// database (its connections too). Every end-to-end test ends with it,
+    /// once its workers are stopped.
+    pub async fn finish(self) {
+        let client = self.client().await;
+        self.assert_invariants(&client).await;
+        drop(client);
+        connect(&admin_dsn())
+            .await
+            .batch_execute(&format!("drop database {} with (force)", self.name))
+            .await
+            .expect("drop the test database");
+    }
+
+    /// Fails the test if anything breaks an invariant that spans rows
+    /// (`webhook._invariant_violations()`; each row's own are CHECKs).
+    pub async fn assert_invariants(&self, client: &Client) {
+        let rows = client
+            .query(
+                "select object_id, invariant from webhook._invariant_violations()",
+                &[],
+            )
+            .await
+            .expect("invariant check");
+        let broken: Vec<(i64, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        assert!(broken.is_empty(), "invariants broken: {broken:?}");
+    }
+
+    /// What the deliveries look like (for failure messages).
+    pub async fn describe_deliveries(&self, client: &Client) -> String {
+        match client
+            .query(
+                "select d.endpoint_id, d.status::text, count(*), min(d.last_error)
+                 from webhook.deliveries d group by 1, 2 order by 1, 2",
+                &[],
+            )
+            .await
+        {
+            Ok(rows) => rows
+                .iter()
+                .map(|r| {
+                    format!(
+                        "endpoint {} {}: {} (last error {:?})",
+                        r.get::<_, i64>(0),
+                        r.get::<_, String>(1),
+                        r.get::<_, i64>(2),
+                        r.get::<_, Option<String>>(3)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+            Err(e) => format!("(cannot read them: {e})"),
+        }
+    }
+
+    /// The webhook-id of the event with this id.
+    pub async fn message_id(&self, client: &Client, event_id: i64) -> String {
+        client
+            .query_one(
+                "select webhook._message_id(e.txid, e.id, e.id_namespace) from webhook.events e where e.id = $1",
+                &[&event_id],
+            )
+            .await
+            .expect("the event exists")
+            .get(0)
+    }
+
+    /// Waits until exactly `n` deliveries have `status` (see [`Self::wait_for`]).
+    pub async fn wait_deliveries(
+        &self,
+        client: &Client,
+        status: &str,
+        n: i64,
+        events: &mut mpsc::UnboundedReceiver<WorkerEvent>,
+    ) {
+        let sql =
+            format!("select count(*) = {n} from webhook.deliveries where status = '{status}'");
+        self.wait_for(client, &sql, Some(events)).await;
+    }
+
+    /// Waits until `sql` (a query returning one boolean) is true, re-checking
+    /// whenever the worker reports progress and at least every 100 ms (other
+    /// processes' progress sends no events). Panics at the deadline.
+    pub async fn wait_for(
+        &self,
+        client: &Client,
+        sql: &str,
+        events: Option<&mut mpsc::UnboundedReceiver<WorkerEvent>>,
+    ) {
+        let deadline = Instant::now() + WAIT;
+        let mut events = events;
+        loop {
+            let ok: bool = client
+                .query_one(sql, &[])
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .get(0);
+            if ok {
+                return;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                panic!(
+                    "timed out after {WAIT:?} waiting for: {sql}\ndeliveries now: {}",
+                    self.describe_deliveries(client).await
+                );
+            }
+            let tick = left.min(Duration::from_millis(100));
+            match events.as_deref_mut() {
+                Some(rx) => {
+                    let _ = tokio::time::timeout(tick, rx.recv()).await;
+                }
+                None => tokio::time::sleep(tick).await,
+            }
+        }
+    }
+}
+
+/// A connection LISTENing on a channel; notifications' payloads arrive on `rx`.
+pub struct Listener {
+    /// Payloads, in the order they were notified.
+    pub rx: mpsc::UnboundedReceiver<String>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Listener {
+    /// Connects and LISTENs on `channel` (a plain identifier).
+    pub async fn start(dsn: &str, channel: &str) -> Self {
+        use futures_util::future::poll_fn;
+        let (client, mut connection) = tokio_postgres::connect(dsn, NoTls)
+            .await
+            .expect("listener connects");
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let sql = format!("listen {channel}");
+        let task = tokio::spawn(async move {
+            let listen = client.batch_execute(&sql);
+            tokio::pin!(listen);
+            let mut ready = Some(ready_tx);
+            loop {
+                tokio::select! {
+                    r = &mut listen, if ready.is_some() => {
+                        r.expect("listen");
+                        let _ = ready.take().map(|t| t.send(()));
+                    }
+                    msg = poll_fn(|cx| connection.poll_message(cx)) => match msg {
+                        Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                            let _ = tx.send(n.payload().to_owned());
+                        }
+                        Some(Ok(_)) => {}
+                        _ => return,
+                    },
+                }
+            }
+        });
+        ready_rx.await.expect("the listener is listening");
+        Self { rx, task }
+    }
+
+    /// The next payload; panics at the wait deadline.
+    pub async fn next(&mut self) -> String {
+        within("a notification", self.rx.recv())
+            .await
+            .expect("the listener is running")
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
