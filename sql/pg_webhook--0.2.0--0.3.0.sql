@@ -13,7 +13,9 @@
 -- the session that wrote it, drawn at random (webhook._id_namespace()), so
 -- that two copies of a database that diverged (a base backup, PITR, a
 -- promoted standby), whose event ids rewind together, still give their new
--- events different webhook-ids. Events written before keep theirs.
+-- events different webhook-ids. Events written before keep theirs. The rule
+-- is written once (webhook._webhook_id, on webhook._id_namespace_text and
+-- webhook._incarnation_of), inlined by the claim and webhook.delivery_log.
 -- -----------------------------------------------------------------------------
 alter table webhook.events add column id_namespace bigint;
 comment on column webhook.events.id_namespace is
@@ -28,24 +30,49 @@ AS 'MODULE_PATHNAME', 'id_namespace_wrapper';
 revoke all on function webhook._id_namespace() from public;
 
 drop function webhook._message_id(bigint, bigint);
+create function webhook._incarnation_of(
+    p_txid bigint -- a virtual transaction id
+) returns integer
+language sql immutable parallel safe
+return (p_txid operator(pg_catalog.>>) 48)::integer;
+
+create function webhook._id_namespace_text(
+    p_txid bigint,                  -- webhook.events.txid
+    p_namespace bigint,             -- webhook.events.id_namespace
+    p_incarnation_namespace text    -- webhook.incarnations.namespace of the event's incarnation
+) returns text
+language sql immutable parallel safe
+return case when p_namespace is not null
+                 then pg_catalog.lpad(pg_catalog.to_hex(p_namespace), 16, '0')
+            when webhook._incarnation_of(p_txid) operator(pg_catalog.>) 0
+                 then coalesce(p_incarnation_namespace, '0000000000000000')
+       end;
+
+create function webhook._webhook_id(
+    p_txid bigint,                  -- webhook.events.txid
+    p_id bigint,                    -- webhook.events.id
+    p_namespace bigint,             -- webhook.events.id_namespace
+    p_incarnation_namespace text    -- webhook.incarnations.namespace of the event's incarnation
+) returns text
+language sql immutable parallel safe
+return coalesce('msg_' operator(pg_catalog.||)
+                    webhook._id_namespace_text(p_txid, p_namespace, p_incarnation_namespace)
+                    operator(pg_catalog.||) pg_catalog.lpad(pg_catalog.to_hex(p_id), 16, '0'),
+                p_id::text);
+
 create function webhook._message_id(
     p_txid bigint,      -- webhook.events.txid
     p_id bigint,        -- webhook.events.id
     p_namespace bigint  -- webhook.events.id_namespace
 ) returns text
 language sql stable parallel safe
-set search_path = pg_catalog, webhook, pg_temp
-as $$
-    select case when p_namespace is not null
-                then 'msg_' || lpad(to_hex(p_namespace), 16, '0') || lpad(to_hex(p_id), 16, '0')
-                when p_txid < 281474976710656 then p_id::text
-                else 'msg_' || coalesce((select i.namespace from webhook.incarnations i where i.n = (p_txid >> 48)::integer),
-                                        '0000000000000000')
-                     || lpad(to_hex(p_id), 16, '0')
-           end
-$$;
-revoke all on function webhook._message_id(bigint, bigint, bigint) from public;
-grant execute on function webhook._message_id(bigint, bigint, bigint) to webhook_reader, webhook_worker;
+return webhook._webhook_id(p_txid, p_id, p_namespace,
+    (select i.namespace from webhook.incarnations i
+     where i.n operator(pg_catalog.=) webhook._incarnation_of(p_txid)));
+revoke all on function webhook._message_id(bigint, bigint, bigint), webhook._webhook_id(bigint, bigint, bigint, text),
+    webhook._id_namespace_text(bigint, bigint, text), webhook._incarnation_of(bigint) from public;
+grant execute on function webhook._message_id(bigint, bigint, bigint), webhook._webhook_id(bigint, bigint, bigint, text),
+    webhook._id_namespace_text(bigint, bigint, text), webhook._incarnation_of(bigint) to webhook_reader, webhook_worker;
 
 -- -----------------------------------------------------------------------------
 -- 0.3.0: an attempt says whether it moved its delivery (lease_held): one
@@ -535,6 +562,266 @@ end
 $$;
 
 -- -----------------------------------------------------------------------------
+-- 0.3.0: one definition per rule. Who has work and how much of it a
+-- worker may take (the skip scan over deliveries_open and the quotas) was
+-- written out in the claim, the next-due time and the queue lag; whether
+-- the fan-out has work, in the fan-out and the next-due time. Were two
+-- copies to disagree, a worker would spin, or sleep while work waits.
+-- -----------------------------------------------------------------------------
+create function webhook._endpoints_with_work()
+returns setof bigint
+language sql stable parallel safe
+begin atomic
+    with recursive with_work(endpoint_id) as (
+        (select d.endpoint_id from webhook.deliveries_open d
+         where d.status operator(pg_catalog.=) 'pending' order by d.endpoint_id limit 1)
+        union all
+        select (select d.endpoint_id from webhook.deliveries_open d
+                where d.status operator(pg_catalog.=) 'pending'
+                  and d.endpoint_id operator(pg_catalog.>) w.endpoint_id
+                order by d.endpoint_id limit 1)
+        from with_work w
+        where w.endpoint_id is not null
+    )
+    select w.endpoint_id from with_work w where w.endpoint_id is not null;
+end;
+
+create function webhook._endpoint_quotas(
+    p_concurrency integer,      -- the worker's slots
+    p_busy_endpoints bigint[],  -- endpoints this worker has deliveries in flight for ...
+    p_busy_counts integer[]     -- ... and how many
+) returns table (endpoint_id bigint, quota integer)
+language sql stable parallel safe
+begin atomic
+    select ep.id,
+           least(coalesce(ep.max_in_flight, p_concurrency),
+                 pg_catalog.ceil(p_concurrency::numeric operator(pg_catalog./)
+                                 greatest(pg_catalog.count(*) over (), 2))::integer)
+           operator(pg_catalog.-) coalesce(b.n, 0)
+    from webhook._endpoints_with_work() w(endpoint_id)
+    join webhook.endpoints ep on ep.id operator(pg_catalog.=) w.endpoint_id
+    -- (Multi-argument unnest is syntax, ROWS FROM, and takes no schema.)
+    left join unnest(p_busy_endpoints, p_busy_counts) as b(endpoint_id, n)
+        on b.endpoint_id operator(pg_catalog.=) ep.id
+    where ep.paused_at is null and ep.disabled_at is null;
+end;
+
+create function webhook._fanout_pending(
+    st webhook.fanout_state -- the fan-out's position
+) returns boolean
+language plpgsql stable
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+begin
+    return st.cur_xmax is not null
+        or exists (select from webhook.events e where e.txid >= st.prev_xmax)
+        or exists (select from webhook.events e where e.txid = any (st.prev_xip));
+end
+$$;
+revoke all on function webhook._endpoints_with_work(), webhook._endpoint_quotas(integer, bigint[], integer[]),
+    webhook._fanout_pending(webhook.fanout_state) from public;
+
+create or replace function webhook._fan_out(
+    p_max_events integer -- chunk size in events (whole transactions: a chunk may be larger)
+) returns integer
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+-- One generic plan per session, as for the claim: planning the chunk's
+-- statement across the partitions at every call cost more than running
+-- it (a fan-out of one event: 1.3-2.5 ms with custom plans, 0.75 ms
+-- generic; a 100,000-event transaction: the same 6.5 s either way), and
+-- under load that planning sat in every claim, in front of the commit to
+-- receipt latency. Sequential scans off, so that the generic plan reaches
+-- the chunk's events by the (txid, id) index whatever the bounds.
+set plan_cache_mode = force_generic_plan
+set enable_seqscan = off
+set jit = off
+as $$
+declare
+    st webhook.fanout_state;
+    v_snap bigint[];
+    v_resumed boolean;
+    v_xip bigint[];
+    v_lo bigint;
+    v_hi bigint;
+    v_more boolean;
+    v_events bigint;
+    v_created bigint;
+begin
+    select * into st from webhook.fanout_state for update skip locked;
+    if not found then
+        if exists (select from webhook.fanout_state) then
+            return 0; -- another worker is fanning out
+        end if;
+        -- First run: nothing is fanned out yet, every event is after "prev".
+        insert into webhook.fanout_state (prev_xmin, prev_xmax, prev_xip) values (1, 1, '{}')
+        on conflict do nothing;
+        select * into st from webhook.fanout_state for update skip locked;
+        if not found then
+            return 0;
+        end if;
+    end if;
+    v_resumed := st.cur_xmax is not null;
+    -- Nothing committed since prev (the usual case while a backlog drains):
+    -- return before taking a snapshot and planning the chunk's statement,
+    -- which costs more than everything else here together. An event this
+    -- statement cannot see yet is found by a later call.
+    if not webhook._fanout_pending(st) then
+        return 0;
+    end if;
+    if not v_resumed then
+        v_snap := webhook._vsnapshot();
+        st.cur_xmin := v_snap[1];
+        st.cur_xmax := v_snap[2];
+        st.cur_xip := v_snap[3:];
+        st.done_txid := 0;
+    end if;
+
+    -- Transactions running at prev that have committed since (visible in cur).
+    v_xip := array(select x from unnest(st.prev_xip) x
+                   where x > st.done_txid and webhook._visible(x, st.cur_xmin, st.cur_xmax, st.cur_xip)
+                   order by x);
+    -- Then those that started after prev, in txid order: this chunk ends
+    -- with the transaction of its p_max_events-th event.
+    v_lo := greatest(st.prev_xmax, st.done_txid + 1);
+    select e.txid into v_hi
+    from webhook.events e
+    where e.txid >= v_lo and e.txid < st.cur_xmax and not e.txid = any (st.cur_xip)
+    order by e.txid, e.id
+    offset greatest(p_max_events - 1, 0) limit 1;
+    v_more := found;
+    if not v_more then
+        v_hi := st.cur_xmax - 1;
+    end if;
+
+    with chunk as (
+        select e.id, e.slot, e.txid, e.event_type
+        from webhook.events e
+        where e.txid = any (v_xip)
+        union all
+        select e.id, e.slot, e.txid, e.event_type
+        from webhook.events e
+        where e.txid >= v_lo and e.txid <= v_hi and not e.txid = any (st.cur_xip)
+    ), targets as (
+        select c.id, c.slot, c.txid, ep.id as endpoint_id,
+               (ep.paused_at is not null or ep.disabled_at is not null) as held,
+               ep.deleted_at is not null as deleted
+        from chunk c
+        join webhook.subscriptions s
+          on (s.until_xmax is null or s.until_xmax > st.prev_xmin)
+         and (c.txid = s.from_txid or not webhook._visible(c.txid, s.from_xmin, s.from_xmax, s.from_xip))
+         and (s.until_txid is null
+              or (c.txid <> s.until_txid and webhook._visible(c.txid, s.until_xmin, s.until_xmax, s.until_xip)))
+         and webhook._matches(s.event_types, c.event_type)
+        join webhook.endpoints ep on ep.id = s.endpoint_id
+        -- webhook_send_test creates its delivery itself, for one endpoint.
+        where c.event_type <> 'webhook.test'
+    ), opened as (
+        insert into webhook.deliveries_open (event_id, event_txid, event_slot, endpoint_id, status)
+        select t.id, t.txid, t.slot, t.endpoint_id,
+               case when t.held then 'paused' else 'pending' end::webhook.delivery_status
+        from targets t
+        where not (t.held and t.deleted)
+        returning 1
+    ), cancelled as (
+        -- An endpoint removed while paused or disabled can never send what it held.
+        insert into webhook.deliveries (slot, event_id, event_txid, event_slot, endpoint_id, status, finalized_at)
+        select t.slot, t.id, t.txid, t.slot, t.endpoint_id, 'cancelled', now()
+        from targets t
+        where t.held and t.deleted
+        returning 1
+    )
+    select (select count(*) from chunk), (select count(*) from opened) + (select count(*) from cancelled)
+    into v_events, v_created;
+
+    if v_more then
+        update webhook.fanout_state
+        set cur_xmin = st.cur_xmin, cur_xmax = st.cur_xmax, cur_xip = st.cur_xip, done_txid = v_hi, updated_at = now();
+    elsif v_events > 0 or v_resumed then
+        update webhook.fanout_state
+        set prev_xmin = st.cur_xmin, prev_xmax = st.cur_xmax, prev_xip = st.cur_xip,
+            cur_xmin = null, cur_xmax = null, cur_xip = null, done_txid = 0, updated_at = now();
+    end if;
+    -- Else nothing was committed since prev: keep prev (no write at all), so
+    -- that an idle worker's fan-out is one read.
+    return v_created;
+end
+$$;
+
+create or replace function webhook._next_due_ms(
+    p_concurrency integer,      -- the worker's slots
+    p_busy_endpoints bigint[],  -- endpoints this worker has deliveries in flight for ...
+    p_busy_counts integer[]     -- ... and how many
+) returns bigint
+language plpgsql stable
+security definer
+set search_path = pg_catalog, webhook, pg_temp
+-- Called every few milliseconds while the worker lingers: one plan per
+-- session (as the claim), index access whatever the statistics.
+set plan_cache_mode = force_generic_plan
+set enable_seqscan = off
+set jit = off
+as $$
+declare
+    st webhook.fanout_state;
+    v_next timestamptz;
+begin
+    select * into st from webhook.fanout_state;
+    if not found then
+        if exists (select from webhook.events) then
+            return 0;
+        end if;
+    elsif webhook._fanout_pending(st) then
+        return 0;
+    end if;
+    select min(n.next_attempt_at) into v_next
+    from webhook._endpoint_quotas(p_concurrency, p_busy_endpoints, p_busy_counts) q
+    cross join lateral (
+        select d.next_attempt_at from webhook.deliveries_open d
+        where d.endpoint_id = q.endpoint_id and d.status = 'pending'
+          and (d.lease_until is null or d.lease_until <= now())
+        order by d.next_attempt_at
+        limit 1
+    ) n
+    where q.quota > 0;
+    if v_next is null then
+        return null;
+    end if;
+    return greatest(0, ceil(extract(epoch from (v_next - clock_timestamp())) * 1000))::bigint;
+end
+$$;
+
+create or replace function webhook._queue_lag_seconds()
+returns double precision
+language plpgsql stable
+security definer
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    st webhook.fanout_state;
+    v_event timestamptz;
+    v_delivery timestamptz;
+begin
+    select * into st from webhook.fanout_state;
+    select e.created_at into v_event
+    from webhook.events e
+    where e.txid >= coalesce(st.prev_xmax, 0)
+    order by e.txid
+    limit 1;
+    select min(n.next_attempt_at) into v_delivery
+    from webhook._endpoints_with_work() w(endpoint_id)
+    cross join lateral (
+        select d.next_attempt_at from webhook.deliveries_open d
+        where d.endpoint_id = w.endpoint_id and d.status = 'pending' and d.next_attempt_at <= now()
+          and (d.lease_until is null or d.lease_until <= now())
+        order by d.next_attempt_at
+        limit 1
+    ) n;
+    return greatest(0, coalesce(extract(epoch from now() - least(v_event, v_delivery)), 0))::double precision;
+end
+$$;
+
+-- -----------------------------------------------------------------------------
 -- 0.3.0: the functions that write or read events learn the new columns.
 -- -----------------------------------------------------------------------------
 create or replace function webhook._enqueue(
@@ -645,7 +932,9 @@ begin
 end
 $$;
 
-create or replace function webhook._claim_deliveries(
+-- (Its rows now say which kind they are, row_kind: a new result type.)
+drop function webhook._claim_deliveries(text, integer, interval, integer, bigint[], integer[], integer, bigint);
+create function webhook._claim_deliveries(
     p_worker_id text,           -- recorded in leased_by
     p_limit integer,            -- at most this many rows
     p_lease_margin interval,    -- added to each endpoint's timeout
@@ -655,6 +944,7 @@ create or replace function webhook._claim_deliveries(
     p_fanout_events integer,    -- most events to fan out first
     p_max_bytes bigint          -- most payload bytes (the first delivery is claimed whatever its size)
 ) returns table (
+    row_kind text,
     delivery_id bigint,
     lease_token bigint,
     attempt_number integer,
@@ -701,24 +991,9 @@ begin
         perform webhook._fan_out(p_fanout_events);
     end if;
     return query
-    with recursive with_work(endpoint_id) as (
-        (select d.endpoint_id from webhook.deliveries_open d
-         where d.status = 'pending' order by d.endpoint_id limit 1)
-        union all
-        select (select d.endpoint_id from webhook.deliveries_open d
-                where d.status = 'pending' and d.endpoint_id > w.endpoint_id
-                order by d.endpoint_id limit 1)
-        from with_work w
-        where w.endpoint_id is not null
-    ), quotas as (
-        select ep.id,
-               least(coalesce(ep.max_in_flight, p_concurrency),
-                     ceil(p_concurrency::numeric / greatest(count(*) over (), 2))::integer) - coalesce(b.n, 0) as quota
-        from with_work w
-        join webhook.endpoints ep on ep.id = w.endpoint_id
-        left join unnest(p_busy_endpoints, p_busy_counts) as b(endpoint_id, n) on b.endpoint_id = ep.id
-        -- A held endpoint's deliveries are paused; this only guards a race.
-        where ep.paused_at is null and ep.disabled_at is null
+    with quotas as (
+        select q.endpoint_id as id, q.quota
+        from webhook._endpoint_quotas(p_concurrency, p_busy_endpoints, p_busy_counts) q
     ), fair as (
         select greatest(1, ceil(p_limit::numeric / greatest(count(*), 1)))::integer as share
         from quotas q
@@ -819,21 +1094,21 @@ begin
         left join webhook.endpoint_secrets s on s.endpoint_id = q.id
     )
     -- The endpoints first, then the deliveries (see above).
-    select null::bigint, null::bigint, null::integer, null::bigint, null::text, null::text,
+    select 'endpoint', null::bigint, null::bigint, null::integer, null::bigint, null::text, null::text,
            null::timestamptz, null::text,
            t.id, t.url, t.headers, t.timeout_ms, t.secrets, t.max_attempts,
            t.initial_delay_ms, t.max_delay_ms, t.backoff_multiplier
     from targets t
     where t.id = any (array(select c.endpoint_id from claimed c))
     union all
-    select c.id,
+    select 'delivery',
+           c.id,
            c.lease_token,
            c.attempt_count,
            f.event_id,
-           -- The webhook-id's namespace, as webhook._message_id has it; null
-           -- for an event of pg_webhook 0.1, whose message id is its number.
-           case when f.id_namespace is not null then lpad(to_hex(f.id_namespace), 16, '0')
-                when f.txid >= 281474976710656 then coalesce(i.namespace, '0000000000000000') end,
+           -- The webhook-id's namespace (the worker puts the id together);
+           -- null for an event of pg_webhook 0.1, whose message id is its number.
+           webhook._id_namespace_text(f.txid, f.id_namespace, i.namespace),
            f.event_type,
            f.created_at,
            f.payload::text,
@@ -842,20 +1117,21 @@ begin
            null::bigint, null::bigint, null::double precision
     from claimed c
     join fitting f on f.id = c.id
-    left join webhook.incarnations i on i.n = (f.txid >> 48)::integer;
+    left join webhook.incarnations i on i.n = webhook._incarnation_of(f.txid);
 end
 $$;
+revoke all on function webhook._claim_deliveries(text, integer, interval, integer, bigint[], integer[], integer, bigint)
+    from public;
+grant execute on function webhook._claim_deliveries(text, integer, interval, integer, bigint[], integer[], integer, bigint)
+    to webhook_worker;
 
 create or replace view webhook.delivery_log as
 select
     d.id                as delivery_id,
     d.event_id,
-    -- webhook._message_id, written out so that the planner sees through it.
-    case when ev.id_namespace is not null
-         then 'msg_' || lpad(to_hex(ev.id_namespace), 16, '0') || lpad(to_hex(d.event_id), 16, '0')
-         when ev.txid < 281474976710656 then d.event_id::text
-         else 'msg_' || coalesce(i.namespace, '0000000000000000') || lpad(to_hex(d.event_id), 16, '0')
-    end                 as message_id,
+    -- webhook._message_id, with the incarnation joined below: inlined, so
+    -- that the planner sees through it.
+    webhook._webhook_id(ev.txid, d.event_id, ev.id_namespace, i.namespace) as message_id,
     ev.event_type,
     ev.created_at       as event_created_at,
     ep.id               as endpoint_id,
@@ -887,7 +1163,7 @@ cross join lateral (
     offset 0
 ) ev
 join webhook.endpoints ep on ep.id = d.endpoint_id
-left join webhook.incarnations i on i.n = (ev.txid >> 48)::integer
+left join webhook.incarnations i on i.n = webhook._incarnation_of(ev.txid)
 -- The endpoint in the join as well: a filter on endpoint_id then reaches
 -- the attempts' (endpoint_id, started_at) index.
 left join webhook.attempts a on a.delivery_id = d.id and a.endpoint_id = d.endpoint_id;
@@ -916,10 +1192,7 @@ alter function webhook._open_subscription(bigint,text[]) set search_path = pg_ca
 alter function webhook._close_subscription(bigint) set search_path = pg_catalog, webhook, pg_temp;
 alter function webhook._subscription_commit() set search_path = pg_catalog, webhook, pg_temp;
 alter function webhook._hold_fanout() set search_path = pg_catalog, webhook, pg_temp;
-alter function webhook._fan_out(integer) set search_path = pg_catalog, webhook, pg_temp;
 alter function webhook._disable_endpoint(bigint,text) set search_path = pg_catalog, webhook, pg_temp;
-alter function webhook._next_due_ms(integer,bigint[],integer[]) set search_path = pg_catalog, webhook, pg_temp;
-alter function webhook._queue_lag_seconds() set search_path = pg_catalog, webhook, pg_temp;
 alter function webhook._rotate(timestamp with time zone) set search_path = pg_catalog, webhook, pg_temp;
 alter function webhook._purge(timestamp with time zone) set search_path = pg_catalog, webhook, pg_temp;
 alter function webhook_subscribe(text,text[],text,text,jsonb,jsonb,interval,jsonb,integer) set search_path = pg_catalog, webhook, pg_temp;

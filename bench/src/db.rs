@@ -10,6 +10,24 @@ pub async fn connect(dsn: &str) -> anyhow::Result<Client> {
     Ok(client)
 }
 
+/// Connects and drives the connection in a task that forwards each notice's
+/// message on the channel returned (for auto_explain's plans, sent to the
+/// client at NOTICE level).
+pub async fn connect_with_notices(
+    dsn: &str,
+) -> anyhow::Result<(Client, tokio::sync::mpsc::UnboundedReceiver<String>)> {
+    let (client, mut connection) = tokio_postgres::connect(dsn, NoTls).await?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(Ok(message)) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            if let tokio_postgres::AsyncMessage::Notice(n) = message {
+                let _ = tx.send(n.message().to_owned());
+            }
+        }
+    });
+    Ok((client, rx))
+}
+
 /// A database created for one run, with the extension.
 pub struct BenchDb {
     pub dsn: String,

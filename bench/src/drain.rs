@@ -181,39 +181,72 @@ impl Throughput {
     }
 }
 
-/// The claim's access path: what `webhook._claim_deliveries` does for each
-/// endpoint with work (kept in step with sql/install/07_worker.sql).
-const CLAIM_EXPLAIN: &str = "explain (analyze, buffers, format json)
-    select d.id, d.next_attempt_at from webhook.deliveries_open d
-    where d.endpoint_id = 1 and d.status = 'pending' and d.next_attempt_at <= now()
-      and (d.lease_until is null or d.lease_until <= now())
-    order by d.next_attempt_at limit 100
-    for update skip locked";
-
-async fn claim_plan(c: &Client) -> anyhow::Result<ClaimPlan> {
-    c.batch_execute("begin").await?;
-    let row = c.query_one(CLAIM_EXPLAIN, &[]).await;
-    c.batch_execute("rollback").await?;
-    let plan: serde_json::Value = row?.get(0);
-    let top = &plan[0];
-    let mut nodes = Vec::new();
-    let mut node = &top["Plan"];
-    loop {
-        let mut name = node["Node Type"].as_str().unwrap_or("?").to_owned();
-        if let Some(index) = node["Index Name"].as_str() {
-            name = format!("{name} using {index}");
+/// The claim's plan: the statement `webhook._claim_deliveries` really runs
+/// (its RETURN QUERY, in the plan the function keeps), as auto_explain
+/// reports it from inside the function, for a claim of 100 taken in a
+/// transaction that is rolled back (nothing leased, nothing fanned out).
+/// `nodes` lists each scan once, in plan order, with its index.
+async fn claim_plan(dsn: &str) -> anyhow::Result<ClaimPlan> {
+    let (c, mut notices) = db::connect_with_notices(dsn).await?;
+    c.batch_execute(
+        "begin;
+         load 'auto_explain';
+         set local auto_explain.log_min_duration = 0;
+         set local auto_explain.log_analyze = on;
+         set local auto_explain.log_buffers = on;
+         set local auto_explain.log_nested_statements = on;
+         set local auto_explain.log_format = json;
+         set local auto_explain.log_level = notice;
+         select count(*) from webhook._claim_deliveries('bench-plan', 100, '1 minute', 512, '{}', '{}', 0, 1000000000);
+         rollback;",
+    )
+    .await?;
+    drop(c);
+    let mut plan = None;
+    while let Some(message) = notices.recv().await {
+        // "duration: 1.234 ms  plan:\n{ ... }"
+        let Some(json) = message.split_once("plan:").map(|(_, j)| j.trim()) else {
+            continue;
+        };
+        let Ok(p) = serde_json::from_str::<serde_json::Value>(json) else {
+            continue;
+        };
+        if p["Query Text"]
+            .as_str()
+            .is_some_and(|q| q.contains("_endpoint_quotas"))
+        {
+            plan = Some(p);
         }
-        nodes.push(name);
-        match node["Plans"].get(0) {
-            Some(child) => node = child,
-            None => break,
+    }
+    let plan =
+        plan.ok_or_else(|| anyhow::anyhow!("auto_explain reported no plan for the claim"))?;
+    let mut nodes: Vec<String> = Vec::new();
+    let mut stack = vec![&plan["Plan"]];
+    while let Some(node) = stack.pop() {
+        let kind = node["Node Type"].as_str().unwrap_or("?");
+        if kind.contains("Scan") {
+            let name = match node["Index Name"].as_str() {
+                Some(index) => format!("{kind} using {index}"),
+                None => match node["Relation Name"].as_str() {
+                    Some(rel) => format!("{kind} on {rel}"),
+                    None => kind.to_owned(),
+                },
+            };
+            if !nodes.contains(&name) {
+                nodes.push(name);
+            }
+        }
+        if let Some(children) = node["Plans"].as_array() {
+            stack.extend(children.iter().rev());
         }
     }
     Ok(ClaimPlan {
-        nodes: nodes.join(" > "),
-        total_cost: top["Plan"]["Total Cost"].as_f64().unwrap_or(f64::NAN),
-        execution_ms: top["Execution Time"].as_f64().unwrap_or(f64::NAN),
-        shared_buffers_hit: top["Plan"]["Shared Hit Blocks"].as_i64().unwrap_or(-1),
+        nodes: nodes.join(", "),
+        total_cost: plan["Plan"]["Total Cost"].as_f64().unwrap_or(f64::NAN),
+        execution_ms: plan["Plan"]["Actual Total Time"]
+            .as_f64()
+            .unwrap_or(f64::NAN),
+        shared_buffers_hit: plan["Plan"]["Shared Hit Blocks"].as_i64().unwrap_or(-1),
     })
 }
 
@@ -237,8 +270,7 @@ pub async fn backlog(args: &Args) -> anyhow::Result<Backlog> {
     eprintln!("  backlog: fanned out at {fanout_per_sec:.0} events/s");
     c.batch_execute("vacuum analyze webhook.deliveries_open")
         .await?;
-    let claim_at_start = claim_plan(&c).await?;
-    let probe = db.client().await?;
+    let claim_at_start = claim_plan(&db.dsn).await?;
 
     let worker = WorkerProcess::start(&args.worker_bin, &db.dsn)?;
     let start = Instant::now();
@@ -256,7 +288,7 @@ pub async fn backlog(args: &Args) -> anyhow::Result<Backlog> {
             last_count = Instant::now();
             let left = db::unfinished(&c).await?;
             if left <= threshold && left > 0 {
-                near_end = Some((claim_plan(&probe).await?, left));
+                near_end = Some((claim_plan(&db.dsn).await?, left));
             }
         }
         if !db::any_pending(&c).await? {
@@ -275,10 +307,9 @@ pub async fn backlog(args: &Args) -> anyhow::Result<Backlog> {
     worker.stop().await?;
     let (claim_near_end, pending_near_end) = match near_end {
         Some(x) => x,
-        None => (claim_plan(&probe).await?, 0),
+        None => (claim_plan(&db.dsn).await?, 0),
     };
     drop(c);
-    drop(probe);
     db.drop().await?;
     let per_sec = args.backlog as f64 / elapsed.as_secs_f64();
     eprintln!("  backlog: {per_sec:.0} deliveries/s, peak RSS {peak:.1} MiB");

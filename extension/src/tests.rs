@@ -541,6 +541,65 @@ mod tests {
     }
 
     #[pg_test]
+    fn each_rule_is_defined_once_and_inlined_where_it_runs() {
+        let plan = |sql: &str| -> String {
+            // Read-write: SPI refuses EXPLAIN in a read-only (select) call.
+            Spi::connect_mut(|c| {
+                c.update(&format!("explain (costs off, verbose) {sql}"), None, &[])
+                    .unwrap()
+                    .map(|row| row.get::<String>(1).unwrap().unwrap_or_default())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        };
+        // The skip scan and the quotas: planned into their callers, not
+        // run as functions (which would be planned again at every call).
+        let quotas = plan("select * from webhook._endpoint_quotas(8, '{}', '{}')");
+        assert!(
+            !quotas.contains("Function Scan on webhook._endpoint")
+                && quotas.contains("deliveries_open_due"),
+            "{quotas}"
+        );
+        // The webhook-id rule: the view's column is the inlined expression,
+        // so that the planner sees through it.
+        let log = plan("select message_id from webhook.delivery_log");
+        assert!(
+            !log.contains("_webhook_id(") && log.contains("lpad"),
+            "{log}"
+        );
+        // And it gives what webhook._message_id gives, for each kind of event.
+        Spi::run(
+            "insert into webhook.incarnations (n, system_identifier, database_oid, namespace)
+                 values (7, 1, 1, '00000000000000aa');",
+        )
+        .unwrap();
+        for (txid, ns, expected) in [
+            ("5", "null", "42"),
+            (
+                "(7::bigint << 48) + 5",
+                "null",
+                "msg_00000000000000aa000000000000002a",
+            ),
+            (
+                "(7::bigint << 48) + 5",
+                "255",
+                "msg_00000000000000ff000000000000002a",
+            ),
+            (
+                "(9::bigint << 48) + 5",
+                "null",
+                "msg_0000000000000000000000000000002a",
+            ),
+        ] {
+            let got =
+                Spi::get_one::<String>(&format!("select webhook._message_id({txid}, 42, {ns})"))
+                    .unwrap()
+                    .unwrap();
+            assert_eq!(got, expected, "txid {txid}, namespace {ns}");
+        }
+    }
+
+    #[pg_test]
     fn the_capture_knows_the_number_of_slots() {
         assert_eq!(count("select webhook._slots()"), crate::store::SLOTS as i64);
     }

@@ -55,29 +55,72 @@ return p_txid operator(pg_catalog.<) p_xmin
     or (p_txid operator(pg_catalog.<) p_xmax and not p_txid operator(pg_catalog.=) any (p_xip));
 
 -- API: Private
+-- The incarnation a virtual transaction id belongs to (its top 16 bits:
+-- see webhook.events.txid); 0 for an event of pg_webhook 0.1, whose ids
+-- had none. The one place that knows where the incarnation sits.
+create function webhook._incarnation_of(
+    p_txid bigint -- a virtual transaction id
+) returns integer
+language sql immutable parallel safe
+return (p_txid operator(pg_catalog.>>) 48)::integer;
+
+-- API: Private
+-- The webhook-id rule, in one place. The namespace part of an event's
+-- webhook-id, 16 hex digits: the one its writer's session drew
+-- (webhook.events.id_namespace); for an event written before 0.3.0, its
+-- incarnation's (p_incarnation_namespace, which the caller joins from
+-- webhook.incarnations: a function holding the subquery could not be
+-- inlined); null for an event of pg_webhook 0.1, whose webhook-id is its
+-- number. SQL-standard bodies: inlined wherever they run per row (the
+-- claim, webhook.delivery_log), so a filter on the result can still be
+-- planned through it, and every name in them is bound when the extension
+-- script runs, never through a caller's search_path.
+create function webhook._id_namespace_text(
+    p_txid bigint,                  -- webhook.events.txid
+    p_namespace bigint,             -- webhook.events.id_namespace
+    p_incarnation_namespace text    -- webhook.incarnations.namespace of the event's incarnation
+) returns text
+language sql immutable parallel safe
+return case when p_namespace is not null
+                 then pg_catalog.lpad(pg_catalog.to_hex(p_namespace), 16, '0')
+            when webhook._incarnation_of(p_txid) operator(pg_catalog.>) 0
+                 then coalesce(p_incarnation_namespace, '0000000000000000')
+       end;
+
+-- API: Private
+-- An event's webhook-id from its parts (see webhook._id_namespace_text):
+-- 'msg_' + the namespace + the event id, 16 hex digits each; the event's
+-- number for an event of pg_webhook 0.1.
+create function webhook._webhook_id(
+    p_txid bigint,                  -- webhook.events.txid
+    p_id bigint,                    -- webhook.events.id
+    p_namespace bigint,             -- webhook.events.id_namespace
+    p_incarnation_namespace text    -- webhook.incarnations.namespace of the event's incarnation
+) returns text
+language sql immutable parallel safe
+return coalesce('msg_' operator(pg_catalog.||)
+                    webhook._id_namespace_text(p_txid, p_namespace, p_incarnation_namespace)
+                    operator(pg_catalog.||) pg_catalog.lpad(pg_catalog.to_hex(p_id), 16, '0'),
+                p_id::text);
+
+-- API: Private
 -- The webhook-id of an event: 'msg_' + a namespace + its id, 16 hex digits
 -- each; unique across databases, clusters, re-created extensions, restores
 -- and physical copies that diverged, and the same on every retry and
 -- replay. The namespace is the one its writer's session drew at random
 -- (webhook.events.id_namespace). Events written before 0.3.0 have none and
 -- keep the id they were first sent with: their incarnation's namespace
--- (0.2.0), or their number (pg_webhook 0.1, txid 0).
+-- (0.2.0), or their number (pg_webhook 0.1, txid 0). The rule itself is
+-- webhook._webhook_id's; this looks the incarnation up.
 create function webhook._message_id(
     p_txid bigint,      -- webhook.events.txid
     p_id bigint,        -- webhook.events.id
     p_namespace bigint  -- webhook.events.id_namespace
 ) returns text
 language sql stable parallel safe
-set search_path = pg_catalog, webhook, pg_temp
-as $$
-    select case when p_namespace is not null
-                then 'msg_' || lpad(to_hex(p_namespace), 16, '0') || lpad(to_hex(p_id), 16, '0')
-                when p_txid < 281474976710656 then p_id::text
-                else 'msg_' || coalesce((select i.namespace from webhook.incarnations i where i.n = (p_txid >> 48)::integer),
-                                        '0000000000000000')
-                     || lpad(to_hex(p_id), 16, '0')
-           end
-$$;
+return webhook._webhook_id(p_txid, p_id, p_namespace,
+    (select i.namespace from webhook.incarnations i
+     where i.n operator(pg_catalog.=) webhook._incarnation_of(p_txid)));
 
 -- API: Public
 -- The event id inside a webhook-id (what a receiver saw in the header), so

@@ -30,6 +30,28 @@ end
 $$;
 
 -- API: Private
+-- True when the fan-out has something to do: a chunk it started and has
+-- not finished (cur_xmax set), or an event of a transaction that was
+-- running or not yet begun at its last snapshot (prev). Both the fan-out
+-- (to return before taking a snapshot) and the worker's next-due time (to
+-- claim at once) ask it; an event a statement cannot see yet is found by a
+-- later call. PL/pgSQL rather than SQL: it keeps the plans of its two
+-- probes for the session, where a SQL function holding subqueries would
+-- be planned again at every call.
+create function webhook._fanout_pending(
+    st webhook.fanout_state -- the fan-out's position
+) returns boolean
+language plpgsql stable
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+begin
+    return st.cur_xmax is not null
+        or exists (select from webhook.events e where e.txid >= st.prev_xmax)
+        or exists (select from webhook.events e where e.txid = any (st.prev_xip));
+end
+$$;
+
+-- API: Private
 create function webhook._fan_out(
     p_max_events integer -- chunk size in events (whole transactions: a chunk may be larger)
 ) returns integer
@@ -75,9 +97,7 @@ begin
     -- return before taking a snapshot and planning the chunk's statement,
     -- which costs more than everything else here together. An event this
     -- statement cannot see yet is found by a later call.
-    if not v_resumed
-       and not exists (select from webhook.events e where e.txid >= st.prev_xmax)
-       and not exists (select from webhook.events e where e.txid = any (st.prev_xip)) then
+    if not webhook._fanout_pending(st) then
         return 0;
     end if;
     if not v_resumed then

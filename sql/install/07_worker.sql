@@ -54,6 +54,62 @@ end
 $$;
 
 -- API: Private
+-- The endpoints with a pending delivery, each found by one descent of
+-- deliveries_open_due (a skip scan: PostgreSQL 15 has none of its own, so
+-- a recursive query asks for the next endpoint id after the last one).
+-- Defined once for the claim, the next-due time and the queue lag, which
+-- must agree on who has work; a SQL-standard body so that it is inlined
+-- into each of them (an SRF that is not inlined is planned again at every
+-- call), with every name bound when the extension script runs.
+create function webhook._endpoints_with_work()
+returns setof bigint
+language sql stable parallel safe
+begin atomic
+    with recursive with_work(endpoint_id) as (
+        (select d.endpoint_id from webhook.deliveries_open d
+         where d.status operator(pg_catalog.=) 'pending' order by d.endpoint_id limit 1)
+        union all
+        select (select d.endpoint_id from webhook.deliveries_open d
+                where d.status operator(pg_catalog.=) 'pending'
+                  and d.endpoint_id operator(pg_catalog.>) w.endpoint_id
+                order by d.endpoint_id limit 1)
+        from with_work w
+        where w.endpoint_id is not null
+    )
+    select w.endpoint_id from with_work w where w.endpoint_id is not null;
+end;
+
+-- API: Private
+-- How many more deliveries each endpoint with work may have in flight at
+-- this worker (its quota; zero or less: none now): an equal share of the
+-- worker's p_concurrency slots among the endpoints with work, never more
+-- than half of them (see webhook._claim_deliveries), less if its
+-- max_in_flight says so, minus what the worker already has in flight for
+-- it. Held endpoints have no quota (their deliveries are paused; this
+-- only guards a race). The claim and the next-due time both read it: if
+-- they disagreed on who may take work, a worker would spin, or sleep
+-- while work waits. Inlined as webhook._endpoints_with_work is.
+create function webhook._endpoint_quotas(
+    p_concurrency integer,      -- the worker's slots
+    p_busy_endpoints bigint[],  -- endpoints this worker has deliveries in flight for ...
+    p_busy_counts integer[]     -- ... and how many
+) returns table (endpoint_id bigint, quota integer)
+language sql stable parallel safe
+begin atomic
+    select ep.id,
+           least(coalesce(ep.max_in_flight, p_concurrency),
+                 pg_catalog.ceil(p_concurrency::numeric operator(pg_catalog./)
+                                 greatest(pg_catalog.count(*) over (), 2))::integer)
+           operator(pg_catalog.-) coalesce(b.n, 0)
+    from webhook._endpoints_with_work() w(endpoint_id)
+    join webhook.endpoints ep on ep.id operator(pg_catalog.=) w.endpoint_id
+    -- (Multi-argument unnest is syntax, ROWS FROM, and takes no schema.)
+    left join unnest(p_busy_endpoints, p_busy_counts) as b(endpoint_id, n)
+        on b.endpoint_id operator(pg_catalog.=) ep.id
+    where ep.paused_at is null and ep.disabled_at is null;
+end;
+
+-- API: Private
 -- Claims up to p_limit due deliveries, fairly across endpoints, and leases
 -- them until the endpoint's timeout plus a margin; a worker that dies simply
 -- lets its leases lapse and the deliveries become claimable again; no
@@ -72,8 +128,8 @@ $$;
 -- healthy endpoint alone used every slot, and beside a blackholed one half
 -- of them, so the neighbour's rate halved (measured 0.50 of its rate alone,
 -- issue 6.4); capped at half, it has the same slots in both cases.
--- Endpoints with work are found by a skip scan of deliveries_open_due (one
--- index descent each), their deliveries oldest first.
+-- Endpoints with work and their quotas come from webhook._endpoint_quotas
+-- (shared with webhook._next_due_ms), their deliveries oldest first.
 --
 -- Why the lease is kept in columns of their own (and next_attempt_at is
 -- left alone): no indexed column changes, so the claim is a HOT update
@@ -81,9 +137,10 @@ $$;
 -- plpgsql and not SQL: PostgreSQL 15 re-plans a SQL function's statement at
 -- every call, plpgsql keeps the plan.
 --
--- Two kinds of rows come back: one per endpoint of the claimed deliveries
--- (delivery_id null: its URL, headers, timeout, secrets and retry policy),
--- then one per claimed delivery (endpoint columns null). An endpoint's
+-- Two kinds of rows come back, each saying which it is (row_kind): one
+-- per endpoint of the claimed deliveries ('endpoint': its URL, headers,
+-- timeout, secrets and retry policy, delivery columns null), then one per
+-- claimed delivery ('delivery': endpoint settings null). An endpoint's
 -- settings are the same for all its deliveries in the batch; sent once,
 -- they are converted and decoded once. The message id and the event's
 -- time travel as their parts (the incarnation's namespace, the event id,
@@ -101,6 +158,7 @@ create function webhook._claim_deliveries(
     p_fanout_events integer,    -- most events to fan out first
     p_max_bytes bigint          -- most payload bytes (the first delivery is claimed whatever its size)
 ) returns table (
+    row_kind text,
     delivery_id bigint,
     lease_token bigint,
     attempt_number integer,
@@ -147,24 +205,9 @@ begin
         perform webhook._fan_out(p_fanout_events);
     end if;
     return query
-    with recursive with_work(endpoint_id) as (
-        (select d.endpoint_id from webhook.deliveries_open d
-         where d.status = 'pending' order by d.endpoint_id limit 1)
-        union all
-        select (select d.endpoint_id from webhook.deliveries_open d
-                where d.status = 'pending' and d.endpoint_id > w.endpoint_id
-                order by d.endpoint_id limit 1)
-        from with_work w
-        where w.endpoint_id is not null
-    ), quotas as (
-        select ep.id,
-               least(coalesce(ep.max_in_flight, p_concurrency),
-                     ceil(p_concurrency::numeric / greatest(count(*) over (), 2))::integer) - coalesce(b.n, 0) as quota
-        from with_work w
-        join webhook.endpoints ep on ep.id = w.endpoint_id
-        left join unnest(p_busy_endpoints, p_busy_counts) as b(endpoint_id, n) on b.endpoint_id = ep.id
-        -- A held endpoint's deliveries are paused; this only guards a race.
-        where ep.paused_at is null and ep.disabled_at is null
+    with quotas as (
+        select q.endpoint_id as id, q.quota
+        from webhook._endpoint_quotas(p_concurrency, p_busy_endpoints, p_busy_counts) q
     ), fair as (
         select greatest(1, ceil(p_limit::numeric / greatest(count(*), 1)))::integer as share
         from quotas q
@@ -265,21 +308,21 @@ begin
         left join webhook.endpoint_secrets s on s.endpoint_id = q.id
     )
     -- The endpoints first, then the deliveries (see above).
-    select null::bigint, null::bigint, null::integer, null::bigint, null::text, null::text,
+    select 'endpoint', null::bigint, null::bigint, null::integer, null::bigint, null::text, null::text,
            null::timestamptz, null::text,
            t.id, t.url, t.headers, t.timeout_ms, t.secrets, t.max_attempts,
            t.initial_delay_ms, t.max_delay_ms, t.backoff_multiplier
     from targets t
     where t.id = any (array(select c.endpoint_id from claimed c))
     union all
-    select c.id,
+    select 'delivery',
+           c.id,
            c.lease_token,
            c.attempt_count,
            f.event_id,
-           -- The webhook-id's namespace, as webhook._message_id has it; null
-           -- for an event of pg_webhook 0.1, whose message id is its number.
-           case when f.id_namespace is not null then lpad(to_hex(f.id_namespace), 16, '0')
-                when f.txid >= 281474976710656 then coalesce(i.namespace, '0000000000000000') end,
+           -- The webhook-id's namespace (the worker puts the id together);
+           -- null for an event of pg_webhook 0.1, whose message id is its number.
+           webhook._id_namespace_text(f.txid, f.id_namespace, i.namespace),
            f.event_type,
            f.created_at,
            f.payload::text,
@@ -288,7 +331,7 @@ begin
            null::bigint, null::bigint, null::double precision
     from claimed c
     join fitting f on f.id = c.id
-    left join webhook.incarnations i on i.n = (f.txid >> 48)::integer;
+    left join webhook.incarnations i on i.n = webhook._incarnation_of(f.txid);
 end
 $$;
 
@@ -331,6 +374,22 @@ create aggregate webhook._hist_sum(integer[]) (
     sfunc = webhook._hist_acc,
     stype = bigint[],
     initcond = '{}'
+);
+
+-- API: Private
+-- The duration (upper bound of its bucket, in ms) under which a fraction
+-- p_fraction of the attempts counted in a latency histogram fall.
+create function webhook._hist_percentile(
+    p_hist bigint[],         -- counts per bucket (see webhook._latency_bucket)
+    p_fraction double precision -- 0.5 for the median
+) returns double precision
+language sql immutable parallel safe
+return (
+    select webhook._latency_bound(pg_catalog.min(c.i)::integer)
+    from (select h.i, pg_catalog.sum(h.n) over (order by h.i) as cum, pg_catalog.sum(h.n) over () as total
+          from pg_catalog.unnest(p_hist) with ordinality as h(n, i)) c
+    where c.total operator(pg_catalog.>) 0
+      and c.cum operator(pg_catalog.>=) (c.total operator(pg_catalog.*) p_fraction)
 );
 
 -- API: Private
@@ -564,34 +623,14 @@ begin
         if exists (select from webhook.events) then
             return 0;
         end if;
-    elsif st.cur_xmax is not null
-          or exists (select from webhook.events e where e.txid >= st.prev_xmax)
-          or exists (select from webhook.events e where e.txid = any (st.prev_xip)) then
+    elsif webhook._fanout_pending(st) then
         return 0;
     end if;
-    with recursive with_work(endpoint_id) as (
-        (select d.endpoint_id from webhook.deliveries_open d
-         where d.status = 'pending' order by d.endpoint_id limit 1)
-        union all
-        select (select d.endpoint_id from webhook.deliveries_open d
-                where d.status = 'pending' and d.endpoint_id > w.endpoint_id
-                order by d.endpoint_id limit 1)
-        from with_work w
-        where w.endpoint_id is not null
-    ), quotas as (
-        select ep.id,
-               least(coalesce(ep.max_in_flight, p_concurrency),
-                     ceil(p_concurrency::numeric / greatest(count(*) over (), 2))::integer) - coalesce(b.n, 0) as quota
-        from with_work w
-        join webhook.endpoints ep on ep.id = w.endpoint_id
-        left join unnest(p_busy_endpoints, p_busy_counts) as b(endpoint_id, n) on b.endpoint_id = ep.id
-        where ep.paused_at is null and ep.disabled_at is null
-    )
     select min(n.next_attempt_at) into v_next
-    from quotas q
+    from webhook._endpoint_quotas(p_concurrency, p_busy_endpoints, p_busy_counts) q
     cross join lateral (
         select d.next_attempt_at from webhook.deliveries_open d
-        where d.endpoint_id = q.id and d.status = 'pending'
+        where d.endpoint_id = q.endpoint_id and d.status = 'pending'
           and (d.lease_until is null or d.lease_until <= now())
         order by d.next_attempt_at
         limit 1
@@ -627,18 +666,8 @@ begin
     where e.txid >= coalesce(st.prev_xmax, 0)
     order by e.txid
     limit 1;
-    with recursive with_work(endpoint_id) as (
-        (select d.endpoint_id from webhook.deliveries_open d
-         where d.status = 'pending' order by d.endpoint_id limit 1)
-        union all
-        select (select d.endpoint_id from webhook.deliveries_open d
-                where d.status = 'pending' and d.endpoint_id > w.endpoint_id
-                order by d.endpoint_id limit 1)
-        from with_work w
-        where w.endpoint_id is not null
-    )
     select min(n.next_attempt_at) into v_delivery
-    from with_work w
+    from webhook._endpoints_with_work() w(endpoint_id)
     cross join lateral (
         select d.next_attempt_at from webhook.deliveries_open d
         where d.endpoint_id = w.endpoint_id and d.status = 'pending' and d.next_attempt_at <= now()

@@ -9,12 +9,9 @@ create view webhook.delivery_log as
 select
     d.id                as delivery_id,
     d.event_id,
-    -- webhook._message_id, written out so that the planner sees through it.
-    case when ev.id_namespace is not null
-         then 'msg_' || lpad(to_hex(ev.id_namespace), 16, '0') || lpad(to_hex(d.event_id), 16, '0')
-         when ev.txid < 281474976710656 then d.event_id::text
-         else 'msg_' || coalesce(i.namespace, '0000000000000000') || lpad(to_hex(d.event_id), 16, '0')
-    end                 as message_id,
+    -- webhook._message_id, with the incarnation joined below: inlined, so
+    -- that the planner sees through it.
+    webhook._webhook_id(ev.txid, d.event_id, ev.id_namespace, i.namespace) as message_id,
     ev.event_type,
     ev.created_at       as event_created_at,
     ep.id               as endpoint_id,
@@ -46,29 +43,13 @@ cross join lateral (
     offset 0
 ) ev
 join webhook.endpoints ep on ep.id = d.endpoint_id
-left join webhook.incarnations i on i.n = (ev.txid >> 48)::integer
+left join webhook.incarnations i on i.n = webhook._incarnation_of(ev.txid)
 -- The endpoint in the join as well: a filter on endpoint_id then reaches
 -- the attempts' (endpoint_id, started_at) index.
 left join webhook.attempts a on a.delivery_id = d.id and a.endpoint_id = d.endpoint_id;
 
 comment on view webhook.delivery_log is
     'Deliveries with their event, endpoint and every attempt (one row per attempt; deliveries not yet tried appear once with null attempt columns). message_id is the webhook-id header receivers saw.';
-
--- API: Private
--- The duration (upper bound of its bucket, in ms) under which a fraction
--- p_fraction of the attempts counted in a latency histogram fall.
-create function webhook._hist_percentile(
-    p_hist bigint[],         -- counts per bucket (see webhook._latency_bucket)
-    p_fraction double precision -- 0.5 for the median
-) returns double precision
-language sql immutable parallel safe
-return (
-    select webhook._latency_bound(pg_catalog.min(c.i)::integer)
-    from (select h.i, pg_catalog.sum(h.n) over (order by h.i) as cum, pg_catalog.sum(h.n) over () as total
-          from pg_catalog.unnest(p_hist) with ordinality as h(n, i)) c
-    where c.total operator(pg_catalog.>) 0
-      and c.cum operator(pg_catalog.>=) (c.total operator(pg_catalog.*) p_fraction)
-);
 
 -- API: Public
 -- The last hour from the per-minute counters (at most 60 rows per

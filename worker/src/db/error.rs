@@ -12,6 +12,10 @@ pub enum DbError {
     /// The connection is given up.
     #[error("no answer from the database within {0:?}")]
     TimedOut(std::time::Duration),
+    /// The answer lacks a column the worker reads: an extension whose SQL
+    /// does not match this worker (the version check should have said so).
+    #[error("the database's answer has no {0} column; is the extension at this worker's version?")]
+    Unreadable(&'static str),
 }
 
 impl DbError {
@@ -19,7 +23,7 @@ impl DbError {
     pub fn code(&self) -> Option<&tokio_postgres::error::SqlState> {
         match self {
             Self::Postgres(e) => e.code(),
-            Self::TimedOut(_) => None,
+            Self::TimedOut(_) | Self::Unreadable(_) => None,
         }
     }
 
@@ -27,7 +31,7 @@ impl DbError {
     pub fn cause(&self) -> Option<&tokio_postgres::Error> {
         match self {
             Self::Postgres(e) => Some(e),
-            Self::TimedOut(_) => None,
+            Self::TimedOut(_) | Self::Unreadable(_) => None,
         }
     }
 
@@ -36,6 +40,7 @@ impl DbError {
         match self {
             Self::Postgres(e) => e.is_closed(),
             Self::TimedOut(_) => true,
+            Self::Unreadable(_) => false,
         }
     }
 
@@ -46,6 +51,9 @@ impl DbError {
     /// read-only server during a failover). Anything else is the
     /// statement's own fault and will fail again.
     pub fn is_transient(&self) -> bool {
+        if matches!(self, Self::Unreadable(_)) {
+            return false;
+        }
         match self.code() {
             None => true,
             Some(code) => {

@@ -30,10 +30,10 @@ pub const EXTENSION_VERSION: &str =
 /// margin in ms, $4 the worker's concurrency (shared among endpoints), $5/$6 this worker's
 /// deliveries in flight per endpoint, $7 most events to fan out first, $8 most
 /// payload bytes to claim.
-/// It returns a row per endpoint of the claimed deliveries (no delivery id;
-/// its settings), then a row per delivery (no settings).
-/// `queue::claims_from_rows` reads the columns by position: keep the order.
-pub const CLAIM: &str = "select delivery_id, lease_token, attempt_number, event_id, message_namespace, event_type, \
+/// It returns a row per endpoint of the claimed deliveries (`row_kind`
+/// 'endpoint': its settings), then a row per delivery ('delivery').
+/// `queue::claims_from_rows` finds each column by its name, once per claim.
+pub const CLAIM: &str = "select row_kind, delivery_id, lease_token, attempt_number, event_id, message_namespace, event_type, \
      event_created_at, payload, endpoint_id, url, headers, timeout_ms, secrets, max_attempts, initial_delay_ms, \
      max_delay_ms, backoff_multiplier \
      from webhook._claim_deliveries($1::text, $2::integer, $3::bigint operator(pg_catalog.*) interval '1 millisecond', \

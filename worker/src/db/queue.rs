@@ -16,52 +16,117 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Row};
 
-/// Decodes an endpoint row of [`queries::CLAIM`] (columns 8 to 16).
-fn target_from_row(row: &Row) -> Target {
-    let headers: String = row.get(10);
-    let headers = if headers == "{}" {
-        Vec::new()
-    } else {
-        serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&headers)
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|(k, v)| v.as_str().map(|v| (k, v.to_owned())))
-            .collect()
-    };
-    let secrets: Vec<String> = row.get(12);
-    let timeout_ms: i32 = row.get(11);
-    let url: String = row.get(9);
-    Target {
-        endpoint_id: row.get(8),
-        parsed_url: reqwest::Url::parse(&url).ok(),
-        url,
-        headers,
-        timeout: Duration::from_millis(timeout_ms.max(1) as u64),
-        secrets: secrets
-            .iter()
-            .filter_map(|s| Secret::parse(s).ok())
-            .collect(),
-        policy: RetryPolicy::with_overrides(row.get(13), row.get(14), row.get(15), row.get(16)),
+/// Where each column of [`queries::CLAIM`] is, found by name once per
+/// claim (not once per row: that would compare strings for every column of
+/// every row).
+struct ClaimColumns {
+    kind: usize,
+    delivery_id: usize,
+    lease_token: usize,
+    attempt_number: usize,
+    event_id: usize,
+    message_namespace: usize,
+    event_type: usize,
+    event_created_at: usize,
+    payload: usize,
+    endpoint_id: usize,
+    url: usize,
+    headers: usize,
+    timeout_ms: usize,
+    secrets: usize,
+    max_attempts: usize,
+    initial_delay_ms: usize,
+    max_delay_ms: usize,
+    backoff_multiplier: usize,
+}
+
+impl ClaimColumns {
+    /// The columns of `row`; an error naming the first one missing.
+    fn of(row: &Row) -> Result<Self, DbError> {
+        let at = |name: &'static str| {
+            row.columns()
+                .iter()
+                .position(|c| c.name() == name)
+                .ok_or(DbError::Unreadable(name))
+        };
+        Ok(Self {
+            kind: at("row_kind")?,
+            delivery_id: at("delivery_id")?,
+            lease_token: at("lease_token")?,
+            attempt_number: at("attempt_number")?,
+            event_id: at("event_id")?,
+            message_namespace: at("message_namespace")?,
+            event_type: at("event_type")?,
+            event_created_at: at("event_created_at")?,
+            payload: at("payload")?,
+            endpoint_id: at("endpoint_id")?,
+            url: at("url")?,
+            headers: at("headers")?,
+            timeout_ms: at("timeout_ms")?,
+            secrets: at("secrets")?,
+            max_attempts: at("max_attempts")?,
+            initial_delay_ms: at("initial_delay_ms")?,
+            max_delay_ms: at("max_delay_ms")?,
+            backoff_multiplier: at("backoff_multiplier")?,
+        })
+    }
+
+    /// Decodes an 'endpoint' row.
+    fn target(&self, row: &Row) -> Target {
+        let headers: String = row.get(self.headers);
+        let headers = if headers == "{}" {
+            Vec::new()
+        } else {
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&headers)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k, v.to_owned())))
+                .collect()
+        };
+        let secrets: Vec<String> = row.get(self.secrets);
+        let timeout_ms: i32 = row.get(self.timeout_ms);
+        let url: String = row.get(self.url);
+        Target {
+            endpoint_id: row.get(self.endpoint_id),
+            parsed_url: reqwest::Url::parse(&url).ok(),
+            url,
+            headers,
+            timeout: Duration::from_millis(timeout_ms.max(1) as u64),
+            secrets: secrets
+                .iter()
+                .filter_map(|s| Secret::parse(s).ok())
+                .collect(),
+            policy: RetryPolicy::with_overrides(
+                row.get(self.max_attempts),
+                row.get(self.initial_delay_ms),
+                row.get(self.max_delay_ms),
+                row.get(self.backoff_multiplier),
+            ),
+        }
     }
 }
 
-/// Decodes the rows of one [`queries::CLAIM`] call, by position (the
-/// columns are listed in this order there; looking them up by name
-/// would compare strings for every column of every row): first the
-/// endpoint rows (no delivery id), then the deliveries, each joined to
-/// its endpoint's settings.
-fn claims_from_rows(rows: &[Row]) -> Vec<Claim> {
+/// Decodes the rows of one [`queries::CLAIM`] call: the 'endpoint' rows
+/// (each endpoint's settings, once), then the 'delivery' rows, each joined
+/// to its endpoint's settings.
+fn claims_from_rows(rows: &[Row]) -> Result<Vec<Claim>, DbError> {
+    let Some(first) = rows.first() else {
+        return Ok(Vec::new());
+    };
+    let col = ClaimColumns::of(first)?;
     let mut targets: HashMap<i64, Arc<Target>> = HashMap::new();
     for row in rows {
-        if row.get::<_, Option<i64>>(0).is_none() {
-            let target = target_from_row(row);
+        if row.get::<_, &str>(col.kind) == "endpoint" {
+            let target = col.target(row);
             targets.insert(target.endpoint_id, Arc::new(target));
         }
     }
-    rows.iter()
-        .filter_map(|row| {
-            let delivery_id: i64 = row.get::<_, Option<i64>>(0)?;
-            let endpoint_id: i64 = row.get(8);
+    Ok(rows
+        .iter()
+        .filter(|row| row.get::<_, &str>(col.kind) == "delivery")
+        .map(|row| {
+            let delivery_id: i64 = row.get(col.delivery_id);
+            let endpoint_id: i64 = row.get(col.endpoint_id);
             // The SQL sends a row for each endpoint of the claimed
             // deliveries. Were one missing, the delivery is still
             // attempted and fails on its empty URL, so that the failure
@@ -80,25 +145,25 @@ fn claims_from_rows(rows: &[Row]) -> Vec<Claim> {
                     RetryPolicy::default(),
                 ))
             });
-            let created: SystemTime = row.get(6);
+            let created: SystemTime = row.get(col.event_created_at);
             let created_us = created
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
-            let namespace: Option<&str> = row.get(4);
-            Some(Claim {
+            let namespace: Option<&str> = row.get(col.message_namespace);
+            Claim {
                 delivery_id,
-                lease_token: row.get(1),
-                attempt: row.get::<_, i32>(2).max(1) as u32,
-                message_id: envelope::message_id(namespace, row.get(3)),
-                event_type: row.get(5),
+                lease_token: row.get(col.lease_token),
+                attempt: row.get::<_, i32>(col.attempt_number).max(1) as u32,
+                message_id: envelope::message_id(namespace, row.get(col.event_id)),
+                event_type: row.get(col.event_type),
                 event_time: envelope::timestamp(created_us).unwrap_or_default(),
                 event_created_us: created_us,
-                payload: row.get(7),
+                payload: row.get(col.payload),
                 endpoint_id,
                 target,
-            })
+            }
         })
-        .collect()
+        .collect())
 }
 
 /// Deliveries in flight per endpoint as the two arrays the SQL takes.
@@ -194,7 +259,7 @@ impl Queue {
                     .query_typed(queries::CLAIM, &typed(&params, queries::CLAIM_TYPES)),
             )
             .await?;
-        Ok(claims_from_rows(&rows))
+        claims_from_rows(&rows)
     }
 
     /// How long until a delivery this worker may claim is due (given its

@@ -36,26 +36,36 @@ struct Shared {
 }
 
 impl Shared {
-    /// Runs `f` on the server's connection, (re)connecting as needed.
+    /// Runs `f` on the server's connection, (re)connecting as needed. A
+    /// connection found dead by `f` itself (the server ended it since the
+    /// last request) is replaced and `f` tried once more: a stale
+    /// connection says nothing about the database, and /readyz must not
+    /// report it.
     async fn with_db<T, E: std::error::Error>(
         &self,
-        f: impl AsyncFnOnce(&Client) -> Result<T, E>,
+        f: impl AsyncFn(&Client) -> Result<T, E>,
     ) -> Result<T, String> {
         let work = async {
             let mut guard = self.client.lock().await;
-            if guard.as_ref().is_none_or(|c| c.is_closed()) {
-                let reconnect = guard.is_some();
-                *guard = Some(
-                    connect(&self.pg, &self.tls)
-                        .await
-                        .map_err(|e| error_chain(&e))?,
-                );
-                if reconnect {
-                    self.metrics.reconnected(Connection::Status);
+            for last_try in [false, true] {
+                if guard.as_ref().is_none_or(|c| c.is_closed()) {
+                    let reconnect = guard.is_some();
+                    *guard = Some(
+                        connect(&self.pg, &self.tls)
+                            .await
+                            .map_err(|e| error_chain(&e))?,
+                    );
+                    if reconnect {
+                        self.metrics.reconnected(Connection::Status);
+                    }
+                }
+                let client = guard.as_ref().expect("connected just above");
+                match f(client).await {
+                    Err(_) if !last_try && client.is_closed() => continue,
+                    r => return r.map_err(|e| error_chain(&e)),
                 }
             }
-            let client = guard.as_ref().expect("connected just above");
-            f(client).await.map_err(|e| error_chain(&e))
+            Err("the database connection closed twice in a row".to_owned())
         };
         match tokio::time::timeout(DB_TIMEOUT, work).await {
             Ok(r) => r,
