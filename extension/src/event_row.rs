@@ -18,17 +18,28 @@
 //! deferred uniqueness), and its columns must be exactly the ones this
 //! module fills (by name and type, wherever they sit), with or without
 //! `id_namespace` (0.2.0's log has none until `ALTER EXTENSION pg_webhook
-//! UPDATE` runs, and the new library writes into it meanwhile). Anything
-//! else — a DBA's trigger on the log, a column added by a future upgrade —
-//! makes [`insert`] return [`Outcome::UseStatement`], and the caller runs
-//! its SQL statement instead, which honours it all. The values are those
-//! the SQL would produce: `id` from `webhook.events_id_seq`, `created_at`
-//! the transaction's start time (`now()`), no idempotency key.
+//! UPDATE` runs, and the new library writes into it meanwhile). The values
+//! are those the SQL would produce, and that too is checked: `id`'s default
+//! is `nextval('webhook.events_id_seq')` and `created_at`'s is `now()`
+//! (the transaction's start time), the idempotency key (left null) has no
+//! default and no NOT NULL, and the partition is the one an INSERT into
+//! `webhook.events` routes the slot's rows to (its bound), as the
+//! executor's partition check would insist. Anything else — a DBA's trigger
+//! or default on the log, a column added by a future upgrade, a partition
+//! attached with another bound — makes [`insert`] return
+//! [`Outcome::UseStatement`], and the caller runs its SQL statement
+//! instead, which honours it all (or fails as the INSERT would).
+//!
+//! The checks run once per relation cache load of a partition, not per
+//! row: their verdict is kept until PostgreSQL invalidates the partition's
+//! cache entry, which every ALTER TABLE, ATTACH or DETACH of it does.
 //!
 //! Must not: write anything but the one event row and its index entries,
 //! or check privileges (the caller already acts as the extension owner).
 
 use pgrx::pg_sys;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ffi::CStr;
 
 // commands/sequence.h, which pgrx's bindings do not include: nextval()
@@ -146,16 +157,20 @@ pub(crate) fn insert(row: &EventRow<'_>) -> Outcome {
     // index state opened on it, which live until they are closed here.
     unsafe {
         let rel = pg_sys::table_open(relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
-        let (columns, with_namespace) = layout(rel);
-        let Some(columns) = columns else {
+        let verdict = verdict(rel, namespace, sequence, row.slot);
+        let Some(columns) = verdict.columns else {
             pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
-            return Outcome::UseStatement { with_namespace };
+            return Outcome::UseStatement {
+                with_namespace: verdict.with_namespace,
+            };
         };
         let indexes = pg_sys::CatalogOpenIndexes(rel);
         if !plain_indexes(indexes) {
             pg_sys::CatalogCloseIndexes(indexes);
             pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
-            return Outcome::UseStatement { with_namespace };
+            return Outcome::UseStatement {
+                with_namespace: verdict.with_namespace,
+            };
         }
         let desc = (*rel).rd_att;
         let natts = (*desc).natts as usize;
@@ -194,6 +209,201 @@ pub(crate) fn insert(row: &EventRow<'_>) -> Outcome {
 /// A text datum (a fresh varlena in the current memory context).
 fn text_datum(s: &str) -> pg_sys::Datum {
     pg_sys::Datum::from(pgrx::varlena::rust_str_to_text_p(s).into_pg())
+}
+
+/// What the checks found for one partition (see the module docs).
+#[derive(Clone)]
+struct Verdict {
+    /// The column each attribute is (None: dropped), when the direct insert
+    /// may write to the partition; None when the statement must.
+    columns: Option<Vec<Option<Column>>>,
+    /// The partition has `id_namespace`.
+    with_namespace: bool,
+}
+
+thread_local! {
+    /// Each partition's verdict, by relation oid, until its cache entry is
+    /// invalidated (see [`forget`]).
+    static VERDICTS: RefCell<HashMap<pg_sys::Oid, Verdict>> = RefCell::new(HashMap::new());
+    /// Whether [`forget`] is registered with the relation cache (once per backend).
+    static REGISTERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Relation cache invalidation: drop the verdict of `relid` (of every
+/// relation when it is invalid, as after a cache reset).
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn forget(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    VERDICTS.with(|v| {
+        if let Ok(mut v) = v.try_borrow_mut() {
+            if relid == pg_sys::InvalidOid {
+                v.clear();
+            } else {
+                v.remove(&relid);
+            }
+        }
+    });
+}
+
+/// The verdict on `rel`, the partition of `slot`: from the cache, or
+/// worked out and kept.
+///
+/// # Safety
+/// `rel` must be an open relation.
+unsafe fn verdict(
+    rel: pg_sys::Relation,
+    namespace: pg_sys::Oid,
+    sequence: pg_sys::Oid,
+    slot: i16,
+) -> Verdict {
+    if !REGISTERED.with(|r| r.replace(true)) {
+        // SAFETY: registering a callback that only touches this module's cache.
+        unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(forget), pg_sys::Datum::from(0)) };
+    }
+    // SAFETY: rd_id of an open relation.
+    let relid = unsafe { (*rel).rd_id };
+    if let Some(v) = VERDICTS.with(|v| v.borrow().get(&relid).cloned()) {
+        return v;
+    }
+    // SAFETY: `rel` is open (the caller's contract).
+    let (columns, with_namespace) = unsafe { layout(rel) };
+    let columns = columns.filter(|columns| {
+        // SAFETY: as above; the parent is looked up and opened by the check.
+        unsafe { values_match(rel, columns, sequence) && routed_here(relid, namespace, slot) }
+    });
+    let v = Verdict {
+        columns,
+        with_namespace,
+    };
+    VERDICTS.with(|c| c.borrow_mut().insert(relid, v.clone()));
+    v
+}
+
+/// True when the values the direct insert writes are those the statement
+/// would: `id`'s default is `nextval` of `sequence`, `created_at`'s is
+/// `now()`, no other column the statement leaves out (the idempotency key)
+/// has a default or NOT NULL.
+///
+/// # Safety
+/// `rel` must be an open relation whose attributes `columns` describes.
+unsafe fn values_match(
+    rel: pg_sys::Relation,
+    columns: &[Option<Column>],
+    sequence: pg_sys::Oid,
+) -> bool {
+    // SAFETY: rd_att of an open relation, natts attributes, and its
+    // constraint data (defaults) when present.
+    unsafe {
+        let desc = (*rel).rd_att;
+        let attrs = (*desc).attrs.as_slice((*desc).natts as usize);
+        let constr = (*desc).constr;
+        let defaults: &[pg_sys::AttrDefault] = if constr.is_null() || (*constr).defval.is_null() {
+            &[]
+        } else {
+            std::slice::from_raw_parts((*constr).defval, (*constr).num_defval as usize)
+        };
+        let default_of = |attnum: i16| {
+            defaults
+                .iter()
+                .find(|d| d.adnum == attnum)
+                .map(|d| pg_sys::stringToNode(d.adbin).cast::<pg_sys::Node>())
+        };
+        columns
+            .iter()
+            .zip(attrs)
+            .enumerate()
+            .all(|(i, (column, att))| {
+                let attnum = i as i16 + 1;
+                match column {
+                    None => true,
+                    Some(Column::Id) => {
+                        default_of(attnum).is_some_and(|e| is_nextval_of(e, sequence))
+                    }
+                    Some(Column::CreatedAt) => {
+                        default_of(attnum).is_some_and(|e| is_call_of(e, pg_sys::F_NOW))
+                    }
+                    Some(Column::IdempotencyKey) => !att.atthasdef && !att.attnotnull,
+                    // Given a value by both the statement and the direct insert.
+                    Some(_) => true,
+                }
+            })
+    }
+}
+
+/// True when `e` is a call of the function `funcid` without arguments.
+///
+/// # Safety
+/// `e` must be a valid expression node.
+unsafe fn is_call_of(e: *mut pg_sys::Node, funcid: u32) -> bool {
+    // SAFETY: a node's tag is always readable; a FuncExpr's fields then are.
+    unsafe {
+        (*e).type_ == pg_sys::NodeTag::T_FuncExpr && {
+            let f = e.cast::<pg_sys::FuncExpr>();
+            (*f).funcid == pg_sys::Oid::from(funcid) && (*f).args.is_null()
+        }
+    }
+}
+
+/// True when `e` is `nextval(<sequence>::regclass)`.
+///
+/// # Safety
+/// `e` must be a valid expression node.
+unsafe fn is_nextval_of(e: *mut pg_sys::Node, sequence: pg_sys::Oid) -> bool {
+    // SAFETY: as in is_call_of; a one-element argument list's cell holds a node.
+    unsafe {
+        if (*e).type_ != pg_sys::NodeTag::T_FuncExpr {
+            return false;
+        }
+        let f = e.cast::<pg_sys::FuncExpr>();
+        let args = (*f).args;
+        if (*f).funcid != pg_sys::Oid::from(pg_sys::F_NEXTVAL)
+            || args.is_null()
+            || (*args).length != 1
+        {
+            return false;
+        }
+        let arg = (*(*args).elements).ptr_value.cast::<pg_sys::Node>();
+        (*arg).type_ == pg_sys::NodeTag::T_Const && {
+            let c = arg.cast::<pg_sys::Const>();
+            !(*c).constisnull
+                && (*c).consttype == pg_sys::REGCLASSOID
+                && pg_sys::Oid::from((*c).constvalue.value() as u32) == sequence
+        }
+    }
+}
+
+/// True when `relid` is the partition an INSERT into `webhook.events`
+/// routes rows of `slot` to (its list bound holds `slot`).
+///
+/// # Safety
+/// Must run in a transaction (it opens `webhook.events`).
+unsafe fn routed_here(relid: pg_sys::Oid, namespace: pg_sys::Oid, slot: i16) -> bool {
+    let Some(parent) = webhook_relation(namespace, c"events") else {
+        return false;
+    };
+    // SAFETY: the parent exists; it is locked as an INSERT into it would
+    // lock it (until the transaction ends), and its partition descriptor
+    // (list bounds: one datum per value, each mapped to a partition
+    // index) is read while it is open.
+    unsafe {
+        let rel = pg_sys::table_open(parent, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        let desc = pg_sys::RelationGetPartitionDesc(rel, true);
+        let mut found = false;
+        if !desc.is_null() && !(*desc).boundinfo.is_null() {
+            let bounds = &*(*desc).boundinfo;
+            if bounds.strategy as u8 == pg_sys::PARTITION_STRATEGY_LIST as u8 {
+                for i in 0..bounds.ndatums.max(0) as usize {
+                    let value = (**bounds.datums.add(i)).value() as i16;
+                    if value == slot {
+                        let index = *bounds.indexes.add(i);
+                        found = index >= 0 && *(*desc).oids.add(index as usize) == relid;
+                        break;
+                    }
+                }
+            }
+        }
+        pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+        found
+    }
 }
 
 /// The column each attribute of `rel` is (None: dropped), when `rel` is a

@@ -81,6 +81,81 @@ mod tests {
     }
 
     #[pg_test]
+    fn the_direct_insert_gives_way_to_a_changed_default_not_null_or_bound() {
+        Spi::run("create table orders (id int primary key, note text)").unwrap();
+        Spi::run("select webhook_watch('orders', event_prefix => 'order')").unwrap();
+        // A first row: the partition's verdict is worked out and kept.
+        Spi::run("insert into orders values (1, 'first')").unwrap();
+        let outcome = |id: i32| -> String {
+            Spi::get_one::<String>(&format!("select webhook_test_insert({id})"))
+                .unwrap()
+                .unwrap()
+        };
+        Spi::run(
+            "create function webhook_test_insert(p_id int) returns text language plpgsql as $$
+             begin
+                 insert into orders values (p_id, 'n');
+                 return 'stored';
+             exception when others then
+                 return sqlstate;
+             end $$",
+        )
+        .unwrap();
+        // A default changed on the log: the next row takes it (the cached
+        // verdict was dropped with the partition's cache entry).
+        Spi::run("alter table webhook.events alter column created_at set default '2001-02-03 04:05:06+00'")
+            .unwrap();
+        assert_eq!(outcome(2), "stored");
+        assert_eq!(
+            count(
+                "select count(*) from webhook.events where payload::jsonb -> 'new' ->> 'id' = '2'
+                   and created_at = '2001-02-03 04:05:06+00'"
+            ),
+            1,
+            "the statement's default, not now()"
+        );
+        Spi::run("alter table webhook.events alter column created_at set default now()").unwrap();
+        Spi::run("alter table webhook.events alter column idempotency_key set default 'k'")
+            .unwrap();
+        assert_eq!(outcome(3), "stored");
+        assert_eq!(
+            count(
+                "select count(*) from webhook.events where payload::jsonb -> 'new' ->> 'id' = '3'
+                   and idempotency_key = 'k'"
+            ),
+            1
+        );
+        Spi::run("alter table webhook.events alter column idempotency_key drop default").unwrap();
+        // NOT NULL on a column the capture leaves empty: refused, as the
+        // INSERT would refuse it, not stored anyway.
+        Spi::run("update webhook.events set idempotency_key = 'old'").unwrap();
+        Spi::run("alter table webhook.events alter column idempotency_key set not null").unwrap();
+        assert_eq!(outcome(4), "23502");
+        Spi::run("alter table webhook.events alter column idempotency_key drop not null").unwrap();
+        // The slot's partition attached with another bound: no row lands
+        // where the bound says it may not be.
+        Spi::run(
+            "do $$ declare s int := webhook._current_slot(); begin
+                 execute format('alter table webhook.events detach partition webhook.events_%s', s);
+                 execute format('delete from webhook.events_%s', s);
+                 execute format('alter table webhook.events attach partition webhook.events_%s for values in (%s)', s, 100 + s);
+             end $$",
+        )
+        .unwrap();
+        assert_eq!(
+            outcome(5),
+            "23514",
+            "the partition constraint, as an INSERT would report it"
+        );
+        assert_eq!(
+            count(
+                "select count(*) from webhook.events where payload::jsonb -> 'new' ->> 'id' = '5'"
+            ),
+            0
+        );
+    }
+
+    #[pg_test]
     fn watch_can_limit_the_columns_sent() {
         Spi::run("create table users (id int, email text, password_hash text)").unwrap();
         Spi::run("select webhook_watch('users', columns => '{id,email}')").unwrap();
