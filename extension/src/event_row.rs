@@ -390,7 +390,7 @@ unsafe fn routed_here(relid: pg_sys::Oid, namespace: pg_sys::Oid, slot: i16) -> 
         let mut found = false;
         if !desc.is_null() && !(*desc).boundinfo.is_null() {
             let bounds = &*(*desc).boundinfo;
-            if bounds.strategy as u8 == pg_sys::PARTITION_STRATEGY_LIST as u8 {
+            if bounds.strategy as u8 == pg_sys::PARTITION_STRATEGY_LIST {
                 for i in 0..bounds.ndatums.max(0) as usize {
                     let value = (**bounds.datums.add(i)).value() as i16;
                     if value == slot {

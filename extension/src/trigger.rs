@@ -125,7 +125,7 @@ fn _capture<'a>(
 /// The trigger's arguments, borrowed from PostgreSQL's own strings: this
 /// runs for every captured row, and copying them into owned Strings
 /// showed in the profile.
-fn arguments<'a>(td: &'a pg_sys::TriggerData) -> Vec<&'a str> {
+fn arguments(td: &pg_sys::TriggerData) -> Vec<&str> {
     // SAFETY: tg_trigger is the firing trigger; it holds tgnargs
     // NUL-terminated arguments, valid for this call.
     unsafe {
