@@ -215,8 +215,9 @@ fn text_datum(s: &str) -> pg_sys::Datum {
 #[derive(Clone)]
 struct Verdict {
     /// The column each attribute is (None: dropped), when the direct insert
-    /// may write to the partition; None when the statement must.
-    columns: Option<Vec<Option<Column>>>,
+    /// may write to the partition; None when the statement must. Shared:
+    /// taking the verdict from the cache for a row costs a reference count.
+    columns: Option<std::rc::Rc<[Option<Column>]>>,
     /// The partition has `id_namespace`.
     with_namespace: bool,
 }
@@ -271,7 +272,7 @@ unsafe fn verdict(
         unsafe { values_match(rel, columns, sequence) && routed_here(relid, namespace, slot) }
     });
     let v = Verdict {
-        columns,
+        columns: columns.map(std::rc::Rc::from),
         with_namespace,
     };
     VERDICTS.with(|c| c.borrow_mut().insert(relid, v.clone()));
