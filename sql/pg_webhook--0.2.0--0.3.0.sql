@@ -1125,30 +1125,62 @@ revoke all on function webhook._claim_deliveries(text, integer, interval, intege
 grant execute on function webhook._claim_deliveries(text, integer, interval, integer, bigint[], integer[], integer, bigint)
     to webhook_worker;
 
+-- -----------------------------------------------------------------------------
+-- 0.3.0: the natural questions of the delivery log are index reads:
+-- "order by started_at desc limit 50" sorted the whole log (1.7 s at
+-- 1,000,000 attempts, seconds more at 10,000,000). The view is built from
+-- the attempts up (see its comment), attempts are indexed by time with a
+-- B-tree (BRIN gives no order), and finished deliveries never moved by an
+-- attempt are indexed apart.
+-- -----------------------------------------------------------------------------
+drop index webhook.attempts_started;
+create index attempts_started on webhook.attempts (started_at);
+do $$
+declare
+    s integer;
+begin
+    for s in 0 .. webhook._slots() - 1 loop
+        execute format('create index %I on webhook.%I (id) where last_attempt_at is null',
+                       'deliveries_' || s || '_unattempted', 'deliveries_' || s);
+    end loop;
+end
+$$;
 create or replace view webhook.delivery_log as
 select
-    d.id                as delivery_id,
+    x.delivery_id,
     d.event_id,
     -- webhook._message_id, with the incarnation joined below: inlined, so
     -- that the planner sees through it.
     webhook._webhook_id(ev.txid, d.event_id, ev.id_namespace, i.namespace) as message_id,
     ev.event_type,
     ev.created_at       as event_created_at,
-    ep.id               as endpoint_id,
+    -- The attempts' side's endpoint: a filter on it reaches the attempts'
+    -- (endpoint_id, started_at) index.
+    x.endpoint_id,
     ep.name             as endpoint_name,
     ep.url,
     d.status,
     d.attempt_count,
     d.next_attempt_at,
     d.replay_of,
-    a.attempt_number,
-    a.started_at,
-    a.duration_ms,
-    a.status_code,
-    a.error,
-    a.response_excerpt,
-    a.worker_id
-from webhook.deliveries d
+    x.attempt_number,
+    x.started_at,
+    x.duration_ms,
+    x.status_code,
+    x.error,
+    x.response_excerpt,
+    x.worker_id
+from (
+    select a.delivery_id, a.endpoint_id, a.attempt_number, a.started_at, a.duration_ms, a.status_code,
+           a.error, a.response_excerpt, a.worker_id
+    from webhook.attempts a
+    union all
+    select u.id, u.endpoint_id, null::integer, null::timestamptz, null::double precision, null::integer,
+           null::text, null::text, null::text
+    from webhook.deliveries u
+    where u.last_attempt_at is null
+) x
+join webhook.deliveries d on d.id = x.delivery_id and d.endpoint_id = x.endpoint_id
 -- Its event, by its key, one per delivery. A subquery the planner keeps
 -- whole (offset 0), not a join: joined on (slot, txid, id) it multiplies
 -- the three selectivities and expects a handful of rows out of millions,
@@ -1163,10 +1195,10 @@ cross join lateral (
     offset 0
 ) ev
 join webhook.endpoints ep on ep.id = d.endpoint_id
-left join webhook.incarnations i on i.n = webhook._incarnation_of(ev.txid)
--- The endpoint in the join as well: a filter on endpoint_id then reaches
--- the attempts' (endpoint_id, started_at) index.
-left join webhook.attempts a on a.delivery_id = d.id and a.endpoint_id = d.endpoint_id;
+left join webhook.incarnations i on i.n = webhook._incarnation_of(ev.txid);
+
+comment on view webhook.delivery_log is
+    'Every attempt with its delivery, event and endpoint, and once each delivery no attempt has moved yet (attempt columns null). message_id is the webhook-id header receivers saw. Read from the attempts up: "order by started_at desc limit 50" and filters on delivery_id, event_id or endpoint_id are index reads.';
 
 -- -----------------------------------------------------------------------------
 -- 0.3.0: no function resolves a name through its caller's search_path.

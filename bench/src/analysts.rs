@@ -143,6 +143,11 @@ pub async fn run(args: &Args) -> anyhow::Result<Analysts> {
     let endpoint_id: i64 = 7;
     let questions: Vec<(&str, &str, Vec<&(dyn ToSql + Sync)>)> = vec![
         (
+            "the latest 50 attempts, as the README's quick start asks",
+            "select * from webhook.delivery_log order by started_at desc limit 50",
+            vec![],
+        ),
+        (
             "the latest 50 rows of delivery_log",
             "select * from webhook.delivery_log order by delivery_id desc limit 50",
             vec![],

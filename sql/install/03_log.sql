@@ -214,9 +214,12 @@ create table webhook.attempts (
 ) partition by list (slot);
 alter sequence webhook.attempts_id_seq owned by webhook.attempts.id;
 create index attempts_delivery on webhook.attempts (delivery_id);
--- Recent attempts (the worker's status page, analysts' "last hour"): rows
--- arrive in time order, so a BRIN index finds them for next to nothing.
-create index attempts_started on webhook.attempts using brin (started_at);
+-- Attempts by time: "the latest 50" (webhook.delivery_log ordered by
+-- started_at, each slot's partition read backwards and merged), the status
+-- page, analysts' "last hour". A B-tree, not BRIN: only a B-tree gives the
+-- order, and rows arrive in time order, so its inserts stay on the
+-- rightmost page.
+create index attempts_started on webhook.attempts (started_at);
 -- One endpoint's failed attempts over a period ("what went wrong with
 -- endpoint 7 since yesterday"). Partial: a failure is the exception, so the
 -- recorder pays for this index rarely. A query uses it when it asks for
@@ -236,8 +239,9 @@ comment on column webhook.attempts.lease_held is
 
 -- The slots: one partition of each log table per slot. Finished deliveries
 -- are indexed for the lookups people and the retention make: by id, by
--- event, by finishing time (BRIN: rows arrive in that order) and, for
--- webhook_replay_failed, failed ones by endpoint.
+-- event, by finishing time (BRIN: rows arrive in that order), for
+-- webhook_replay_failed failed ones by endpoint, and for delivery_log the
+-- few never moved by an attempt.
 do $$
 declare
     s integer;
@@ -252,6 +256,10 @@ begin
         execute format('create index %I on webhook.%I using brin (finalized_at)', 'deliveries_' || s || '_finalized', 'deliveries_' || s);
         execute format('create index %I on webhook.%I (endpoint_id, finalized_at) where status = ''failed''',
                        'deliveries_' || s || '_failed', 'deliveries_' || s);
+        -- Finished without an attempt that moved them (cancelled before
+        -- being sent): the rows webhook.delivery_log shows with no attempt.
+        execute format('create index %I on webhook.%I (id) where last_attempt_at is null',
+                       'deliveries_' || s || '_unattempted', 'deliveries_' || s);
         execute format('create table webhook.%I partition of webhook.attempts for values in (%s)', 'attempts_' || s, s);
     end loop;
 end

@@ -5,30 +5,57 @@
 -- =============================================================================
 
 -- API: Public
+-- One row per attempt, and one per delivery no attempt has moved yet.
+-- Built from the attempts (and those deliveries) up, not from the
+-- deliveries down: both sides of the UNION ALL are single tables, which
+-- PostgreSQL flattens into one set of partitions, so the questions people
+-- ask first are index reads of a few rows, whatever the size of the log:
+-- "order by started_at desc limit 50" merges each slot's attempts read
+-- backwards by time (the deliveries without an attempt, few, come first:
+-- a null sorts first in descending order), "order by delivery_id desc",
+-- "where event_id = …" and "where endpoint_id = … and started_at > …"
+-- reach their indexes too. (Built from the deliveries with a left join to
+-- the attempts, "the latest 50 attempts" sorted the whole log: 1.7 s at
+-- 1,000,000 attempts.) A delivery is shown without an attempt while its
+-- last_attempt_at is null: not sent yet, or finished without being sent;
+-- an attempt recorded after its lease had passed on moves nothing, so its
+-- delivery also shows that row until an attempt moves it.
 create view webhook.delivery_log as
 select
-    d.id                as delivery_id,
+    x.delivery_id,
     d.event_id,
     -- webhook._message_id, with the incarnation joined below: inlined, so
     -- that the planner sees through it.
     webhook._webhook_id(ev.txid, d.event_id, ev.id_namespace, i.namespace) as message_id,
     ev.event_type,
     ev.created_at       as event_created_at,
-    ep.id               as endpoint_id,
+    -- The attempts' side's endpoint: a filter on it reaches the attempts'
+    -- (endpoint_id, started_at) index.
+    x.endpoint_id,
     ep.name             as endpoint_name,
     ep.url,
     d.status,
     d.attempt_count,
     d.next_attempt_at,
     d.replay_of,
-    a.attempt_number,
-    a.started_at,
-    a.duration_ms,
-    a.status_code,
-    a.error,
-    a.response_excerpt,
-    a.worker_id
-from webhook.deliveries d
+    x.attempt_number,
+    x.started_at,
+    x.duration_ms,
+    x.status_code,
+    x.error,
+    x.response_excerpt,
+    x.worker_id
+from (
+    select a.delivery_id, a.endpoint_id, a.attempt_number, a.started_at, a.duration_ms, a.status_code,
+           a.error, a.response_excerpt, a.worker_id
+    from webhook.attempts a
+    union all
+    select u.id, u.endpoint_id, null::integer, null::timestamptz, null::double precision, null::integer,
+           null::text, null::text, null::text
+    from webhook.deliveries u
+    where u.last_attempt_at is null
+) x
+join webhook.deliveries d on d.id = x.delivery_id and d.endpoint_id = x.endpoint_id
 -- Its event, by its key, one per delivery. A subquery the planner keeps
 -- whole (offset 0), not a join: joined on (slot, txid, id) it multiplies
 -- the three selectivities and expects a handful of rows out of millions,
@@ -43,13 +70,10 @@ cross join lateral (
     offset 0
 ) ev
 join webhook.endpoints ep on ep.id = d.endpoint_id
-left join webhook.incarnations i on i.n = webhook._incarnation_of(ev.txid)
--- The endpoint in the join as well: a filter on endpoint_id then reaches
--- the attempts' (endpoint_id, started_at) index.
-left join webhook.attempts a on a.delivery_id = d.id and a.endpoint_id = d.endpoint_id;
+left join webhook.incarnations i on i.n = webhook._incarnation_of(ev.txid);
 
 comment on view webhook.delivery_log is
-    'Deliveries with their event, endpoint and every attempt (one row per attempt; deliveries not yet tried appear once with null attempt columns). message_id is the webhook-id header receivers saw.';
+    'Every attempt with its delivery, event and endpoint, and once each delivery no attempt has moved yet (attempt columns null). message_id is the webhook-id header receivers saw. Read from the attempts up: "order by started_at desc limit 50" and filters on delivery_id, event_id or endpoint_id are index reads.';
 
 -- API: Public
 -- The last hour from the per-minute counters (at most 60 rows per
