@@ -482,6 +482,71 @@ mod tests {
     }
 
     #[pg_test]
+    fn the_delivery_log_shows_each_attempt_and_each_delivery_no_attempt_moved() {
+        let endpoint = subscribe("https://a.example.com/", "{*}");
+        Spi::run(&format!("select webhook_send_test({endpoint})")).unwrap();
+        let rows = |sql: &str| {
+            count(&format!(
+                "select count(*) from webhook.delivery_log where {sql}"
+            ))
+        };
+        assert_eq!(rows("true"), 1);
+        assert_eq!(
+            rows("attempt_number is null and started_at is null and status = 'pending'"),
+            1,
+            "a delivery not tried yet shows once, without an attempt"
+        );
+        // Tried once, to be retried: its attempt shows, and no empty row.
+        let (id, token) = Spi::get_two::<i64, i64>(
+            "select delivery_id, lease_token from webhook._claim_deliveries('w', 10, '30 seconds', 100, '{}', '{}', 0, 1048576) \
+             where row_kind = 'delivery'",
+        )
+        .unwrap();
+        let (id, token) = (id.unwrap(), token.unwrap());
+        Spi::run(&format!(
+            "select webhook._record_attempts('w', array[{id}]::bigint[], array[{token}]::bigint[], array[{endpoint}]::bigint[], \
+             array[1], array[now()], array[2.5::float8], array[500], array['no'], array[null]::text[], array['retry'], \
+             array[60000]::bigint[])"
+        ))
+        .unwrap();
+        assert_eq!(rows("true"), 1);
+        assert_eq!(
+            rows(&format!(
+                "delivery_id = {id} and attempt_number = 1 and status_code = 500"
+            )),
+            1
+        );
+        // Another, then the endpoint paused and removed (what it held is
+        // cancelled): the second ends cancelled unsent and shows once, first
+        // in "latest attempts" order (a null sorts first when descending);
+        // the first keeps its attempt only.
+        Spi::run(&format!("select webhook_send_test({endpoint})")).unwrap();
+        Spi::run(&format!("select webhook_pause({endpoint})")).unwrap();
+        Spi::run(&format!("select webhook_unsubscribe({endpoint})")).unwrap();
+        assert_eq!(rows("true"), 2);
+        assert_eq!(rows("status = 'cancelled' and attempt_number is null"), 1);
+        assert_eq!(
+            rows(&format!("delivery_id = {id} and attempt_number is null")),
+            0
+        );
+        assert_eq!(
+            count(&format!(
+                "select count(*) from (select delivery_id from webhook.delivery_log order by started_at desc limit 1) l \
+                 where l.delivery_id <> {id}"
+            )),
+            1
+        );
+        // Every row names its event's webhook-id.
+        assert_eq!(
+            rows(
+                "message_id is distinct from (select webhook._message_id(e.txid, e.id, e.id_namespace) \
+                 from webhook.events e where e.id = delivery_log.event_id)"
+            ),
+            0
+        );
+    }
+
+    #[pg_test]
     fn a_claim_takes_the_deliveries_whose_payloads_fit_and_at_least_one() {
         let endpoint = subscribe("https://a.example.com/", "{*}");
         for _ in 0..3 {
