@@ -457,7 +457,9 @@ impl Config {
 
     /// Derives what the flags describe and applies the environment's
     /// fallbacks. `lookup` reads the environment (a parameter so that tests
-    /// never mutate the process environment).
+    /// never mutate the process environment). Once: it takes the connection
+    /// strings and the proxy URL out of the flags (so that no `Debug` of a
+    /// resolved configuration shows a password).
     pub fn resolve(mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let present = |s: Option<String>| s.filter(|s| !s.is_empty());
         let dsn = present(self.database_url.take())
