@@ -146,12 +146,19 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Where PostgreSQL's program `program` is: in `PG_BIN`, the directory
+/// scripts/cluster.sh uses too (default: Debian's
+/// PostgreSQL 15), for every program the tests run.
+fn pg_program(program: &str) -> std::path::PathBuf {
+    let bin = std::env::var("PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into());
+    std::path::Path::new(&bin).join(program)
+}
+
 /// Runs one of PostgreSQL's client programs (`pg_dump`, `pg_restore`, …)
 /// from `PG_BIN` (default: Debian's PostgreSQL 15) and fails the test with
 /// its output if it fails.
 pub async fn pg_tool(program: &str, args: &[&str]) {
-    let bin = std::env::var("PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into());
-    let out = tokio::process::Command::new(std::path::Path::new(&bin).join(program))
+    let out = tokio::process::Command::new(pg_program(program))
         .args(args)
         .output()
         .await
@@ -332,7 +339,7 @@ impl OwnCluster {
 /// Runs one of PostgreSQL 15's server programs as the cluster's owner (the
 /// `postgres` OS user when the tests run as root), and fails the test if it fails.
 fn run_as_cluster_owner(program: &str, args: &[&str]) {
-    let out = command_as_cluster_owner(format!("/usr/lib/postgresql/15/bin/{program}"))
+    let out = command_as_cluster_owner(pg_program(program))
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
