@@ -185,7 +185,7 @@ impl Throughput {
 /// (its RETURN QUERY, in the plan the function keeps), as auto_explain
 /// reports it from inside the function, for a claim of 100 taken in a
 /// transaction that is rolled back (nothing leased, nothing fanned out).
-/// `nodes` lists each scan once, in plan order, with its index.
+/// `nodes` lists each scan once, in plan order, with its index or table.
 async fn claim_plan(dsn: &str) -> anyhow::Result<ClaimPlan> {
     let (c, mut notices) = db::connect_with_notices(dsn).await?;
     c.batch_execute(
@@ -220,28 +220,10 @@ async fn claim_plan(dsn: &str) -> anyhow::Result<ClaimPlan> {
     }
     let plan =
         plan.ok_or_else(|| anyhow::anyhow!("auto_explain reported no plan for the claim"))?;
-    let mut nodes: Vec<String> = Vec::new();
-    let mut stack = vec![&plan["Plan"]];
-    while let Some(node) = stack.pop() {
-        let kind = node["Node Type"].as_str().unwrap_or("?");
-        if kind.contains("Scan") {
-            let name = match node["Index Name"].as_str() {
-                Some(index) => format!("{kind} using {index}"),
-                None => match node["Relation Name"].as_str() {
-                    Some(rel) => format!("{kind} on {rel}"),
-                    None => kind.to_owned(),
-                },
-            };
-            if !nodes.contains(&name) {
-                nodes.push(name);
-            }
-        }
-        if let Some(children) = node["Plans"].as_array() {
-            stack.extend(children.iter().rev());
-        }
-    }
     Ok(ClaimPlan {
-        nodes: nodes.join(", "),
+        // auto_explain reports one plan object; plan_scans reads EXPLAIN's
+        // list of them.
+        nodes: crate::analysts::plan_scans(&serde_json::json!([&plan])),
         total_cost: plan["Plan"]["Total Cost"].as_f64().unwrap_or(f64::NAN),
         execution_ms: plan["Plan"]["Actual Total Time"]
             .as_f64()

@@ -330,18 +330,27 @@ unsafe fn values_match(
     }
 }
 
+/// The argument list of `e` when it is a call of the function `funcid`
+/// (null for a call without arguments); None when it is anything else.
+///
+/// # Safety
+/// `e` must be a valid expression node.
+unsafe fn call_args(e: *mut pg_sys::Node, funcid: u32) -> Option<*mut pg_sys::List> {
+    // SAFETY: a node's tag is always readable; a FuncExpr's fields then are.
+    unsafe {
+        let f = e.cast::<pg_sys::FuncExpr>();
+        ((*e).type_ == pg_sys::NodeTag::T_FuncExpr && (*f).funcid == pg_sys::Oid::from(funcid))
+            .then(|| (*f).args)
+    }
+}
+
 /// True when `e` is a call of the function `funcid` without arguments.
 ///
 /// # Safety
 /// `e` must be a valid expression node.
 unsafe fn is_call_of(e: *mut pg_sys::Node, funcid: u32) -> bool {
-    // SAFETY: a node's tag is always readable; a FuncExpr's fields then are.
-    unsafe {
-        (*e).type_ == pg_sys::NodeTag::T_FuncExpr && {
-            let f = e.cast::<pg_sys::FuncExpr>();
-            (*f).funcid == pg_sys::Oid::from(funcid) && (*f).args.is_null()
-        }
-    }
+    // SAFETY: the caller's contract.
+    unsafe { call_args(e, funcid) }.is_some_and(|args| args.is_null())
 }
 
 /// True when `e` is `nextval(<sequence>::regclass)`.
@@ -349,17 +358,13 @@ unsafe fn is_call_of(e: *mut pg_sys::Node, funcid: u32) -> bool {
 /// # Safety
 /// `e` must be a valid expression node.
 unsafe fn is_nextval_of(e: *mut pg_sys::Node, sequence: pg_sys::Oid) -> bool {
-    // SAFETY: as in is_call_of; a one-element argument list's cell holds a node.
+    // SAFETY: the caller's contract; a one-element argument list's cell
+    // holds a node, and a Const's fields are readable once its tag is.
     unsafe {
-        if (*e).type_ != pg_sys::NodeTag::T_FuncExpr {
+        let Some(args) = call_args(e, pg_sys::F_NEXTVAL) else {
             return false;
-        }
-        let f = e.cast::<pg_sys::FuncExpr>();
-        let args = (*f).args;
-        if (*f).funcid != pg_sys::Oid::from(pg_sys::F_NEXTVAL)
-            || args.is_null()
-            || (*args).length != 1
-        {
+        };
+        if args.is_null() || (*args).length != 1 {
             return false;
         }
         let arg = (*(*args).elements).ptr_value.cast::<pg_sys::Node>();
