@@ -14,8 +14,8 @@
 -- that two copies of a database that diverged (a base backup, PITR, a
 -- promoted standby), whose event ids rewind together, still give their new
 -- events different webhook-ids. Events written before keep theirs. The rule
--- is written once (webhook._webhook_id, on webhook._id_namespace_text and
--- webhook._incarnation_of), inlined by the claim and webhook.delivery_log.
+-- is written once (webhook._event_namespace, webhook._webhook_id), inlined by
+-- the fan-out, the claim and webhook.delivery_log.
 -- -----------------------------------------------------------------------------
 alter table webhook.events add column id_namespace bigint;
 comment on column webhook.events.id_namespace is
@@ -36,27 +36,29 @@ create function webhook._incarnation_of(
 language sql immutable parallel safe
 return (p_txid operator(pg_catalog.>>) 48)::integer;
 
-create function webhook._id_namespace_text(
+create function webhook._event_namespace(
     p_txid bigint,                  -- webhook.events.txid
     p_namespace bigint,             -- webhook.events.id_namespace
     p_incarnation_namespace text    -- webhook.incarnations.namespace of the event's incarnation
-) returns text
+) returns bigint
 language sql immutable parallel safe
-return case when p_namespace is not null
-                 then pg_catalog.lpad(pg_catalog.to_hex(p_namespace), 16, '0')
+return case when p_namespace is not null then p_namespace
             when webhook._incarnation_of(p_txid) operator(pg_catalog.>) 0
-                 then coalesce(p_incarnation_namespace, '0000000000000000')
+                 then coalesce(('x' operator(pg_catalog.||) p_incarnation_namespace)::bit(64)::bigint, 0)
        end;
 
-create function webhook._webhook_id(
-    p_txid bigint,                  -- webhook.events.txid
-    p_id bigint,                    -- webhook.events.id
-    p_namespace bigint,             -- webhook.events.id_namespace
-    p_incarnation_namespace text    -- webhook.incarnations.namespace of the event's incarnation
+create function webhook._namespace_hex(
+    p_namespace bigint -- see webhook._event_namespace
 ) returns text
 language sql immutable parallel safe
-return coalesce('msg_' operator(pg_catalog.||)
-                    webhook._id_namespace_text(p_txid, p_namespace, p_incarnation_namespace)
+return pg_catalog.lpad(pg_catalog.to_hex(p_namespace), 16, '0');
+
+create function webhook._webhook_id(
+    p_id bigint,        -- webhook.events.id
+    p_namespace bigint  -- its namespace (webhook.deliveries.event_namespace)
+) returns text
+language sql immutable parallel safe
+return coalesce('msg_' operator(pg_catalog.||) webhook._namespace_hex(p_namespace)
                     operator(pg_catalog.||) pg_catalog.lpad(pg_catalog.to_hex(p_id), 16, '0'),
                 p_id::text);
 
@@ -66,13 +68,146 @@ create function webhook._message_id(
     p_namespace bigint  -- webhook.events.id_namespace
 ) returns text
 language sql stable parallel safe
-return webhook._webhook_id(p_txid, p_id, p_namespace,
+return webhook._webhook_id(p_id, webhook._event_namespace(p_txid, p_namespace,
     (select i.namespace from webhook.incarnations i
-     where i.n operator(pg_catalog.=) webhook._incarnation_of(p_txid)));
-revoke all on function webhook._message_id(bigint, bigint, bigint), webhook._webhook_id(bigint, bigint, bigint, text),
-    webhook._id_namespace_text(bigint, bigint, text), webhook._incarnation_of(bigint) from public;
-grant execute on function webhook._message_id(bigint, bigint, bigint), webhook._webhook_id(bigint, bigint, bigint, text),
-    webhook._id_namespace_text(bigint, bigint, text), webhook._incarnation_of(bigint) to webhook_reader, webhook_worker;
+     where i.n operator(pg_catalog.=) webhook._incarnation_of(p_txid))));
+revoke all on function webhook._message_id(bigint, bigint, bigint), webhook._webhook_id(bigint, bigint),
+    webhook._namespace_hex(bigint), webhook._event_namespace(bigint, bigint, text), webhook._incarnation_of(bigint)
+    from public;
+grant execute on function webhook._message_id(bigint, bigint, bigint), webhook._webhook_id(bigint, bigint),
+    webhook._namespace_hex(bigint), webhook._event_namespace(bigint, bigint, text), webhook._incarnation_of(bigint)
+    to webhook_reader, webhook_worker;
+
+-- Every delivery keeps its event's namespace, so that delivery_log's
+-- message_id is a function of the delivery's own columns, which the
+-- finished deliveries' hash index holds (created with the other slot
+-- indexes below): "where message_id = 'msg_…'" read the whole log before
+-- (4.3 s at 1,000,000 attempts). Every event before this upgrade has no
+-- id_namespace: its deliveries' namespace is their incarnation's, found
+-- from event_txid alone, without reading the events.
+alter table webhook.deliveries add column event_namespace bigint;
+comment on column webhook.deliveries.event_namespace is
+    'Its event''s webhook-id namespace (webhook._event_namespace), kept with the delivery so that message_id (webhook._webhook_id(event_id, event_namespace)) is indexed; null for an event of pg_webhook 0.1.';
+update webhook.deliveries d
+set event_namespace = webhook._event_namespace(d.event_txid, null,
+        (select i.namespace from webhook.incarnations i where i.n = webhook._incarnation_of(d.event_txid)))
+where webhook._incarnation_of(d.event_txid) > 0;
+-- Those that make or move deliveries now carry it.
+create or replace function webhook_unsubscribe(
+    endpoint_id bigint -- the endpoint to remove
+) returns boolean
+language plpgsql volatile
+security definer
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_id bigint := $1;
+    v_deleted_at timestamptz;
+begin
+    select e.deleted_at into v_deleted_at from webhook.endpoints e where e.id = v_id for update;
+    if not found then
+        perform webhook._live_endpoint(v_id); -- raises 42704
+    end if;
+    if v_deleted_at is not null then
+        return false;
+    end if;
+    update webhook.endpoints e
+    set is_active = false, deleted_at = now(), updated_at = now()
+    where e.id = v_id;
+    perform webhook._close_subscription(v_id);
+    -- What it was holding (paused or disabled) can never be sent now: it is
+    -- cancelled, and stays visible as such. What is pending still goes out:
+    -- those events were committed while it was subscribed.
+    perform webhook._hold_fanout();
+    with held as (
+        delete from webhook.deliveries_open d
+        where d.endpoint_id = v_id and d.status = 'paused'
+        returning d.*
+    )
+    insert into webhook.deliveries (id, slot, event_id, event_txid, event_slot, endpoint_id, status, attempt_count,
+                                    next_attempt_at, last_attempt_at, last_status_code, last_error, replay_of,
+                                    created_at, finalized_at, event_namespace)
+    select h.id, h.event_slot, h.event_id, h.event_txid, h.event_slot, h.endpoint_id, 'cancelled', h.attempt_count,
+           h.next_attempt_at, h.last_attempt_at, h.last_status_code, h.last_error, h.replay_of, h.created_at, now(),
+           h.event_namespace
+    from held h;
+    -- The secret stays: events committed before now may not be fanned out
+    -- yet. The worker's maintenance drops it once nothing is left to send.
+    return true;
+end
+$$;
+create or replace function webhook._deliver_again(
+    p_event webhook.events,   -- the event
+    p_endpoint_id bigint,     -- to this endpoint
+    p_replay_of bigint        -- the delivery it repeats, if any
+) returns bigint
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_id bigint;
+begin
+    insert into webhook.deliveries_open (event_id, event_txid, event_slot, endpoint_id, status, replay_of,
+                                         event_namespace)
+    select p_event.id, p_event.txid, p_event.slot, e.id,
+           case when e.paused_at is null and e.disabled_at is null then 'pending' else 'paused' end::webhook.delivery_status,
+           p_replay_of,
+           webhook._event_namespace(p_event.txid, p_event.id_namespace,
+                                    (select i.namespace from webhook.incarnations i
+                                     where i.n = webhook._incarnation_of(p_event.txid)))
+    from webhook.endpoints e where e.id = p_endpoint_id
+    returning id into v_id;
+    perform webhook._wake();
+    return v_id;
+end
+$$;
+create or replace function webhook._invariant_violations()
+returns table (object_id bigint, invariant text)
+language sql stable
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+    select d.id, 'a delivery has its event in its event''s slot'
+    from webhook.deliveries d
+    where not exists (select from webhook.events e
+                      where e.slot = d.event_slot and e.txid = d.event_txid and e.id = d.event_id)
+    union all
+    select d.id, 'a delivery carries its event''s webhook-id namespace'
+    from webhook.deliveries d
+    join webhook.events e on e.slot = d.event_slot and e.txid = d.event_txid and e.id = d.event_id
+    left join webhook.incarnations i on i.n = webhook._incarnation_of(e.txid)
+    where webhook._event_namespace(e.txid, e.id_namespace, i.namespace) is distinct from d.event_namespace
+    union all
+    select d.id, 'a paused or disabled endpoint has no pending delivery'
+    from webhook.deliveries_open d
+    join webhook.endpoints e on e.id = d.endpoint_id
+    where d.status = 'pending' and (e.paused_at is not null or e.disabled_at is not null)
+    union all
+    select d.id, 'a sending endpoint has no paused delivery'
+    from webhook.deliveries_open d
+    join webhook.endpoints e on e.id = d.endpoint_id
+    where d.status = 'paused' and e.paused_at is null and e.disabled_at is null
+    union all
+    select d.id, 'a removed endpoint holds nothing'
+    from webhook.deliveries_open d
+    join webhook.endpoints e on e.id = d.endpoint_id
+    where d.status = 'paused' and e.deleted_at is not null
+    union all
+    select s.id, 'a committed subscription period has its snapshots'
+    from webhook.subscriptions s
+    where s.from_xmin is null or (s.until_txid is not null and s.until_xmin is null)
+    union all
+    select e.id, 'a live endpoint has one open subscription period and a secret'
+    from webhook.endpoints e
+    where e.deleted_at is null
+      and ((select count(*) from webhook.subscriptions s where s.endpoint_id = e.id and s.until_txid is null) <> 1
+           or not exists (select from webhook.endpoint_secrets k where k.endpoint_id = e.id))
+    union all
+    select g.gen, 'only the current generation''s slot is written by new events'
+    from webhook.generations g
+    where g.purged_at is not null
+      and exists (select from webhook.events e where e.slot = g.gen % webhook._slots())
+      and not exists (select from webhook.generations n where n.gen > g.gen and n.gen % webhook._slots() = g.gen % webhook._slots())
+$$;
 
 -- -----------------------------------------------------------------------------
 -- 0.3.0: an attempt says whether it moved its delivery (lease_held): one
@@ -154,15 +289,15 @@ begin
         where r.outcome <> 'retry' and d.id = any (p_delivery_ids)
           and d.id = r.delivery_id and d.lease_token = r.lease_token
         returning d.id, d.event_id, d.event_txid, d.event_slot, d.endpoint_id, d.attempt_count,
-                  d.next_attempt_at, d.replay_of, d.created_at,
+                  d.next_attempt_at, d.replay_of, d.created_at, d.event_namespace,
                   r.outcome, r.started_at, r.status_code, r.error
     ), archived as (
         insert into webhook.deliveries (id, slot, event_id, event_txid, event_slot, endpoint_id, status,
                                         attempt_count, next_attempt_at, last_attempt_at, last_status_code,
-                                        last_error, replay_of, created_at, finalized_at)
+                                        last_error, replay_of, created_at, finalized_at, event_namespace)
         select f.id, f.event_slot, f.event_id, f.event_txid, f.event_slot, f.endpoint_id,
                f.outcome::webhook.delivery_status, f.attempt_count, f.next_attempt_at, f.started_at,
-               f.status_code, f.error, f.replay_of, f.created_at, now()
+               f.status_code, f.error, f.replay_of, f.created_at, now(), f.event_namespace
         from finished f
         returning 1
     ), held as (
@@ -695,15 +830,16 @@ begin
     end if;
 
     with chunk as (
-        select e.id, e.slot, e.txid, e.event_type
+        select e.id, e.slot, e.txid, e.event_type, e.id_namespace
         from webhook.events e
         where e.txid = any (v_xip)
         union all
-        select e.id, e.slot, e.txid, e.event_type
+        select e.id, e.slot, e.txid, e.event_type, e.id_namespace
         from webhook.events e
         where e.txid >= v_lo and e.txid <= v_hi and not e.txid = any (st.cur_xip)
     ), targets as (
         select c.id, c.slot, c.txid, ep.id as endpoint_id,
+               webhook._event_namespace(c.txid, c.id_namespace, i.namespace) as event_namespace,
                (ep.paused_at is not null or ep.disabled_at is not null) as held,
                ep.deleted_at is not null as deleted
         from chunk c
@@ -714,19 +850,27 @@ begin
               or (c.txid <> s.until_txid and webhook._visible(c.txid, s.until_xmin, s.until_xmax, s.until_xip)))
          and webhook._matches(s.event_types, c.event_type)
         join webhook.endpoints ep on ep.id = s.endpoint_id
+        -- Only events written before 0.3.0 need their incarnation's namespace.
+        left join webhook.incarnations i on c.id_namespace is null and i.n = webhook._incarnation_of(c.txid)
         -- webhook_send_test creates its delivery itself, for one endpoint.
         where c.event_type <> 'webhook.test'
     ), opened as (
-        insert into webhook.deliveries_open (event_id, event_txid, event_slot, endpoint_id, status)
+        insert into webhook.deliveries_open (event_id, event_txid, event_slot, endpoint_id, status, event_namespace)
         select t.id, t.txid, t.slot, t.endpoint_id,
-               case when t.held then 'paused' else 'pending' end::webhook.delivery_status
+               case when t.held then 'paused' else 'pending' end::webhook.delivery_status, t.event_namespace
         from targets t
         where not (t.held and t.deleted)
+        -- In the events' order: the claim takes an endpoint's deliveries by
+        -- due time, and those made together are due together, so their
+        -- order in the index (the order they were made) is the order they go
+        -- out in.
+        order by t.txid, t.id
         returning 1
     ), cancelled as (
         -- An endpoint removed while paused or disabled can never send what it held.
-        insert into webhook.deliveries (slot, event_id, event_txid, event_slot, endpoint_id, status, finalized_at)
-        select t.slot, t.id, t.txid, t.slot, t.endpoint_id, 'cancelled', now()
+        insert into webhook.deliveries (slot, event_id, event_txid, event_slot, endpoint_id, status, finalized_at,
+                                        event_namespace)
+        select t.slot, t.id, t.txid, t.slot, t.endpoint_id, 'cancelled', now(), t.event_namespace
         from targets t
         where t.held and t.deleted
         returning 1
@@ -916,10 +1060,10 @@ begin
                             where d.slot = v_slot or d.slot is null);
     insert into webhook.deliveries (id, slot, event_id, event_txid, event_slot, endpoint_id, status, attempt_count,
                                     next_attempt_at, last_attempt_at, last_status_code, last_error, replay_of,
-                                    created_at, finalized_at)
+                                    created_at, finalized_at, event_namespace)
     select d.id, v_cur, d.event_id, d.event_txid, v_cur, d.endpoint_id, d.status, d.attempt_count,
            d.next_attempt_at, d.last_attempt_at, d.last_status_code, d.last_error, d.replay_of,
-           d.created_at, d.finalized_at
+           d.created_at, d.finalized_at, d.event_namespace
     from webhook.deliveries d join pg_webhook_keep k on k.txid = d.event_txid and k.id = d.event_id
     where d.slot = v_slot;
     update webhook.deliveries_open d set event_slot = v_cur where d.event_slot = v_slot;
@@ -1002,12 +1146,12 @@ begin
         -- The events' columns come along (a json value stays a pointer to
         -- its TOAST data until the final select reads it), so that each
         -- event is found once.
-        select d.id, d.next_attempt_at, ev.id as event_id, ev.txid, ev.event_type, ev.created_at,
-               ev.payload, ev.payload_bytes, ev.id_namespace
+        select d.id, d.next_attempt_at, ev.id as event_id, d.event_namespace, ev.event_type, ev.created_at,
+               ev.payload, ev.payload_bytes
         from quotas q
         cross join fair
         cross join lateral (
-            select d.id, d.next_attempt_at, d.event_slot, d.event_txid, d.event_id
+            select d.id, d.next_attempt_at, d.event_slot, d.event_txid, d.event_id, d.event_namespace
             from webhook.deliveries_open d
             where d.endpoint_id = q.id
               and d.status = 'pending'
@@ -1025,7 +1169,7 @@ begin
         -- 150 ms instead of 5 for a claim of 100 beside 100,000 events,
         -- which made the drain benchmark swing between 2,300 and 8,000/s.
         cross join lateral (
-            select ev.id, ev.txid, ev.event_type, ev.created_at, ev.payload, ev.payload_bytes, ev.id_namespace
+            select ev.id, ev.event_type, ev.created_at, ev.payload, ev.payload_bytes
             from webhook.events ev
             where ev.slot = d.event_slot and ev.txid = d.event_txid and ev.id = d.event_id
             offset 0
@@ -1039,13 +1183,13 @@ begin
         -- Usually all of them fit: then the running sum (a sort and a
         -- window over the batch) is skipped; each branch is gated by the
         -- batch's total, worked out once.
-        select due.id, due.next_attempt_at, due.event_id, due.txid, due.event_type, due.created_at,
-               due.payload, due.payload_bytes, due.id_namespace
+        select due.id, due.next_attempt_at, due.event_id, due.event_namespace, due.event_type, due.created_at,
+               due.payload, due.payload_bytes
         from due
         where (select coalesce(sum(t.payload_bytes), 0) from due t) <= p_max_bytes
         union all
-        select f.id, f.next_attempt_at, f.event_id, f.txid, f.event_type, f.created_at, f.payload, f.payload_bytes,
-               f.id_namespace
+        select f.id, f.next_attempt_at, f.event_id, f.event_namespace, f.event_type, f.created_at, f.payload,
+               f.payload_bytes
         from (select due.*,
                      sum(due.payload_bytes) over w as total,
                      row_number() over w as n
@@ -1093,7 +1237,9 @@ begin
         join webhook.endpoints ep on ep.id = q.id
         left join webhook.endpoint_secrets s on s.endpoint_id = q.id
     )
-    -- The endpoints first, then the deliveries (see above).
+    -- The endpoints first, then the deliveries (see above), oldest first:
+    -- the worker starts them in this order (a join returns rows in whatever
+    -- order its plan makes).
     select 'endpoint', null::bigint, null::bigint, null::integer, null::bigint, null::text, null::text,
            null::timestamptz, null::text,
            t.id, t.url, t.headers, t.timeout_ms, t.secrets, t.max_attempts,
@@ -1101,14 +1247,14 @@ begin
     from targets t
     where t.id = any (array(select c.endpoint_id from claimed c))
     union all
-    select 'delivery',
+    (select 'delivery',
            c.id,
            c.lease_token,
            c.attempt_count,
            f.event_id,
            -- The webhook-id's namespace (the worker puts the id together);
            -- null for an event of pg_webhook 0.1, whose message id is its number.
-           webhook._id_namespace_text(f.txid, f.id_namespace, i.namespace),
+           webhook._namespace_hex(f.event_namespace),
            f.event_type,
            f.created_at,
            f.payload::text,
@@ -1117,7 +1263,7 @@ begin
            null::bigint, null::bigint, null::double precision
     from claimed c
     join fitting f on f.id = c.id
-    left join webhook.incarnations i on i.n = webhook._incarnation_of(f.txid);
+    order by f.next_attempt_at, f.id);
 end
 $$;
 revoke all on function webhook._claim_deliveries(text, integer, interval, integer, bigint[], integer[], integer, bigint)
@@ -1142,6 +1288,8 @@ begin
     for s in 0 .. webhook._slots() - 1 loop
         execute format('create index %I on webhook.%I (id) where last_attempt_at is null',
                        'deliveries_' || s || '_unattempted', 'deliveries_' || s);
+        execute format('create index %I on webhook.%I using hash (webhook._webhook_id(event_id, event_namespace))',
+                       'deliveries_' || s || '_message', 'deliveries_' || s);
     end loop;
 end
 $$;
@@ -1149,9 +1297,10 @@ create or replace view webhook.delivery_log as
 select
     x.delivery_id,
     d.event_id,
-    -- webhook._message_id, with the incarnation joined below: inlined, so
-    -- that the planner sees through it.
-    webhook._webhook_id(ev.txid, d.event_id, ev.id_namespace, i.namespace) as message_id,
+    -- From the delivery's own columns, inlined: the expression the
+    -- finished deliveries' message_id index holds, so "where message_id =
+    -- 'msg_…'" is an index read.
+    webhook._webhook_id(d.event_id, d.event_namespace) as message_id,
     ev.event_type,
     ev.created_at       as event_created_at,
     -- The attempts' side's endpoint: a filter on it reaches the attempts'
@@ -1189,16 +1338,15 @@ join webhook.deliveries d on d.id = x.delivery_id and d.endpoint_id = x.endpoint
 -- instead of 4 ms). event_id is the delivery's column, so that a filter on
 -- it reaches the deliveries' index.
 cross join lateral (
-    select ev.txid, ev.event_type, ev.created_at, ev.id_namespace
+    select ev.event_type, ev.created_at
     from webhook.events ev
     where ev.slot = d.event_slot and ev.txid = d.event_txid and ev.id = d.event_id
     offset 0
 ) ev
-join webhook.endpoints ep on ep.id = d.endpoint_id
-left join webhook.incarnations i on i.n = webhook._incarnation_of(ev.txid);
+join webhook.endpoints ep on ep.id = d.endpoint_id;
 
 comment on view webhook.delivery_log is
-    'Every attempt with its delivery, event and endpoint, and once each delivery no attempt has moved yet (attempt columns null). message_id is the webhook-id header receivers saw. Read from the attempts up: "order by started_at desc limit 50" and filters on delivery_id, event_id or endpoint_id are index reads.';
+    'Every attempt with its delivery, event and endpoint, and once each delivery no attempt has moved yet (attempt columns null). message_id is the webhook-id header receivers saw. Read from the attempts up: "order by started_at desc limit 50" and filters on delivery_id, event_id, endpoint_id or message_id are index reads.';
 
 -- -----------------------------------------------------------------------------
 -- 0.3.0: no function resolves a name through its caller's search_path.

@@ -70,11 +70,15 @@ pub async fn run(args: &Args) -> anyhow::Result<Analysts> {
     db.subscribe(&c, &args.sink, ENDPOINTS).await?;
     eprintln!("  analysts: filling 30 days of log (4.8M events, 9.6M deliveries, 10.1M attempts)");
     let started = Instant::now();
-    // Incarnation of this database, so that message ids are the real kind.
-    let base: i64 = c
-        .query_one("select (webhook._vxid() >> 48) << 48", &[])
-        .await?
-        .get(0);
+    // Incarnation of this database and a session's webhook-id namespace, so
+    // that message ids are the real kind (0.3.0's).
+    let row = c
+        .query_one(
+            "select (webhook._vxid() >> 48) << 48, webhook._id_namespace()",
+            &[],
+        )
+        .await?;
+    let (base, namespace): (i64, i64) = (row.get(0), row.get(1));
     let fill = format!(
         "set synchronous_commit = off;
          set maintenance_work_mem = '256MB';
@@ -82,18 +86,18 @@ pub async fn run(args: &Args) -> anyhow::Result<Analysts> {
          update webhook.generations set started_at = now() - interval '30 days' where gen = 0;
          insert into webhook.generations (gen, started_at)
          select g, now() - interval '30 days' + g * interval '30 days' / 7 from generate_series(1, 7) g;
-         insert into webhook.events (id, slot, txid, event_type, payload, payload_bytes, created_at)
+         insert into webhook.events (id, slot, txid, event_type, payload, payload_bytes, created_at, id_namespace)
          select i, ((i - 1) * 7 / {EVENTS})::smallint, {base} + 1000 + i / 10, 'order.created',
                 json_build_object('order_id', i, 'total', i % 997),
                 octet_length(json_build_object('order_id', i, 'total', i % 997)::text),
-                now() - interval '30 days' + i * (interval '30 days' / {EVENTS})
+                now() - interval '30 days' + i * (interval '30 days' / {EVENTS}), {namespace}
          from generate_series(1, {EVENTS}) i;
          insert into webhook.deliveries (id, slot, event_id, event_txid, event_slot, endpoint_id, status,
                                          attempt_count, next_attempt_at, last_attempt_at, last_status_code,
-                                         created_at, finalized_at)
+                                         created_at, finalized_at, event_namespace)
          select 2 * e.id - k, e.slot, e.id, e.txid, e.slot, 1 + (e.id + 7 * k) % {ENDPOINTS}, 'succeeded',
                 case when (2 * e.id - k) % 19 = 0 then 2 else 1 end, e.created_at,
-                e.created_at + interval '5 ms', 200, e.created_at, e.created_at + interval '6 ms'
+                e.created_at + interval '5 ms', 200, e.created_at, e.created_at + interval '6 ms', e.id_namespace
          from webhook.events e cross join (values (0), (1)) kk(k)
          order by e.id, k;
          insert into webhook.attempts (slot, delivery_id, endpoint_id, attempt_number, started_at, duration_ms,
@@ -176,8 +180,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Analysts> {
         ),
         (
             "everything about one webhook-id",
-            "select * from webhook.delivery_log
-             where event_id = webhook.message_event_id($1) and message_id = $1",
+            "select * from webhook.delivery_log where message_id = $1",
             vec![&message_id],
         ),
     ];

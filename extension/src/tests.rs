@@ -707,6 +707,23 @@ mod tests {
             !log.contains("_webhook_id(") && log.contains("lpad"),
             "{log}"
         );
+        // Of the delivery's own columns, as the finished deliveries' hash
+        // index holds it: among 5,000 finished deliveries, a receiver's
+        // webhook-id is an index read (only if the expressions match).
+        Spi::run(
+            "insert into webhook.deliveries (id, slot, event_id, event_txid, event_slot, endpoint_id, status,
+                                             finalized_at, last_attempt_at, event_namespace)
+             select i, 3, i, 1, 3, 1, 'succeeded', now(), now(), 255 from generate_series(1, 5000) i;
+             insert into webhook.attempts (slot, delivery_id, endpoint_id, attempt_number, started_at, duration_ms,
+                                           status_code, worker_id)
+             select 3, i, 1, 1, now(), 5, 200, 'w' from generate_series(1, 5000) i;
+             analyze webhook.deliveries_3, webhook.attempts_3;",
+        )
+        .unwrap();
+        let by_id = plan(
+            "select * from webhook.delivery_log where message_id = 'msg_00000000000000ff000000000000002a'",
+        );
+        assert!(by_id.contains("deliveries_3_message"), "{by_id}");
         // And it gives what webhook._message_id gives, for each kind of event.
         Spi::run(
             "insert into webhook.incarnations (n, system_identifier, database_oid, namespace)

@@ -63,6 +63,106 @@ comment on table webhook.incarnations is
     'The clusters and databases this data has lived in (a restore from a dump adds one). Registered on first use; see webhook._vxid.';
 
 -- -----------------------------------------------------------------------------
+-- webhook-ids
+-- -----------------------------------------------------------------------------
+
+-- API: Private
+-- The incarnation a virtual transaction id belongs to (its top 16 bits:
+-- see webhook.events.txid); 0 for an event of pg_webhook 0.1, whose ids
+-- had none. The one place that knows where the incarnation sits.
+create function webhook._incarnation_of(
+    p_txid bigint -- a virtual transaction id
+) returns integer
+language sql immutable parallel safe
+return (p_txid operator(pg_catalog.>>) 48)::integer;
+
+-- API: Private
+-- The webhook-id rule, in one place. An event's webhook-id namespace, as a
+-- number: the one its writer's session drew (webhook.events.id_namespace);
+-- for an event written before 0.3.0, its incarnation's
+-- (p_incarnation_namespace, which the caller joins from
+-- webhook.incarnations: a function holding the subquery could not be
+-- inlined; 0 if that row is gone); null for an event of pg_webhook 0.1,
+-- whose webhook-id is its number. Worked out once per delivery, when the
+-- delivery is made, and kept in it (webhook.deliveries.event_namespace), so
+-- that the log's message_id is a function of the delivery's own columns,
+-- which an index can hold. SQL-standard bodies: inlined wherever they run
+-- per row (the fan-out, the claim, webhook.delivery_log), and every name in
+-- them is bound when the extension script runs, never through a caller's
+-- search_path.
+create function webhook._event_namespace(
+    p_txid bigint,                  -- webhook.events.txid
+    p_namespace bigint,             -- webhook.events.id_namespace
+    p_incarnation_namespace text    -- webhook.incarnations.namespace of the event's incarnation
+) returns bigint
+language sql immutable parallel safe
+return case when p_namespace is not null then p_namespace
+            when webhook._incarnation_of(p_txid) operator(pg_catalog.>) 0
+                 then coalesce(('x' operator(pg_catalog.||) p_incarnation_namespace)::bit(64)::bigint, 0)
+       end;
+
+-- API: Private
+-- A namespace as it is written in a webhook-id: 16 hex digits.
+create function webhook._namespace_hex(
+    p_namespace bigint -- see webhook._event_namespace
+) returns text
+language sql immutable parallel safe
+return pg_catalog.lpad(pg_catalog.to_hex(p_namespace), 16, '0');
+
+-- API: Private
+-- A webhook-id from an event id and its namespace (webhook._event_namespace):
+-- 'msg_' + the namespace + the event id, 16 hex digits each; the event's
+-- number for an event of pg_webhook 0.1 (no namespace). Immutable: the
+-- finished deliveries' message_id index holds it.
+create function webhook._webhook_id(
+    p_id bigint,        -- webhook.events.id
+    p_namespace bigint  -- its namespace (webhook.deliveries.event_namespace)
+) returns text
+language sql immutable parallel safe
+return coalesce('msg_' operator(pg_catalog.||) webhook._namespace_hex(p_namespace)
+                    operator(pg_catalog.||) pg_catalog.lpad(pg_catalog.to_hex(p_id), 16, '0'),
+                p_id::text);
+
+-- API: Private
+-- The webhook-id of an event: 'msg_' + a namespace + its id, 16 hex digits
+-- each; unique across databases, clusters, re-created extensions, restores
+-- and physical copies that diverged, and the same on every retry and
+-- replay. The namespace is the one its writer's session drew at random
+-- (webhook.events.id_namespace). Events written before 0.3.0 have none and
+-- keep the id they were first sent with: their incarnation's namespace
+-- (0.2.0), or their number (pg_webhook 0.1, txid 0). The rule itself is
+-- webhook._event_namespace's and webhook._webhook_id's; this looks the
+-- incarnation up.
+create function webhook._message_id(
+    p_txid bigint,      -- webhook.events.txid
+    p_id bigint,        -- webhook.events.id
+    p_namespace bigint  -- webhook.events.id_namespace
+) returns text
+language sql stable parallel safe
+return webhook._webhook_id(p_id, webhook._event_namespace(p_txid, p_namespace,
+    (select i.namespace from webhook.incarnations i
+     where i.n operator(pg_catalog.=) webhook._incarnation_of(p_txid))));
+
+-- API: Public
+-- The event id inside a webhook-id (what a receiver saw in the header), so
+-- that everything about it is an index lookup:
+--   select * from webhook.delivery_log
+--   where event_id = webhook.message_event_id('msg_…') and message_id = 'msg_…';
+-- (the second condition checks the namespace). Null for anything that is
+-- not a webhook-id this extension makes.
+create function webhook.message_event_id(
+    p_message_id text -- a webhook-id: 'msg_' + 32 hex digits, or a 0.1.0 decimal id
+) returns bigint
+language sql immutable strict parallel safe
+return case
+    when p_message_id operator(pg_catalog.~) '^msg_[0-9a-f]{16}[0-7][0-9a-f]{15}$'
+        then ('x' operator(pg_catalog.||) pg_catalog.substr(p_message_id, 21, 16))::bit(64)::bigint
+    when p_message_id operator(pg_catalog.~) '^[0-9]{1,18}$' then p_message_id::bigint
+end;
+comment on function webhook.message_event_id(text) is
+    'The event id inside a webhook-id (the header receivers see); null if it is not one. See webhook.delivery_log.';
+
+-- -----------------------------------------------------------------------------
 -- events
 -- -----------------------------------------------------------------------------
 
@@ -140,6 +240,8 @@ create table webhook.deliveries (
     replay_of        bigint,
     created_at       timestamptz not null default now(),
     finalized_at     timestamptz,
+    -- Last: added by the 0.3.0 upgrade.
+    event_namespace  bigint,
     -- No foreign keys: deliveries are written only by pg_webhook's own
     -- functions, in batches, for events and endpoints they have just read;
     -- endpoints are never deleted (soft delete).
@@ -180,6 +282,8 @@ comment on column webhook.deliveries.lease_token is
     'Set by a claim; an attempt is recorded against the delivery only while the token still matches.';
 comment on column webhook.deliveries.lease_until is
     'End of the current claim''s lease. A worker that dies leaves a delivery that simply becomes claimable again at this time.';
+comment on column webhook.deliveries.event_namespace is
+    'Its event''s webhook-id namespace (webhook._event_namespace), kept with the delivery so that message_id (webhook._webhook_id(event_id, event_namespace)) is indexed; null for an event of pg_webhook 0.1.';
 comment on column webhook.deliveries.replay_of is 'For a replay (webhook_replay), the delivery it repeats; null otherwise.';
 
 -- -----------------------------------------------------------------------------
@@ -240,8 +344,11 @@ comment on column webhook.attempts.lease_held is
 -- The slots: one partition of each log table per slot. Finished deliveries
 -- are indexed for the lookups people and the retention make: by id, by
 -- event, by finishing time (BRIN: rows arrive in that order), for
--- webhook_replay_failed failed ones by endpoint, and for delivery_log the
--- few never moved by an attempt.
+-- webhook_replay_failed failed ones by endpoint, for delivery_log the few
+-- never moved by an attempt, and by webhook-id (message_id: a receiver's
+-- question). A hash index: only equality is asked of it, and it holds a
+-- 4-byte hash, not the 36-character id. The open deliveries have no such
+-- index: they are few, and every one added to it would cost the queue.
 do $$
 declare
     s integer;
@@ -260,6 +367,8 @@ begin
         -- being sent): the rows webhook.delivery_log shows with no attempt.
         execute format('create index %I on webhook.%I (id) where last_attempt_at is null',
                        'deliveries_' || s || '_unattempted', 'deliveries_' || s);
+        execute format('create index %I on webhook.%I using hash (webhook._webhook_id(event_id, event_namespace))',
+                       'deliveries_' || s || '_message', 'deliveries_' || s);
         execute format('create table webhook.%I partition of webhook.attempts for values in (%s)', 'attempts_' || s, s);
     end loop;
 end

@@ -126,15 +126,16 @@ begin
     end if;
 
     with chunk as (
-        select e.id, e.slot, e.txid, e.event_type
+        select e.id, e.slot, e.txid, e.event_type, e.id_namespace
         from webhook.events e
         where e.txid = any (v_xip)
         union all
-        select e.id, e.slot, e.txid, e.event_type
+        select e.id, e.slot, e.txid, e.event_type, e.id_namespace
         from webhook.events e
         where e.txid >= v_lo and e.txid <= v_hi and not e.txid = any (st.cur_xip)
     ), targets as (
         select c.id, c.slot, c.txid, ep.id as endpoint_id,
+               webhook._event_namespace(c.txid, c.id_namespace, i.namespace) as event_namespace,
                (ep.paused_at is not null or ep.disabled_at is not null) as held,
                ep.deleted_at is not null as deleted
         from chunk c
@@ -145,19 +146,27 @@ begin
               or (c.txid <> s.until_txid and webhook._visible(c.txid, s.until_xmin, s.until_xmax, s.until_xip)))
          and webhook._matches(s.event_types, c.event_type)
         join webhook.endpoints ep on ep.id = s.endpoint_id
+        -- Only events written before 0.3.0 need their incarnation's namespace.
+        left join webhook.incarnations i on c.id_namespace is null and i.n = webhook._incarnation_of(c.txid)
         -- webhook_send_test creates its delivery itself, for one endpoint.
         where c.event_type <> 'webhook.test'
     ), opened as (
-        insert into webhook.deliveries_open (event_id, event_txid, event_slot, endpoint_id, status)
+        insert into webhook.deliveries_open (event_id, event_txid, event_slot, endpoint_id, status, event_namespace)
         select t.id, t.txid, t.slot, t.endpoint_id,
-               case when t.held then 'paused' else 'pending' end::webhook.delivery_status
+               case when t.held then 'paused' else 'pending' end::webhook.delivery_status, t.event_namespace
         from targets t
         where not (t.held and t.deleted)
+        -- In the events' order: the claim takes an endpoint's deliveries by
+        -- due time, and those made together are due together, so their
+        -- order in the index (the order they were made) is the order they go
+        -- out in.
+        order by t.txid, t.id
         returning 1
     ), cancelled as (
         -- An endpoint removed while paused or disabled can never send what it held.
-        insert into webhook.deliveries (slot, event_id, event_txid, event_slot, endpoint_id, status, finalized_at)
-        select t.slot, t.id, t.txid, t.slot, t.endpoint_id, 'cancelled', now()
+        insert into webhook.deliveries (slot, event_id, event_txid, event_slot, endpoint_id, status, finalized_at,
+                                        event_namespace)
+        select t.slot, t.id, t.txid, t.slot, t.endpoint_id, 'cancelled', now(), t.event_namespace
         from targets t
         where t.held and t.deleted
         returning 1

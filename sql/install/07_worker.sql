@@ -216,12 +216,12 @@ begin
         -- The events' columns come along (a json value stays a pointer to
         -- its TOAST data until the final select reads it), so that each
         -- event is found once.
-        select d.id, d.next_attempt_at, ev.id as event_id, ev.txid, ev.event_type, ev.created_at,
-               ev.payload, ev.payload_bytes, ev.id_namespace
+        select d.id, d.next_attempt_at, ev.id as event_id, d.event_namespace, ev.event_type, ev.created_at,
+               ev.payload, ev.payload_bytes
         from quotas q
         cross join fair
         cross join lateral (
-            select d.id, d.next_attempt_at, d.event_slot, d.event_txid, d.event_id
+            select d.id, d.next_attempt_at, d.event_slot, d.event_txid, d.event_id, d.event_namespace
             from webhook.deliveries_open d
             where d.endpoint_id = q.id
               and d.status = 'pending'
@@ -239,7 +239,7 @@ begin
         -- 150 ms instead of 5 for a claim of 100 beside 100,000 events,
         -- which made the drain benchmark swing between 2,300 and 8,000/s.
         cross join lateral (
-            select ev.id, ev.txid, ev.event_type, ev.created_at, ev.payload, ev.payload_bytes, ev.id_namespace
+            select ev.id, ev.event_type, ev.created_at, ev.payload, ev.payload_bytes
             from webhook.events ev
             where ev.slot = d.event_slot and ev.txid = d.event_txid and ev.id = d.event_id
             offset 0
@@ -253,13 +253,13 @@ begin
         -- Usually all of them fit: then the running sum (a sort and a
         -- window over the batch) is skipped; each branch is gated by the
         -- batch's total, worked out once.
-        select due.id, due.next_attempt_at, due.event_id, due.txid, due.event_type, due.created_at,
-               due.payload, due.payload_bytes, due.id_namespace
+        select due.id, due.next_attempt_at, due.event_id, due.event_namespace, due.event_type, due.created_at,
+               due.payload, due.payload_bytes
         from due
         where (select coalesce(sum(t.payload_bytes), 0) from due t) <= p_max_bytes
         union all
-        select f.id, f.next_attempt_at, f.event_id, f.txid, f.event_type, f.created_at, f.payload, f.payload_bytes,
-               f.id_namespace
+        select f.id, f.next_attempt_at, f.event_id, f.event_namespace, f.event_type, f.created_at, f.payload,
+               f.payload_bytes
         from (select due.*,
                      sum(due.payload_bytes) over w as total,
                      row_number() over w as n
@@ -307,7 +307,9 @@ begin
         join webhook.endpoints ep on ep.id = q.id
         left join webhook.endpoint_secrets s on s.endpoint_id = q.id
     )
-    -- The endpoints first, then the deliveries (see above).
+    -- The endpoints first, then the deliveries (see above), oldest first:
+    -- the worker starts them in this order (a join returns rows in whatever
+    -- order its plan makes).
     select 'endpoint', null::bigint, null::bigint, null::integer, null::bigint, null::text, null::text,
            null::timestamptz, null::text,
            t.id, t.url, t.headers, t.timeout_ms, t.secrets, t.max_attempts,
@@ -315,14 +317,14 @@ begin
     from targets t
     where t.id = any (array(select c.endpoint_id from claimed c))
     union all
-    select 'delivery',
+    (select 'delivery',
            c.id,
            c.lease_token,
            c.attempt_count,
            f.event_id,
            -- The webhook-id's namespace (the worker puts the id together);
            -- null for an event of pg_webhook 0.1, whose message id is its number.
-           webhook._id_namespace_text(f.txid, f.id_namespace, i.namespace),
+           webhook._namespace_hex(f.event_namespace),
            f.event_type,
            f.created_at,
            f.payload::text,
@@ -331,7 +333,7 @@ begin
            null::bigint, null::bigint, null::double precision
     from claimed c
     join fitting f on f.id = c.id
-    left join webhook.incarnations i on i.n = webhook._incarnation_of(f.txid);
+    order by f.next_attempt_at, f.id);
 end
 $$;
 
@@ -473,15 +475,15 @@ begin
         where r.outcome <> 'retry' and d.id = any (p_delivery_ids)
           and d.id = r.delivery_id and d.lease_token = r.lease_token
         returning d.id, d.event_id, d.event_txid, d.event_slot, d.endpoint_id, d.attempt_count,
-                  d.next_attempt_at, d.replay_of, d.created_at,
+                  d.next_attempt_at, d.replay_of, d.created_at, d.event_namespace,
                   r.outcome, r.started_at, r.status_code, r.error
     ), archived as (
         insert into webhook.deliveries (id, slot, event_id, event_txid, event_slot, endpoint_id, status,
                                         attempt_count, next_attempt_at, last_attempt_at, last_status_code,
-                                        last_error, replay_of, created_at, finalized_at)
+                                        last_error, replay_of, created_at, finalized_at, event_namespace)
         select f.id, f.event_slot, f.event_id, f.event_txid, f.event_slot, f.endpoint_id,
                f.outcome::webhook.delivery_status, f.attempt_count, f.next_attempt_at, f.started_at,
-               f.status_code, f.error, f.replay_of, f.created_at, now()
+               f.status_code, f.error, f.replay_of, f.created_at, now(), f.event_namespace
         from finished f
         returning 1
     ), held as (

@@ -102,10 +102,10 @@ begin
                             where d.slot = v_slot or d.slot is null);
     insert into webhook.deliveries (id, slot, event_id, event_txid, event_slot, endpoint_id, status, attempt_count,
                                     next_attempt_at, last_attempt_at, last_status_code, last_error, replay_of,
-                                    created_at, finalized_at)
+                                    created_at, finalized_at, event_namespace)
     select d.id, v_cur, d.event_id, d.event_txid, v_cur, d.endpoint_id, d.status, d.attempt_count,
            d.next_attempt_at, d.last_attempt_at, d.last_status_code, d.last_error, d.replay_of,
-           d.created_at, d.finalized_at
+           d.created_at, d.finalized_at, d.event_namespace
     from webhook.deliveries d join pg_webhook_keep k on k.txid = d.event_txid and k.id = d.event_id
     where d.slot = v_slot;
     update webhook.deliveries_open d set event_slot = v_cur where d.event_slot = v_slot;

@@ -113,9 +113,10 @@ begin
     )
     insert into webhook.deliveries (id, slot, event_id, event_txid, event_slot, endpoint_id, status, attempt_count,
                                     next_attempt_at, last_attempt_at, last_status_code, last_error, replay_of,
-                                    created_at, finalized_at)
+                                    created_at, finalized_at, event_namespace)
     select h.id, h.event_slot, h.event_id, h.event_txid, h.event_slot, h.endpoint_id, 'cancelled', h.attempt_count,
-           h.next_attempt_at, h.last_attempt_at, h.last_status_code, h.last_error, h.replay_of, h.created_at, now()
+           h.next_attempt_at, h.last_attempt_at, h.last_status_code, h.last_error, h.replay_of, h.created_at, now(),
+           h.event_namespace
     from held h;
     -- The secret stays: events committed before now may not be fanned out
     -- yet. The worker's maintenance drops it once nothing is left to send.

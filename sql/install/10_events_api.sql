@@ -163,10 +163,14 @@ as $$
 declare
     v_id bigint;
 begin
-    insert into webhook.deliveries_open (event_id, event_txid, event_slot, endpoint_id, status, replay_of)
+    insert into webhook.deliveries_open (event_id, event_txid, event_slot, endpoint_id, status, replay_of,
+                                         event_namespace)
     select p_event.id, p_event.txid, p_event.slot, e.id,
            case when e.paused_at is null and e.disabled_at is null then 'pending' else 'paused' end::webhook.delivery_status,
-           p_replay_of
+           p_replay_of,
+           webhook._event_namespace(p_event.txid, p_event.id_namespace,
+                                    (select i.namespace from webhook.incarnations i
+                                     where i.n = webhook._incarnation_of(p_event.txid)))
     from webhook.endpoints e where e.id = p_endpoint_id
     returning id into v_id;
     perform webhook._wake();

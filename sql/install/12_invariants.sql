@@ -19,6 +19,12 @@ as $$
     where not exists (select from webhook.events e
                       where e.slot = d.event_slot and e.txid = d.event_txid and e.id = d.event_id)
     union all
+    select d.id, 'a delivery carries its event''s webhook-id namespace'
+    from webhook.deliveries d
+    join webhook.events e on e.slot = d.event_slot and e.txid = d.event_txid and e.id = d.event_id
+    left join webhook.incarnations i on i.n = webhook._incarnation_of(e.txid)
+    where webhook._event_namespace(e.txid, e.id_namespace, i.namespace) is distinct from d.event_namespace
+    union all
     select d.id, 'a paused or disabled endpoint has no pending delivery'
     from webhook.deliveries_open d
     join webhook.endpoints e on e.id = d.endpoint_id

@@ -68,8 +68,8 @@ grant select on webhook.endpoints, webhook.subscriptions, webhook.events, webhoo
 -- EXECUTE right, in a view as anywhere, and is inlined only when it has it.)
 grant execute on function webhook._hist_percentile(bigint[], double precision), webhook._latency_bound(integer),
     webhook._message_id(bigint, bigint, bigint), webhook.message_event_id(text), webhook._hist_sum(integer[]),
-    webhook._webhook_id(bigint, bigint, bigint, text), webhook._id_namespace_text(bigint, bigint, text),
-    webhook._incarnation_of(bigint)
+    webhook._webhook_id(bigint, bigint), webhook._namespace_hex(bigint),
+    webhook._event_namespace(bigint, bigint, text), webhook._incarnation_of(bigint)
     to webhook_reader, webhook_worker;
 grant webhook_reader to webhook_admin;
 -- Admins manage endpoints: they may read the whole URLs (readers see them

@@ -333,6 +333,21 @@ async fn upgrade_chain_from_0_1_0_matches_a_fresh_install_and_keeps_the_data() {
         "every delivery kept, with its state"
     );
     old.assert_invariants(&c).await;
+    // The log finds each of them by the webhook-id it had before.
+    for (event_id, message_id) in &before_update {
+        let found: i64 = c
+            .query_one(
+                "select count(*) from webhook.delivery_log where message_id = $1 and event_id = $2",
+                &[message_id, event_id],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(
+            found >= 1,
+            "{message_id} of event {event_id} in delivery_log"
+        );
+    }
 
     // The watched table keeps capturing, and a worker delivers what was
     // pending, each with the webhook-id it had before (0.1.0's: the event's
