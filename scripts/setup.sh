@@ -2,11 +2,13 @@
 # Installs everything pg_webhook needs to build, test and run on Debian
 # bookworm: PostgreSQL 15 (server and headers), libclang (for pgrx bindings),
 # sudo (cargo pgrx test runs PostgreSQL as the `postgres` user when we are
-# root), cargo-pgrx =0.18.0, and pgrx's registration of the system PostgreSQL.
+# root), cargo-pgrx =0.18.0, the other majors named in PG_MAJORS (default
+# 15 only; scripts/postgres.sh fetches 16-18) and pgrx's registration of
+# each. Extra arguments are more Debian packages to install.
 # Idempotent: each step is skipped when already done.
 set -euo pipefail
 
-PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+PG_MAJORS=${PG_MAJORS:-15}
 PGRX_VERSION=0.18.0
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
@@ -31,7 +33,26 @@ if ! cargo pgrx --version 2>/dev/null | grep -q "$PGRX_VERSION"; then
     cargo install cargo-pgrx --version "=$PGRX_VERSION" --locked --quiet
 fi
 
-if ! grep -qs "^pg15 = \"$PG_CONFIG\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
-    echo "setup: registering $PG_CONFIG with pgrx"
-    cargo pgrx init --pg15 "$PG_CONFIG" >/dev/null
+# pgrx builds against the majors registered in its config.toml; `cargo pgrx
+# init` rewrites that file, so it is given every major, those registered
+# before included.
+config="${PGRX_HOME:-$HOME/.pgrx}/config.toml"
+declare -A pg_configs=()
+if [ -f "$config" ]; then
+    while read -r key path; do pg_configs[$key]=$path; done \
+        < <(sed -n 's/^\(pg[0-9]*\) = "\(.*\)"$/\1 \2/p' "$config")
+fi
+register=false
+for major in $PG_MAJORS; do
+    pg_config=$(bash "$(dirname "$0")/postgres.sh" pg_config "$major")
+    if [ "${pg_configs[pg$major]:-}" != "$pg_config" ]; then
+        pg_configs[pg$major]=$pg_config
+        register=true
+    fi
+done
+if $register; then
+    args=()
+    for key in "${!pg_configs[@]}"; do args+=("--$key" "${pg_configs[$key]}"); done
+    echo "setup: registering PostgreSQL ${!pg_configs[*]} with pgrx"
+    cargo pgrx init "${args[@]}" >/dev/null
 fi

@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone on a fresh machine:
-#   1. set-up (apt packages, cargo-pgrx, pgrx init) when missing;
+#   1. set-up (apt packages, cargo-pgrx, the PostgreSQL majors, pgrx init)
+#      when missing;
 #   2. unit tests (protocol, worker: no database);
+#   then for each PostgreSQL major in PG_MAJORS (default: every supported
+#   one, 15 16 17 18; PG_MAJORS=17 for a quicker local run):
 #   3. #[pg_test]s inside PostgreSQL (cargo pgrx test);
 #   4. end-to-end tests: a throwaway cluster on 127.0.0.1, the extension
-#      installed from this tree, the real worker, real HTTP receivers.
+#      installed from this tree, the real worker, real HTTP receivers, the
+#      upgrade chain;
+#   5. the release tarball installed into a clean prefix (15: Debian's).
 # Runs from the workspace root, where cargo-pgrx finds ./sql/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+PG_MAJORS=${PG_MAJORS:-$(bash scripts/postgres.sh majors)}
+export PG_MAJORS
 
 # Each layer's time, printed as it ends and summed up at the end.
 timings=()
@@ -17,7 +23,7 @@ layer_start=$SECONDS
 layer() {
     local now=$SECONDS
     if [ -n "${layer_name:-}" ]; then
-        timings+=("$(printf '%-34s %4d s' "$layer_name" $((now - layer_start)))")
+        timings+=("$(printf '%-62s %4d s' "$layer_name" $((now - layer_start)))")
         echo "-- $layer_name: $((now - layer_start)) s"
     fi
     layer_name=$1
@@ -37,40 +43,58 @@ bash examples/check.sh
 layer "unit tests"
 cargo test --quiet
 
-layer "#[pg_test] (inside PostgreSQL)"
-if [ "$(id -u)" = 0 ]; then
-    pgrx_dir=$(mktemp -d /tmp/pg_webhook-pgrx-test.XXXXXX)
-    chown postgres "$pgrx_dir"
-    CARGO_PGRX_TEST_RUNAS=postgres CARGO_PGRX_TEST_PGDATA="$pgrx_dir/data" \
-        cargo pgrx test -p pg_webhook pg15
-    rm -rf "$pgrx_dir"
-else
-    cargo pgrx test -p pg_webhook pg15
-fi
-
-layer "end-to-end"
-# The pg_test build installed a library with test functions; install the real one,
-# and the frozen install scripts of the released versions beside it for the
-# upgrade tests.
-cargo pgrx install -p pg_webhook --pg-config "$PG_CONFIG" >/dev/null
-ext_dir="$("$PG_CONFIG" --sharedir)/extension"
-if [ -w "$ext_dir" ]; then
-    cp tests/fixtures/pg_webhook--*.sql "$ext_dir/"
-else
-    sudo cp tests/fixtures/pg_webhook--*.sql "$ext_dir/"
-fi
 cargo build --quiet -p pg-webhook-worker
-work=$(mktemp -d /tmp/pg_webhook-e2e.XXXXXX)
-port=$(bash scripts/cluster.sh free-port)
-cleanup() { bash "$ROOT/scripts/cluster.sh" stop "$work" || true; rm -rf "$work"; }
-trap cleanup EXIT
-bash scripts/cluster.sh start "$work" "$port" "fsync = off" "max_prepared_transactions = 10"
-export PG_WEBHOOK_TEST_DSN="host=127.0.0.1 port=$port user=postgres dbname=postgres"
 export PG_WEBHOOK_WORKER_BIN="$ROOT/target/debug/pg-webhook-worker"
-cargo test -p pg_webhook_tests
+work=""
+cleanup() {
+    if [ -n "$work" ]; then
+        PG_BIN="$pg_bin" bash "$ROOT/scripts/cluster.sh" stop "$work" || true
+        rm -rf "$work"
+    fi
+}
+trap cleanup EXIT
 
-layer "the release tarball, installed into a clean prefix"
-bash tests/package.sh
+for major in $PG_MAJORS; do
+    pg_config=$(bash scripts/postgres.sh pg_config "$major")
+    pg_bin=$(dirname "$pg_config")
+    export PG_BIN=$pg_bin
+
+    layer "PostgreSQL $major: #[pg_test] (inside PostgreSQL)"
+    if [ "$(id -u)" = 0 ]; then
+        pgrx_dir=$(mktemp -d /tmp/pg_webhook-pgrx-test.XXXXXX)
+        chown postgres "$pgrx_dir"
+        CARGO_PGRX_TEST_RUNAS=postgres CARGO_PGRX_TEST_PGDATA="$pgrx_dir/data" \
+            cargo pgrx test -p pg_webhook "pg$major"
+        rm -rf "$pgrx_dir"
+    else
+        cargo pgrx test -p pg_webhook "pg$major"
+    fi
+
+    layer "PostgreSQL $major: end-to-end"
+    # The pg_test build installed a library with test functions; install the
+    # real one, and the frozen install scripts of the released versions
+    # beside it for the upgrade tests.
+    cargo pgrx install -p pg_webhook --pg-config "$pg_config" >/dev/null
+    ext_dir="$("$pg_config" --sharedir)/extension"
+    if [ -w "$ext_dir" ]; then
+        cp tests/fixtures/pg_webhook--*.sql "$ext_dir/"
+    else
+        sudo cp tests/fixtures/pg_webhook--*.sql "$ext_dir/"
+    fi
+    work=$(mktemp -d /tmp/pg_webhook-e2e.XXXXXX)
+    port=$(bash scripts/cluster.sh free-port)
+    bash scripts/cluster.sh start "$work" "$port" "fsync = off" "max_prepared_transactions = 10"
+    PG_WEBHOOK_TEST_DSN="host=127.0.0.1 port=$port user=postgres dbname=postgres" \
+        cargo test -p pg_webhook_tests
+    cleanup
+    work=""
+
+    if [ "$major" = 15 ]; then
+        layer "PostgreSQL $major: the release tarball, installed into a clean prefix"
+        PG_CONFIG=$pg_config bash tests/package.sh
+    fi
+done
+
 layer ""
 printf '%s\n' "${timings[@]}"
 echo "== all tests passed in $SECONDS s"

@@ -295,7 +295,7 @@ unsafe fn values_match(
     // constraint data (defaults) when present.
     unsafe {
         let desc = (*rel).rd_att;
-        let attrs = (*desc).attrs.as_slice((*desc).natts as usize);
+        let attrs = attributes(desc);
         let constr = (*desc).constr;
         let defaults: &[pg_sys::AttrDefault] = if constr.is_null() || (*constr).defval.is_null() {
             &[]
@@ -310,7 +310,7 @@ unsafe fn values_match(
         };
         columns
             .iter()
-            .zip(attrs)
+            .zip(&attrs)
             .enumerate()
             .all(|(i, (column, att))| {
                 let attnum = i as i16 + 1;
@@ -425,7 +425,7 @@ unsafe fn layout(rel: pg_sys::Relation) -> (Option<Vec<Option<Column>>>, bool) {
     unsafe {
         let class = &*(*rel).rd_rel;
         let desc = (*rel).rd_att;
-        let attrs = (*desc).attrs.as_slice((*desc).natts as usize);
+        let attrs = attributes(desc);
         let mut plain = class.relkind as u8 == pg_sys::RELKIND_RELATION
             && !class.relhastriggers
             && !class.relhasrules
@@ -437,7 +437,7 @@ unsafe fn layout(rel: pg_sys::Relation) -> (Option<Vec<Option<Column>>>, bool) {
         let mut with_namespace = false;
         let mut found = 0;
         let mut columns = Vec::with_capacity(attrs.len());
-        for att in attrs {
+        for att in &attrs {
             if att.attisdropped {
                 columns.push(None);
                 continue;
@@ -458,6 +458,23 @@ unsafe fn layout(rel: pg_sys::Relation) -> (Option<Vec<Option<Column>>>, bool) {
         let expected = COLUMNS_0_2 + usize::from(with_namespace);
         let plain = plain && found == expected;
         (plain.then_some(columns), with_namespace)
+    }
+}
+
+/// Copies of the attributes of `desc`, on every major: PostgreSQL 18 put
+/// an array of compact attributes first in `TupleDescData`, and pgrx's
+/// `PgTupleDesc` knows where the full ones sit on each.
+///
+/// # Safety
+/// `desc` must be a valid tuple descriptor.
+unsafe fn attributes(desc: pg_sys::TupleDesc) -> Vec<pg_sys::FormData_pg_attribute> {
+    // SAFETY: the caller's; unchecked, so that dropping the wrapper neither
+    // releases nor frees the descriptor it borrows.
+    unsafe {
+        pgrx::PgTupleDesc::from_pg_unchecked(desc)
+            .iter()
+            .copied()
+            .collect()
     }
 }
 

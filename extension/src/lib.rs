@@ -16,6 +16,7 @@ use pgrx::prelude::*;
 mod api;
 mod error;
 mod event_row;
+mod generated;
 mod gucs;
 mod histogram;
 mod legacy;

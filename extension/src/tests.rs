@@ -173,6 +173,90 @@ mod tests {
         );
     }
 
+    /// A row as SQL shows it, on every major: generated columns (stored,
+    /// and on 18 virtual, which PostgreSQL leaves uncomputed in a trigger)
+    /// carry the values a SELECT gives, before and after an UPDATE.
+    #[pg_test]
+    fn a_captured_row_carries_its_generated_columns() {
+        let pg18 = cfg!(feature = "pg18");
+        let virtual_columns = if pg18 {
+            ", c int generated always as (a * 3) virtual, d text generated always as ('#' || a) virtual"
+        } else {
+            ""
+        };
+        Spi::run(&format!(
+            "create table g (id int primary key, a int, b int generated always as (a * 2) stored{virtual_columns})"
+        ))
+        .unwrap();
+        Spi::run("select webhook_watch('g', event_prefix => 'g')").unwrap();
+        let jsonb = |sql: &str| Spi::get_one::<pgrx::JsonB>(sql).unwrap().unwrap().0;
+        let selected = || jsonb("select to_jsonb(g) from g");
+        Spi::run("insert into g (id, a) values (1, 5)").unwrap();
+        let inserted = selected();
+        Spi::run("update g set a = 7").unwrap();
+        let updated = selected();
+        Spi::run("delete from g").unwrap();
+        assert_eq!(inserted["b"], 10);
+        if pg18 {
+            assert_eq!((&inserted["c"], &inserted["d"]), (&15.into(), &"#5".into()));
+        }
+        let captured = |op: &str, side: &str| {
+            jsonb(&format!(
+                "select payload::jsonb -> '{side}' from webhook.events where event_type = 'g.{op}'"
+            ))
+        };
+        assert_eq!(captured("created", "new"), inserted);
+        assert_eq!(captured("updated", "old"), inserted);
+        assert_eq!(captured("updated", "new"), updated);
+        assert_eq!(captured("deleted", "old"), updated);
+    }
+
+    /// MERGE fires the same row triggers as INSERT, UPDATE and DELETE: each
+    /// row it changes is captured as that change, with RETURNING (new in
+    /// 17) as without.
+    #[pg_test]
+    fn merge_is_captured_like_insert_update_and_delete() {
+        Spi::run("create table stock (id int primary key, qty int)").unwrap();
+        Spi::run("select webhook_watch('stock', event_prefix => 'stock')").unwrap();
+        let merge = "merge into stock s
+             using (values (1, 0), (2, 25), (3, 30)) v(id, qty) on s.id = v.id
+             when matched and v.qty = 0 then delete
+             when matched then update set qty = v.qty
+             when not matched then insert values (v.id, v.qty)";
+        let reset = || {
+            Spi::run("delete from stock; insert into stock values (1, 10), (2, 20); delete from webhook.events")
+                .unwrap()
+        };
+        let captured = || {
+            Spi::get_one::<String>(
+                "select string_agg(e.event_type || ' ' || e.id || ' ' || e.op, ', ' order by e.id)
+                 from (select event_type, payload::jsonb ->> 'op' as op,
+                              coalesce(payload::jsonb -> 'new' ->> 'id', payload::jsonb -> 'old' ->> 'id') as id
+                       from webhook.events) e",
+            )
+            .unwrap()
+            .unwrap()
+        };
+        let expected = "stock.deleted 1 DELETE, stock.updated 2 UPDATE, stock.created 3 INSERT";
+        reset();
+        Spi::run(merge).unwrap();
+        assert_eq!(captured(), expected);
+        assert_eq!(
+            count("select count(*) from webhook.events where payload::jsonb -> 'new' ->> 'qty' = '25'"),
+            1
+        );
+        if cfg!(any(feature = "pg17", feature = "pg18")) {
+            reset();
+            let returned = Spi::connect_mut(|c| {
+                c.update(&format!("{merge} returning merge_action(), s.id"), None, &[])
+                    .unwrap()
+                    .len()
+            });
+            assert_eq!(returned, 3);
+            assert_eq!(captured(), expected);
+        }
+    }
+
     #[pg_test(error = "table public.users has no column nope")]
     fn watch_rejects_unknown_columns() {
         Spi::run("create table users (id int)").unwrap();

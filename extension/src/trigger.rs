@@ -20,7 +20,7 @@
 //!
 //! Must not: do network I/O, read secrets, or notify per row.
 
-use crate::{gucs, legacy, payload, privilege, relation, store, wake};
+use crate::{generated, gucs, legacy, payload, privilege, relation, store, wake};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
@@ -91,6 +91,8 @@ fn _capture<'a>(
         // varlena) are made in the current (per-call) memory context, which
         // outlives this function's use of them.
         (!tuple.is_null()).then(|| unsafe {
+            // As a SELECT shows it: with its virtual generated columns.
+            let tuple = generated::complete(td.tg_relation, tuple);
             let json = row_to_json(pg_sys::heap_copy_tuple_as_datum(tuple, tupdesc));
             pgrx::varlena::text_to_rust_str_unchecked(json.cast_mut_ptr())
         })
