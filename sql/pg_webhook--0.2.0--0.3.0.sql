@@ -1520,3 +1520,30 @@ select t.event_type, t.source, t.source_table, t.since,
        coalesce(s.events, 0) as events_kept, s.last_seen_at
 from types t
 left join seen s on s.event_type = t.event_type;
+
+-- -----------------------------------------------------------------------------
+-- 0.3.0: the same constraint names as a fresh install on PostgreSQL 18,
+-- which names NOT NULL constraints (<table>_<column>_not_null, inherited by
+-- partitions under the parent's name). 0.1.0's upgrade created the 0.2.0
+-- tables while 0.1.0's, renamed aside, still held those names, so on 18
+-- theirs took a suffix (attempts_id_not_null1); renamed back here. Before
+-- 18 there are no such constraints and this does nothing.
+-- -----------------------------------------------------------------------------
+do $$
+declare
+    c record;
+begin
+    for c in
+        select r.relname, n.conname, pg_catalog.regexp_replace(n.conname, '[0-9]+$', '') as wanted
+        from pg_catalog.pg_constraint n
+        join pg_catalog.pg_class r on r.oid = n.conrelid
+        where r.relnamespace = 'webhook'::regnamespace and n.contype = 'n' and n.conislocal
+          and n.conname ~ '_not_null[0-9]+$'
+    loop
+        if not exists (select from pg_catalog.pg_constraint o
+                       where o.connamespace = 'webhook'::regnamespace and o.conname = c.wanted) then
+            execute format('alter table webhook.%I rename constraint %I to %I', c.relname, c.conname, c.wanted);
+        end if;
+    end loop;
+end
+$$;

@@ -396,7 +396,9 @@ unsafe fn routed_here(relid: pg_sys::Oid, namespace: pg_sys::Oid, slot: i16) -> 
         let mut found = false;
         if !desc.is_null() && !(*desc).boundinfo.is_null() {
             let bounds = &*(*desc).boundinfo;
-            if bounds.strategy as u8 == pg_sys::PARTITION_STRATEGY_LIST {
+            // PARTITION_STRATEGY_LIST: the character 'l' on every major (a
+            // #define in 15, an enum member of that value since 16).
+            if bounds.strategy as u8 == b'l' {
                 for i in 0..bounds.ndatums.max(0) as usize {
                     let value = (**bounds.datums.add(i)).value() as i16;
                     if value == slot {

@@ -21,7 +21,10 @@ use pgrx::pg_sys;
 /// # Safety
 /// `rel` must be the open relation `tuple` (not null) belongs to.
 #[cfg(feature = "pg18")]
-pub(crate) unsafe fn complete(rel: pg_sys::Relation, tuple: pg_sys::HeapTuple) -> pg_sys::HeapTuple {
+pub(crate) unsafe fn complete(
+    rel: pg_sys::Relation,
+    tuple: pg_sys::HeapTuple,
+) -> pg_sys::HeapTuple {
     // SAFETY: rd_att of an open relation, natts attributes, and a tuple of
     // it; the expression context, its slot and every datum they make live
     // until heap_form_tuple has copied the values.
@@ -42,7 +45,10 @@ pub(crate) unsafe fn complete(rel: pg_sys::Relation, tuple: pg_sys::HeapTuple) -
         // The generation expression's Vars (varno 1) read the scan tuple.
         (*econtext).ecxt_scantuple = slot;
         let virtual_ = pg_sys::ATTRIBUTE_GENERATED_VIRTUAL as std::ffi::c_char;
-        for (i, att) in pgrx::PgTupleDesc::from_pg_unchecked(desc).iter().enumerate() {
+        for (i, att) in pgrx::PgTupleDesc::from_pg_unchecked(desc)
+            .iter()
+            .enumerate()
+        {
             if att.attisdropped || att.attgenerated != virtual_ {
                 continue;
             }
@@ -71,6 +77,9 @@ pub(crate) unsafe fn complete(rel: pg_sys::Relation, tuple: pg_sys::HeapTuple) -
 /// # Safety
 /// None needed; the signature matches PostgreSQL 18's.
 #[cfg(not(feature = "pg18"))]
-pub(crate) unsafe fn complete(_rel: pg_sys::Relation, tuple: pg_sys::HeapTuple) -> pg_sys::HeapTuple {
+pub(crate) unsafe fn complete(
+    _rel: pg_sys::Relation,
+    tuple: pg_sys::HeapTuple,
+) -> pg_sys::HeapTuple {
     tuple
 }
