@@ -11,9 +11,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+# PG_MAJOR: the PostgreSQL major to measure (default 15; see scripts/postgres.sh).
+PG_MAJOR=${PG_MAJOR:-15}
+PG_CONFIG=${PG_CONFIG:-$(bash scripts/postgres.sh pg_config "$PG_MAJOR")}
+PG_BIN=$(dirname "$PG_CONFIG")
+export PG_BIN
 
-bash scripts/setup.sh nginx-light postgresql-contrib
+PG_MAJORS=$PG_MAJOR bash scripts/setup.sh nginx-light postgresql-contrib
 echo "== building (release)"
 cargo pgrx install --release -p pg_webhook --pg-config "$PG_CONFIG" >/dev/null
 cargo build --release --quiet -p pg-webhook-worker -p pg_webhook_bench
@@ -63,5 +67,5 @@ git diff --quiet HEAD 2>/dev/null || commit="$commit-dirty"
 ./target/release/pg-webhook-bench \
     --dsn "host=127.0.0.1 port=$pg_port user=postgres dbname=postgres" \
     --sink "http://127.0.0.1:$sink_port/webhooks" \
-    --worker-bin "$ROOT/target/release/pg-webhook-worker" \
+    --worker-bin "$ROOT/target/release/pg-webhook-worker" --pgbench "$PG_BIN/pgbench" \
     --out "$ROOT/results" --commit "$commit" --command "bash scripts/bench.sh $*" "$@"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Throwaway PostgreSQL 15 cluster on loopback, for tests, the demo and benchmarks.
+# Throwaway PostgreSQL cluster on loopback, for tests, the demo and benchmarks
+# (PG_BIN: the directory of its programs; default Debian's PostgreSQL 15).
 #
 #   scripts/cluster.sh start DIR PORT [extra postgresql.conf lines...]
 #   scripts/cluster.sh stop DIR
@@ -29,7 +30,9 @@ start)
     shift 3
     mkdir -p "$dir"
     if [ "$(id -u)" = 0 ]; then chown postgres "$dir"; fi
-    as_owner "$PG_BIN/initdb" -D "$dir/data" -A trust -U postgres --no-sync >"$dir/initdb.log" 2>&1 \
+    # INITDB_OPTIONS: more initdb flags (e.g. --data-checksums).
+    # shellcheck disable=SC2086
+    as_owner "$PG_BIN/initdb" -D "$dir/data" -A trust -U postgres --no-sync ${INITDB_OPTIONS:-} >"$dir/initdb.log" 2>&1 \
         || { cat "$dir/initdb.log" >&2; exit 1; }
     as_owner mkdir -p "$dir/sock"
     {

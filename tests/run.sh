@@ -9,7 +9,10 @@
 #   4. end-to-end tests: a throwaway cluster on 127.0.0.1, the extension
 #      installed from this tree, the real worker, real HTTP receivers, the
 #      upgrade chain;
-#   5. the release tarball installed into a clean prefix (15: Debian's).
+#   5. the release tarball and the Debian packages, each installed into a
+#      root holding only that major's server, then used the demo's way;
+#   and last, 6. across majors: a database in use on 15 moved to 17 and 18
+#   with pg_upgrade, and dumped into 18 (tests/majors).
 # Runs from the workspace root, where cargo-pgrx finds ./sql/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -89,11 +92,34 @@ for major in $PG_MAJORS; do
     cleanup
     work=""
 
-    if [ "$major" = 15 ]; then
-        layer "PostgreSQL $major: the release tarball, installed into a clean prefix"
-        PG_CONFIG=$pg_config bash tests/package.sh
+    # Release builds for the first major; the others package the dev
+    # profile's build (cached by the tests above): the same files, laid out
+    # and installed the same way, minutes sooner.
+    if [ "$major" = "${PG_MAJORS%% *}" ]; then profile=release; else profile=debug; fi
+    layer "PostgreSQL $major: the $profile tarball and Debian packages, installed and used"
+    PG_WEBHOOK_PACKAGE_PROFILE=$profile bash tests/package.sh "$major"
+done
+
+# pg_upgrade from 15 to 17 and to 18, and a dump of 15 restored into 18,
+# when those majors were tested above (their extension is installed).
+upgrade_majors="" upgrade_to=""
+for major in 17 18; do
+    if [[ " $PG_MAJORS " == *" $major "* ]]; then
+        upgrade_majors+=" $major"
+        upgrade_to+=" $(bash scripts/postgres.sh bin "$major")"
     fi
 done
+if [[ " $PG_MAJORS " == *" 15 "* ]] && [ -n "$upgrade_to" ]; then
+    layer "across majors: 15 pg_upgraded to$upgrade_majors, dumped and restored"
+    # PyPI's 15 (Debian's 15.20 cannot be pg_upgraded to PyPI's 18), with
+    # the extension built above for Debian's 15: one major, one ABI.
+    from=$(bash scripts/postgres.sh bin 15-pypi)
+    debian_15=$(bash scripts/postgres.sh pg_config 15)
+    cp "$("$debian_15" --pkglibdir)/pg_webhook.so" "$("$from/pg_config" --pkglibdir)/"
+    cp "$("$debian_15" --sharedir)"/extension/pg_webhook* "$("$from/pg_config" --sharedir)/extension/"
+    PG_WEBHOOK_UPGRADE_FROM=$from PG_WEBHOOK_UPGRADE_TO=$upgrade_to \
+        cargo test -p pg_webhook_tests --test majors
+fi
 
 layer ""
 printf '%s\n' "${timings[@]}"

@@ -39,7 +39,8 @@ pub struct Args {
     /// The release worker binary.
     #[arg(long)]
     pub worker_bin: PathBuf,
-    /// pgbench binary.
+    /// pgbench binary (of the server measured: its `postgres --version` is
+    /// reported).
     #[arg(long, default_value = "/usr/lib/postgresql/15/bin/pgbench")]
     pub pgbench: PathBuf,
     /// Output folder.

@@ -88,7 +88,11 @@ impl Figures {
                     .unwrap_or(0),
                 memory_gib: (mem_kb / 1024.0 / 1024.0 * 10.0).round() / 10.0,
                 kernel: sh("uname -r"),
-                postgres: sh("/usr/lib/postgresql/15/bin/postgres --version"),
+                // The server beside the pgbench the run uses.
+                postgres: sh(&format!(
+                    "{} --version",
+                    args.pgbench.with_file_name("postgres").display()
+                )),
             },
             ceiling: None,
             drain: None,

@@ -1,7 +1,7 @@
 //! pg_dump and restore keep everything, and webhook-ids stay unique across
 //! databases and restores.
 
-use pg_webhook_tests::{pg_tool, OwnCluster, Receiver, RunningWorker, TestDb};
+use pg_webhook_tests::{pg_tool, snapshot, OwnCluster, Receiver, RunningWorker, TestDb};
 use std::collections::HashSet;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,58 +139,6 @@ async fn a_dump_restored_into_a_fresh_database_carries_on() {
     );
     db.finish().await;
     restored.finish().await;
-}
-
-#[derive(Debug, PartialEq)]
-struct Snapshot {
-    endpoints: Vec<(i64, String, String)>,
-    secrets: i64,
-    subscriptions: i64,
-    message_ids: Vec<String>,
-    max_event_id: i64,
-    deliveries: Vec<(i64, String)>,
-    attempts: i64,
-    pending_or_unfanned: i64,
-    key_1_event: i64,
-}
-
-async fn snapshot(c: &tokio_postgres::Client) -> Snapshot {
-    let one =
-        |sql: &'static str| async move { c.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) };
-    Snapshot {
-        endpoints: c
-            .query("select e.id, e.url, s.secret from webhook.endpoints e join webhook.endpoint_secrets s on s.endpoint_id = e.id order by 1", &[])
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
-            .collect(),
-        secrets: one("select count(*) from webhook.endpoint_secrets where previous_secret is not null").await,
-        subscriptions: one("select count(*) from webhook.subscriptions").await,
-        message_ids: c
-            .query("select webhook._message_id(txid, id, id_namespace) from webhook.events order by id", &[])
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect(),
-        max_event_id: one("select max(id) from webhook.events").await,
-        deliveries: c
-            .query("select id, status::text from webhook.deliveries order by id", &[])
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect(),
-        attempts: one("select count(*) from webhook.attempts").await,
-        pending_or_unfanned: one(
-            "select (select count(*) from webhook.deliveries_open)
-                  + (select count(*) from webhook.events e
-                     where not exists (select from webhook.deliveries d where d.event_id = e.id))",
-        )
-        .await,
-        key_1_event: one("select event_id from webhook.idempotency_keys where idempotency_key = 'key-1'").await,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

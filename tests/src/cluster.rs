@@ -146,19 +146,25 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Where PostgreSQL's program `program` is: in `PG_BIN`, the directory
-/// scripts/cluster.sh uses too (default: Debian's
-/// PostgreSQL 15), for every program the tests run.
-fn pg_program(program: &str) -> std::path::PathBuf {
-    let bin = std::env::var("PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into());
-    std::path::Path::new(&bin).join(program)
+/// Where PostgreSQL's programs are: `PG_BIN`, the directory
+/// scripts/cluster.sh uses too (default: Debian's PostgreSQL 15), for every
+/// program the tests run on the major under test.
+fn pg_bin() -> std::path::PathBuf {
+    std::env::var("PG_BIN")
+        .unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into())
+        .into()
 }
 
 /// Runs one of PostgreSQL's client programs (`pg_dump`, `pg_restore`, …)
 /// from `PG_BIN` (default: Debian's PostgreSQL 15) and fails the test with
 /// its output if it fails.
 pub async fn pg_tool(program: &str, args: &[&str]) {
-    let out = tokio::process::Command::new(pg_program(program))
+    pg_tool_of(&pg_bin(), program, args).await;
+}
+
+/// [`pg_tool`] with the programs in `bin` (another major's).
+pub async fn pg_tool_of(bin: &std::path::Path, program: &str, args: &[&str]) {
+    let out = tokio::process::Command::new(bin.join(program))
         .args(args)
         .output()
         .await
@@ -245,13 +251,22 @@ impl Drop for TlsCluster {
 /// when dropped.
 pub struct OwnCluster {
     dir: std::path::PathBuf,
+    /// The directory of the PostgreSQL programs it runs with.
+    bin: std::path::PathBuf,
     /// Its port on 127.0.0.1.
     pub port: u16,
 }
 
 impl OwnCluster {
-    /// Initialises and starts it (a few seconds).
+    /// Initialises and starts it with `PG_BIN`'s PostgreSQL (a few seconds).
     pub fn start() -> Self {
+        Self::start_with(&pg_bin())
+    }
+
+    /// Initialises and starts it with the PostgreSQL whose programs are in
+    /// `bin`, data checksums on (the default from 18 on; pg_upgrade wants
+    /// both sides alike).
+    pub fn start_with(bin: &std::path::Path) -> Self {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("pgwh-own-{}-{port}", std::process::id()));
         let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/cluster.sh");
@@ -261,10 +276,105 @@ impl OwnCluster {
             .arg(&dir)
             .arg(port.to_string())
             .arg("fsync = off")
+            .env("PG_BIN", bin)
+            .env("INITDB_OPTIONS", "--data-checksums")
             .status()
             .expect("run scripts/cluster.sh");
         assert!(status.success(), "the cluster did not start");
-        Self { dir, port }
+        Self {
+            dir,
+            bin: bin.to_owned(),
+            port,
+        }
+    }
+
+    /// Moves it to the PostgreSQL whose programs are in `new_bin` with that
+    /// version's `pg_upgrade` (stopped first; the new cluster initialised
+    /// beside it with the same superuser and checksums, upgraded by copying
+    /// the files, then started). The old one's directory is removed.
+    pub fn pg_upgrade(self, new_bin: &std::path::Path) -> OwnCluster {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("pgwh-own-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sock")).expect("new cluster directory");
+        chown_to_cluster_owner(&dir);
+        let old_data = self.dir.join("data").display().to_string();
+        let data = dir.join("data").display().to_string();
+        run_as_cluster_owner(
+            &self.bin,
+            "pg_ctl",
+            &["-D", &old_data, "-m", "fast", "-w", "stop"],
+            None,
+        );
+        run_as_cluster_owner(
+            new_bin,
+            "initdb",
+            &[
+                "-D",
+                &data,
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "--data-checksums",
+            ],
+            None,
+        );
+        let (old_bin, bin) = (
+            self.bin.display().to_string(),
+            new_bin.display().to_string(),
+        );
+        let socket = dir.join("sock").display().to_string();
+        // pg_upgrade writes its logs where it runs: the new cluster's directory.
+        run_as_cluster_owner(
+            new_bin,
+            "pg_upgrade",
+            &[
+                "-b",
+                &old_bin,
+                "-B",
+                &bin,
+                "-d",
+                &old_data,
+                "-D",
+                &data,
+                "-U",
+                "postgres",
+                "-p",
+                &free_port().to_string(),
+                "-P",
+                &free_port().to_string(),
+                "--socketdir",
+                &socket,
+            ],
+            Some(&dir),
+        );
+        let upgraded = OwnCluster {
+            dir,
+            bin: new_bin.to_owned(),
+            port,
+        };
+        upgraded.start_server();
+        upgraded
+    }
+
+    /// Starts the server of an initialised data directory on its port.
+    fn start_server(&self) {
+        let data = self.dir.join("data").display().to_string();
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.dir.join("sock").display()
+        );
+        let log = self.dir.join("log").display().to_string();
+        run_as_cluster_owner(
+            &self.bin,
+            "pg_ctl",
+            &[
+                "-D", &data, "-o", &options, "-l", &log, "-w", "-t", "60", "start",
+            ],
+            None,
+        );
     }
 
     /// A connection string to `dbname` as postgres, through the cluster's
@@ -290,10 +400,17 @@ impl OwnCluster {
     pub fn restart_immediately(&self) {
         let data = self.dir.join("data").display().to_string();
         let log = self.dir.join("log").display().to_string();
-        run_as_cluster_owner("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"]);
         run_as_cluster_owner(
+            &self.bin,
+            "pg_ctl",
+            &["-D", &data, "-m", "immediate", "-w", "stop"],
+            None,
+        );
+        run_as_cluster_owner(
+            &self.bin,
             "pg_ctl",
             &["-D", &data, "-l", &log, "-w", "-t", "60", "start"],
+            None,
         );
     }
 
@@ -308,6 +425,7 @@ impl OwnCluster {
         chown_to_cluster_owner(&dir);
         let data = dir.join("data").display().to_string();
         run_as_cluster_owner(
+            &self.bin,
             "pg_basebackup",
             &[
                 "-h",
@@ -323,23 +441,32 @@ impl OwnCluster {
                 "-c",
                 "fast",
             ],
+            None,
         );
-        let options = format!("-p {port} -k {}", dir.join("sock").display());
-        let log = dir.join("log").display().to_string();
-        run_as_cluster_owner(
-            "pg_ctl",
-            &[
-                "-D", &data, "-o", &options, "-l", &log, "-w", "-t", "60", "start",
-            ],
-        );
-        OwnCluster { dir, port }
+        let copy = OwnCluster {
+            dir,
+            bin: self.bin.clone(),
+            port,
+        };
+        copy.start_server();
+        copy
     }
 }
 
-/// Runs one of PostgreSQL 15's server programs as the cluster's owner (the
-/// `postgres` OS user when the tests run as root), and fails the test if it fails.
-fn run_as_cluster_owner(program: &str, args: &[&str]) {
-    let out = command_as_cluster_owner(pg_program(program))
+/// Runs one of the PostgreSQL programs in `bin` as the cluster's owner
+/// (the `postgres` OS user when the tests run as root), in directory `cwd`
+/// (the test's own when None), and fails the test if it fails.
+fn run_as_cluster_owner(
+    bin: &std::path::Path,
+    program: &str,
+    args: &[&str],
+    cwd: Option<&std::path::Path>,
+) {
+    let mut command = command_as_cluster_owner(bin.join(program));
+    if let Some(dir) = cwd {
+        command.current_dir(dir);
+    }
+    let out = command
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
@@ -358,6 +485,7 @@ impl Drop for OwnCluster {
             .arg(&script)
             .arg("stop")
             .arg(&self.dir)
+            .env("PG_BIN", &self.bin)
             .status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }

@@ -6,7 +6,7 @@
 //! One file per thing it starts: db.rs (a database per test, LISTEN),
 //! receiver.rs, worker.rs (in-process), network.rs (blackhole, proxy),
 //! cluster.rs (pgbouncer, TLS and whole clusters, PostgreSQL's programs),
-//! ca.rs, browser.rs; this file holds the connection and the waits.
+//! ca.rs, browser.rs, snapshot.rs (what a database holds, compared); this file holds the connection and the waits.
 //!
 //! Must not: sleep for a fixed time in place of waiting for a condition.
 #![warn(missing_docs)]
@@ -17,14 +17,16 @@ mod cluster;
 mod db;
 mod network;
 mod receiver;
+mod snapshot;
 mod worker;
 
 pub use browser::chromium;
 pub use ca::TestCa;
-pub use cluster::{pg_tool, OwnCluster, PgBouncer, TlsCluster};
+pub use cluster::{pg_tool, pg_tool_of, OwnCluster, PgBouncer, TlsCluster};
 pub use db::{Listener, TestDb};
 pub use network::{Blackhole, ForwardProxy};
 pub use receiver::{Received, Receiver};
+pub use snapshot::{snapshot, Snapshot};
 pub use worker::RunningWorker;
 
 use std::future::Future;
