@@ -247,8 +247,8 @@ impl Drop for TlsCluster {
 }
 
 /// A PostgreSQL cluster of the test's own (trust authentication, loopback),
-/// for what must not touch the shared one: an immediate restart. Stopped
-/// when dropped.
+/// for what must not touch the shared one: an immediate restart, a base
+/// backup, another major and pg_upgrade to it. Stopped when dropped.
 pub struct OwnCluster {
     dir: std::path::PathBuf,
     /// The directory of the PostgreSQL programs it runs with.
