@@ -15,8 +15,8 @@
 # documentation; the same for every major), built with dpkg-deb.
 #
 # PG_WEBHOOK_PACKAGE_PROFILE=debug builds both in the dev profile instead
-# (quick, from the test build's cache: tests/run.sh uses it for all but the
-# first major); a release is always built in the release profile.
+# (quick, from the test build's cache: tests/run.sh uses it); a release is
+# always built in the release profile.
 #
 # The extension is built against the major's own pg_config
 # (scripts/postgres.sh: Debian's for 15, PyPI's builds for 16-18), then

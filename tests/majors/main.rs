@@ -12,7 +12,8 @@
 //! bin directories, space-separated), each with the extension installed.
 
 use pg_webhook_tests::{
-    connect, pg_tool_of, snapshot, OwnCluster, Receiver, RunningWorker, Snapshot, TestDb,
+    attempt_due_once, connect, pg_tool_of, snapshot, OwnCluster, Receiver, RunningWorker, Snapshot,
+    TestDb,
 };
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -114,28 +115,11 @@ async fn old_cluster_in_use(from: &std::path::Path, receiver: &Receiver) -> (Own
     c.batch_execute("insert into orders values (2, 'second'), (3, 'third')")
         .await
         .unwrap();
-    let claimed = c
-        .query(
-            "select delivery_id, lease_token, endpoint_id, attempt_number
-             from webhook._claim_deliveries('old-major', 100, '1 minute', 100, '{}', '{}', 1000, 1000000)
-             where row_kind = 'delivery'",
-            &[],
-        )
-        .await
-        .unwrap();
-    assert_eq!(claimed.len(), 2, "the claim hands out both");
-    for row in &claimed {
-        let (delivery, token, endpoint, attempt): (i64, i64, i64, i32) =
-            (row.get(0), row.get(1), row.get(2), row.get(3));
-        c.execute(
-            "select webhook._record_attempts('old-major', array[$1::bigint], array[$2::bigint], array[$3::bigint],
-                    array[$4::integer], array[now()], array[2.0::float8], array[503], array['busy'],
-                    array[null]::text[], array['retry'], array[0::bigint])",
-            &[&delivery, &token, &endpoint, &attempt],
-        )
-        .await
-        .unwrap();
-    }
+    assert_eq!(
+        attempt_due_once(&c, "old-major").await,
+        2,
+        "the claim hands out both"
+    );
     c.batch_execute("insert into orders values (4, 'fourth'), (5, 'fifth')")
         .await
         .unwrap();

@@ -233,6 +233,38 @@ impl TestDb {
     }
 }
 
+/// Claims every due delivery as worker `worker_id` (through the installed
+/// version's `webhook._claim_deliveries`, which fans out first) and records
+/// one failed attempt of each (a 503, to retry at once): deliveries left
+/// pending with an attempt behind them, as a worker stopped mid-retry
+/// leaves them. Works on every released schema (0.2.0's claim has no
+/// row_kind column). Returns how many.
+pub async fn attempt_due_once(client: &Client, worker_id: &str) -> usize {
+    let claimed = client
+        .query(
+            "select delivery_id, lease_token, endpoint_id, attempt_number
+             from webhook._claim_deliveries($1, 100, '1 minute', 100, '{}', '{}', 1000, 1000000)
+             where delivery_id is not null",
+            &[&worker_id],
+        )
+        .await
+        .expect("claim");
+    for row in &claimed {
+        let (delivery, token, endpoint, attempt): (i64, i64, i64, i32) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        client
+            .execute(
+                "select webhook._record_attempts($1, array[$2::bigint], array[$3::bigint], array[$4::bigint],
+                        array[$5::integer], array[now()], array[2.0::float8], array[503], array['busy'],
+                        array[null]::text[], array['retry'], array[0::bigint])",
+                &[&worker_id, &delivery, &token, &endpoint, &attempt],
+            )
+            .await
+            .expect("record a failed attempt");
+    }
+    claimed.len()
+}
+
 /// A connection LISTENing on a channel; notifications' payloads arrive on `rx`.
 pub struct Listener {
     /// Payloads, in the order they were notified.

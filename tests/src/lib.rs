@@ -23,7 +23,7 @@ mod worker;
 pub use browser::chromium;
 pub use ca::TestCa;
 pub use cluster::{pg_tool, pg_tool_of, OwnCluster, PgBouncer, TlsCluster};
-pub use db::{Listener, TestDb};
+pub use db::{attempt_due_once, Listener, TestDb};
 pub use network::{Blackhole, ForwardProxy};
 pub use receiver::{Received, Receiver};
 pub use snapshot::{snapshot, Snapshot};
