@@ -3,6 +3,7 @@
 # (PG_BIN: the directory of its programs; default Debian's PostgreSQL 15).
 #
 #   scripts/cluster.sh start DIR PORT [extra postgresql.conf lines...]
+#   scripts/cluster.sh init DIR PORT [...]   (the same, not started)
 #   scripts/cluster.sh stop DIR
 #   scripts/cluster.sh free-port     (prints a free TCP port on 127.0.0.1)
 #
@@ -17,7 +18,7 @@ as_owner() {
     if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
-cmd=${1:?usage: cluster.sh start|stop DIR [PORT] | free-port}
+cmd=${1:?usage: cluster.sh init|start|stop DIR [PORT] | free-port}
 if [ "$cmd" = free-port ]; then
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
     exit 0
@@ -25,8 +26,8 @@ fi
 dir=${2:?usage: cluster.sh start|stop DIR [PORT]}
 
 case "$cmd" in
-start)
-    port=${3:?usage: cluster.sh start DIR PORT}
+init|start)
+    port=${3:?usage: cluster.sh init|start DIR PORT}
     shift 3
     mkdir -p "$dir"
     if [ "$(id -u)" = 0 ]; then chown postgres "$dir"; fi
@@ -42,8 +43,11 @@ start)
         echo "max_connections = 200"
         for line in "$@"; do echo "$line"; done
     } | as_owner tee -a "$dir/data/postgresql.conf" >/dev/null
-    as_owner "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 start >/dev/null \
-        || { cat "$dir/log" >&2; exit 1; }
+    # init: initialised and configured, not started (a pg_upgrade target).
+    if [ "$cmd" = start ]; then
+        as_owner "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 start >/dev/null \
+            || { cat "$dir/log" >&2; exit 1; }
+    fi
     ;;
 stop)
     if [ -f "$dir/data/postmaster.pid" ]; then
@@ -51,7 +55,7 @@ stop)
     fi
     ;;
 *)
-    echo "usage: cluster.sh start|stop DIR [PORT]" >&2
+    echo "usage: cluster.sh init|start|stop DIR [PORT]" >&2
     exit 2
     ;;
 esac

@@ -264,15 +264,22 @@ impl OwnCluster {
     }
 
     /// Initialises and starts it with the PostgreSQL whose programs are in
-    /// `bin`, data checksums on (the default from 18 on; pg_upgrade wants
-    /// both sides alike).
+    /// `bin`.
     pub fn start_with(bin: &std::path::Path) -> Self {
+        Self::create(bin, "start")
+    }
+
+    /// A cluster of `bin`'s PostgreSQL in a directory of its own, through
+    /// scripts/cluster.sh `command` (`start`, or `init`: not started), data
+    /// checksums on (the default from 18 on; pg_upgrade wants both sides
+    /// alike, and every cluster here is made this one way).
+    fn create(bin: &std::path::Path, command: &str) -> Self {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("pgwh-own-{}-{port}", std::process::id()));
         let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/cluster.sh");
         let status = std::process::Command::new("bash")
             .arg(&script)
-            .arg("start")
+            .arg(command)
             .arg(&dir)
             .arg(port.to_string())
             .arg("fsync = off")
@@ -280,7 +287,7 @@ impl OwnCluster {
             .env("INITDB_OPTIONS", "--data-checksums")
             .status()
             .expect("run scripts/cluster.sh");
-        assert!(status.success(), "the cluster did not start");
+        assert!(status.success(), "scripts/cluster.sh {command} failed");
         Self {
             dir,
             bin: bin.to_owned(),
@@ -290,41 +297,23 @@ impl OwnCluster {
 
     /// Moves it to the PostgreSQL whose programs are in `new_bin` with that
     /// version's `pg_upgrade` (stopped first; the new cluster initialised
-    /// beside it with the same superuser and checksums, upgraded by copying
-    /// the files, then started). The old one's directory is removed.
+    /// beside it as every cluster here is, upgraded by copying the files,
+    /// then started). The old one's directory is removed.
     pub fn pg_upgrade(self, new_bin: &std::path::Path) -> OwnCluster {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("pgwh-own-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(dir.join("sock")).expect("new cluster directory");
-        chown_to_cluster_owner(&dir);
         let old_data = self.dir.join("data").display().to_string();
-        let data = dir.join("data").display().to_string();
         run_as_cluster_owner(
             &self.bin,
             "pg_ctl",
             &["-D", &old_data, "-m", "fast", "-w", "stop"],
             None,
         );
-        run_as_cluster_owner(
-            new_bin,
-            "initdb",
-            &[
-                "-D",
-                &data,
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "--no-sync",
-                "--data-checksums",
-            ],
-            None,
-        );
+        let upgraded = OwnCluster::create(new_bin, "init");
+        let data = upgraded.dir.join("data").display().to_string();
         let (old_bin, bin) = (
             self.bin.display().to_string(),
             new_bin.display().to_string(),
         );
-        let socket = dir.join("sock").display().to_string();
+        let socket = upgraded.dir.join("sock").display().to_string();
         // pg_upgrade writes its logs where it runs: the new cluster's directory.
         run_as_cluster_owner(
             new_bin,
@@ -347,13 +336,8 @@ impl OwnCluster {
                 "--socketdir",
                 &socket,
             ],
-            Some(&dir),
+            Some(&upgraded.dir),
         );
-        let upgraded = OwnCluster {
-            dir,
-            bin: new_bin.to_owned(),
-            port,
-        };
         upgraded.start_server();
         upgraded
     }
