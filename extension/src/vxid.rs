@@ -105,25 +105,42 @@ pub(crate) fn current_vxid() -> i64 {
     virtualize(n, full.value)
 }
 
-/// The latest snapshot as `{xmin, xmax, xip...}` in the virtual space.
-/// Latest, not the transaction's: callers need "committed by now" even in
-/// a REPEATABLE READ transaction (see webhook._subscription_commit).
+/// The latest snapshot as `{xmin, xmax, xip...}` in the virtual space, as
+/// another session would take it: this transaction, if it has an id, counts
+/// as running. Latest, not the transaction's: callers need "committed by
+/// now" even in a REPEATABLE READ transaction (see
+/// webhook._subscription_commit).
+///
+/// PostgreSQL leaves the backend's own transaction out of its snapshots'
+/// running list (its visibility checks ask "is it mine?" first), so a
+/// transaction that wrote events and then fanned out would read its own
+/// id as committed as soon as a later transaction had committed (xmax past
+/// it): its events so far fanned out, the position moved past it, and the
+/// events it wrote afterwards never fanned out at all.
 pub(crate) fn latest_vsnapshot() -> Vec<i64> {
     let n = incarnation();
     // SAFETY: GetLatestSnapshot returns a static snapshot that stays valid
     // until the next call; everything is copied out before returning.
-    // ReadNextFullTransactionId takes its own lock.
+    // ReadNextFullTransactionId takes its own lock; GetTopFullTransactionIdIfAny
+    // reads this backend's state and assigns nothing.
     unsafe {
         let snap = pg_sys::GetLatestSnapshot();
         let next = pg_sys::ReadNextFullTransactionId().value;
+        let own = pg_sys::GetTopFullTransactionIdIfAny().value;
         let xcnt = (*snap).xcnt as usize;
-        let mut out = Vec::with_capacity(2 + xcnt);
+        let mut out = Vec::with_capacity(3 + xcnt);
         out.push(virtualize(n, widen(next, u32::from((*snap).xmin))));
-        out.push(virtualize(n, widen(next, u32::from((*snap).xmax))));
+        let xmax = widen(next, u32::from((*snap).xmax));
+        out.push(virtualize(n, xmax));
         if xcnt > 0 {
             for &xid in std::slice::from_raw_parts((*snap).xip, xcnt) {
                 out.push(virtualize(n, widen(next, u32::from(xid))));
             }
+        }
+        // 0 is InvalidTransactionId: no id, nothing written, nothing to hide.
+        // At or past xmax it is already invisible.
+        if own != 0 && own < xmax {
+            out.push(virtualize(n, own));
         }
         out[2..].sort_unstable();
         out

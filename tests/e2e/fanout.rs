@@ -138,6 +138,48 @@ async fn a_late_committing_transaction_is_not_skipped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fan_out_inside_a_writing_transaction_leaves_that_transaction_whole() {
+    // A transaction that writes events, then fans out (as a script calling
+    // the worker's functions could) after a later transaction committed:
+    // PostgreSQL's snapshots leave a backend's own transaction out of their
+    // running list, so it looked committed, and what it wrote after the
+    // fan-out was never fanned out.
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    db.subscribe(&client, "https://example.com/", &["*"], None)
+        .await;
+    let fan_out = "select webhook._claim_deliveries('t', 0, '1 minute', 1, '{}', '{}', 1000, 0)";
+    let writer = db.client().await;
+    writer
+        .batch_execute("begin; select webhook_publish('own.first', '{}');")
+        .await
+        .unwrap();
+    client
+        .batch_execute("select webhook_publish('later.committed', '{}')")
+        .await
+        .unwrap();
+    writer.batch_execute(fan_out).await.unwrap();
+    writer
+        .batch_execute("select webhook_publish('own.second', '{}'); commit;")
+        .await
+        .unwrap();
+    client.batch_execute(fan_out).await.unwrap();
+    let fanned: Vec<String> = client
+        .query(
+            "select e.event_type from webhook.events e join webhook.deliveries d on d.event_id = e.id order by e.event_type",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(fanned, ["later.committed", "own.first", "own.second"]);
+    db.assert_invariants(&client).await;
+    db.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_is_fanned_out_whole_and_once() {
     let db = TestDb::new().await;
     let client = db.client().await;

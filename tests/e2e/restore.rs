@@ -28,15 +28,24 @@ async fn a_dump_restored_into_a_fresh_database_carries_on() {
     db.wait_deliveries(&client, "succeeded", 2, &mut worker.events)
         .await;
     worker.stop().await;
-    // Pending work: a fanned-out delivery and events not fanned out yet.
-    client
-        .batch_execute(
-            "insert into orders values (2);
-             select webhook._claim_deliveries('dump-test', 0, '1 minute', 1, '{}', '{}', 1000, 0);
-             insert into orders values (3), (4);",
+    // Pending work: a fanned-out delivery and events not fanned out yet
+    // (three transactions: a fan-out never takes its own transaction's events).
+    for sql in [
+        "insert into orders values (2)",
+        "select webhook._claim_deliveries('dump-test', 0, '1 minute', 1, '{}', '{}', 1000, 0)",
+        "insert into orders values (3), (4)",
+    ] {
+        client.batch_execute(sql).await.unwrap();
+    }
+    let fanned_out: i64 = client
+        .query_one(
+            "select count(*) from webhook.deliveries where status = 'pending'",
+            &[],
         )
         .await
-        .unwrap();
+        .unwrap()
+        .get(0);
+    assert_eq!(fanned_out, 1);
     let before = snapshot(&client).await;
     assert_eq!(before.pending_or_unfanned, 3);
     let delivered_ids: HashSet<String> = receiver
