@@ -1509,8 +1509,13 @@ with seen as (
     select p.event_type, 'published'::text as source, null::regclass as source_table, p.first_published_at as since
     from webhook.published_types p
     union all
-    select split_part(encode(t.tgargs, 'escape'), '\000', 1) || '.' || op.suffix, 'watched', t.tgrelid::regclass, null
+    -- The prefix is the first argument, or the fourth after a Citus
+    -- table's "@table", schema, name (see webhook_watch).
+    select a.prefix || '.' || op.suffix, 'watched', t.tgrelid::regclass, null
     from pg_catalog.pg_trigger t
+    cross join lateral (select case split_part(encode(t.tgargs, 'escape'), '\000', 1)
+                                   when '@table' then split_part(encode(t.tgargs, 'escape'), '\000', 4)
+                                   else split_part(encode(t.tgargs, 'escape'), '\000', 1) end as prefix) a
     cross join lateral (values (4, 'created'), (16, 'updated'), (8, 'deleted')) as op(bit, suffix)
     -- A watched partitioned table, not the clones of its trigger on its partitions.
     where t.tgname = 'webhook_capture' and t.tgfoid = 'webhook._capture'::regproc and t.tgparentid = 0
@@ -1547,3 +1552,156 @@ begin
     end loop;
 end
 $$;
+
+-- -----------------------------------------------------------------------------
+-- 0.3.0: webhook_watch and webhook_unwatch on Citus. A distributed table's
+-- shards fire the trigger under their own names, so the trigger names the
+-- table ('@table', schema, name before the prefix); Citus's
+-- enable_unsafe_triggers is set for the DDL alone; a reference table (one
+-- event per node) is refused.
+-- -----------------------------------------------------------------------------
+-- API: Private
+create function webhook._citus_table_kind(
+    p_tbl regclass -- the table
+) returns text
+language plpgsql stable
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_method text;
+    v_model text;
+begin
+    if not exists (select from pg_catalog.pg_extension e where e.extname = 'citus') then
+        return null;
+    end if;
+    execute 'select p.partmethod::text, p.repmodel::text from pg_catalog.pg_dist_partition p where p.logicalrelid = $1'
+        into v_method, v_model using p_tbl;
+    return case
+        when v_method is null then null
+        when v_method <> 'n' then 'distributed'
+        when v_model = 't' then 'reference'
+        else 'local'
+    end;
+end
+$$;
+revoke all on function webhook._citus_table_kind(regclass) from public;
+grant execute on function webhook._citus_table_kind(regclass) to webhook_admin;
+
+create or replace function webhook_watch(
+    tbl regclass,                                       -- the table to capture
+    operations text[] default '{insert,update,delete}', -- any of insert, update, delete
+    event_prefix text default null,                     -- event types <prefix>.created/.updated/.deleted; the table name when null
+    columns text[] default null                         -- the columns sent in new/old; all when null
+) returns void
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_tbl regclass := $1;
+    v_operations text[] := $2;
+    v_columns text[] := $4;
+    v_relkind "char";
+    v_schema name;
+    v_relname name;
+    v_ops text[];
+    v_events text;
+    v_prefix text;
+    v_missing text;
+    v_args text[];
+    v_citus text;
+begin
+    if v_tbl is null or v_operations is null then
+        raise exception 'webhook_watch: tbl and operations must not be null' using errcode = '22004';
+    end if;
+    select c.relkind, n.nspname, c.relname into v_relkind, v_schema, v_relname
+    from pg_class c join pg_namespace n on n.oid = c.relnamespace
+    where c.oid = v_tbl;
+    if v_relkind not in ('r', 'p') then
+        raise exception '% is not a table', v_tbl using errcode = '42809';
+    end if;
+    if v_schema = 'webhook' then
+        raise exception 'the tables of pg_webhook itself cannot be watched' using errcode = '22023';
+    end if;
+    if v_schema in ('pg_catalog', 'information_schema') or v_schema like 'pg\_toast%' then
+        raise exception 'system catalogs cannot be watched' using errcode = '22023';
+    end if;
+    select array_agg(distinct lower(op) order by lower(op)) into v_ops from unnest(v_operations) as op;
+    if v_ops is null or not v_ops <@ array['delete', 'insert', 'update'] or array_position(v_ops, null) is not null then
+        raise exception 'operations must be a non-empty subset of {insert,update,delete}, not %', coalesce(v_operations::text, 'NULL')
+            using errcode = '22023';
+    end if;
+    v_prefix := coalesce($3, v_relname);
+    if v_prefix !~ '^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$' or length(v_prefix) > 240 then
+        raise exception 'invalid event prefix: %', quote_literal(v_prefix)
+            using errcode = '22023',
+                  hint = 'Pass event_prefix => ''order'' (dot-separated words of letters, digits, "_" or "-").';
+    end if;
+    if v_prefix = 'webhook' or v_prefix like 'webhook.%' then
+        raise exception 'the event prefix "webhook" is reserved for pg_webhook''s own events'
+            using errcode = '22023', hint = 'Pass another event_prefix.';
+    end if;
+    if v_columns is not null then
+        if cardinality(v_columns) = 0 or array_position(v_columns, null) is not null then
+            raise exception 'columns must list at least one column, or be null for all of them' using errcode = '22023';
+        end if;
+        select string_agg(quote_ident(c), ', ') into v_missing
+        from unnest(v_columns) c
+        where not exists (select from pg_attribute a
+                          where a.attrelid = v_tbl and a.attname = c and a.attnum > 0 and not a.attisdropped);
+        if v_missing is not null then
+            raise exception 'table % has no column %', v_tbl, v_missing using errcode = '42703';
+        end if;
+        v_columns := array(select distinct c from unnest(v_columns) c order by 1);
+    end if;
+    -- Keywords only (validated above), never user text, go into the DDL;
+    -- the prefix and column names go in as quoted literals.
+    v_events := array_to_string(array(
+        select case op when 'insert' then 'insert' when 'update' then 'update' when 'delete' then 'delete' end
+        from unnest(v_ops) as op), ' or ');
+    v_args := array[v_prefix] || coalesce(v_columns, '{}');
+    v_citus := webhook._citus_table_kind(v_tbl);
+    if v_citus = 'reference' then
+        -- Its trigger would fire on every node's copy: one event per node.
+        raise exception '% is a Citus reference table: it cannot be watched', v_tbl
+            using errcode = '0A000',
+                  hint = 'Watch a distributed table, or call webhook_publish() where the reference table is written.';
+    elsif v_citus is not null then
+        -- Citus puts the trigger on every shard, where it fires under the
+        -- shard's name: it is told the table's. Citus refuses triggers on
+        -- its tables unless told they are safe; this one only inserts into
+        -- the node's own local tables (nothing distributed).
+        v_args := array['@table', v_schema::text, v_relname::text] || v_args;
+        perform set_config('citus.enable_unsafe_triggers', 'on', true);
+    end if;
+    if exists (select from pg_trigger t where t.tgrelid = v_tbl and t.tgname = 'webhook_capture') then
+        execute format('drop trigger %I on %s', 'webhook_capture', v_tbl);
+    end if;
+    execute format('create trigger %I after %s on %s for each row execute function webhook._capture(%s)',
+                   'webhook_capture', v_events, v_tbl,
+                   (select string_agg(quote_literal(a), ', ') from unnest(v_args) a));
+end
+$$;
+
+create or replace function webhook_unwatch(
+    tbl regclass -- the table to stop capturing
+) returns boolean
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+begin
+    if $1 is null then
+        raise exception 'webhook_unwatch: tbl must not be null' using errcode = '22004';
+    end if;
+    if not exists (select from pg_trigger t where t.tgrelid = $1 and t.tgname = 'webhook_capture') then
+        return false;
+    end if;
+    if webhook._citus_table_kind($1) is not null then
+        perform set_config('citus.enable_unsafe_triggers', 'on', true);
+    end if;
+    execute format('drop trigger %I on %s', 'webhook_capture', $1);
+    return true;
+end
+$$;
+
+comment on function webhook._capture() is
+    'Row-change capture trigger installed by webhook_watch; arguments: the event prefix, then the columns to send (all when none); on a Citus distributed table, ''@table'', its schema and its name first.';

@@ -36,7 +36,7 @@ layer() {
 }
 
 layer "set-up (packages, cargo-pgrx)"
-bash scripts/setup.sh pgbouncer chromium curl
+bash scripts/setup.sh pgbouncer chromium curl openssl
 
 layer "example receivers (Python and Node, official Standard Webhooks packages)"
 # Sets up their dependencies (a venv, npm ci) and checks them on their own;

@@ -70,6 +70,24 @@ pub(crate) struct Names<'a> {
     pub qualified: String,
 }
 
+/// Names given as they are (by the trigger's arguments, see trigger.rs).
+pub(crate) fn named<'a>(schema: &'a str, table: &'a str) -> Names<'a> {
+    // Trigger arguments are C strings: they hold no NUL.
+    let c = |name: &str| std::ffi::CString::new(name).unwrap_or_default();
+    Names {
+        qualified: format!("{}.{}", quote(&c(schema)), quote(&c(table))),
+        table: Cow::Borrowed(table),
+        schema: Cow::Borrowed(schema),
+    }
+}
+
+/// `name` quoted as an identifier where needed (quote_ident's rule).
+fn quote(name: &CStr) -> Cow<'_, str> {
+    // SAFETY: quote_identifier returns its argument or a fresh copy in the
+    // current memory context, which outlives the trigger call.
+    unsafe { CStr::from_ptr(pg_sys::quote_identifier(name.as_ptr())).to_string_lossy() }
+}
+
 /// The names of `relid`, the open relation `rel` or (a watched partitioned
 /// table) one of its ancestors.
 ///
@@ -106,13 +124,10 @@ pub(crate) unsafe fn names<'a>(rel: pg_sys::Relation, relid: pg_sys::Oid) -> Nam
             );
         }
         let schema = CStr::from_ptr(schema);
-        let quoted =
-            |name: &CStr| CStr::from_ptr(pg_sys::quote_identifier(name.as_ptr())).to_string_lossy();
-        let qualified = format!("{}.{}", quoted(schema), quoted(table));
         Names {
+            qualified: format!("{}.{}", quote(schema), quote(table)),
             table: table.to_string_lossy(),
             schema: schema.to_string_lossy(),
-            qualified,
         }
     }
 }

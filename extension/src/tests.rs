@@ -765,6 +765,46 @@ mod tests {
     }
 
     #[pg_test]
+    fn a_shard_reports_the_distributed_table_its_trigger_names() {
+        // What Citus makes of webhook_watch on a distributed table: the
+        // trigger, arguments and all, on each shard (`<table>_<shard id>`).
+        Spi::run(
+            r#"create schema "Sales";
+             create table "Sales"."Orders_102008" (id int primary key, total int);
+             create trigger webhook_capture after insert or update on "Sales"."Orders_102008"
+                 for each row execute function webhook._capture('@table', 'Sales', 'Orders', 'order', 'id');
+             insert into "Sales"."Orders_102008" values (1, 10);"#,
+        )
+        .unwrap();
+        assert_eq!(
+            count(
+                r#"select count(*) from webhook.events
+                   where payload->>'table' = 'Orders' and payload->>'schema' = 'Sales'
+                     and source_table = '"Sales"."Orders"' and event_type = 'order.created'
+                     and (payload->'new')::jsonb = '{"id": 1}'::jsonb"#
+            ),
+            1,
+            "receivers see the distributed table, with only the watched columns"
+        );
+        assert_eq!(
+            count(
+                "select count(*) from webhook.event_types \
+                 where source = 'watched' and event_type in ('order.created', 'order.updated')"
+            ),
+            2,
+            "the prefix after the table's names"
+        );
+        // Without Citus, a table is a plain one: watched under its own name.
+        assert_eq!(
+            Spi::get_one::<String>(
+                r#"select webhook._citus_table_kind('"Sales"."Orders_102008"')"#
+            )
+            .unwrap(),
+            None
+        );
+    }
+
+    #[pg_test]
     fn each_rule_is_defined_once_and_inlined_where_it_runs() {
         let plan = |sql: &str| -> String {
             // Read-write: SPI refuses EXPLAIN in a read-only (select) call.

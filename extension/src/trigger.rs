@@ -1,4 +1,6 @@
-//! The row-change capture trigger, `webhook._capture(event_prefix, columns...)`.
+//! The row-change capture trigger, `webhook._capture(event_prefix, columns...)`,
+//! or `webhook._capture('@table', schema, table, event_prefix, columns...)`
+//! on a Citus distributed table (see [`TABLE_MARK`]).
 //!
 //! Installed by `webhook_watch` as an AFTER … FOR EACH ROW trigger. For each
 //! row it converts the old and new rows with PostgreSQL's own `row_to_json`
@@ -37,7 +39,7 @@ CREATE OR REPLACE FUNCTION webhook."_capture"() RETURNS trigger
     LANGUAGE c
     AS 'MODULE_PATHNAME', '@FUNCTION_NAME@';
 COMMENT ON FUNCTION webhook."_capture"() IS
-    'Row-change capture trigger installed by webhook_watch; arguments: the event prefix, then the columns to send (all when none).';
+    'Row-change capture trigger installed by webhook_watch; arguments: the event prefix, then the columns to send (all when none); on a Citus distributed table, ''@table'', its schema and its name first.';
 "#)]
 fn _capture<'a>(
     trigger: &'a PgTrigger<'a>,
@@ -54,7 +56,13 @@ fn _capture<'a>(
         );
     }
     let td = trigger.trigger_data();
-    let args = arguments(td);
+    let all_args = arguments(td);
+    // A watch on a Citus distributed table names the table receivers see:
+    // its shards fire the trigger under their own names (`orders_102008`).
+    let (named, args) = match all_args.as_slice() {
+        [TABLE_MARK, schema, table, rest @ ..] => (Some((*schema, *table)), rest),
+        all => (None, all),
+    };
     let Some((prefix, columns)) = args.split_first() else {
         raise(
             PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
@@ -75,9 +83,12 @@ fn _capture<'a>(
     // the partitioned table that was watched (relation.rs).
     // SAFETY: tg_trigger is the firing trigger, tg_relation the open
     // relation it fired on.
-    let names = unsafe {
-        let watched = relation::reported_table(&*td.tg_trigger, td.tg_relation);
-        relation::names(td.tg_relation, watched)
+    let names = match named {
+        Some((schema, table)) => relation::named(schema, table),
+        None => unsafe {
+            let watched = relation::reported_table(&*td.tg_trigger, td.tg_relation);
+            relation::names(td.tg_relation, watched)
+        },
     };
     let event_type = format!("{prefix}.{suffix}");
 
@@ -123,6 +134,11 @@ fn _capture<'a>(
     }
     Ok(None)
 }
+
+/// First argument of a trigger that names its table (then its schema and
+/// name, then the usual arguments); webhook_watch puts it on a Citus
+/// distributed table. No event prefix can start with "@".
+const TABLE_MARK: &str = "@table";
 
 /// The trigger's arguments, borrowed from PostgreSQL's own strings: this
 /// runs for every captured row, and copying them into owned Strings

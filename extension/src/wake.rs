@@ -15,12 +15,23 @@
 //! An idle system therefore still wakes at the first commit, and a busy one
 //! sends at most one notification per backend per interval.
 //!
-//! Must not: notify per row, or from a transaction that enqueued nothing.
+//! A prepared (two-phase) transaction may not NOTIFY, and its events become
+//! visible only at its COMMIT PREPARED, a statement of a later transaction
+//! (and usually of the same session: Citus commits each node's part on the
+//! connection that prepared it). So this backend remembers the prepared
+//! transactions that wanted a wake-up, and the next transaction it commits
+//! after one of them has ended (the COMMIT PREPARED's own) sends the
+//! notification. A COMMIT PREPARED run by another session, in which
+//! pg_webhook is not loaded, wakes nobody: the workers' poll finds it.
+//!
+//! Must not: notify per row, or from a transaction that enqueued nothing
+//! (beyond the one notification after a prepared transaction that did ends,
+//! which a rollback of it makes a harmless look at an unchanged queue).
 
 use crate::gucs;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
 /// The channel the worker LISTENs on.
 const CHANNEL: &std::ffi::CStr = c"pg_webhook_wake";
@@ -33,9 +44,16 @@ unsafe extern "C-unwind" {
     fn async_notify(channel: *const std::ffi::c_char, payload: *const std::ffi::c_char);
 }
 
+/// At most this many prepared transactions are remembered per backend (the
+/// oldest is forgotten first: its events are then found by the poll).
+const MAX_PREPARED: usize = 64;
+
 thread_local! {
     /// This transaction enqueued events (or deliveries) and wants a wake-up at commit.
     static WANTED: Cell<bool> = const { Cell::new(false) };
+    /// Transactions this backend prepared while they wanted a wake-up, by
+    /// full (64-bit) id.
+    static PREPARED: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
     /// When this backend last queued a notification (PostgreSQL timestamp, µs).
     static LAST_NOTIFY: Cell<pg_sys::TimestampTz> = const { Cell::new(i64::MIN) };
 }
@@ -59,10 +77,16 @@ unsafe extern "C-unwind" fn on_xact_event(
     _arg: *mut std::ffi::c_void,
 ) {
     match event {
-        pg_sys::XactEvent::XACT_EVENT_PRE_COMMIT if WANTED.get() => notify_unless_recent(),
-        // A prepared (two-phase) transaction may not NOTIFY; its events
-        // are found by the workers' timers instead. Every end of a
-        // transaction clears the request.
+        pg_sys::XactEvent::XACT_EVENT_PRE_COMMIT => {
+            // Both checks run: a prepared transaction that has ended is
+            // forgotten whether or not this one notifies.
+            let ended = any_prepared_ended();
+            if WANTED.get() || ended {
+                notify_unless_recent();
+            }
+        }
+        pg_sys::XactEvent::XACT_EVENT_PRE_PREPARE if WANTED.get() => remember_prepared(),
+        // Every end of a transaction clears the request.
         pg_sys::XactEvent::XACT_EVENT_COMMIT
         | pg_sys::XactEvent::XACT_EVENT_ABORT
         | pg_sys::XactEvent::XACT_EVENT_PREPARE
@@ -70,6 +94,50 @@ unsafe extern "C-unwind" fn on_xact_event(
         | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => WANTED.set(false),
         _ => {}
     }
+}
+
+/// Remembers the transaction being prepared, which wants a wake-up it may
+/// not send itself.
+fn remember_prepared() {
+    // SAFETY: reads this backend's transaction state; assigns nothing.
+    let xid = unsafe { pg_sys::GetTopFullTransactionIdIfAny() }.value;
+    if xid == 0 {
+        return; // no id: it wrote nothing
+    }
+    PREPARED.with_borrow_mut(|prepared| {
+        if prepared.len() == MAX_PREPARED {
+            prepared.remove(0);
+        }
+        prepared.push(xid);
+    });
+}
+
+/// Forgets the remembered prepared transactions that have ended (committed
+/// or rolled back); true if there was one. A prepared transaction counts as
+/// in progress until its COMMIT/ROLLBACK PREPARED. TransactionIdIsInProgress
+/// answers from the process array (at once for ids older than the latest
+/// snapshot's xmin) and reads no commit-log page older than that xmin, so a
+/// remembered id cannot make this commit fail; one 2^30 transactions old is
+/// forgotten unasked (a prepared transaction holds the xmin horizon back,
+/// and the server stops well before one could be that old), so that its
+/// 32-bit form is never compared across a wraparound.
+fn any_prepared_ended() -> bool {
+    PREPARED.with_borrow_mut(|prepared| {
+        if prepared.is_empty() {
+            return false;
+        }
+        // SAFETY: ReadNextFullTransactionId takes its own lock;
+        // TransactionIdIsInProgress reads shared state under PostgreSQL's locks.
+        let next = unsafe { pg_sys::ReadNextFullTransactionId() }.value;
+        let before = prepared.len();
+        prepared.retain(|&xid| {
+            next.saturating_sub(xid) < 1 << 30
+                && unsafe {
+                    pg_sys::TransactionIdIsInProgress(pg_sys::TransactionId::from(xid as u32))
+                }
+        });
+        prepared.len() < before
+    })
 }
 
 /// Runs at pre-commit, before PostgreSQL moves queued notifications into the

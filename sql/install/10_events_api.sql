@@ -41,6 +41,35 @@ $$;
 comment on function webhook_publish(text, jsonb, text) is
     'Enqueues a custom event in the caller''s transaction and returns its id; sent after commit, never after rollback.';
 
+-- API: Private
+-- What Citus made of a table: 'distributed' (sharded across the nodes),
+-- 'reference' (a copy on every node), 'local' (a Citus local table), or
+-- null for a plain table or without Citus. Citus's catalog exists only
+-- with Citus, hence the dynamic statement.
+create function webhook._citus_table_kind(
+    p_tbl regclass -- the table
+) returns text
+language plpgsql stable
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_method text;
+    v_model text;
+begin
+    if not exists (select from pg_catalog.pg_extension e where e.extname = 'citus') then
+        return null;
+    end if;
+    execute 'select p.partmethod::text, p.repmodel::text from pg_catalog.pg_dist_partition p where p.logicalrelid = $1'
+        into v_method, v_model using p_tbl;
+    return case
+        when v_method is null then null
+        when v_method <> 'n' then 'distributed'
+        when v_model = 't' then 'reference'
+        else 'local'
+    end;
+end
+$$;
+
 -- API: Public
 -- SECURITY INVOKER on purpose: attaching a trigger is the table owner's
 -- decision, so PostgreSQL's own checks apply (TRIGGER on the table) along
@@ -65,6 +94,8 @@ declare
     v_events text;
     v_prefix text;
     v_missing text;
+    v_args text[];
+    v_citus text;
 begin
     if v_tbl is null or v_operations is null then
         raise exception 'webhook_watch: tbl and operations must not be null' using errcode = '22004';
@@ -114,12 +145,27 @@ begin
     v_events := array_to_string(array(
         select case op when 'insert' then 'insert' when 'update' then 'update' when 'delete' then 'delete' end
         from unnest(v_ops) as op), ' or ');
+    v_args := array[v_prefix] || coalesce(v_columns, '{}');
+    v_citus := webhook._citus_table_kind(v_tbl);
+    if v_citus = 'reference' then
+        -- Its trigger would fire on every node's copy: one event per node.
+        raise exception '% is a Citus reference table: it cannot be watched', v_tbl
+            using errcode = '0A000',
+                  hint = 'Watch a distributed table, or call webhook_publish() where the reference table is written.';
+    elsif v_citus is not null then
+        -- Citus puts the trigger on every shard, where it fires under the
+        -- shard's name: it is told the table's. Citus refuses triggers on
+        -- its tables unless told they are safe; this one only inserts into
+        -- the node's own local tables (nothing distributed).
+        v_args := array['@table', v_schema::text, v_relname::text] || v_args;
+        perform set_config('citus.enable_unsafe_triggers', 'on', true);
+    end if;
     if exists (select from pg_trigger t where t.tgrelid = v_tbl and t.tgname = 'webhook_capture') then
         execute format('drop trigger %I on %s', 'webhook_capture', v_tbl);
     end if;
     execute format('create trigger %I after %s on %s for each row execute function webhook._capture(%s)',
                    'webhook_capture', v_events, v_tbl,
-                   (select string_agg(quote_literal(a), ', ') from unnest(array[v_prefix] || coalesce(v_columns, '{}')) a));
+                   (select string_agg(quote_literal(a), ', ') from unnest(v_args) a));
 end
 $$;
 comment on function webhook_watch(regclass, text[], text, text[]) is
@@ -138,6 +184,9 @@ begin
     end if;
     if not exists (select from pg_trigger t where t.tgrelid = $1 and t.tgname = 'webhook_capture') then
         return false;
+    end if;
+    if webhook._citus_table_kind($1) is not null then
+        perform set_config('citus.enable_unsafe_triggers', 'on', true);
     end if;
     execute format('drop trigger %I on %s', 'webhook_capture', $1);
     return true;

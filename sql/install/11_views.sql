@@ -151,8 +151,13 @@ with seen as (
     select p.event_type, 'published'::text as source, null::regclass as source_table, p.first_published_at as since
     from webhook.published_types p
     union all
-    select split_part(encode(t.tgargs, 'escape'), '\000', 1) || '.' || op.suffix, 'watched', t.tgrelid::regclass, null
+    -- The prefix is the first argument, or the fourth after a Citus
+    -- table's "@table", schema, name (see webhook_watch).
+    select a.prefix || '.' || op.suffix, 'watched', t.tgrelid::regclass, null
     from pg_catalog.pg_trigger t
+    cross join lateral (select case split_part(encode(t.tgargs, 'escape'), '\000', 1)
+                                   when '@table' then split_part(encode(t.tgargs, 'escape'), '\000', 4)
+                                   else split_part(encode(t.tgargs, 'escape'), '\000', 1) end as prefix) a
     cross join lateral (values (4, 'created'), (16, 'updated'), (8, 'deleted')) as op(bit, suffix)
     -- A watched partitioned table, not the clones of its trigger on its partitions.
     where t.tgname = 'webhook_capture' and t.tgfoid = 'webhook._capture'::regproc and t.tgparentid = 0

@@ -92,6 +92,7 @@ grant execute on function
     webhook_purge(),
     webhook_watch(regclass, text[], text, text[]),
     webhook_unwatch(regclass),
+    webhook._citus_table_kind(regclass),
     webhook._capture()
     to webhook_admin;
 

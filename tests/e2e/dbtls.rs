@@ -116,6 +116,38 @@ async fn sslmode_and_sslrootcert_work_as_in_libpq() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_signed_version_1_certificate_is_taken_as_libpq_takes_it() {
+    // Citus turns TLS on with a self-signed version-1 certificate on every
+    // node; webpki parses only version 3, and rustls's signature helpers
+    // failed the handshake (UnsupportedCertVersion) where libpq connects.
+    // TLS 1.2 here: the version with the worker's own signature check
+    // (TLS 1.3, the default, is exercised by the test above).
+    let (cert, key) = pg_webhook_tests::version_1_certificate();
+    let cluster =
+        TlsCluster::start_with_pem(&cert, &key, &["ssl_max_protocol_version = 'TLSv1.2'"]);
+    let port = cluster.port;
+    for mode in ["", "sslmode=prefer", "sslmode=require"] {
+        assert_eq!(connects(&config(port, mode)).await, Ok(()), "{mode:?}");
+    }
+    // verify-ca and verify-full stay strict: a root that did not sign it.
+    let other = TestCa::new();
+    let other_root = other.write_ca_file();
+    for mode in ["verify-ca", "verify-full"] {
+        let refused = connects(&config(
+            port,
+            &format!("sslmode={mode} sslrootcert={}", other_root.display()),
+        ))
+        .await
+        .unwrap_err();
+        assert!(
+            refused.to_lowercase().contains("certificate"),
+            "{mode}: {refused}"
+        );
+    }
+    let _ = std::fs::remove_file(other_root);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_unix_socket_works_as_in_libpq_whatever_the_sslmode() {
     // libpq never uses TLS on a Unix-domain socket, so the default
     // sslmode (prefer), and even require, connect there in the clear.

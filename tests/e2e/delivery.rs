@@ -334,9 +334,10 @@ async fn worker_refuses_private_destinations_unless_allowed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_phase_commit_is_delivered_after_commit_prepared() {
-    // NOTIFY is not allowed in a prepared transaction; capture must still
-    // work there (the worker's timers find the delivery).
+async fn two_phase_commit_wakes_the_worker_at_commit_prepared() {
+    // NOTIFY is not allowed in a prepared transaction: the session that
+    // prepared it sends the wake-up when it runs COMMIT PREPARED (as Citus
+    // does on each node).
     let db = TestDb::new().await;
     let receiver = Receiver::start().await;
     let client = db.client().await;
@@ -346,7 +347,8 @@ async fn two_phase_commit_is_delivered_after_commit_prepared() {
         .batch_execute("create table t2pc (id int); select webhook_watch('t2pc');")
         .await
         .unwrap();
-    let mut worker = RunningWorker::start(db.worker_config());
+    // No worker yet: nothing else notifies.
+    let mut wake = pg_webhook_tests::Listener::start(&db.dsn, "pg_webhook_wake").await;
     let gid = format!("pgwh-{}", db.name);
     client
         .batch_execute(&format!(
@@ -364,10 +366,30 @@ async fn two_phase_commit_is_delivered_after_commit_prepared() {
         .batch_execute(&format!("commit prepared '{gid}'"))
         .await
         .unwrap();
+    // The wake-up itself (a worker would also find the event at its poll).
+    wake.next().await;
+    let mut worker = RunningWorker::start(db.worker_config());
     receiver.wait_for(1).await;
     db.wait_deliveries(&client, "succeeded", 1, &mut worker.events)
         .await;
+    // A prepared transaction rolled back leaves no event (and is forgotten).
+    client
+        .batch_execute(&format!(
+            "begin; insert into t2pc values (2); prepare transaction '{gid}';"
+        ))
+        .await
+        .unwrap();
+    client
+        .batch_execute(&format!("rollback prepared '{gid}'"))
+        .await
+        .unwrap();
     worker.stop().await;
+    let events: i64 = client
+        .query_one("select count(*) from webhook.events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(events, 1, "nothing of the rolled-back prepared transaction");
     db.finish().await;
 }
 

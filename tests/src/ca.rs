@@ -57,6 +57,55 @@ impl TestCa {
     }
 }
 
+/// A self-signed version-1 certificate for `localhost` and its RSA key
+/// (PEM), such as Citus makes for each of its nodes. Made by the `openssl`
+/// program: rcgen writes only version-3 certificates.
+pub fn version_1_certificate() -> (String, String) {
+    let dir = std::env::temp_dir().join(format!(
+        "pgwh-v1-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&dir).expect("a directory for the certificate");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("run openssl (scripts/setup.sh installs it)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-new",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "key.pem",
+        "-subj",
+        "/CN=localhost",
+        "-out",
+        "csr.pem",
+    ]);
+    // "x509 -req" without extensions writes a version-1 certificate.
+    run(&[
+        "x509", "-req", "-in", "csr.pem", "-signkey", "key.pem", "-days", "30", "-out", "cert.pem",
+    ]);
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).expect("openssl's output");
+    let pair = (read("cert.pem"), read("key.pem"));
+    assert!(
+        pair.0.starts_with("-----BEGIN CERTIFICATE-----"),
+        "a certificate"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    pair
+}
+
 impl Default for TestCa {
     fn default() -> Self {
         Self::new()

@@ -178,8 +178,7 @@ pub async fn pg_tool_of(bin: &std::path::Path, program: &str, args: &[&str]) {
 }
 
 /// A PostgreSQL cluster of its own that accepts only TLS connections
-/// (`ssl = on`, `hostssl` rules only), with a server certificate of `ca`
-/// for `localhost` and `127.0.0.1`; stopped when dropped.
+/// (`ssl = on`, `hostssl` rules only); stopped when dropped.
 pub struct TlsCluster {
     dir: std::path::PathBuf,
     /// Its port on 127.0.0.1.
@@ -187,13 +186,20 @@ pub struct TlsCluster {
 }
 
 impl TlsCluster {
-    /// Initialises and starts it (a few seconds).
+    /// Initialises and starts it with a server certificate of `ca` for
+    /// `localhost` and `127.0.0.1` (a few seconds).
     pub fn start(ca: &TestCa) -> Self {
+        let (cert, key) = &ca.server_pem;
+        Self::start_with_pem(cert, key, &[])
+    }
+
+    /// Initialises and starts it with this certificate and key (PEM) and
+    /// these extra `postgresql.conf` lines.
+    pub fn start_with_pem(cert: &str, key: &str, settings: &[&str]) -> Self {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("pgwh-tls-{}-{port}", std::process::id()));
         let files = dir.join("files");
         std::fs::create_dir_all(&files).expect("cluster directory");
-        let (cert, key) = &ca.server_pem;
         std::fs::write(files.join("server.crt"), cert).expect("server.crt");
         std::fs::write(files.join("server.key"), key).expect("server.key");
         std::fs::write(
@@ -227,6 +233,7 @@ impl TlsCluster {
                 "hba_file = '{}'",
                 files.join("pg_hba.conf").display()
             ))
+            .args(settings)
             .status()
             .expect("run scripts/cluster.sh");
         assert!(status.success(), "the TLS cluster did not start");
@@ -266,14 +273,20 @@ impl OwnCluster {
     /// Initialises and starts it with the PostgreSQL whose programs are in
     /// `bin`.
     pub fn start_with(bin: &std::path::Path) -> Self {
-        Self::create(bin, "start")
+        Self::create(bin, "start", &[])
+    }
+
+    /// Initialises and starts it with `PG_BIN`'s PostgreSQL and these extra
+    /// `postgresql.conf` lines.
+    pub fn start_with_settings(settings: &[&str]) -> Self {
+        Self::create(&pg_bin(), "start", settings)
     }
 
     /// A cluster of `bin`'s PostgreSQL in a directory of its own, through
     /// scripts/cluster.sh `command` (`start`, or `init`: not started), data
     /// checksums on (the default from 18 on; pg_upgrade wants both sides
     /// alike, and every cluster here is made this one way).
-    fn create(bin: &std::path::Path, command: &str) -> Self {
+    fn create(bin: &std::path::Path, command: &str, settings: &[&str]) -> Self {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("pgwh-own-{}-{port}", std::process::id()));
         let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/cluster.sh");
@@ -283,6 +296,7 @@ impl OwnCluster {
             .arg(&dir)
             .arg(port.to_string())
             .arg("fsync = off")
+            .args(settings)
             .env("PG_BIN", bin)
             .env("INITDB_OPTIONS", "--data-checksums")
             .status()
@@ -307,7 +321,7 @@ impl OwnCluster {
             &["-D", &old_data, "-m", "fast", "-w", "stop"],
             None,
         );
-        let upgraded = OwnCluster::create(new_bin, "init");
+        let upgraded = OwnCluster::create(new_bin, "init", &[]);
         let data = upgraded.dir.join("data").display().to_string();
         let (old_bin, bin) = (
             self.bin.display().to_string(),

@@ -6,16 +6,18 @@
 //! require, so these two settings are taken out of the string here and
 //! turned into a rustls client configuration (through tokio-postgres-rustls).
 //!
-//! As in libpq: `require` encrypts without checking the certificate, unless
-//! `sslrootcert` is given, when it checks it as `verify-ca` does;
-//! `verify-ca` checks that a trusted root signed the certificate;
-//! `verify-full` also checks that it names the host connected to.
+//! As in libpq: `require` (and `prefer`) encrypt without checking the
+//! certificate, whatever it is (a self-signed version-1 certificate, as
+//! Citus makes for its nodes, included), unless `sslrootcert` is given,
+//! when `require` checks it as `verify-ca` does; `verify-ca` checks that a
+//! trusted root signed the certificate; `verify-full` also checks that it
+//! names the host connected to.
 //!
 //! Must not: open connections (connect.rs does), or interpret any other
 //! setting (it only lists the keys a string sets).
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName, SubjectPublicKeyInfoDer, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 use std::sync::Arc;
 use tokio_postgres::config::SslMode as DriverMode;
@@ -427,9 +429,25 @@ impl ServerCertVerifier for ChainOnly {
 
 /// `require` and `prefer` without a root file: encrypted, the certificate
 /// taken as it comes (what libpq does); the handshake's signatures are
-/// still checked against it.
+/// still checked against its public key.
 #[derive(Debug)]
 struct Unchecked(Arc<rustls::crypto::CryptoProvider>);
+
+/// The public key (SubjectPublicKeyInfo, DER) of a certificate of any
+/// version. Read with x509-cert because webpki, behind rustls's signature
+/// helpers, parses only version-3 certificates and fails the handshake
+/// with `UnsupportedCertVersion` on a version-1 one, which OpenSSL (so
+/// libpq) takes.
+fn public_key(cert: &CertificateDer<'_>) -> Result<Vec<u8>, rustls::Error> {
+    use x509_cert::der::{Decode, Encode};
+    let bad = |_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding);
+    x509_cert::Certificate::from_der(cert.as_ref())
+        .map_err(bad)?
+        .tbs_certificate
+        .subject_public_key_info
+        .to_der()
+        .map_err(bad)
+}
 
 impl ServerCertVerifier for Unchecked {
     fn verify_server_cert(
@@ -449,12 +467,32 @@ impl ServerCertVerifier for Unchecked {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        // rustls offers no TLS 1.2 check by key alone: the same steps as its
+        // verify_tls12_signature, with the key read by public_key.
+        let spki = public_key(cert)?;
+        let spki = SubjectPublicKeyInfoDer::from(spki.as_slice());
+        let key = webpki::RawPublicKeyEntity::try_from(&spki)
+            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        let candidates = self
+            .0
+            .signature_verification_algorithms
+            .mapping
+            .iter()
+            .find(|(scheme, _)| *scheme == dss.scheme)
+            .map(|(_, algs)| *algs)
+            .ok_or(rustls::Error::PeerMisbehaved(
+                rustls::PeerMisbehaved::SignedHandshakeWithUnadvertisedSigScheme,
+            ))?;
+        candidates
+            .iter()
+            .find(|alg| {
+                key.verify_signature(**alg, message, dss.signature())
+                    .is_ok()
+            })
+            .map(|_| HandshakeSignatureValid::assertion())
+            .ok_or(rustls::Error::InvalidCertificate(
+                CertificateError::BadSignature,
+            ))
     }
 
     fn verify_tls13_signature(
@@ -463,9 +501,10 @@ impl ServerCertVerifier for Unchecked {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
+        let spki = public_key(cert)?;
+        rustls::crypto::verify_tls13_signature_with_raw_key(
             message,
-            cert,
+            &SubjectPublicKeyInfoDer::from(spki.as_slice()),
             dss,
             &self.0.signature_verification_algorithms,
         )
