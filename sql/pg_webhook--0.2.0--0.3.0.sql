@@ -150,6 +150,7 @@ begin
     from held h;
     -- The secret stays: events committed before now may not be fanned out
     -- yet. The worker's maintenance drops it once nothing is left to send.
+    perform webhook._cluster_publish(v_id, false);
     return true;
 end
 $$;
@@ -566,6 +567,7 @@ begin
     insert into webhook.endpoint_secrets (endpoint_id, secret, headers, auth, url)
     values (o_endpoint_id, v_secret, v_headers, v_auth, v_url);
     perform webhook._open_subscription(o_endpoint_id, v_patterns);
+    perform webhook._cluster_publish(o_endpoint_id, false);
     o_signing_secret := v_secret;
 end
 $$;
@@ -651,6 +653,7 @@ begin
     elsif v_active is false and v.disabled_at is null then
         perform webhook._disable_endpoint(v_id, 'disabled by webhook_update');
     end if;
+    perform webhook._cluster_publish(v_id, false);
     select * into v from webhook.endpoints e where e.id = v_id;
     return v;
 end
@@ -1705,3 +1708,398 @@ $$;
 
 comment on function webhook._capture() is
     'Row-change capture trigger installed by webhook_watch; arguments: the event prefix, then the columns to send (all when none); on a Citus distributed table, ''@table'', its schema and its name first.';
+
+-- -----------------------------------------------------------------------------
+-- 0.3.0: a Citus cluster's endpoints, the same on every node (see
+-- sql/install/12_cluster.sql): every endpoint change publishes the
+-- endpoint's state, which webhook_cluster_enable() makes reach every node.
+-- Without Citus nothing changes.
+-- -----------------------------------------------------------------------------
+-- API: Private
+create function webhook._hold_endpoint(
+    p_endpoint_id bigint, -- the endpoint
+    p_reason text         -- why, for people (disabled_reason)
+) returns text
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_name text;
+begin
+    update webhook.endpoints e
+    set is_active = false, disabled_at = now(), disabled_reason = p_reason, updated_at = now()
+    where e.id = p_endpoint_id and e.disabled_at is null and e.deleted_at is null
+    returning e.name into v_name;
+    if not found then
+        return null;
+    end if;
+    perform webhook._hold_fanout();
+    update webhook.deliveries_open d set status = 'paused'
+    where d.endpoint_id = p_endpoint_id and d.status = 'pending';
+    return v_name;
+end
+$$;
+
+create or replace function webhook._disable_endpoint(
+    p_endpoint_id bigint, -- the endpoint
+    p_reason text         -- why, for people (disabled_reason)
+) returns boolean
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_name text := webhook._hold_endpoint(p_endpoint_id, p_reason);
+    v_failing_since timestamptz;
+begin
+    if v_name is null then
+        return false;
+    end if;
+    select a.failing_since into v_failing_since from webhook.endpoint_activity a where a.endpoint_id = p_endpoint_id;
+    perform pg_notify('pg_webhook_endpoint_disabled', p_endpoint_id::text);
+    perform webhook._enqueue('webhook.endpoint.disabled',
+        jsonb_build_object('endpoint_id', p_endpoint_id, 'name', v_name, 'reason', p_reason,
+                           'disabled_at', now(), 'failing_since', v_failing_since),
+        null);
+    perform webhook._cluster_publish(p_endpoint_id, true);
+    return true;
+end
+$$;
+
+create or replace function webhook_pause(
+    endpoint_id bigint -- the endpoint to pause
+) returns boolean
+language plpgsql volatile
+security definer
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_id bigint := $1;
+begin
+    perform webhook._live_endpoint(v_id);
+    update webhook.endpoints e set paused_at = now(), updated_at = now()
+    where e.id = v_id and e.paused_at is null;
+    if not found then
+        return false; -- already paused
+    end if;
+    -- Deliveries in flight keep their lease: their outcome is recorded as usual.
+    perform webhook._hold_fanout();
+    update webhook.deliveries_open d set status = 'paused'
+    where d.endpoint_id = v_id and d.status = 'pending';
+    perform webhook._cluster_publish(v_id, false);
+    return true;
+end
+$$;
+
+create or replace function webhook_resume(
+    endpoint_id bigint -- the endpoint to resume (paused or disabled)
+) returns boolean
+language plpgsql volatile
+security definer
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_resumed boolean;
+begin
+    perform webhook._live_endpoint($1);
+    v_resumed := webhook._enable_endpoint($1);
+    -- Whether or not it was held here: a node's own worker may have
+    -- disabled it there, and resuming on the coordinator resumes it everywhere.
+    perform webhook._cluster_publish($1, false);
+    return v_resumed;
+end
+$$;
+
+create or replace function webhook_rotate_secret(
+    endpoint_id bigint,                -- the endpoint
+    grace interval default '24 hours'  -- how long the old secret keeps signing too
+) returns text
+language plpgsql volatile
+security definer
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_id bigint := $1;
+    v_grace interval := $2;
+    v_secret text := webhook._generate_secret();
+begin
+    perform webhook._live_endpoint(v_id);
+    if v_grace is null or v_grace < interval '0' or v_grace > interval '30 days' then
+        raise exception 'grace must be between 0 and 30 days, not %', coalesce(v_grace::text, 'NULL')
+            using errcode = '22023';
+    end if;
+    update webhook.endpoint_secrets s
+    set previous_secret = case when v_grace > interval '0' then s.secret end,
+        previous_expires_at = case when v_grace > interval '0' then now() + v_grace end,
+        secret = v_secret
+    where s.endpoint_id = v_id;
+    update webhook.endpoints e set updated_at = now() where e.id = v_id;
+    perform webhook._cluster_publish(v_id, false);
+    return v_secret;
+end
+$$;
+
+-- API: Private
+-- The endpoints' states as the coordinator last wrote them (a Citus
+-- reference table once webhook_cluster_enable() has run). It holds the
+-- signing secrets: readable by the extension owner only.
+create table webhook.cluster_endpoints (
+    endpoint_id bigint primary key,
+    state       jsonb not null,
+    updated_at  timestamptz not null default now()
+);
+comment on table webhook.cluster_endpoints is
+    'On a Citus cluster (after webhook_cluster_enable()): each endpoint''s settings and state as the coordinator last wrote them, replicated to every node, where a trigger applies them to the node''s own endpoint tables. Holds secrets.';
+
+-- API: Private
+-- An endpoint's settings and state as every node must have them: what the
+-- API sets, not what each node keeps of its own (times, health, the
+-- subscription history, whose snapshots are the node's own transactions).
+-- Null for an unknown endpoint.
+create function webhook._endpoint_state(
+    p_endpoint_id bigint -- the endpoint
+) returns jsonb
+language sql stable
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+    select jsonb_build_object(
+        'id', e.id,
+        'name', e.name,
+        'url', s.url,
+        'event_types', to_jsonb(e.event_types),
+        'headers', s.headers,
+        'auth', s.auth,
+        'retry_policy', e.retry_policy,
+        'timeout', e.timeout::text,
+        'max_in_flight', e.max_in_flight,
+        'paused', e.paused_at is not null,
+        'disabled_reason', e.disabled_reason,
+        'deleted', e.deleted_at is not null,
+        'secret', s.secret,
+        'previous_secret', s.previous_secret,
+        'previous_expires_at', s.previous_expires_at)
+    from webhook.endpoints e
+    -- The secrets' row of a removed endpoint goes once nothing is left to send.
+    left join webhook.endpoint_secrets s on s.endpoint_id = e.id
+    where e.id = p_endpoint_id
+$$;
+
+-- API: Private
+-- Makes this node's endpoint p_state.id what p_state says, through the
+-- functions the API uses (a pause holds the node's pending deliveries, new
+-- event types open a subscription period at this node's commit, and so
+-- on). Returns false when there was nothing to change.
+create function webhook._apply_endpoint_state(
+    p_state jsonb -- from webhook._endpoint_state() on the coordinator
+) returns boolean
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_id bigint := (p_state ->> 'id')::bigint;
+    v_local jsonb := webhook._endpoint_state(v_id);
+    v_patterns text[] := array(select jsonb_array_elements_text(p_state -> 'event_types'));
+    -- What webhook_update sets (the rest is state, secrets and identity).
+    v_settings text[] := array['url', 'event_types', 'name', 'headers', 'auth', 'retry_policy', 'timeout',
+                               'max_in_flight'];
+    v_paused boolean;
+    v_reason text;
+begin
+    if v_local is not distinct from p_state then
+        return false;
+    end if;
+    if v_local is null then
+        if (p_state ->> 'deleted')::boolean then
+            return false; -- removed before this node knew it: nothing to send
+        end if;
+        -- As webhook._subscribe makes it, with the coordinator's id and secret
+        -- (the coordinator checked the settings).
+        insert into webhook.endpoints (id, name, url, event_types, header_names, auth_type, retry_policy, timeout,
+                                       max_in_flight)
+        values (v_id, p_state ->> 'name', webhook._redact_url(p_state ->> 'url'), v_patterns,
+                array(select jsonb_object_keys(p_state -> 'headers') order by 1), p_state -> 'auth' ->> 'type',
+                nullif(p_state -> 'retry_policy', 'null'::jsonb), (p_state ->> 'timeout')::interval,
+                (p_state ->> 'max_in_flight')::integer);
+        insert into webhook.endpoint_secrets (endpoint_id, secret, headers, auth, url)
+        values (v_id, p_state ->> 'secret', p_state -> 'headers', nullif(p_state -> 'auth', 'null'::jsonb),
+                p_state ->> 'url');
+        perform webhook._open_subscription(v_id, v_patterns);
+        -- Ids are the coordinator's: keep this node's sequence past them.
+        perform setval(pg_get_serial_sequence('webhook.endpoints', 'id'), (select max(e.id) from webhook.endpoints e));
+        v_local := webhook._endpoint_state(v_id);
+    end if;
+    if (v_local ->> 'deleted')::boolean then
+        return true; -- a removed endpoint changes no more
+    end if;
+    if (p_state ->> 'deleted')::boolean then
+        perform @extschema@.webhook_unsubscribe(v_id);
+        return true;
+    end if;
+    if (select jsonb_object_agg(k, v_local -> k) from unnest(v_settings) k)
+       is distinct from (select jsonb_object_agg(k, p_state -> k) from unnest(v_settings) k) then
+        perform @extschema@.webhook_update(v_id,
+                               url => p_state ->> 'url',
+                               event_types => v_patterns,
+                               name => p_state ->> 'name',
+                               headers => p_state -> 'headers',
+                               retry_policy => p_state -> 'retry_policy',
+                               timeout => (p_state ->> 'timeout')::interval,
+                               auth => p_state -> 'auth',
+                               max_in_flight => coalesce((p_state ->> 'max_in_flight')::integer, 0));
+    end if;
+    update webhook.endpoint_secrets s
+    set secret = p_state ->> 'secret',
+        previous_secret = p_state ->> 'previous_secret',
+        previous_expires_at = (p_state ->> 'previous_expires_at')::timestamptz
+    where s.endpoint_id = v_id
+      and (s.secret, s.previous_secret, s.previous_expires_at)
+          is distinct from (p_state ->> 'secret', p_state ->> 'previous_secret',
+                            (p_state ->> 'previous_expires_at')::timestamptz);
+    -- Held (paused, disabled) as the coordinator holds it: released first
+    -- when it holds less, then held again as it says.
+    v_paused := (v_local ->> 'paused')::boolean;
+    v_reason := v_local ->> 'disabled_reason';
+    if (v_paused and not (p_state ->> 'paused')::boolean)
+       or v_reason is distinct from (p_state ->> 'disabled_reason') then
+        perform webhook._enable_endpoint(v_id);
+        v_paused := false;
+        v_reason := null;
+    end if;
+    if (p_state ->> 'paused')::boolean and not v_paused then
+        perform @extschema@.webhook_pause(v_id);
+    end if;
+    if p_state ->> 'disabled_reason' is not null and v_reason is null then
+        -- Held, without a second webhook.endpoint.disabled event: the node
+        -- where it was disabled sent it.
+        perform webhook._hold_endpoint(v_id, p_state ->> 'disabled_reason');
+    end if;
+    return true;
+end
+$$;
+
+-- API: Private
+-- The trigger on each node's copy of webhook.cluster_endpoints. The API
+-- functions it calls would publish again: a transaction setting tells
+-- them not to.
+create function webhook._cluster_apply()
+returns trigger
+language plpgsql volatile
+security definer
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+begin
+    perform pg_catalog.set_config('pg_webhook_cluster.applying', 'on', true);
+    perform webhook._apply_endpoint_state(new.state);
+    perform pg_catalog.set_config('pg_webhook_cluster.applying', '', true);
+    return null;
+end
+$$;
+
+create trigger cluster_endpoints_apply
+    after insert or update on webhook.cluster_endpoints
+    for each row execute function webhook._cluster_apply();
+
+-- API: Private
+-- 'coordinator' or 'node' on a Citus cluster where webhook_cluster_enable()
+-- has run, else null.
+create function webhook._cluster_role()
+returns text
+language plpgsql stable
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_coordinator boolean;
+begin
+    if webhook._citus_table_kind('webhook.cluster_endpoints') is null then
+        return null;
+    end if;
+    -- Citus's function: a dynamic statement, as it exists only with Citus.
+    execute 'select pg_catalog.citus_is_coordinator()' into v_coordinator;
+    return case when v_coordinator then 'coordinator' else 'node' end;
+end
+$$;
+
+-- API: Private
+-- Called by every endpoint change of the API: on a Citus cluster, writes
+-- the endpoint's new state to every node (see above); elsewhere nothing.
+-- Endpoints are managed on the coordinator only (their ids are its own),
+-- so the change is refused on another node, unless it is a node's worker
+-- disabling an endpoint there (p_local_ok): that stays on the node.
+create function webhook._cluster_publish(
+    p_endpoint_id bigint, -- the endpoint changed
+    p_local_ok boolean    -- true: on a node that is not the coordinator, change nothing more
+) returns void
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_role text;
+begin
+    if pg_catalog.current_setting('pg_webhook_cluster.applying', true) = 'on' then
+        return; -- applying the coordinator's change
+    end if;
+    v_role := webhook._cluster_role();
+    if v_role is null or (v_role = 'node' and p_local_ok) then
+        return;
+    end if;
+    if v_role = 'node' then
+        raise exception 'on a Citus cluster, endpoints are managed on the coordinator'
+            using errcode = '0A000', hint = 'Connect to the coordinator and call the function there.';
+    end if;
+    -- Citus allows only immutable expressions in DO UPDATE SET: the new
+    -- values come through "excluded".
+    insert into webhook.cluster_endpoints (endpoint_id, state, updated_at)
+    values (p_endpoint_id, webhook._endpoint_state(p_endpoint_id), now())
+    on conflict (endpoint_id) do update set state = excluded.state, updated_at = excluded.updated_at;
+end
+$$;
+
+-- API: Public
+-- The one step that turns a Citus cluster's pg_webhook into one: run on
+-- the coordinator by the extension's owner (a superuser), after
+-- `create extension pg_webhook` there (Citus creates it on every node).
+-- Run it again after adding a node (and replicate_reference_tables()),
+-- before the node receives shards: every node is brought up to date.
+create function webhook_cluster_enable()
+returns integer
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_coordinator boolean;
+    v_count integer;
+begin
+    if not exists (select from pg_catalog.pg_extension e where e.extname = 'citus') then
+        raise exception 'webhook_cluster_enable needs the citus extension in this database'
+            using errcode = '0A000', hint = 'Without Citus, pg_webhook needs no such step.';
+    end if;
+    execute 'select pg_catalog.citus_is_coordinator()' into v_coordinator;
+    if not v_coordinator then
+        raise exception 'webhook_cluster_enable runs on the coordinator' using errcode = '0A000';
+    end if;
+    if webhook._citus_table_kind('webhook.cluster_endpoints') is null then
+        -- The trigger on it runs on every node's copy; Citus allows that
+        -- only when told (it writes nothing distributed).
+        perform pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
+        execute 'select pg_catalog.create_reference_table(''webhook.cluster_endpoints'')';
+    end if;
+    -- Each node's worker registers its database's webhook-id namespace at
+    -- its first claim; done here too, before the first distributed write:
+    -- registering takes a lock that two connections of one distributed
+    -- transaction (Citus opens several per node) would wait on in turn.
+    execute 'select count(*) from pg_catalog.run_command_on_all_nodes(''select webhook._vxid()'')';
+    -- Every endpoint's state, written again: each node creates what it
+    -- lacks and changes what differs (a node added since gets them all).
+    insert into webhook.cluster_endpoints (endpoint_id, state, updated_at)
+    select e.id, webhook._endpoint_state(e.id), now() from webhook.endpoints e
+    on conflict (endpoint_id) do update set state = excluded.state, updated_at = excluded.updated_at;
+    get diagnostics v_count = row_count;
+    return v_count;
+end
+$$;
+comment on function webhook_cluster_enable() is
+    'On a Citus coordinator: makes every endpoint change reach every node (see docs/production.md); run again after adding a node, before it receives shards. Returns the number of endpoints written to every node.';
+
+revoke all on table webhook.cluster_endpoints from public;
+revoke all on function webhook._hold_endpoint(bigint, text), webhook._endpoint_state(bigint),
+    webhook._apply_endpoint_state(jsonb), webhook._cluster_apply(), webhook._cluster_role(),
+    webhook._cluster_publish(bigint, boolean), webhook_cluster_enable() from public;

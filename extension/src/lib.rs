@@ -106,11 +106,16 @@ extension_sql_file!(
     requires = ["events_api", trigger::_capture]
 );
 extension_sql_file!(
-    "../../sql/install/12_invariants.sql",
-    name = "invariants",
+    "../../sql/install/12_cluster.sql",
+    name = "cluster",
     requires = ["views"]
 );
-extension_sql_file!("../../sql/install/13_grants.sql", name = "grants", finalize);
+extension_sql_file!(
+    "../../sql/install/13_invariants.sql",
+    name = "invariants",
+    requires = ["cluster"]
+);
+extension_sql_file!("../../sql/install/14_grants.sql", name = "grants", finalize);
 
 /// Called by PostgreSQL when the library is loaded into a backend.
 #[pg_guard]

@@ -18,10 +18,39 @@
 -- =============================================================================
 
 -- API: Private
+-- Holds a disabled endpoint's deliveries: marks it disabled and its
+-- pending deliveries paused (until webhook_resume). Returns its name, or
+-- null if it was already disabled or removed.
+create function webhook._hold_endpoint(
+    p_endpoint_id bigint, -- the endpoint
+    p_reason text         -- why, for people (disabled_reason)
+) returns text
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_name text;
+begin
+    update webhook.endpoints e
+    set is_active = false, disabled_at = now(), disabled_reason = p_reason, updated_at = now()
+    where e.id = p_endpoint_id and e.disabled_at is null and e.deleted_at is null
+    returning e.name into v_name;
+    if not found then
+        return null;
+    end if;
+    perform webhook._hold_fanout();
+    update webhook.deliveries_open d set status = 'paused'
+    where d.endpoint_id = p_endpoint_id and d.status = 'pending';
+    return v_name;
+end
+$$;
+
+-- API: Private
 -- Disables an endpoint: its deliveries wait (paused) until webhook_resume,
 -- listeners of pg_webhook_endpoint_disabled hear of it, and a
 -- webhook.endpoint.disabled event goes to the endpoints subscribed to it
--- (operational webhooks, as Svix has). False if it was already disabled or removed.
+-- (operational webhooks, as Svix has); on a Citus coordinator, every node
+-- disables it too. False if it was already disabled or removed.
 create function webhook._disable_endpoint(
     p_endpoint_id bigint, -- the endpoint
     p_reason text         -- why, for people (disabled_reason)
@@ -30,25 +59,19 @@ language plpgsql volatile
 set search_path = pg_catalog, webhook, pg_temp
 as $$
 declare
-    v_name text;
+    v_name text := webhook._hold_endpoint(p_endpoint_id, p_reason);
     v_failing_since timestamptz;
 begin
-    update webhook.endpoints e
-    set is_active = false, disabled_at = now(), disabled_reason = p_reason, updated_at = now()
-    where e.id = p_endpoint_id and e.disabled_at is null and e.deleted_at is null
-    returning e.name into v_name;
-    if not found then
+    if v_name is null then
         return false;
     end if;
-    perform webhook._hold_fanout();
-    update webhook.deliveries_open d set status = 'paused'
-    where d.endpoint_id = p_endpoint_id and d.status = 'pending';
     select a.failing_since into v_failing_since from webhook.endpoint_activity a where a.endpoint_id = p_endpoint_id;
     perform pg_notify('pg_webhook_endpoint_disabled', p_endpoint_id::text);
     perform webhook._enqueue('webhook.endpoint.disabled',
         jsonb_build_object('endpoint_id', p_endpoint_id, 'name', v_name, 'reason', p_reason,
                            'disabled_at', now(), 'failing_since', v_failing_since),
         null);
+    perform webhook._cluster_publish(p_endpoint_id, true);
     return true;
 end
 $$;

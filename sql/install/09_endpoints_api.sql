@@ -53,6 +53,7 @@ begin
     insert into webhook.endpoint_secrets (endpoint_id, secret, headers, auth, url)
     values (o_endpoint_id, v_secret, v_headers, v_auth, v_url);
     perform webhook._open_subscription(o_endpoint_id, v_patterns);
+    perform webhook._cluster_publish(o_endpoint_id, false);
     o_signing_secret := v_secret;
 end
 $$;
@@ -120,6 +121,7 @@ begin
     from held h;
     -- The secret stays: events committed before now may not be fanned out
     -- yet. The worker's maintenance drops it once nothing is left to send.
+    perform webhook._cluster_publish(v_id, false);
     return true;
 end
 $$;
@@ -208,6 +210,7 @@ begin
     elsif v_active is false and v.disabled_at is null then
         perform webhook._disable_endpoint(v_id, 'disabled by webhook_update');
     end if;
+    perform webhook._cluster_publish(v_id, false);
     select * into v from webhook.endpoints e where e.id = v_id;
     return v;
 end
@@ -263,6 +266,7 @@ begin
     perform webhook._hold_fanout();
     update webhook.deliveries_open d set status = 'paused'
     where d.endpoint_id = v_id and d.status = 'pending';
+    perform webhook._cluster_publish(v_id, false);
     return true;
 end
 $$;
@@ -277,9 +281,15 @@ language plpgsql volatile
 security definer
 set search_path = pg_catalog, webhook, pg_temp
 as $$
+declare
+    v_resumed boolean;
 begin
     perform webhook._live_endpoint($1);
-    return webhook._enable_endpoint($1);
+    v_resumed := webhook._enable_endpoint($1);
+    -- Whether or not it was held here: a node's own worker may have
+    -- disabled it there, and resuming on the coordinator resumes it everywhere.
+    perform webhook._cluster_publish($1, false);
+    return v_resumed;
 end
 $$;
 comment on function webhook_resume(bigint) is
@@ -310,6 +320,7 @@ begin
         secret = v_secret
     where s.endpoint_id = v_id;
     update webhook.endpoints e set updated_at = now() where e.id = v_id;
+    perform webhook._cluster_publish(v_id, false);
     return v_secret;
 end
 $$;

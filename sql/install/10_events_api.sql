@@ -3,7 +3,7 @@
 -- event, replay, purge (schema of the extension, webhook_ prefix).
 --
 -- webhook_publish is granted to webhook_publisher, the rest to
--- webhook_admin; see 13_grants.sql. Event types starting with "webhook."
+-- webhook_admin; see 14_grants.sql. Event types starting with "webhook."
 -- are pg_webhook's own (webhook.test, webhook.endpoint.disabled).
 -- =============================================================================
 

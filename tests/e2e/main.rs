@@ -5,6 +5,8 @@
 mod bytes;
 mod capture;
 mod chaos;
+mod citus;
+mod cluster;
 mod concurrency;
 mod dbtls;
 mod delivery;

@@ -155,6 +155,17 @@ fn pg_bin() -> std::path::PathBuf {
         .into()
 }
 
+/// Whether the PostgreSQL under test (`PG_BIN`) has the shared library
+/// `name` (`citus.so`) in its library directory.
+pub fn has_library(name: &str) -> bool {
+    let out = std::process::Command::new(pg_bin().join("pg_config"))
+        .arg("--pkglibdir")
+        .output()
+        .expect("run pg_config");
+    let dir = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    std::path::Path::new(&dir).join(name).exists()
+}
+
 /// Runs one of PostgreSQL's client programs (`pg_dump`, `pg_restore`, …)
 /// from `PG_BIN` (default: Debian's PostgreSQL 15) and fails the test with
 /// its output if it fails.

@@ -22,7 +22,7 @@ mod worker;
 
 pub use browser::chromium;
 pub use ca::{version_1_certificate, TestCa};
-pub use cluster::{pg_tool, pg_tool_of, OwnCluster, PgBouncer, TlsCluster};
+pub use cluster::{has_library, pg_tool, pg_tool_of, OwnCluster, PgBouncer, TlsCluster};
 pub use db::{attempt_due_once, Listener, TestDb};
 pub use network::{Blackhole, ForwardProxy};
 pub use receiver::{Received, Receiver};
