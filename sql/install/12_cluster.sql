@@ -232,6 +232,108 @@ begin
 end
 $$;
 
+-- API: Private
+-- The endpoints this node does not have as the coordinator last published
+-- them: missing, or with other settings or state. Two differences are
+-- allowed: a disable by the node's own worker (it stays on the node), and
+-- anything about a removed endpoint (each node drops its secret once
+-- nothing is left to send there). Empty without Citus.
+create function webhook._cluster_stale()
+returns setof bigint
+language sql stable
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+    select c.endpoint_id
+    from webhook.cluster_endpoints c
+    where not (c.state ->> 'deleted')::boolean
+      and (webhook._endpoint_state(c.endpoint_id) - 'disabled_reason') is distinct from (c.state - 'disabled_reason')
+$$;
+
+-- API: Private
+-- How many endpoints this node lacks or has otherwise than the coordinator
+-- published them: the worker warns at start-up when it is not 0 (a node
+-- added without running webhook_cluster_enable() again).
+create function webhook._cluster_behind()
+returns bigint
+language sql stable
+security definer
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+    select count(*) from webhook._cluster_stale()
+$$;
+
+-- API: Private
+-- Runs p_query (one json array) on every node and returns its elements with
+-- the node's id; fails with the first node's error.
+create function webhook._cluster_gather(
+    p_query text -- a statement returning one json array of rows
+) returns table (node_id integer, row_json json)
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    r record;
+begin
+    if webhook._cluster_role() is distinct from 'coordinator' then
+        raise exception 'the cluster-wide views are read on the coordinator of a Citus cluster where webhook_cluster_enable() has run'
+            using errcode = '0A000';
+    end if;
+    -- Citus's function: a dynamic statement, as it exists only with Citus.
+    for r in execute 'select n.nodeid, n.success, n.result from pg_catalog.run_command_on_all_nodes($1) n'
+        using p_query
+    loop
+        if not r.success then
+            raise exception 'node % could not answer: %', r.nodeid, r.result using errcode = '58000';
+        end if;
+        return query select r.nodeid, e.value from pg_catalog.json_array_elements(r.result::json) e;
+    end loop;
+end
+$$;
+
+-- API: Public
+-- Every node's webhook.delivery_log since p_since (attempts started, or
+-- deliveries not attempted yet whose event is that recent), read from the
+-- coordinator: each node answers for its own log (Citus's
+-- run_command_on_all_nodes). As the extension owner, so that a reader
+-- needs no login on every node; the statement run there is fixed. A node
+-- that cannot answer fails the query.
+create function webhook.cluster_delivery_log(
+    p_since timestamptz default now() - interval '1 day' -- the oldest attempt returned
+) returns table (node_id integer, log webhook.delivery_log)
+language plpgsql volatile
+security definer
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+begin
+    return query select n.node_id, pg_catalog.json_populate_record(null::webhook.delivery_log, n.row_json)
+    from webhook._cluster_gather(pg_catalog.format(
+        'select coalesce(pg_catalog.json_agg(d), ''[]'') from webhook.delivery_log d
+         where coalesce(d.started_at, d.event_created_at) >= %L', p_since)) n;
+end
+$$;
+comment on function webhook.cluster_delivery_log(timestamptz) is
+    'On a Citus coordinator: every node''s webhook.delivery_log rows since the given time (default: one day), with the node''s id (pg_dist_node.nodeid).';
+
+-- API: Public
+-- Every node's webhook.endpoint_health, read from the coordinator (see
+-- webhook.cluster_delivery_log).
+create function webhook.cluster_endpoint_health()
+returns table (node_id integer, health webhook.endpoint_health)
+language plpgsql volatile
+security definer
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+begin
+    return query select n.node_id, pg_catalog.json_populate_record(null::webhook.endpoint_health, n.row_json)
+    from webhook._cluster_gather(
+        'select coalesce(pg_catalog.json_agg(h), ''[]'') from webhook.endpoint_health h') n;
+end
+$$;
+comment on function webhook.cluster_endpoint_health() is
+    'On a Citus coordinator: every node''s webhook.endpoint_health rows, with the node''s id (pg_dist_node.nodeid).';
+
+
+
 -- API: Public
 -- The one step that turns a Citus cluster's pg_webhook into one: run on
 -- the coordinator by the extension's owner (a superuser), after

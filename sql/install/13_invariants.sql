@@ -50,6 +50,9 @@ as $$
       and ((select count(*) from webhook.subscriptions s where s.endpoint_id = e.id and s.until_txid is null) <> 1
            or not exists (select from webhook.endpoint_secrets k where k.endpoint_id = e.id))
     union all
+    select c, 'a Citus node has each endpoint as the coordinator last published it'
+    from webhook._cluster_stale() c
+    union all
     select g.gen, 'only the current generation''s slot is written by new events'
     from webhook.generations g
     where g.purged_at is not null

@@ -64,6 +64,9 @@ grant select on webhook.endpoints, webhook.subscriptions, webhook.events, webhoo
     webhook.endpoint_activity, webhook.endpoint_stats, webhook.endpoint_stats_hourly, webhook.delivery_log,
     webhook.endpoint_health, webhook.event_types
     to webhook_reader;
+-- On a Citus coordinator, every node's log and health.
+grant execute on function webhook.cluster_delivery_log(timestamptz), webhook.cluster_endpoint_health()
+    to webhook_reader;
 -- (And the functions the views call: a function runs with its caller's
 -- EXECUTE right, in a view as anywhere, and is inlined only when it has it.)
 grant execute on function webhook._hist_percentile(bigint[], double precision), webhook._latency_bound(integer),
@@ -109,6 +112,7 @@ grant execute on function
     webhook._record_attempts(text, bigint[], bigint[], bigint[], integer[], timestamptz[], double precision[],
                              integer[], text[], text[], text[], bigint[]),
     webhook._next_due_ms(integer, bigint[], integer[]),
+    webhook._cluster_behind(),
     webhook._notify_min_interval_ms(),
     webhook._maintenance(),
     webhook._queue_lag_seconds()

@@ -183,10 +183,21 @@ async fn a_citus_cluster_captures_and_delivers_on_every_node() {
     for sql in [
         format!("select citus_add_node('127.0.0.1', {})", node3.port),
         "select replicate_reference_tables()".to_owned(),
-        "select webhook_cluster_enable()".to_owned(),
     ] {
         c0.batch_execute(&sql).await.unwrap();
     }
+    // Until webhook_cluster_enable() runs again, the node lacks the
+    // endpoint: its worker would warn (webhook._cluster_behind), and so do
+    // the invariants.
+    let behind: i64 = c3
+        .query_one("select webhook._cluster_behind()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(behind, 1);
+    c0.batch_execute("select webhook_cluster_enable()")
+        .await
+        .unwrap();
     let known: i64 = c3
         .query_one(
             "select count(*) from webhook.endpoints where id = $1",
@@ -241,6 +252,79 @@ async fn a_citus_cluster_captures_and_delivers_on_every_node() {
         c0.batch_execute(insert).await.unwrap();
     }
     receiver.wait_for(43).await;
+
+    // Endpoints are managed on the coordinator only.
+    let refused = c1
+        .batch_execute("select webhook_subscribe('https://example.com/')")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Some(&tokio_postgres::error::SqlState::FEATURE_NOT_SUPPORTED)
+    );
+    // A change that fails on one node changes nothing anywhere: a name
+    // taken on node 2 alone (made there behind the cluster's back).
+    c2.batch_execute(
+        "set pg_webhook_cluster.applying = on;
+         select webhook_subscribe('https://example.com/', name => 'taken');",
+    )
+    .await
+    .unwrap();
+    let failed = c0
+        .execute("select webhook_update($1, name => 'taken')", &[&endpoint])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        failed.code(),
+        Some(&tokio_postgres::error::SqlState::DUPLICATE_OBJECT),
+        "{failed:?}"
+    );
+    for node in [&c0, &c1, &c3] {
+        let name: String = node
+            .query_one(
+                "select name from webhook.endpoints where id = $1",
+                &[&endpoint],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_ne!(name, "taken");
+    }
+    c2.batch_execute(
+        "set pg_webhook_cluster.applying = on;
+         select webhook_unsubscribe((select id from webhook.endpoints where name = 'taken'));
+         reset pg_webhook_cluster.applying;",
+    )
+    .await
+    .unwrap();
+
+    // Analysts read every node's log and health on the coordinator.
+    for node in [&c0, &c1, &c2, &c3] {
+        within(
+            "every delivery recorded",
+            until(node, "select count(*) = 0 from webhook.deliveries_open"),
+        )
+        .await;
+    }
+    let logged: i64 = c0
+        .query_one(
+            "select count(distinct (node_id, (log).delivery_id)) from webhook.cluster_delivery_log()
+             where (log).status = 'succeeded'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(logged, 43);
+    let health: i64 = c0
+        .query_one(
+            "select count(distinct node_id) from webhook.cluster_endpoint_health()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(health, 4);
 
     // An endpoint change on the coordinator reaches every node.
     c0.execute("select webhook_pause($1)", &[&endpoint])

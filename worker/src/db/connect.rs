@@ -158,6 +158,16 @@ pub async fn check_extension(client: &Client) -> Result<String, ExtensionError> 
     Ok(found)
 }
 
+/// On a Citus node: how many endpoints the coordinator published that this
+/// node lacks or has otherwise (`webhook._cluster_behind`); 0 elsewhere.
+pub async fn cluster_behind(client: &Client) -> Result<i64, DbError> {
+    let row = client
+        .query_typed_opt(queries::CLUSTER_BEHIND, &[])
+        .await
+        .map_err(DbError::from)?;
+    Ok(row.map_or(0, |r| r.get(0)))
+}
+
 /// The wait between two tries of a long-lived connection that failed
 /// (claim, record, LISTEN): doubling from 100 ms to at most 5 s, back to
 /// the start after a success. One schedule for all of them: a database back

@@ -126,12 +126,17 @@ pub const STATUS_MINUTES: &str = "with m as ( \
                                  where h.minute operator(pg_catalog.=) m.minute), 0.95) \
      from m order by m.minute";
 
+/// On a Citus node: how many endpoints the coordinator published that this
+/// node lacks or has otherwise (0 elsewhere).
+pub const CLUSTER_BEHIND: &str = "select webhook._cluster_behind()";
+
 /// The wake-up channel that the extension notifies at commit.
 pub const LISTEN: &str = "listen pg_webhook_wake";
 
 /// All statements that take part in `prepare` (for the drift test).
 pub const ALL: &[&str] = &[
     EXTENSION_VERSION,
+    CLUSTER_BEHIND,
     CLAIM,
     RECORD,
     NEXT_DUE,

@@ -11,7 +11,7 @@
 
 use crate::claim::{AttemptRecord, Claim};
 use crate::config::Config;
-use crate::db::connect::{check_extension, connect, Backoff};
+use crate::db::connect::{check_extension, cluster_behind, connect, Backoff};
 use crate::db::error::DbError;
 use crate::db::listen;
 use crate::db::queue::{ClaimRequest, Queue};
@@ -72,6 +72,7 @@ impl Worker {
         let client = connect(&config.pg, &config.pg_tls).await?;
         let version = check_extension(&client).await?;
         tracing::info!(extension_version = %version, ?config, "pg-webhook-worker starting");
+        warn_if_cluster_behind(&client).await;
         if config.claim_timeout() < config.db_timeout {
             tracing::warn!(
                 claim_timeout = ?config.claim_timeout(),
@@ -398,5 +399,19 @@ fn attempt_record(claim: &Claim, outcome: &Outcome, decision: Decision) -> Attem
         error: outcome.result.as_ref().err().map(|e| e.to_string()),
         outcome: label,
         retry_delay_ms: delay,
+    }
+}
+
+/// On a Citus node that lacks endpoints the coordinator published (a node
+/// added without running webhook_cluster_enable() again), events captured
+/// here reach only the endpoints it has: say so, with the fix.
+async fn warn_if_cluster_behind(client: &tokio_postgres::Client) {
+    match cluster_behind(client).await {
+        Ok(0) => {}
+        Ok(behind) => tracing::warn!(
+            endpoints = behind,
+            "this Citus node lacks endpoints the coordinator published, or has them otherwise; events captured here go only to the endpoints it has: run select webhook_cluster_enable() on the coordinator"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not compare this node's endpoints with the coordinator's"),
     }
 }
