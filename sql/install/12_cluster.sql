@@ -48,14 +48,17 @@ as $$
         'headers', s.headers,
         'auth', s.auth,
         'retry_policy', e.retry_policy,
-        'timeout', e.timeout::text,
+        -- Times and intervals as numbers and UTC text: their text form
+        -- depends on each session's TimeZone and IntervalStyle.
+        'timeout_us', (extract(epoch from e.timeout) * 1000000)::bigint,
         'max_in_flight', e.max_in_flight,
         'paused', e.paused_at is not null,
         'disabled_reason', e.disabled_reason,
         'deleted', e.deleted_at is not null,
         'secret', s.secret,
         'previous_secret', s.previous_secret,
-        'previous_expires_at', s.previous_expires_at)
+        'previous_expires_at',
+            to_char(s.previous_expires_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
     from webhook.endpoints e
     -- The secrets' row of a removed endpoint goes once nothing is left to send.
     left join webhook.endpoint_secrets s on s.endpoint_id = e.id
@@ -78,8 +81,9 @@ declare
     v_local jsonb := webhook._endpoint_state(v_id);
     v_patterns text[] := array(select jsonb_array_elements_text(p_state -> 'event_types'));
     -- What webhook_update sets (the rest is state, secrets and identity).
-    v_settings text[] := array['url', 'event_types', 'name', 'headers', 'auth', 'retry_policy', 'timeout',
+    v_settings text[] := array['url', 'event_types', 'name', 'headers', 'auth', 'retry_policy', 'timeout_us',
                                'max_in_flight'];
+    v_timeout interval := (p_state ->> 'timeout_us')::bigint * interval '1 microsecond';
     v_paused boolean;
     v_reason text;
 begin
@@ -96,7 +100,7 @@ begin
                                        max_in_flight)
         values (v_id, p_state ->> 'name', webhook._redact_url(p_state ->> 'url'), v_patterns,
                 array(select jsonb_object_keys(p_state -> 'headers') order by 1), p_state -> 'auth' ->> 'type',
-                nullif(p_state -> 'retry_policy', 'null'::jsonb), (p_state ->> 'timeout')::interval,
+                nullif(p_state -> 'retry_policy', 'null'::jsonb), v_timeout,
                 (p_state ->> 'max_in_flight')::integer);
         insert into webhook.endpoint_secrets (endpoint_id, secret, headers, auth, url)
         values (v_id, p_state ->> 'secret', p_state -> 'headers', nullif(p_state -> 'auth', 'null'::jsonb),
@@ -121,7 +125,7 @@ begin
                                name => p_state ->> 'name',
                                headers => p_state -> 'headers',
                                retry_policy => p_state -> 'retry_policy',
-                               timeout => (p_state ->> 'timeout')::interval,
+                               timeout => v_timeout,
                                auth => p_state -> 'auth',
                                max_in_flight => coalesce((p_state ->> 'max_in_flight')::integer, 0));
     end if;
@@ -158,7 +162,8 @@ $$;
 -- API: Private
 -- The trigger on each node's copy of webhook.cluster_endpoints. The API
 -- functions it calls would publish again: a transaction setting tells
--- them not to.
+-- them not to. (Anyone may set it; an admin who does changes that node
+-- alone, and the invariants then list the endpoint as stale there.)
 create function webhook._cluster_apply()
 returns trigger
 language plpgsql volatile

@@ -344,6 +344,25 @@ async fn a_citus_cluster_captures_and_delivers_on_every_node() {
     for worker in workers {
         worker.stop().await;
     }
+    // Unwatched on every shard, without the DBA telling Citus anything.
+    let unwatched: bool = c0
+        .query_one("select webhook_unwatch('orders')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(unwatched);
+    let events = "select count(*) from webhook.events where event_type like 'orders.%'";
+    let mut before = Vec::new();
+    for node in [&c1, &c2, &c3] {
+        before.push(node.query_one(events, &[]).await.unwrap().get::<_, i64>(0));
+    }
+    c0.batch_execute("insert into orders select g, g from generate_series(2001, 2020) g")
+        .await
+        .unwrap();
+    for (node, before) in [&c1, &c2, &c3].into_iter().zip(before) {
+        let after: i64 = node.query_one(events, &[]).await.unwrap().get(0);
+        assert_eq!(after, before, "nothing captured once unwatched");
+    }
     let mut expected: BTreeSet<i64> = (1..=40).collect();
     expected.extend(moved);
     assert_eq!(ids(&receiver), expected);
