@@ -41,7 +41,7 @@ for n in "${names[@]}"; do port[$n]=$(free_port); done
 sink_port=$(free_port)
 cleanup() {
     pkill -f "$WORKER" 2>/dev/null || true
-    [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+    bash "$ROOT/scripts/sink.sh" stop "$work"
     for n in "${names[@]}"; do bash scripts/cluster.sh stop "$work/$n" || true; done
     rm -rf "$work"
 }
@@ -56,20 +56,7 @@ done
 bash scripts/cluster.sh start "$work/single" "${port[single]}" "${settings[@]}"
 psql_on() { psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "${port[$1]}" -U postgres -d postgres "${@:2}"; }
 
-mkdir -p "$work/nginx"
-cat >"$work/nginx.conf" <<NGINX
-worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 10000000;
-    client_body_temp_path $work/nginx;
-    server { listen 127.0.0.1:$sink_port; location / { return 200 "ok"; } }
-}
-NGINX
-nginx -c "$work/nginx.conf" -p "$work/nginx"
+bash scripts/sink.sh start "$work" "$sink_port"
 
 for n in coordinator node1 node2; do
     psql_on "$n" -c "create extension citus" -c "alter database postgres set pg_webhook.allow_private_targets = on"
@@ -132,6 +119,52 @@ say "|---|---:|"
 say "| one plain PostgreSQL, one worker | $single |"
 say "| Citus, one worker on each of 2 nodes | $citus |"
 say "| ratio | $(awk -v a="$citus" -v b="$single" 'BEGIN { printf "%.2f", a / b }') |"
+
+# Wake-up at COMMIT PREPARED: transactions that each write one row on each
+# node (two-phase commit), one worker per node already idle; from the
+# commit (the coordinator's clock, after COMMIT returned) to the attempt's
+# start on the node (same machine, same clock). The poll alone would take
+# up to the 1 s poll interval.
+for n in node1 node2; do
+    PG_WEBHOOK_ALLOW_PRIVATE_TARGETS=true "$WORKER" \
+        --database-url "host=127.0.0.1 port=${port[$n]} user=postgres dbname=postgres" >"$work/wake-$n.log" 2>&1 &
+done
+pick() { # node: 20 ids from 1,000,000 on whose shard that node holds
+    psql_on coordinator -Atc "select g from generate_series(1000000, 1001000) g
+        where (select p.nodeport from pg_dist_shard_placement p
+               where p.shardid = get_shard_id_for_distribution_column('orders', g)) = ${port[$1]}
+        order by g limit 20"
+}
+mapfile -t on1 < <(pick node1)
+mapfile -t on2 < <(pick node2)
+sleep 2 # the workers connect, drain what the capture runs left (nothing: they ran after) and go idle
+: >"$work/commits"
+for i in $(seq 0 19); do
+    t=$(psql_on coordinator -Atc "begin; insert into orders values (${on1[$i]}, 0), (${on2[$i]}, 0); commit;
+        select extract(epoch from clock_timestamp())")
+    echo "${on1[$i]} $t" >>"$work/commits"
+    echo "${on2[$i]} $t" >>"$work/commits"
+    sleep 0.6 # apart, past the 200 ms a worker keeps polling after work: each finds them idle
+done
+: >"$work/sends"
+for n in node1 node2; do
+    until [ "$(psql_on "$n" -Atc "select count(*) from webhook.events e join webhook.deliveries d
+                  on d.event_slot = e.slot and d.event_txid = e.txid and d.event_id = e.id
+                  where d.status = 'succeeded' and (e.payload->'new'->>'id')::bigint >= 1000000")" = 20 ]; do
+        sleep 0.1
+    done
+    psql_on "$n" -Atc "select (e.payload->'new'->>'id'), extract(epoch from min(a.started_at))
+        from webhook.attempts a join webhook.deliveries d on d.id = a.delivery_id and d.endpoint_id = a.endpoint_id
+        join webhook.events e on e.slot = d.event_slot and e.txid = d.event_txid and e.id = d.event_id
+        where (e.payload->'new'->>'id')::bigint >= 1000000 group by 1" -F ' ' >>"$work/sends"
+done
+pkill -f "$WORKER" || true
+median_ms=$(awk 'NR == FNR { c[$1] = $2; next } ($1 in c) { print ($2 - c[$1]) * 1000 }' "$work/commits" "$work/sends" \
+    | sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print "none"; else printf "%.1f (%d events, max %.1f)", v[int((NR + 1) / 2)], NR, v[NR] }')
+say ""
+say "| commit (two-phase, both nodes) to the send on each node | ms, median |"
+say "|---|---:|"
+say "| 20 transactions, one row on each node | $median_ms |"
 say ""
 # Capture after the drain: the events it makes are never sent (no worker runs).
 say "| capture through the coordinator | not watched (tx/s) | watched (tx/s) | share |"

@@ -27,7 +27,7 @@ free_port() { bash "$ROOT/scripts/cluster.sh" free-port; }
 pg_port=$(free_port)
 sink_port=$(free_port)
 cleanup() {
-    [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+    bash "$ROOT/scripts/sink.sh" stop "$work"
     bash "$ROOT/scripts/cluster.sh" stop "$work" || true
     rm -rf "$work"
 }
@@ -42,25 +42,7 @@ bash scripts/cluster.sh start "$work" "$pg_port" \
     "autovacuum_naptime = 10s" "autovacuum_vacuum_scale_factor = 0.05" "autovacuum_vacuum_cost_limit = 2000"
 
 echo "== nginx sink on 127.0.0.1:$sink_port"
-mkdir -p "$work/nginx"
-cat >"$work/nginx.conf" <<NGINX
-worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 10000000;
-    keepalive_timeout 300s;
-    client_body_temp_path $work/nginx;
-    server {
-        listen 127.0.0.1:$sink_port;
-        client_max_body_size 16m;
-        location / { return 200 "ok"; }
-    }
-}
-NGINX
-nginx -c "$work/nginx.conf" -p "$work/nginx"
+bash scripts/sink.sh start "$work" "$sink_port"
 
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 git diff --quiet HEAD 2>/dev/null || commit="$commit-dirty"

@@ -22,6 +22,23 @@ async fn connects(c: &Config) -> Result<(), String> {
     }
 }
 
+/// verify-ca and verify-full both refuse the server's certificate when
+/// told to trust only `root`, which did not sign it.
+async fn refused_by_both_verify_modes(port: u16, root: &std::path::Path) {
+    for mode in ["verify-ca", "verify-full"] {
+        let refused = connects(&config(
+            port,
+            &format!("sslmode={mode} sslrootcert={}", root.display()),
+        ))
+        .await
+        .unwrap_err();
+        assert!(
+            refused.to_lowercase().contains("certificate"),
+            "{mode}: {refused}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sslmode_and_sslrootcert_work_as_in_libpq() {
     let ca = TestCa::new();
@@ -58,18 +75,7 @@ async fn sslmode_and_sslrootcert_work_as_in_libpq() {
     assert!(refused.to_lowercase().contains("certificate"), "{refused}");
     connects(&wrong_name("verify-ca", &root)).await.unwrap();
     // A certificate from a root not trusted is refused by both.
-    for mode in ["verify-ca", "verify-full"] {
-        let refused = connects(&config(
-            port,
-            &format!("sslmode={mode} sslrootcert={}", other_root.display()),
-        ))
-        .await
-        .unwrap_err();
-        assert!(
-            refused.to_lowercase().contains("certificate"),
-            "{mode}: {refused}"
-        );
-    }
+    refused_by_both_verify_modes(port, &other_root).await;
     // So does require once a root file is given (libpq: it then checks as verify-ca).
     let refused = connects(&config(
         port,
@@ -132,18 +138,7 @@ async fn a_self_signed_version_1_certificate_is_taken_as_libpq_takes_it() {
     // verify-ca and verify-full stay strict: a root that did not sign it.
     let other = TestCa::new();
     let other_root = other.write_ca_file();
-    for mode in ["verify-ca", "verify-full"] {
-        let refused = connects(&config(
-            port,
-            &format!("sslmode={mode} sslrootcert={}", other_root.display()),
-        ))
-        .await
-        .unwrap_err();
-        assert!(
-            refused.to_lowercase().contains("certificate"),
-            "{mode}: {refused}"
-        );
-    }
+    refused_by_both_verify_modes(port, &other_root).await;
     let _ = std::fs::remove_file(other_root);
 }
 
