@@ -264,6 +264,10 @@ declare
     v_reason text;
     v_slot smallint := webhook._current_slot();
     v_n integer := coalesce(cardinality(p_delivery_ids), 0);
+    v_failing_after integer := webhook._failing_after();
+    v_failing bigint[];
+    v_recovered jsonb[];
+    v_exhausted bigint[];
 begin
     if v_n <> coalesce(cardinality(p_lease_tokens), 0) or v_n <> coalesce(cardinality(p_endpoint_ids), 0)
        or v_n <> coalesce(cardinality(p_attempt_numbers), 0) or v_n <> coalesce(cardinality(p_started_at), 0)
@@ -385,6 +389,12 @@ begin
                bool_or(o.status_code = 410) as gone
         from outcomes o join last_ok l on l.endpoint_id = o.endpoint_id
         group by o.endpoint_id, l.at
+    ), before as (
+        -- The runs as they were (every part of one statement reads the
+        -- tables as they were before it).
+        select a.endpoint_id, a.consecutive_failures, a.failing_since
+        from webhook.endpoint_activity a
+        where a.endpoint_id = any (array(select ru.endpoint_id from runs ru))
     ), activity as (
         insert into webhook.endpoint_activity as a (endpoint_id, last_success_at, last_failure_at, last_failure_status,
                                                    last_failure_error, consecutive_failures, failing_since)
@@ -402,12 +412,30 @@ begin
                                         else a.consecutive_failures + excluded.consecutive_failures end,
             failing_since = case when excluded.last_success_at is not null then excluded.failing_since
                                  else coalesce(a.failing_since, excluded.failing_since) end
-        returning a.endpoint_id
+        returning a.endpoint_id, a.consecutive_failures
     )
     select (select count(*) from retried) + (select count(*) from archived),
            array(select ru.endpoint_id from runs ru where ru.failures > 0),
-           array(select ru.endpoint_id from runs ru where ru.gone)
-    into v_moved, v_touched, v_gone;
+           array(select ru.endpoint_id from runs ru where ru.gone),
+           -- Failing: the run reached the threshold in this batch (it was
+           -- below, or a success in the batch started it over).
+           array(select ac.endpoint_id
+                 from activity ac
+                 join runs ru on ru.endpoint_id = ac.endpoint_id
+                 left join before b on b.endpoint_id = ac.endpoint_id
+                 where ac.consecutive_failures >= v_failing_after
+                   and (ru.last_success_at is not null or coalesce(b.consecutive_failures, 0) < v_failing_after)),
+           -- Recovered: a success ended a run that had reached it.
+           array(select jsonb_build_object('endpoint_id', b.endpoint_id, 'failing_since', b.failing_since,
+                                           'consecutive_failures', b.consecutive_failures)
+                 from runs ru
+                 join before b on b.endpoint_id = ru.endpoint_id
+                 where ru.last_success_at is not null and b.consecutive_failures >= v_failing_after),
+           array(select f.id from finished f where f.outcome = 'failed')
+    into v_moved, v_touched, v_gone, v_failing, v_recovered, v_exhausted;
+    if cardinality(v_failing) + cardinality(v_recovered) + cardinality(v_exhausted) > 0 then
+        perform webhook._report_runs(v_failing, v_recovered, v_exhausted);
+    end if;
 
     -- 410 Gone: the receiver says the endpoint is no more; stop at once.
     -- Failing without a success for pg_webhook.disable_after: give up on it.
@@ -850,11 +878,15 @@ begin
     end if;
 
     with chunk as (
-        select e.id, e.slot, e.txid, e.event_type, e.id_namespace
+        -- subject: the endpoint an operator event is about (only those
+        -- read their data), which does not receive it.
+        select e.id, e.slot, e.txid, e.event_type, e.id_namespace,
+               case when e.event_type like 'webhook.%' then (e.payload ->> 'endpoint_id')::bigint end as subject
         from webhook.events e
         where e.txid = any (v_xip)
         union all
-        select e.id, e.slot, e.txid, e.event_type, e.id_namespace
+        select e.id, e.slot, e.txid, e.event_type, e.id_namespace,
+               case when e.event_type like 'webhook.%' then (e.payload ->> 'endpoint_id')::bigint end
         from webhook.events e
         where e.txid >= v_lo and e.txid <= v_hi and not e.txid = any (st.cur_xip)
     ), targets as (
@@ -874,6 +906,7 @@ begin
         left join webhook.incarnations i on c.id_namespace is null and i.n = webhook._incarnation_of(c.txid)
         -- webhook_send_test creates its delivery itself, for one endpoint.
         where c.event_type <> 'webhook.test'
+          and ep.id is distinct from c.subject
     ), opened as (
         insert into webhook.deliveries_open (event_id, event_txid, event_slot, endpoint_id, status, event_namespace)
         select t.id, t.txid, t.slot, t.endpoint_id,
@@ -1755,11 +1788,9 @@ begin
         return false;
     end if;
     select a.failing_since into v_failing_since from webhook.endpoint_activity a where a.endpoint_id = p_endpoint_id;
-    perform pg_notify('pg_webhook_endpoint_disabled', p_endpoint_id::text);
-    perform webhook._enqueue('webhook.endpoint.disabled',
+    perform webhook._operator_event('webhook.endpoint.disabled', p_endpoint_id,
         jsonb_build_object('endpoint_id', p_endpoint_id, 'name', v_name, 'reason', p_reason,
-                           'disabled_at', now(), 'failing_since', v_failing_since),
-        null);
+                           'disabled_at', now(), 'failing_since', v_failing_since));
     perform webhook._cluster_publish(p_endpoint_id, true);
     return true;
 end
@@ -2268,3 +2299,89 @@ as $$
       and exists (select from webhook.events e where e.slot = g.gen % webhook._slots())
       and not exists (select from webhook.generations n where n.gen > g.gen and n.gen % webhook._slots() = g.gen % webhook._slots())
 $$;
+
+-- -----------------------------------------------------------------------------
+-- 0.3.0: operator events before things break: webhook.endpoint.failing
+-- (pg_webhook.failing_after failed attempts in a row), .recovered and
+-- webhook.delivery.exhausted, beside webhook.endpoint.disabled; never
+-- delivered to the endpoint they are about (see webhook._fan_out).
+-- -----------------------------------------------------------------------------
+-- pg_webhook::api::webhook::_failing_after
+CREATE  FUNCTION webhook."_failing_after"() RETURNS INT /* i32 */
+STRICT STABLE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'failing_after_wrapper';
+
+-- API: Private
+create function webhook._operator_event(
+    p_type text,          -- the event type
+    p_endpoint_id bigint, -- the endpoint it is about (p_data's endpoint_id)
+    p_data jsonb          -- the event's data
+) returns void
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+begin
+    perform pg_notify('pg_' || replace(p_type, '.', '_'), p_endpoint_id::text);
+    perform webhook._enqueue(p_type, p_data, null);
+end
+$$;
+
+-- API: Private
+create function webhook._report_runs(
+    p_failing bigint[],    -- endpoints now failing
+    p_recovered jsonb[],   -- endpoints recovered, with the run that ended
+    p_exhausted bigint[]   -- deliveries that failed for good
+) returns void
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    r record;
+begin
+    for r in
+        select e.id, e.name, a.consecutive_failures, a.failing_since, a.last_failure_status, a.last_failure_error,
+               a.failing_since + webhook._disable_after_s() * interval '1 second' as disables_at
+        from webhook.endpoints e
+        join webhook.endpoint_activity a on a.endpoint_id = e.id
+        where e.id = any (p_failing) and e.deleted_at is null and e.disabled_at is null
+        order by e.id
+    loop
+        perform webhook._operator_event('webhook.endpoint.failing', r.id,
+            jsonb_build_object('endpoint_id', r.id, 'name', r.name,
+                               'consecutive_failures', r.consecutive_failures, 'failing_since', r.failing_since,
+                               'last_failure_status', r.last_failure_status, 'last_failure_error', r.last_failure_error,
+                               'disables_at', r.disables_at,
+                               'disables_in_seconds', greatest(0, floor(extract(epoch from r.disables_at - now())))));
+    end loop;
+    for r in
+        select e.id, e.name, x.run
+        from unnest(p_recovered) x(run)
+        join webhook.endpoints e on e.id = (x.run ->> 'endpoint_id')::bigint
+        order by e.id
+    loop
+        perform webhook._operator_event('webhook.endpoint.recovered', r.id,
+            jsonb_build_object('endpoint_id', r.id, 'name', r.name, 'recovered_at', now(),
+                               'failing_since', r.run -> 'failing_since',
+                               'consecutive_failures', r.run -> 'consecutive_failures'));
+    end loop;
+    for r in
+        select d.id, d.endpoint_id, e.name, d.event_id, webhook._webhook_id(d.event_id, d.event_namespace) as message_id,
+               ev.event_type, d.attempt_count, d.last_status_code, d.last_error
+        from webhook.deliveries d
+        join webhook.events ev on ev.slot = d.event_slot and ev.txid = d.event_txid and ev.id = d.event_id
+        join webhook.endpoints e on e.id = d.endpoint_id
+        where d.id = any (p_exhausted) and d.status = 'failed' and ev.event_type not like 'webhook.%'
+        order by d.id
+    loop
+        perform webhook._operator_event('webhook.delivery.exhausted', r.endpoint_id,
+            jsonb_build_object('delivery_id', r.id, 'endpoint_id', r.endpoint_id, 'name', r.name,
+                               'event_id', r.event_id, 'message_id', r.message_id, 'event_type', r.event_type,
+                               'attempts', r.attempt_count, 'last_status_code', r.last_status_code,
+                               'last_error', r.last_error));
+    end loop;
+end
+$$;
+
+revoke all on function webhook._failing_after(), webhook._operator_event(text, bigint, jsonb),
+    webhook._report_runs(bigint[], jsonb[], bigint[]) from public;

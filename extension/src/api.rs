@@ -134,6 +134,12 @@ mod webhook {
         gucs::disable_after_s()
     }
 
+    /// `pg_webhook.failing_after`, for the record SQL.
+    #[pg_extern(stable, name = "_failing_after")]
+    fn failing_after() -> i32 {
+        gucs::failing_after()
+    }
+
     /// Wakes the workers when this transaction commits (once per transaction,
     /// see `wake.rs`).
     #[pg_extern(volatile, name = "_wake")]

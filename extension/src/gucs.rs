@@ -13,6 +13,7 @@ static NOTIFY_MIN_INTERVAL_MS: GucSetting<i32> =
     GucSetting::<i32>::new(DEFAULT_NOTIFY_MIN_INTERVAL_MS);
 static RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(DEFAULT_RETENTION_S);
 static DISABLE_AFTER_S: GucSetting<i32> = GucSetting::<i32>::new(DEFAULT_DISABLE_AFTER_S);
+static FAILING_AFTER: GucSetting<i32> = GucSetting::<i32>::new(DEFAULT_FAILING_AFTER);
 
 /// Default for `pg_webhook.retention`: 30 days, as Svix keeps message
 /// history; finished deliveries, their attempts and events are removed
@@ -20,6 +21,9 @@ static DISABLE_AFTER_S: GucSetting<i32> = GucSetting::<i32>::new(DEFAULT_DISABLE
 pub(crate) const DEFAULT_RETENTION_S: i32 = 30 * 24 * 3600;
 /// Default for `pg_webhook.disable_after`: 5 days without a success, as Svix.
 pub(crate) const DEFAULT_DISABLE_AFTER_S: i32 = 5 * 24 * 3600;
+/// Default for `pg_webhook.failing_after`: 5 failed attempts in a row, as
+/// Svix reports failing endpoints after a handful, well before disabling.
+pub(crate) const DEFAULT_FAILING_AFTER: i32 = 5;
 
 /// Default for `pg_webhook.notify_min_interval`: 50 ms, measured as enough to
 /// take NOTIFY's commit lock out of the way of 16 concurrent writers, while a
@@ -75,6 +79,16 @@ pub(crate) fn init() {
         GucFlags::UNIT_S,
     );
     GucRegistry::define_int_guc(
+        c"pg_webhook.failing_after",
+        c"How many failed attempts in a row make an endpoint failing.",
+        c"Then a webhook.endpoint.failing event goes out (to the other endpoints subscribed to it), once per run of failures; its first success after that sends webhook.endpoint.recovered.",
+        &FAILING_AFTER,
+        1,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
         c"pg_webhook.max_payload_bytes",
         c"Largest event data accepted, in bytes of JSON text.",
         c"A larger webhook_publish fails with SQLSTATE 54000; a larger captured row still commits, its event carrying the key columns and \"truncated\": true. Default 1 MiB.",
@@ -114,4 +128,9 @@ pub(crate) fn retention_s() -> i32 {
 /// `pg_webhook.disable_after`, in seconds (default 5 days).
 pub(crate) fn disable_after_s() -> i32 {
     DISABLE_AFTER_S.get()
+}
+
+/// `pg_webhook.failing_after`, failed attempts in a row (default 5).
+pub(crate) fn failing_after() -> i32 {
+    FAILING_AFTER.get()
 }

@@ -491,6 +491,63 @@ mod tests {
     }
 
     #[pg_test]
+    fn operator_events_follow_runs_of_failures_and_never_report_their_own_deliveries() {
+        let endpoint = subscribe("https://a.example.com/", "{*}");
+        Spi::run("set local pg_webhook.failing_after = 2").unwrap();
+        let claim = "select delivery_id, lease_token from webhook._claim_deliveries('w', 10, '30 seconds', 100, '{}', '{}', 0, 1048576) \
+                     where delivery_id is not null";
+        // One test delivery after another, each recorded with `outcome`.
+        let attempt = |outcome: &str, status: i32| {
+            Spi::run(&format!("select webhook_send_test({endpoint})")).unwrap();
+            let (id, token) = Spi::get_two::<i64, i64>(claim).unwrap();
+            Spi::run(&format!(
+                "select webhook._record_attempts('w', array[{}]::bigint[], array[{}]::bigint[], array[{endpoint}]::bigint[], array[1], \
+                 array[clock_timestamp()], array[1.5::float8], array[{status}], array['x'], array[null]::text[], array['{outcome}'], \
+                 array[null]::bigint[])",
+                id.unwrap(),
+                token.unwrap()
+            ))
+            .unwrap();
+        };
+        let events = |t: &str| {
+            count(&format!(
+                "select count(*) from webhook.events where event_type = '{t}'"
+            ))
+        };
+        attempt("failed", 500);
+        assert_eq!(
+            events("webhook.endpoint.failing"),
+            0,
+            "one failure is not a run"
+        );
+        attempt("failed", 500);
+        assert_eq!(events("webhook.endpoint.failing"), 1, "the second is");
+        attempt("failed", 500);
+        assert_eq!(events("webhook.endpoint.failing"), 1, "once per run");
+        assert_eq!(
+            events("webhook.delivery.exhausted"),
+            0,
+            "deliveries of pg_webhook's own events (webhook.test here) are not reported"
+        );
+        attempt("succeeded", 200);
+        assert_eq!(events("webhook.endpoint.recovered"), 1);
+        assert_eq!(
+            count(&format!(
+                "select count(*) from webhook.events where event_type = 'webhook.endpoint.recovered' \
+                 and (payload ->> 'endpoint_id')::bigint = {endpoint} \
+                 and (payload ->> 'consecutive_failures')::int = 3"
+            )),
+            1,
+            "{}",
+            Spi::get_one::<String>("select payload::text from webhook.events where event_type = 'webhook.endpoint.recovered'")
+                .unwrap()
+                .unwrap_or_default()
+        );
+        attempt("succeeded", 200);
+        assert_eq!(events("webhook.endpoint.recovered"), 1, "once");
+    }
+
+    #[pg_test]
     fn record_moves_a_delivery_only_under_its_lease() {
         let endpoint = subscribe("https://a.example.com/", "{*}");
         Spi::run(&format!("select webhook_send_test({endpoint})")).unwrap();

@@ -437,10 +437,16 @@ async fn a_410_disables_at_once_notifies_and_resume_sends_what_waited() {
         .unwrap();
     assert!(!row.get::<_, bool>(0) && row.get::<_, bool>(1));
     assert_eq!(row.get::<_, String>(2), "the endpoint answered 410 Gone");
-    // The operations endpoint hears of it.
-    let heard = ops.wait_for(1).await;
-    assert_eq!(heard[0].json()["type"], "webhook.endpoint.disabled");
-    assert_eq!(heard[0].json()["data"]["endpoint_id"], eg);
+    // The operations endpoint hears of it (and of the delivery given up).
+    let heard: Vec<serde_json::Value> = ops.wait_for(2).await.iter().map(|r| r.json()).collect();
+    let disabled = heard
+        .iter()
+        .find(|j| j["type"] == "webhook.endpoint.disabled")
+        .expect("webhook.endpoint.disabled");
+    assert_eq!(disabled["data"]["endpoint_id"], eg);
+    assert!(heard
+        .iter()
+        .any(|j| j["type"] == "webhook.delivery.exhausted"));
     // What comes next waits, it does not fail.
     client
         .batch_execute("select webhook_publish('order.two', '{}')")
@@ -459,6 +465,109 @@ async fn a_410_disables_at_once_notifies_and_resume_sends_what_waited() {
     )
     .await;
     worker.stop().await;
+    db.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_events_tell_of_failing_recovered_and_exhausted() {
+    let db = TestDb::new().await;
+    let (flaky, dead, ops) = (
+        Receiver::start().await,
+        Receiver::start().await,
+        Receiver::start().await,
+    );
+    flaky.script(&[500, 500, 500]);
+    dead.script(&[503]);
+    let admin = pg_webhook_tests::connect(&pg_webhook_tests::admin_dsn()).await;
+    admin
+        .batch_execute(&format!(
+            "alter database {} set pg_webhook.failing_after = 3",
+            db.name
+        ))
+        .await
+        .unwrap();
+    let client = db.client().await;
+    let quick =
+        r#"{"initial_delay": "100 milliseconds", "backoff_multiplier": 1, "max_attempts": 10}"#;
+    // flaky takes everything, pg_webhook's own events included: it must
+    // never hear of itself.
+    let (ef, _) = db
+        .subscribe(&client, &flaky.url("/"), &["*"], Some(quick))
+        .await;
+    let (ed, _) = db
+        .subscribe(
+            &client,
+            &dead.url("/"),
+            &["order.two"],
+            Some(r#"{"max_attempts": 1}"#),
+        )
+        .await;
+    db.subscribe(&client, &ops.url("/ops"), &["webhook.*"], None)
+        .await;
+    let mut failing = Listener::start(&db.dsn, "pg_webhook_endpoint_failing").await;
+    let mut recovered = Listener::start(&db.dsn, "pg_webhook_endpoint_recovered").await;
+    let mut exhausted = Listener::start(&db.dsn, "pg_webhook_delivery_exhausted").await;
+    let mut worker = RunningWorker::start(db.worker_config());
+    client
+        .batch_execute("select webhook_publish('order.one', '{}')")
+        .await
+        .unwrap();
+    assert_eq!(failing.next().await, ef.to_string());
+    assert_eq!(recovered.next().await, ef.to_string());
+    let heard = ops.wait_for(2).await;
+    let (f, r) = (heard[0].json(), heard[1].json());
+    assert_eq!(f["type"], "webhook.endpoint.failing");
+    assert_eq!(f["data"]["endpoint_id"], ef);
+    assert_eq!(f["data"]["consecutive_failures"], 3);
+    assert_eq!(f["data"]["last_failure_status"], 500);
+    assert!(
+        f["data"]["disables_in_seconds"].as_f64().unwrap() > 0.0,
+        "{f}"
+    );
+    assert_eq!(r["type"], "webhook.endpoint.recovered");
+    assert_eq!(r["data"]["consecutive_failures"], 3);
+    assert_eq!(r["data"]["failing_since"], f["data"]["failing_since"]);
+
+    // A delivery that gives up (one attempt allowed) is reported; one
+    // failure is not a failing endpoint.
+    client
+        .batch_execute("select webhook_publish('order.two', '{}')")
+        .await
+        .unwrap();
+    assert_eq!(exhausted.next().await, ed.to_string());
+    let heard = ops.wait_for(3).await;
+    let x = heard[2].json();
+    assert_eq!(x["type"], "webhook.delivery.exhausted");
+    assert_eq!(x["data"]["endpoint_id"], ed);
+    assert_eq!(x["data"]["event_type"], "order.two");
+    assert_eq!(x["data"]["attempts"], 1);
+    assert_eq!(x["data"]["last_status_code"], 503);
+    assert!(x["data"]["message_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("msg_"));
+    // flaky heard of dead's delivery, never of itself.
+    db.wait_for(
+        &client,
+        &format!("select count(*) = 0 from webhook.deliveries_open where endpoint_id = {ef}"),
+        Some(&mut worker.events),
+    )
+    .await;
+    worker.stop().await;
+    let about: Vec<(String, i64)> = flaky
+        .requests()
+        .iter()
+        .map(|q| q.json())
+        .filter(|j| j["type"].as_str().unwrap().starts_with("webhook."))
+        .map(|j| {
+            (
+                j["type"].as_str().unwrap().to_owned(),
+                j["data"]["endpoint_id"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(about, [("webhook.delivery.exhausted".to_owned(), ed)]);
+    db.assert_invariants(&client).await;
     db.finish().await;
 }
 
