@@ -126,15 +126,11 @@ begin
     end if;
 
     with chunk as (
-        -- subject: the endpoint an operator event is about (only those
-        -- read their data), which does not receive it.
-        select e.id, e.slot, e.txid, e.event_type, e.id_namespace,
-               case when e.event_type like 'webhook.%' then (e.payload ->> 'endpoint_id')::bigint end as subject
+        select e.id, e.slot, e.txid, e.event_type, e.id_namespace
         from webhook.events e
         where e.txid = any (v_xip)
         union all
-        select e.id, e.slot, e.txid, e.event_type, e.id_namespace,
-               case when e.event_type like 'webhook.%' then (e.payload ->> 'endpoint_id')::bigint end
+        select e.id, e.slot, e.txid, e.event_type, e.id_namespace
         from webhook.events e
         where e.txid >= v_lo and e.txid <= v_hi and not e.txid = any (st.cur_xip)
     ), targets as (
@@ -154,7 +150,12 @@ begin
         left join webhook.incarnations i on c.id_namespace is null and i.n = webhook._incarnation_of(c.txid)
         -- webhook_send_test creates its delivery itself, for one endpoint.
         where c.event_type <> 'webhook.test'
-          and ep.id is distinct from c.subject
+          -- An operator event does not go to the endpoint it is about; only
+          -- pg_webhook's own events have their data read for it.
+          and (c.event_type not like 'webhook.%'
+               or ep.id is distinct from (select (o.payload ->> 'endpoint_id')::bigint
+                                          from webhook.events o
+                                          where o.slot = c.slot and o.txid = c.txid and o.id = c.id))
     ), opened as (
         insert into webhook.deliveries_open (event_id, event_txid, event_slot, endpoint_id, status, event_namespace)
         select t.id, t.txid, t.slot, t.endpoint_id,
