@@ -2122,7 +2122,9 @@ $$;
 
 -- API: Private
 -- Runs p_query (one json array) on every node and returns its elements with
--- the node's id; fails with the first node's error.
+-- the node's id; fails with the first node's error. p_query runs in a
+-- session of each node with that session's search_path: every name and
+-- operator in it is qualified.
 create function webhook._cluster_gather(
     p_query text -- a statement returning one json array of rows
 ) returns table (node_id integer, row_json json)
@@ -2166,7 +2168,8 @@ begin
     return query select n.node_id, pg_catalog.json_populate_record(null::webhook.delivery_log, n.row_json)
     from webhook._cluster_gather(pg_catalog.format(
         'select coalesce(pg_catalog.json_agg(d), ''[]'') from webhook.delivery_log d
-         where coalesce(d.started_at, d.event_created_at) >= %L', p_since)) n;
+         where coalesce(d.started_at, d.event_created_at) operator(pg_catalog.>=) %L::pg_catalog.timestamptz',
+        p_since)) n;
 end
 $$;
 comment on function webhook.cluster_delivery_log(timestamptz) is
