@@ -55,6 +55,10 @@ for n in coordinator node1 node2; do
 done
 bash scripts/cluster.sh start "$work/single" "${port[single]}" "${settings[@]}"
 psql_on() { psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "${port[$1]}" -U postgres -d postgres "${@:2}"; }
+start_worker() { # node log-name: a worker on that node, in the background
+    PG_WEBHOOK_ALLOW_PRIVATE_TARGETS=true "$WORKER" \
+        --database-url "host=127.0.0.1 port=${port[$1]} user=postgres dbname=postgres" >"$work/$2-$1.log" 2>&1 &
+}
 
 bash scripts/sink.sh start "$work" "$sink_port"
 
@@ -95,10 +99,7 @@ drain() { # name of a target: citus or single
     psql_on "$target" -c "insert into orders select g, 1 from generate_series(1, $EVENTS) g" >/dev/null
     local start end done_count
     start=$(date +%s.%N)
-    for n in "${nodes[@]}"; do
-        PG_WEBHOOK_ALLOW_PRIVATE_TARGETS=true "$WORKER" \
-            --database-url "host=127.0.0.1 port=${port[$n]} user=postgres dbname=postgres" >"$work/worker-$n.log" 2>&1 &
-    done
+    for n in "${nodes[@]}"; do start_worker "$n" drain; done
     while :; do
         done_count=0
         for n in "${nodes[@]}"; do
@@ -125,10 +126,7 @@ say "| ratio | $(awk -v a="$citus" -v b="$single" 'BEGIN { printf "%.2f", a / b 
 # commit (the coordinator's clock, after COMMIT returned) to the attempt's
 # start on the node (same machine, same clock). The poll alone would take
 # up to the 1 s poll interval.
-for n in node1 node2; do
-    PG_WEBHOOK_ALLOW_PRIVATE_TARGETS=true "$WORKER" \
-        --database-url "host=127.0.0.1 port=${port[$n]} user=postgres dbname=postgres" >"$work/wake-$n.log" 2>&1 &
-done
+for n in node1 node2; do start_worker "$n" wake; done
 pick() { # node: 20 ids from 1,000,000 on whose shard that node holds
     psql_on coordinator -Atc "select g from generate_series(1000000, 1001000) g
         where (select p.nodeport from pg_dist_shard_placement p

@@ -584,17 +584,8 @@ begin
     perform webhook._check_name(p_name);
     o_endpoint_id := nextval(pg_get_serial_sequence('webhook.endpoints', 'id'));
     o_name := coalesce(p_name, 'endpoint-' || o_endpoint_id);
-    begin
-        insert into webhook.endpoints (id, name, url, event_types, header_names, auth_type, retry_policy, timeout, max_in_flight)
-        values (o_endpoint_id, o_name, webhook._redact_url(v_url), v_patterns,
-                array(select jsonb_object_keys(v_headers) order by 1), v_auth ->> 'type', v_policy, v_timeout, v_max);
-    exception when unique_violation then
-        raise exception 'an endpoint named % already exists', quote_literal(o_name)
-            using errcode = '42710', hint = 'Pick another name, or unsubscribe the existing endpoint first.';
-    end;
-    insert into webhook.endpoint_secrets (endpoint_id, secret, headers, auth, url)
-    values (o_endpoint_id, v_secret, v_headers, v_auth, v_url);
-    perform webhook._open_subscription(o_endpoint_id, v_patterns);
+    perform webhook._insert_endpoint(o_endpoint_id, o_name, v_url, v_patterns, v_headers, v_auth, v_policy, v_timeout,
+                                     v_max, v_secret);
     perform webhook._cluster_publish(o_endpoint_id, false);
     o_signing_secret := v_secret;
 end
@@ -1949,16 +1940,10 @@ begin
         end if;
         -- As webhook._subscribe makes it, with the coordinator's id and secret
         -- (the coordinator checked the settings).
-        insert into webhook.endpoints (id, name, url, event_types, header_names, auth_type, retry_policy, timeout,
-                                       max_in_flight)
-        values (v_id, p_state ->> 'name', webhook._redact_url(p_state ->> 'url'), v_patterns,
-                array(select jsonb_object_keys(p_state -> 'headers') order by 1), p_state -> 'auth' ->> 'type',
-                nullif(p_state -> 'retry_policy', 'null'::jsonb), v_timeout,
-                (p_state ->> 'max_in_flight')::integer);
-        insert into webhook.endpoint_secrets (endpoint_id, secret, headers, auth, url)
-        values (v_id, p_state ->> 'secret', p_state -> 'headers', nullif(p_state -> 'auth', 'null'::jsonb),
-                p_state ->> 'url');
-        perform webhook._open_subscription(v_id, v_patterns);
+        perform webhook._insert_endpoint(v_id, p_state ->> 'name', p_state ->> 'url', v_patterns, p_state -> 'headers',
+                                         nullif(p_state -> 'auth', 'null'::jsonb),
+                                         nullif(p_state -> 'retry_policy', 'null'::jsonb), v_timeout,
+                                         (p_state ->> 'max_in_flight')::integer, p_state ->> 'secret');
         -- Ids are the coordinator's: keep this node's sequence past them.
         perform setval(pg_get_serial_sequence('webhook.endpoints', 'id'), (select max(e.id) from webhook.endpoints e));
         v_local := webhook._endpoint_state(v_id);
@@ -2389,3 +2374,41 @@ $$;
 
 revoke all on function webhook._failing_after(), webhook._operator_event(text, bigint, jsonb),
     webhook._report_runs(bigint[], jsonb[], bigint[]) from public;
+
+-- -----------------------------------------------------------------------------
+-- 0.3.0: one way to make an endpoint's rows, for webhook_subscribe and for a
+-- Citus node's copy of the coordinator's endpoint.
+-- -----------------------------------------------------------------------------
+-- API: Private
+create function webhook._insert_endpoint(
+    p_id bigint,             -- its id
+    p_name text,             -- its name
+    p_url text,              -- the whole URL
+    p_event_types text[],    -- checked patterns
+    p_headers jsonb,         -- checked extra headers
+    p_auth jsonb,            -- checked credentials, or null
+    p_retry_policy jsonb,    -- checked policy, or null for the default
+    p_timeout interval,      -- checked per-request timeout
+    p_max_in_flight integer, -- checked share of a worker's slots, or null
+    p_secret text            -- its signing secret
+) returns void
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+begin
+    begin
+        insert into webhook.endpoints (id, name, url, event_types, header_names, auth_type, retry_policy, timeout, max_in_flight)
+        values (p_id, p_name, webhook._redact_url(p_url), p_event_types,
+                array(select jsonb_object_keys(p_headers) order by 1), p_auth ->> 'type', p_retry_policy, p_timeout,
+                p_max_in_flight);
+    exception when unique_violation then
+        raise exception 'an endpoint named % already exists', quote_literal(p_name)
+            using errcode = '42710', hint = 'Pick another name, or unsubscribe the existing endpoint first.';
+    end;
+    insert into webhook.endpoint_secrets (endpoint_id, secret, headers, auth, url)
+    values (p_id, p_secret, p_headers, p_auth, p_url);
+    perform webhook._open_subscription(p_id, p_event_types);
+end
+$$;
+revoke all on function webhook._insert_endpoint(bigint, text, text, text[], jsonb, jsonb, jsonb, interval, integer, text)
+    from public;

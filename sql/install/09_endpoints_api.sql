@@ -10,6 +10,42 @@
 -- =============================================================================
 
 -- API: Private
+-- Makes an endpoint from checked settings: its row, its secrets' row and
+-- its first subscription period. For webhook._subscribe, and for a Citus
+-- node's copy of the coordinator's endpoint (webhook._apply_endpoint_state,
+-- with the coordinator's id and secret).
+create function webhook._insert_endpoint(
+    p_id bigint,             -- its id
+    p_name text,             -- its name
+    p_url text,              -- the whole URL
+    p_event_types text[],    -- checked patterns
+    p_headers jsonb,         -- checked extra headers
+    p_auth jsonb,            -- checked credentials, or null
+    p_retry_policy jsonb,    -- checked policy, or null for the default
+    p_timeout interval,      -- checked per-request timeout
+    p_max_in_flight integer, -- checked share of a worker's slots, or null
+    p_secret text            -- its signing secret
+) returns void
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+begin
+    begin
+        insert into webhook.endpoints (id, name, url, event_types, header_names, auth_type, retry_policy, timeout, max_in_flight)
+        values (p_id, p_name, webhook._redact_url(p_url), p_event_types,
+                array(select jsonb_object_keys(p_headers) order by 1), p_auth ->> 'type', p_retry_policy, p_timeout,
+                p_max_in_flight);
+    exception when unique_violation then
+        raise exception 'an endpoint named % already exists', quote_literal(p_name)
+            using errcode = '42710', hint = 'Pick another name, or unsubscribe the existing endpoint first.';
+    end;
+    insert into webhook.endpoint_secrets (endpoint_id, secret, headers, auth, url)
+    values (p_id, p_secret, p_headers, p_auth, p_url);
+    perform webhook._open_subscription(p_id, p_event_types);
+end
+$$;
+
+-- API: Private
 -- The body of webhook_subscribe. Separate because a plpgsql function cannot
 -- have an input and an output parameter both called "name".
 create function webhook._subscribe(
@@ -42,17 +78,8 @@ begin
     perform webhook._check_name(p_name);
     o_endpoint_id := nextval(pg_get_serial_sequence('webhook.endpoints', 'id'));
     o_name := coalesce(p_name, 'endpoint-' || o_endpoint_id);
-    begin
-        insert into webhook.endpoints (id, name, url, event_types, header_names, auth_type, retry_policy, timeout, max_in_flight)
-        values (o_endpoint_id, o_name, webhook._redact_url(v_url), v_patterns,
-                array(select jsonb_object_keys(v_headers) order by 1), v_auth ->> 'type', v_policy, v_timeout, v_max);
-    exception when unique_violation then
-        raise exception 'an endpoint named % already exists', quote_literal(o_name)
-            using errcode = '42710', hint = 'Pick another name, or unsubscribe the existing endpoint first.';
-    end;
-    insert into webhook.endpoint_secrets (endpoint_id, secret, headers, auth, url)
-    values (o_endpoint_id, v_secret, v_headers, v_auth, v_url);
-    perform webhook._open_subscription(o_endpoint_id, v_patterns);
+    perform webhook._insert_endpoint(o_endpoint_id, o_name, v_url, v_patterns, v_headers, v_auth, v_policy, v_timeout,
+                                     v_max, v_secret);
     perform webhook._cluster_publish(o_endpoint_id, false);
     o_signing_secret := v_secret;
 end

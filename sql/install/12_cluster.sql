@@ -96,16 +96,10 @@ begin
         end if;
         -- As webhook._subscribe makes it, with the coordinator's id and secret
         -- (the coordinator checked the settings).
-        insert into webhook.endpoints (id, name, url, event_types, header_names, auth_type, retry_policy, timeout,
-                                       max_in_flight)
-        values (v_id, p_state ->> 'name', webhook._redact_url(p_state ->> 'url'), v_patterns,
-                array(select jsonb_object_keys(p_state -> 'headers') order by 1), p_state -> 'auth' ->> 'type',
-                nullif(p_state -> 'retry_policy', 'null'::jsonb), v_timeout,
-                (p_state ->> 'max_in_flight')::integer);
-        insert into webhook.endpoint_secrets (endpoint_id, secret, headers, auth, url)
-        values (v_id, p_state ->> 'secret', p_state -> 'headers', nullif(p_state -> 'auth', 'null'::jsonb),
-                p_state ->> 'url');
-        perform webhook._open_subscription(v_id, v_patterns);
+        perform webhook._insert_endpoint(v_id, p_state ->> 'name', p_state ->> 'url', v_patterns, p_state -> 'headers',
+                                         nullif(p_state -> 'auth', 'null'::jsonb),
+                                         nullif(p_state -> 'retry_policy', 'null'::jsonb), v_timeout,
+                                         (p_state ->> 'max_in_flight')::integer, p_state ->> 'secret');
         -- Ids are the coordinator's: keep this node's sequence past them.
         perform setval(pg_get_serial_sequence('webhook.endpoints', 'id'), (select max(e.id) from webhook.endpoints e));
         v_local := webhook._endpoint_state(v_id);

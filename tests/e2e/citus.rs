@@ -12,16 +12,12 @@ use pg_webhook_tests::{has_library, within, OwnCluster, Receiver, RunningWorker}
 use pg_webhook_worker::Config;
 use std::collections::BTreeSet;
 use std::time::Duration;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 const NAME: &str = "citus::a_citus_cluster_captures_and_delivers_on_every_node";
 
 async fn connect(node: &OwnCluster) -> Client {
-    let (client, connection) = tokio_postgres::connect(&node.dsn("postgres"), NoTls)
-        .await
-        .expect("connect to a Citus node");
-    tokio::spawn(connection);
-    client
+    pg_webhook_tests::connect(&node.dsn("postgres")).await
 }
 
 /// A node of the cluster: Citus loaded and created, private targets allowed
