@@ -78,6 +78,14 @@ async fn metrics_health_and_readiness_during_a_run() {
         .await;
     db.wait_deliveries(&root, "failed", 10, &mut worker.events)
         .await;
+    // The failures' operator events (about the failing endpoint, so for no
+    // endpoint here) wait for the fan-out that follows their recording.
+    db.wait_for(
+        &root,
+        "select webhook._queue_lag_seconds() = 0",
+        Some(&mut worker.events),
+    )
+    .await;
 
     let (code, m) = get(addr, "/metrics").await;
     assert_eq!(code, 200);
