@@ -2412,3 +2412,948 @@ end
 $$;
 revoke all on function webhook._insert_endpoint(bigint, text, text, text[], jsonb, jsonb, jsonb, interval, integer, text)
     from public;
+
+-- -----------------------------------------------------------------------------
+-- 0.3.0: filters in SQL. webhook_watch(…, "when" => …) puts the condition on
+-- the capture trigger (a row that does not match writes no event);
+-- webhook_subscribe/webhook_update(…, filter => …) give a subscription
+-- period a condition on the event, applied by the fan-out as webhook_filter,
+-- a role with no rights (see 13_filters.sql); webhook_filter_preview() is
+-- its dry run. New parameters: the functions are dropped and made again.
+-- -----------------------------------------------------------------------------
+do $$
+begin
+    create role webhook_filter nologin;
+exception when duplicate_object or unique_violation then null;
+end
+$$;
+
+alter table webhook.endpoints add column filter text;
+alter table webhook.subscriptions add column filter text;
+comment on column webhook.endpoints.filter is
+    'The current filter on the event: a SQL condition on data (jsonb) and event_type (text), or null for every event of its types. Its history is in webhook.subscriptions.';
+comment on column webhook.subscriptions.filter is
+    'The period''s filter on the event (a SQL condition on data and event_type), or null. It runs as webhook._filter_<id>, owned by webhook_filter, a role with no rights (see webhook._define_filter).';
+
+-- API: Private
+-- The name of subscription period p_subscription_id's filter function.
+create function webhook._filter_name(
+    p_subscription_id bigint -- the subscription period
+) returns name
+language sql immutable
+return ('_filter_' || p_subscription_id)::name;
+
+-- API: Private
+-- Makes p_filter the filter of subscription period p_subscription_id, or
+-- raises what is wrong with it (its syntax, a name it does not know, a type
+-- other than boolean, something it may not read).
+create function webhook._define_filter(
+    p_subscription_id bigint, -- the subscription period
+    p_filter text             -- a SQL condition on data (jsonb) and event_type (text)
+) returns void
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_name name := webhook._filter_name(p_subscription_id);
+    v_state text;
+    v_message text;
+    v_hint text := 'A filter is a SQL condition on data (the event''s data, jsonb) and event_type (text), '
+                   'e.g. filter => ''data->>''''status'''' = ''''paid'''''', and reads nothing else.';
+begin
+    if p_filter is null or btrim(p_filter) = '' then
+        raise exception 'a filter must be a SQL condition' using errcode = '22023', hint = v_hint;
+    end if;
+    if octet_length(p_filter) > 8192 then
+        raise exception 'a filter is at most 8 KiB' using errcode = '22023';
+    end if;
+    -- One condition, one statement: without a semicolon the function's
+    -- body cannot hold a second one.
+    if strpos(p_filter, ';') > 0 then
+        raise exception 'a filter is one SQL condition: it has no ";"' using errcode = '42601', hint = v_hint;
+    end if;
+    -- The role was made without rights, but roles are cluster-wide and
+    -- made only when missing: one that someone made beforehand, or gave
+    -- rights to since, would lend its rights to every filter.
+    if exists (select from pg_roles r
+               where r.rolname = 'webhook_filter'
+                 and (r.rolsuper or r.rolcanlogin or r.rolcreaterole or r.rolcreatedb or r.rolreplication
+                      or r.rolbypassrls
+                      or exists (select from pg_auth_members m where m.member = r.oid or m.roleid = r.oid))) then
+        raise exception 'the role webhook_filter has rights: filters run as it, so it must have none'
+            using errcode = '42501',
+                  hint = 'Make it NOLOGIN, NOSUPERUSER, NOCREATEROLE, NOCREATEDB, NOREPLICATION, NOBYPASSRLS, '
+                         'and a member of no role.';
+    end if;
+    begin
+        -- Without ";" this is one statement, and RETURN its last clause.
+        -- The condition goes on lines of its own, so that a -- comment in
+        -- it ends where it does.
+        execute format(E'create function webhook.%I(data jsonb, event_type text) returns boolean'
+                       ' language sql stable security definer return (\n%s\n)', v_name, p_filter);
+    exception when others then
+        get stacked diagnostics v_state = returned_sqlstate, v_message = message_text;
+        raise exception 'invalid filter: %', v_message using errcode = v_state, hint = v_hint;
+    end;
+    execute format('alter function webhook.%I(jsonb, text) owner to webhook_filter', v_name);
+    execute format('revoke all on function webhook.%I(jsonb, text) from public', v_name);
+    -- A part of the extension (dropped with it), kept out of pg_dump: the
+    -- filter's text is in webhook.subscriptions, which pg_dump keeps. Added
+    -- last, so that the rights it was added with (which pg_dump compares
+    -- a member's with) are its final ones.
+    execute format('alter extension pg_webhook add function webhook.%I(jsonb, text)', v_name);
+    -- PostgreSQL checks a statement's rights as it starts: a filter reading
+    -- a table or a schema webhook_filter may not read fails on this empty
+    -- event, whatever it would do with a real one. Other errors here are
+    -- the empty event's (a cast of a missing key, say).
+    begin
+        execute format('select webhook.%I(null, null)', v_name);
+    exception
+        when insufficient_privilege then
+            get stacked diagnostics v_message = message_text;
+            raise exception 'invalid filter: %', v_message using errcode = '42501', hint = v_hint;
+        when others then
+            null;
+    end;
+end
+$$;
+
+-- API: Private
+-- Calls subscription period p_subscription_id's filter by name: the
+-- dispatcher's way for a period it does not know yet.
+create function webhook._filter_by_name(
+    p_subscription_id bigint, -- the subscription period
+    p_data jsonb,             -- the event's data
+    p_event_type text         -- its type
+) returns boolean
+language plpgsql stable
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_matched boolean;
+begin
+    execute format('select webhook.%I($1, $2)', webhook._filter_name(p_subscription_id))
+        into v_matched using p_data, p_event_type;
+    return v_matched;
+end
+$$;
+
+-- API: Private
+-- Whether an event passes subscription period p_subscription_id's filter:
+-- true or false; with p_safe, null when the filter raised an error on it
+-- (the fan-out then does not deliver it, and warns), without, the error.
+-- Catching costs a subtransaction per call, several times the filter's
+-- own cost: the fan-out calls it without, and again with, for a chunk
+-- where a filter failed. Rewritten by webhook._write_filter_match with a
+-- branch per filter.
+create function webhook._filter_match(
+    p_subscription_id bigint, -- the subscription period
+    p_data jsonb,             -- the event's data
+    p_event_type text,        -- its type
+    p_safe boolean            -- null for an error, rather than the error
+) returns boolean
+language plpgsql stable
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+begin
+    if not p_safe then
+        return webhook._filter_by_name(p_subscription_id, p_data, p_event_type);
+    end if;
+    begin
+        return webhook._filter_by_name(p_subscription_id, p_data, p_event_type);
+    exception when others then
+        return null;
+    end;
+end
+$$;
+
+-- API: Private
+-- The subscription periods webhook._filter_match has a branch for.
+-- Rewritten with it.
+create function webhook._filter_match_knows()
+returns bigint[]
+language sql immutable
+return '{}'::bigint[];
+
+-- API: Private
+-- Rewrites webhook._filter_match (and webhook._filter_match_knows) with a
+-- branch per subscription period that has a filter, and makes again the
+-- filter functions that are missing (after a restore). Its text is made of
+-- subscription ids alone. Concurrent rewrites queue on a transaction
+-- advisory lock (two at once would fail on the function's row; a table
+-- lock taken after the caller's own writes to the table would deadlock).
+create function webhook._write_filter_match()
+returns void
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_ids bigint[];
+    v_case text;
+    v_body text;
+    v_sub record;
+begin
+    perform pg_advisory_xact_lock(hashtext('pg_webhook: webhook._filter_match'));
+    for v_sub in
+        select s.id, s.filter from webhook.subscriptions s
+        where s.filter is not null
+          and to_regprocedure(format('webhook.%I(jsonb, text)', webhook._filter_name(s.id))) is null
+    loop
+        begin
+            perform webhook._define_filter(v_sub.id, v_sub.filter);
+        exception when others then
+            -- Left missing: its events raise an error in the dispatcher
+            -- (not delivered, with a warning), nobody else's do.
+            raise warning 'the filter of subscription period % cannot be made again: %', v_sub.id, sqlerrm;
+        end;
+    end loop;
+    v_ids := array(select s.id from webhook.subscriptions s where s.filter is not null order by s.id);
+    v_case := E'case p_subscription_id\n'
+              || coalesce((select string_agg(format(E'        when %s then return webhook.%I(p_data, p_event_type);\n',
+                                                    i, webhook._filter_name(i)), '' order by i)
+                           from unnest(v_ids) i), '')
+              || E'        else return webhook._filter_by_name(p_subscription_id, p_data, p_event_type);\n'
+              || E'    end case;\n';
+    v_body := E'begin\n    if not p_safe then\n    ' || v_case || E'    end if;\n    begin\n    ' || v_case
+              || E'    exception when others then\n        return null;\n    end;\nend\n';
+    execute format($f$create or replace function webhook._filter_match(
+    p_subscription_id bigint, p_data jsonb, p_event_type text, p_safe boolean) returns boolean
+language plpgsql stable
+set search_path = pg_catalog, webhook, pg_temp
+as %L$f$, v_body);
+    execute format($f$create or replace function webhook._filter_match_knows() returns bigint[]
+language sql immutable
+return %L::bigint[]$f$, v_ids::text);
+end
+$$;
+
+-- API: Private
+-- Rewrites the dispatcher when it does not know every filter (after a
+-- restore); true when it did. Run by the fan-out before each chunk.
+create function webhook._refresh_filter_match()
+returns boolean
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+begin
+    if webhook._filter_match_knows()
+       = array(select s.id from webhook.subscriptions s where s.filter is not null order by s.id) then
+        return false;
+    end if;
+    perform webhook._write_filter_match();
+    return true;
+end
+$$;
+
+-- API: Public
+create function webhook_filter_preview(
+    filter text,                       -- a SQL condition on data (jsonb) and event_type (text)
+    event_types text[] default '{*}',  -- among the events of these types
+    last integer default 100           -- the last this many logged events, 1 to 10,000
+) returns table (event_id bigint, event_type text, created_at timestamptz, matched boolean, error text)
+language plpgsql volatile
+security definer
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_filter text := $1;
+    v_patterns text[] := webhook._check_patterns($2);
+    v_last integer := $3;
+    -- A period id no subscription has: this backend's, negative.
+    v_id bigint := -pg_backend_pid();
+    v_name name := webhook._filter_name(v_id);
+    v_event record;
+begin
+    if v_last is null or v_last not between 1 and 10000 then
+        raise exception 'last must be between 1 and 10000, not %', coalesce(v_last::text, 'NULL') using errcode = '22023';
+    end if;
+    perform webhook._define_filter(v_id, v_filter);
+    for v_event in
+        select e.id, e.event_type, e.created_at, e.payload
+        from webhook.events e
+        where webhook._matches(v_patterns, e.event_type)
+        order by e.txid desc, e.id desc
+        limit v_last
+    loop
+        event_id := v_event.id;
+        event_type := v_event.event_type;
+        created_at := v_event.created_at;
+        error := null;
+        begin
+            execute format('select webhook.%I($1, $2)', v_name) into matched using v_event.payload::jsonb, v_event.event_type;
+        exception when others then
+            matched := null;
+            error := sqlerrm;
+        end;
+        return next;
+    end loop;
+    execute format('alter extension pg_webhook drop function webhook.%I(jsonb, text)', v_name);
+    execute format('drop function webhook.%I(jsonb, text)', v_name);
+end
+$$;
+comment on function webhook_filter_preview(text, text[], integer) is
+    'A dry run of a filter: for each of the last logged events (of the given types), whether the filter matches it, or the error it raises on it (an event a filter raises an error on is not delivered). Changes nothing.';
+
+drop function webhook_watch(regclass, text[], text, text[]);
+drop function webhook._open_subscription(bigint, text[]);
+drop function webhook._insert_endpoint(bigint, text, text, text[], jsonb, jsonb, jsonb, interval, integer, text);
+drop function webhook._subscribe(text, text[], text, text, jsonb, jsonb, interval, jsonb, integer);
+drop function webhook_subscribe(text, text[], text, text, jsonb, jsonb, interval, jsonb, integer);
+drop function webhook_update(bigint, text, text[], text, jsonb, jsonb, interval, boolean, jsonb, integer);
+
+-- API: Public
+create function webhook_watch(
+    tbl regclass,                                       -- the table to capture
+    operations text[] default '{insert,update,delete}', -- any of insert, update, delete
+    event_prefix text default null,                     -- event types <prefix>.created/.updated/.deleted; the table name when null
+    columns text[] default null,                        -- the columns sent in new/old; all when null
+    "when" text default null                            -- a condition on new and old; every row when null
+) returns void
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_tbl regclass := $1;
+    v_operations text[] := $2;
+    v_columns text[] := $4;
+    v_when text := $5;
+    v_relkind "char";
+    v_schema name;
+    v_relname name;
+    v_ops text[];
+    v_events text;
+    v_prefix text;
+    v_missing text;
+    v_args text[];
+    v_citus text;
+    v_state text;
+    v_message text;
+begin
+    if v_tbl is null or v_operations is null then
+        raise exception 'webhook_watch: tbl and operations must not be null' using errcode = '22004';
+    end if;
+    select c.relkind, n.nspname, c.relname into v_relkind, v_schema, v_relname
+    from pg_class c join pg_namespace n on n.oid = c.relnamespace
+    where c.oid = v_tbl;
+    if v_relkind not in ('r', 'p') then
+        raise exception '% is not a table', v_tbl using errcode = '42809';
+    end if;
+    if v_schema = 'webhook' then
+        raise exception 'the tables of pg_webhook itself cannot be watched' using errcode = '22023';
+    end if;
+    if v_schema in ('pg_catalog', 'information_schema') or v_schema like 'pg\_toast%' then
+        raise exception 'system catalogs cannot be watched' using errcode = '22023';
+    end if;
+    select array_agg(distinct lower(op) order by lower(op)) into v_ops from unnest(v_operations) as op;
+    if v_ops is null or not v_ops <@ array['delete', 'insert', 'update'] or array_position(v_ops, null) is not null then
+        raise exception 'operations must be a non-empty subset of {insert,update,delete}, not %', coalesce(v_operations::text, 'NULL')
+            using errcode = '22023';
+    end if;
+    v_prefix := coalesce($3, v_relname);
+    if v_prefix !~ '^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$' or length(v_prefix) > 240 then
+        raise exception 'invalid event prefix: %', quote_literal(v_prefix)
+            using errcode = '22023',
+                  hint = 'Pass event_prefix => ''order'' (dot-separated words of letters, digits, "_" or "-").';
+    end if;
+    if v_prefix = 'webhook' or v_prefix like 'webhook.%' then
+        raise exception 'the event prefix "webhook" is reserved for pg_webhook''s own events'
+            using errcode = '22023', hint = 'Pass another event_prefix.';
+    end if;
+    if v_columns is not null then
+        if cardinality(v_columns) = 0 or array_position(v_columns, null) is not null then
+            raise exception 'columns must list at least one column, or be null for all of them' using errcode = '22023';
+        end if;
+        select string_agg(quote_ident(c), ', ') into v_missing
+        from unnest(v_columns) c
+        where not exists (select from pg_attribute a
+                          where a.attrelid = v_tbl and a.attname = c and a.attnum > 0 and not a.attisdropped);
+        if v_missing is not null then
+            raise exception 'table % has no column %', v_tbl, v_missing using errcode = '42703';
+        end if;
+        v_columns := array(select distinct c from unnest(v_columns) c order by 1);
+    end if;
+    -- Keywords only (validated above), never user text, go into the DDL;
+    -- the prefix and column names go in as quoted literals.
+    v_events := array_to_string(array(
+        select case op when 'insert' then 'insert' when 'update' then 'update' when 'delete' then 'delete' end
+        from unnest(v_ops) as op), ' or ');
+    v_args := array[v_prefix] || coalesce(v_columns, '{}');
+    v_citus := webhook._citus_table_kind(v_tbl);
+    if v_citus = 'reference' then
+        -- Its trigger would fire on every node's copy: one event per node.
+        raise exception '% is a Citus reference table: it cannot be watched', v_tbl
+            using errcode = '0A000',
+                  hint = 'Watch a distributed table, or call webhook_publish() where the reference table is written.';
+    elsif v_citus is not null then
+        -- Citus puts the trigger on every shard, where it fires under the
+        -- shard's name: it is told the table's. Citus refuses triggers on
+        -- its tables unless told they are safe; this one only inserts into
+        -- the node's own local tables (nothing distributed).
+        v_args := array['@table', v_schema::text, v_relname::text] || v_args;
+        perform set_config('citus.enable_unsafe_triggers', 'on', true);
+    end if;
+    if exists (select from pg_trigger t where t.tgrelid = v_tbl and t.tgname = 'webhook_capture') then
+        execute format('drop trigger %I on %s', 'webhook_capture', v_tbl);
+    end if;
+    if v_when is not null and btrim(v_when) = '' then
+        raise exception '"when" must be a condition on new and old, or null for every row' using errcode = '22023';
+    end if;
+    begin
+        -- The condition goes on lines of its own, so that a -- comment in
+        -- it ends where it does. Its names are bound now, with this
+        -- function's search_path (pg_catalog first): a function of the
+        -- caller's is named with its schema.
+        execute format('create trigger %I after %s on %s for each row %s execute function webhook._capture(%s)',
+                       'webhook_capture', v_events, v_tbl,
+                       case when v_when is null then '' else E'when (\n' || v_when || E'\n)' end,
+                       (select string_agg(quote_literal(a), ', ') from unnest(v_args) a));
+    exception when others then
+        get stacked diagnostics v_state = returned_sqlstate, v_message = message_text;
+        if v_when is null or v_state = '42501' then
+            raise; -- not the condition's fault
+        end if;
+        raise exception 'invalid "when" condition for %: %', v_tbl, v_message
+            using errcode = v_state,
+                  hint = 'A condition on the row: new.<column> on insert and update, old.<column> on update and delete. '
+                         'Pass operations => ''{insert,update}'' for a condition on new, ''{update,delete}'' for one on '
+                         'old, ''{update}'' for one on both.';
+    end;
+end
+$$;
+comment on function webhook_watch(regclass, text[], text, text[], text) is
+    'Installs the row-change trigger on a table: events <prefix>.created, .updated, .deleted with data {table, schema, op, new, old} (new and old limited to the given columns), for the rows matching "when" (all when null). Calling it again replaces the previous settings.';
+
+-- API: Private
+create function webhook._open_subscription(
+    p_endpoint_id bigint,   -- the endpoint
+    p_event_types text[],   -- validated patterns
+    p_filter text           -- a SQL condition on the event, or null
+) returns void
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_id bigint;
+begin
+    insert into webhook.subscriptions (endpoint_id, event_types, from_txid, filter)
+    values (p_endpoint_id, p_event_types, webhook._vxid(), p_filter)
+    returning id into v_id;
+    if p_filter is not null then
+        perform webhook._define_filter(v_id, p_filter);
+        perform webhook._write_filter_match();
+    end if;
+end
+$$;
+
+-- API: Private
+create function webhook._insert_endpoint(
+    p_id bigint,             -- its id
+    p_name text,             -- its name
+    p_url text,              -- the whole URL
+    p_event_types text[],    -- checked patterns
+    p_headers jsonb,         -- checked extra headers
+    p_auth jsonb,            -- checked credentials, or null
+    p_retry_policy jsonb,    -- checked policy, or null for the default
+    p_timeout interval,      -- checked per-request timeout
+    p_max_in_flight integer, -- checked share of a worker's slots, or null
+    p_secret text,           -- its signing secret
+    p_filter text            -- a SQL condition on the event, or null
+) returns void
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+begin
+    begin
+        insert into webhook.endpoints (id, name, url, event_types, header_names, auth_type, retry_policy, timeout,
+                                       max_in_flight, filter)
+        values (p_id, p_name, webhook._redact_url(p_url), p_event_types,
+                array(select jsonb_object_keys(p_headers) order by 1), p_auth ->> 'type', p_retry_policy, p_timeout,
+                p_max_in_flight, p_filter);
+    exception when unique_violation then
+        raise exception 'an endpoint named % already exists', quote_literal(p_name)
+            using errcode = '42710', hint = 'Pick another name, or unsubscribe the existing endpoint first.';
+    end;
+    insert into webhook.endpoint_secrets (endpoint_id, secret, headers, auth, url)
+    values (p_id, p_secret, p_headers, p_auth, p_url);
+    perform webhook._open_subscription(p_id, p_event_types, p_filter);
+end
+$$;
+
+-- API: Private
+create function webhook._subscribe(
+    p_url text,
+    p_event_types text[],
+    p_name text,
+    p_secret text,
+    p_headers jsonb,
+    p_retry_policy jsonb,
+    p_timeout interval,
+    p_auth jsonb,
+    p_max_in_flight integer,
+    p_filter text,
+    out o_endpoint_id bigint,
+    out o_name text,
+    out o_signing_secret text
+)
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_url text := webhook._check_url(p_url);
+    v_patterns text[] := webhook._check_patterns(p_event_types);
+    v_headers jsonb := webhook._check_headers(p_headers);
+    v_policy jsonb := webhook._check_retry_policy(p_retry_policy);
+    v_timeout interval := webhook._check_timeout(p_timeout);
+    v_auth jsonb := webhook._check_auth(p_auth);
+    v_max integer := webhook._check_max_in_flight(p_max_in_flight);
+    v_secret text := case when p_secret is null then webhook._generate_secret() else webhook._check_secret(p_secret) end;
+begin
+    perform webhook._check_name(p_name);
+    o_endpoint_id := nextval(pg_get_serial_sequence('webhook.endpoints', 'id'));
+    o_name := coalesce(p_name, 'endpoint-' || o_endpoint_id);
+    perform webhook._insert_endpoint(o_endpoint_id, o_name, v_url, v_patterns, v_headers, v_auth, v_policy, v_timeout,
+                                     v_max, v_secret, nullif(btrim(p_filter), ''));
+    perform webhook._cluster_publish(o_endpoint_id, false);
+    o_signing_secret := v_secret;
+end
+$$;
+
+-- API: Public
+create function webhook_subscribe(
+    url text,                             -- http(s) URL of the receiver
+    event_types text[] default '{*}',     -- patterns: '*', 'order.*', 'order.created'
+    name text default null,               -- unique label; 'endpoint-<id>' when null
+    secret text default null,             -- whsec_…; generated when null
+    headers jsonb default '{}',           -- extra request headers
+    retry_policy jsonb default null,      -- null for the default (about 24 hours)
+    timeout interval default '10 seconds', -- per request
+    auth jsonb default null,              -- {"type": "basic"|"bearer"|"api_key", …}
+    max_in_flight integer default null,   -- this endpoint's share of a worker's slots; null for the default
+    filter text default null              -- a SQL condition on the event's data and event_type; null for all
+) returns table (endpoint_id bigint, name text, signing_secret text)
+language sql volatile
+security definer
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+    select s.o_endpoint_id, s.o_name, s.o_signing_secret
+    from webhook._subscribe($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) as s
+$$;
+comment on function webhook_subscribe(text, text[], text, text, jsonb, jsonb, interval, jsonb, integer, text) is
+    'Registers an endpoint and returns its id, name and signing secret (shown here and on rotation only). It receives the matching events committed from now on (those of its types that pass its filter).';
+
+-- API: Public
+create function webhook_update(
+    endpoint_id bigint,             -- the endpoint to change
+    url text default null,          -- new URL: used from the next attempt of every pending delivery
+    event_types text[] default null, -- new patterns: for events committed after this
+    name text default null,         -- new unique name
+    headers jsonb default null,     -- replaces the extra headers
+    retry_policy jsonb default null, -- replaces the policy; 'null'::jsonb for the default
+    timeout interval default null,  -- per request
+    is_active boolean default null, -- false disables it (deliveries wait), true re-enables it
+    auth jsonb default null,        -- replaces the credentials; 'null'::jsonb removes them
+    max_in_flight integer default null, -- its share of a worker's slots; 0 for the default
+    filter text default null        -- new filter on the event, for events committed after this; '' removes it
+) returns webhook.endpoints
+language plpgsql volatile
+security definer
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_id bigint := $1;
+    v_url text := $2;
+    v_patterns text[] := $3;
+    v_name text := $4;
+    v_headers jsonb := $5;
+    v_policy jsonb := $6;
+    v_timeout interval := $7;
+    v_active boolean := $8;
+    v_auth jsonb := $9;
+    v_max integer := $10;
+    v_filter text := case when $11 is null then null else nullif(btrim($11), '') end;
+    v webhook.endpoints;
+begin
+    v := webhook._live_endpoint(v_id);
+    perform from webhook.endpoints e where e.id = v_id for update;
+    if v_url is not null then
+        v_url := webhook._check_url(v_url);
+        update webhook.endpoint_secrets s set url = v_url where s.endpoint_id = v_id;
+        v.url := webhook._redact_url(v_url);
+    end if;
+    v_patterns := case when v_patterns is null then v.event_types else webhook._check_patterns(v_patterns) end;
+    if $11 is null then
+        v_filter := v.filter;
+    end if;
+    -- New types or a new filter: a new subscription period, from this commit.
+    if v_patterns is distinct from v.event_types or v_filter is distinct from v.filter then
+        perform webhook._close_subscription(v_id);
+        perform webhook._open_subscription(v_id, v_patterns, v_filter);
+        v.event_types := v_patterns;
+        v.filter := v_filter;
+    end if;
+    if v_name is not null then
+        v.name := webhook._check_name(v_name);
+    end if;
+    if v_headers is not null then
+        v_headers := webhook._check_headers(v_headers);
+        update webhook.endpoint_secrets s set headers = v_headers where s.endpoint_id = v_id;
+        v.header_names := array(select jsonb_object_keys(v_headers) order by 1);
+    end if;
+    if v_policy is not null then
+        v.retry_policy := webhook._check_retry_policy(v_policy);
+    end if;
+    if v_timeout is not null then
+        v.timeout := webhook._check_timeout(v_timeout);
+    end if;
+    if v_auth is not null then
+        v_auth := webhook._check_auth(v_auth);
+        update webhook.endpoint_secrets s set auth = v_auth where s.endpoint_id = v_id;
+        v.auth_type := v_auth ->> 'type';
+    end if;
+    if v_max is not null then
+        v.max_in_flight := nullif(webhook._check_max_in_flight(nullif(v_max, 0)), 0);
+    end if;
+    begin
+        update webhook.endpoints e
+        set url = v.url, event_types = v.event_types, name = v.name, header_names = v.header_names,
+            auth_type = v.auth_type, retry_policy = v.retry_policy, timeout = v.timeout,
+            max_in_flight = v.max_in_flight, filter = v.filter, updated_at = now()
+        where e.id = v_id;
+    exception when unique_violation then
+        raise exception 'an endpoint named % already exists', quote_literal(v.name)
+            using errcode = '42710', hint = 'Pick another name.';
+    end;
+    if v_active is true and v.disabled_at is not null then
+        perform webhook._enable_endpoint(v_id);
+    elsif v_active is false and v.disabled_at is null then
+        perform webhook._disable_endpoint(v_id, 'disabled by webhook_update');
+    end if;
+    perform webhook._cluster_publish(v_id, false);
+    select * into v from webhook.endpoints e where e.id = v_id;
+    return v;
+end
+$$;
+comment on function webhook_update(bigint, text, text[], text, jsonb, jsonb, interval, boolean, jsonb, integer, text) is
+    'Changes an endpoint (named arguments; null leaves a setting unchanged) and returns it as it now is. New event types and a new filter apply to events committed after the change.';
+
+create or replace function webhook._fan_out(
+    p_max_events integer -- chunk size in events (whole transactions: a chunk may be larger)
+) returns integer
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+-- One generic plan per session, as for the claim: planning the chunk's
+-- statement across the partitions at every call cost more than running
+-- it (a fan-out of one event: 1.3-2.5 ms with custom plans, 0.75 ms
+-- generic; a 100,000-event transaction: the same 6.5 s either way), and
+-- under load that planning sat in every claim, in front of the commit to
+-- receipt latency. Sequential scans off, so that the generic plan reaches
+-- the chunk's events by the (txid, id) index whatever the bounds.
+set plan_cache_mode = force_generic_plan
+set enable_seqscan = off
+set jit = off
+as $$
+declare
+    st webhook.fanout_state;
+    v_snap bigint[];
+    v_resumed boolean;
+    v_xip bigint[];
+    v_lo bigint;
+    v_hi bigint;
+    v_more boolean;
+    v_events bigint;
+    v_created bigint;
+    v_refused bigint[];
+    v_refusals bigint;
+    v_filtered boolean;
+    v_safe boolean;
+begin
+    select * into st from webhook.fanout_state for update skip locked;
+    if not found then
+        if exists (select from webhook.fanout_state) then
+            return 0; -- another worker is fanning out
+        end if;
+        -- First run: nothing is fanned out yet, every event is after "prev".
+        insert into webhook.fanout_state (prev_xmin, prev_xmax, prev_xip) values (1, 1, '{}')
+        on conflict do nothing;
+        select * into st from webhook.fanout_state for update skip locked;
+        if not found then
+            return 0;
+        end if;
+    end if;
+    v_resumed := st.cur_xmax is not null;
+    -- Nothing committed since prev (the usual case while a backlog drains):
+    -- return before taking a snapshot and planning the chunk's statement,
+    -- which costs more than everything else here together. An event this
+    -- statement cannot see yet is found by a later call.
+    if not webhook._fanout_pending(st) then
+        return 0;
+    end if;
+    -- Subscription filters (see 13_filters.sql) that may apply to this
+    -- chunk: then every one has its function and dispatcher branch (a
+    -- restore keeps the filters, not their functions), and the chunk's
+    -- events their data.
+    v_filtered := exists (select from webhook.subscriptions s
+                          where s.filter is not null and (s.until_xmax is null or s.until_xmax > st.prev_xmin));
+    if v_filtered then
+        perform webhook._refresh_filter_match();
+    end if;
+    if not v_resumed then
+        v_snap := webhook._vsnapshot();
+        st.cur_xmin := v_snap[1];
+        st.cur_xmax := v_snap[2];
+        st.cur_xip := v_snap[3:];
+        st.done_txid := 0;
+    end if;
+
+    -- Transactions running at prev that have committed since (visible in cur).
+    v_xip := array(select x from unnest(st.prev_xip) x
+                   where x > st.done_txid and webhook._visible(x, st.cur_xmin, st.cur_xmax, st.cur_xip)
+                   order by x);
+    -- Then those that started after prev, in txid order: this chunk ends
+    -- with the transaction of its p_max_events-th event.
+    v_lo := greatest(st.prev_xmax, st.done_txid + 1);
+    select e.txid into v_hi
+    from webhook.events e
+    where e.txid >= v_lo and e.txid < st.cur_xmax and not e.txid = any (st.cur_xip)
+    order by e.txid, e.id
+    offset greatest(p_max_events - 1, 0) limit 1;
+    v_more := found;
+    if not v_more then
+        v_hi := st.cur_xmax - 1;
+    end if;
+
+    -- Filters run without catching their errors (a subtransaction per call
+    -- costs several times a filter); a chunk where one raised an error is
+    -- made again, each error then caught alone.
+    v_safe := false;
+    <<made>>
+    loop
+    begin
+    with chunk as (
+        select e.id, e.slot, e.txid, e.event_type, e.id_namespace,
+               case when v_filtered then e.payload::jsonb end as data
+        from webhook.events e
+        where e.txid = any (v_xip)
+        union all
+        select e.id, e.slot, e.txid, e.event_type, e.id_namespace,
+               case when v_filtered then e.payload::jsonb end as data
+        from webhook.events e
+        where e.txid >= v_lo and e.txid <= v_hi and not e.txid = any (st.cur_xip)
+    ), targets as (
+        select c.id, c.slot, c.txid, ep.id as endpoint_id,
+               webhook._event_namespace(c.txid, c.id_namespace, i.namespace) as event_namespace,
+               (ep.paused_at is not null or ep.disabled_at is not null) as held,
+               ep.deleted_at is not null as deleted,
+               -- The period's filter: false leaves the event out, null is
+               -- the filter's error on it.
+               case when s.filter is null then true
+                    else webhook._filter_match(s.id, c.data, c.event_type, v_safe)
+               end as matched
+        from chunk c
+        join webhook.subscriptions s
+          on (s.until_xmax is null or s.until_xmax > st.prev_xmin)
+         and (c.txid = s.from_txid or not webhook._visible(c.txid, s.from_xmin, s.from_xmax, s.from_xip))
+         and (s.until_txid is null
+              or (c.txid <> s.until_txid and webhook._visible(c.txid, s.until_xmin, s.until_xmax, s.until_xip)))
+         and webhook._matches(s.event_types, c.event_type)
+        join webhook.endpoints ep on ep.id = s.endpoint_id
+        -- Only events written before 0.3.0 need their incarnation's namespace.
+        left join webhook.incarnations i on c.id_namespace is null and i.n = webhook._incarnation_of(c.txid)
+        -- webhook_send_test creates its delivery itself, for one endpoint.
+        where c.event_type <> 'webhook.test'
+          -- An operator event does not go to the endpoint it is about; only
+          -- pg_webhook's own events have their data read for it.
+          and (c.event_type not like 'webhook.%'
+               or ep.id is distinct from (select (o.payload ->> 'endpoint_id')::bigint
+                                          from webhook.events o
+                                          where o.slot = c.slot and o.txid = c.txid and o.id = c.id))
+    ), opened as (
+        insert into webhook.deliveries_open (event_id, event_txid, event_slot, endpoint_id, status, event_namespace)
+        select t.id, t.txid, t.slot, t.endpoint_id,
+               case when t.held then 'paused' else 'pending' end::webhook.delivery_status, t.event_namespace
+        from targets t
+        where t.matched and not (t.held and t.deleted)
+        -- In the events' order: the claim takes an endpoint's deliveries by
+        -- due time, and those made together are due together, so their
+        -- order in the index (the order they were made) is the order they go
+        -- out in.
+        order by t.txid, t.id
+        returning 1
+    ), cancelled as (
+        -- An endpoint removed while paused or disabled can never send what it held.
+        insert into webhook.deliveries (slot, event_id, event_txid, event_slot, endpoint_id, status, finalized_at,
+                                        event_namespace)
+        select t.slot, t.id, t.txid, t.slot, t.endpoint_id, 'cancelled', now(), t.event_namespace
+        from targets t
+        where t.matched and t.held and t.deleted
+        returning 1
+    )
+    select (select count(*) from chunk), (select count(*) from opened) + (select count(*) from cancelled),
+           (select array_agg(distinct t.endpoint_id order by t.endpoint_id) from targets t where t.matched is null),
+           (select count(*) from targets t where t.matched is null)
+    into v_events, v_created, v_refused, v_refusals;
+    exit made;
+    exception when others then
+        if v_safe or not v_filtered then
+            raise;
+        end if;
+        v_safe := true;
+    end;
+    end loop;
+    if v_refusals > 0 then
+        -- The worker logs it; webhook_filter_preview() tells which events and why.
+        raise warning 'the filters of endpoints % raised an error on % deliveries, which were not made',
+            array_to_string(v_refused, ', '), v_refusals
+            using hint = 'See which events and why with webhook_filter_preview(''<the filter>''), then fix the filter '
+                         'with webhook_update(<endpoint>, filter => …) and resend them with webhook_replay().';
+    end if;
+
+    if v_more then
+        update webhook.fanout_state
+        set cur_xmin = st.cur_xmin, cur_xmax = st.cur_xmax, cur_xip = st.cur_xip, done_txid = v_hi, updated_at = now();
+    elsif v_events > 0 or v_resumed then
+        update webhook.fanout_state
+        set prev_xmin = st.cur_xmin, prev_xmax = st.cur_xmax, prev_xip = st.cur_xip,
+            cur_xmin = null, cur_xmax = null, cur_xip = null, done_txid = 0, updated_at = now();
+    end if;
+    -- Else nothing was committed since prev: keep prev (no write at all), so
+    -- that an idle worker's fan-out is one read.
+    return v_created;
+end
+$$;
+comment on function webhook._fan_out(integer) is
+    'Creates the deliveries of the next chunk of committed events (whole transactions, in commit-snapshot order); returns how many. Called by webhook._claim_deliveries.';
+
+create or replace function webhook._endpoint_state(
+    p_endpoint_id bigint -- the endpoint
+) returns jsonb
+language sql stable
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+    select jsonb_build_object(
+        'id', e.id,
+        'name', e.name,
+        'url', s.url,
+        'event_types', to_jsonb(e.event_types),
+        'headers', s.headers,
+        'auth', s.auth,
+        'retry_policy', e.retry_policy,
+        -- Times and intervals as numbers and UTC text: their text form
+        -- depends on each session's TimeZone and IntervalStyle.
+        'timeout_us', (extract(epoch from e.timeout) * 1000000)::bigint,
+        'max_in_flight', e.max_in_flight,
+        'filter', e.filter,
+        'paused', e.paused_at is not null,
+        'disabled_reason', e.disabled_reason,
+        'deleted', e.deleted_at is not null,
+        'secret', s.secret,
+        'previous_secret', s.previous_secret,
+        'previous_expires_at',
+            to_char(s.previous_expires_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+    from webhook.endpoints e
+    -- The secrets' row of a removed endpoint goes once nothing is left to send.
+    left join webhook.endpoint_secrets s on s.endpoint_id = e.id
+    where e.id = p_endpoint_id
+$$;
+
+create or replace function webhook._apply_endpoint_state(
+    p_state jsonb -- from webhook._endpoint_state() on the coordinator
+) returns boolean
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_id bigint := (p_state ->> 'id')::bigint;
+    v_local jsonb := webhook._endpoint_state(v_id);
+    v_patterns text[] := array(select jsonb_array_elements_text(p_state -> 'event_types'));
+    -- What webhook_update sets (the rest is state, secrets and identity).
+    v_settings text[] := array['url', 'event_types', 'name', 'headers', 'auth', 'retry_policy', 'timeout_us',
+                               'max_in_flight', 'filter'];
+    v_timeout interval := (p_state ->> 'timeout_us')::bigint * interval '1 microsecond';
+    v_paused boolean;
+    v_reason text;
+begin
+    if v_local is not distinct from p_state then
+        return false;
+    end if;
+    if v_local is null then
+        if (p_state ->> 'deleted')::boolean then
+            return false; -- removed before this node knew it: nothing to send
+        end if;
+        -- As webhook._subscribe makes it, with the coordinator's id and secret
+        -- (the coordinator checked the settings).
+        perform webhook._insert_endpoint(v_id, p_state ->> 'name', p_state ->> 'url', v_patterns, p_state -> 'headers',
+                                         nullif(p_state -> 'auth', 'null'::jsonb),
+                                         nullif(p_state -> 'retry_policy', 'null'::jsonb), v_timeout,
+                                         (p_state ->> 'max_in_flight')::integer, p_state ->> 'secret',
+                                         p_state ->> 'filter');
+        -- Ids are the coordinator's: keep this node's sequence past them.
+        perform setval(pg_get_serial_sequence('webhook.endpoints', 'id'), (select max(e.id) from webhook.endpoints e));
+        v_local := webhook._endpoint_state(v_id);
+    end if;
+    if (v_local ->> 'deleted')::boolean then
+        return true; -- a removed endpoint changes no more
+    end if;
+    if (p_state ->> 'deleted')::boolean then
+        perform @extschema@.webhook_unsubscribe(v_id);
+        return true;
+    end if;
+    if (select jsonb_object_agg(k, v_local -> k) from unnest(v_settings) k)
+       is distinct from (select jsonb_object_agg(k, p_state -> k) from unnest(v_settings) k) then
+        perform @extschema@.webhook_update(v_id,
+                               url => p_state ->> 'url',
+                               event_types => v_patterns,
+                               name => p_state ->> 'name',
+                               headers => p_state -> 'headers',
+                               retry_policy => p_state -> 'retry_policy',
+                               timeout => v_timeout,
+                               auth => p_state -> 'auth',
+                               max_in_flight => coalesce((p_state ->> 'max_in_flight')::integer, 0),
+                               filter => coalesce(p_state ->> 'filter', ''));
+    end if;
+    update webhook.endpoint_secrets s
+    set secret = p_state ->> 'secret',
+        previous_secret = p_state ->> 'previous_secret',
+        previous_expires_at = (p_state ->> 'previous_expires_at')::timestamptz
+    where s.endpoint_id = v_id
+      and (s.secret, s.previous_secret, s.previous_expires_at)
+          is distinct from (p_state ->> 'secret', p_state ->> 'previous_secret',
+                            (p_state ->> 'previous_expires_at')::timestamptz);
+    -- Held (paused, disabled) as the coordinator holds it: released first
+    -- when it holds less, then held again as it says.
+    v_paused := (v_local ->> 'paused')::boolean;
+    v_reason := v_local ->> 'disabled_reason';
+    if (v_paused and not (p_state ->> 'paused')::boolean)
+       or v_reason is distinct from (p_state ->> 'disabled_reason') then
+        perform webhook._enable_endpoint(v_id);
+        v_paused := false;
+        v_reason := null;
+    end if;
+    if (p_state ->> 'paused')::boolean and not v_paused then
+        perform @extschema@.webhook_pause(v_id);
+    end if;
+    if p_state ->> 'disabled_reason' is not null and v_reason is null then
+        -- Held, without a second webhook.endpoint.disabled event: the node
+        -- where it was disabled sent it.
+        perform webhook._hold_endpoint(v_id, p_state ->> 'disabled_reason');
+    end if;
+    return true;
+end
+$$;
+
+revoke all on function webhook._filter_name(bigint), webhook._define_filter(bigint, text),
+    webhook._filter_by_name(bigint, jsonb, text), webhook._filter_match(bigint, jsonb, text, boolean),
+    webhook._filter_match_knows(), webhook._write_filter_match(), webhook._refresh_filter_match(),
+    webhook_filter_preview(text, text[], integer),
+    webhook_watch(regclass, text[], text, text[], text), webhook._open_subscription(bigint, text[], text),
+    webhook._insert_endpoint(bigint, text, text, text[], jsonb, jsonb, jsonb, interval, integer, text, text),
+    webhook._subscribe(text, text[], text, text, jsonb, jsonb, interval, jsonb, integer, text),
+    webhook_subscribe(text, text[], text, text, jsonb, jsonb, interval, jsonb, integer, text),
+    webhook_update(bigint, text, text[], text, jsonb, jsonb, interval, boolean, jsonb, integer, text)
+    from public;
+grant execute on function
+    webhook_subscribe(text, text[], text, text, jsonb, jsonb, interval, jsonb, integer, text),
+    webhook_update(bigint, text, text[], text, jsonb, jsonb, interval, boolean, jsonb, integer, text),
+    webhook_filter_preview(text, text[], integer),
+    webhook_watch(regclass, text[], text, text[], text)
+    to webhook_admin;

@@ -12,6 +12,7 @@ mod cpu;
 mod db;
 mod drain;
 mod fairness;
+mod filters;
 mod heads;
 mod health;
 mod latency;
@@ -89,7 +90,7 @@ pub struct Args {
     /// Only these scenarios (comma separated: ceiling, drain, drain2 (the
     /// same drain by two worker processes), fanout, fanout2 (by two), capture,
     /// latency, backlog, memory, heads (hostile receivers' answer heads),
-    /// fairness, retention, health, analysts, statements, compare).
+    /// fairness, retention, health, analysts, statements, compare, filters).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Commit being measured (for the report).
@@ -171,6 +172,10 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.wants("analysts") {
         figures.analysts = Some(analysts::run(&args).await?);
+        eprintln!();
+    }
+    if args.wants("filters") {
+        figures.filters = Some(filters::run(&args).await?);
         eprintln!();
     }
     if args.wants("statements") {

@@ -6,6 +6,7 @@ use crate::capture::CaptureRow;
 use crate::ceiling::Ceiling;
 use crate::drain::{Backlog, Throughput};
 use crate::fairness::Fairness;
+use crate::filters::Filters;
 use crate::heads::Heads;
 use crate::health::Health;
 use crate::latency::LatencyRow;
@@ -43,6 +44,7 @@ pub struct Figures {
     pub latency: Vec<LatencyRow>,
     pub backlog: Option<Backlog>,
     pub fairness: Option<Fairness>,
+    pub filters: Option<Filters>,
     pub retention: Option<Retention>,
     pub health: Option<Health>,
     pub memory: Option<Memory>,
@@ -103,6 +105,7 @@ impl Figures {
             latency: Vec::new(),
             backlog: None,
             fairness: None,
+            filters: None,
             retention: None,
             health: None,
             memory: None,
@@ -233,6 +236,24 @@ pub fn table(f: &Figures) -> String {
             "| fairness, {} events: healthy endpoint alone / beside a blackholed one | {:.0} / {:.0} deliveries/s: **{:.2}** | ≥ 0.80 | | |",
             fair.events, fair.alone_per_sec, fair.with_blackhole_per_sec, fair.ratio
         );
+    }
+    if let Some(fl) = &f.filters {
+        for r in &fl.capture {
+            let _ = writeln!(
+                t,
+                "| capture, {} clients: plain / watched / watched with a \"when\" keeping 10 % of rows | {:.0} / {:.0} / {:.0} tps: **{:.2}** of plain, {:.2} of watched | a rejected row costs no event | | |",
+                r.clients, r.plain_tps, r.watched_tps, r.when_tps, r.when_tps / r.plain_tps, r.when_tps / r.watched_tps
+            );
+        }
+        let base = fl.fanout.first().map_or(f64::NAN, |r| r.events_per_sec);
+        for r in &fl.fanout {
+            let _ = writeln!(
+                t,
+                "| fan-out alone, {} events to {} endpoints, {} | {:.0} events/s, {:.0} deliveries/s ({} made): **{:.2}** of no filter | | | |",
+                fl.fanout_events, fl.fanout_endpoints, r.label, r.events_per_sec, r.deliveries_per_sec, r.deliveries,
+                r.events_per_sec / base
+            );
+        }
     }
     if let Some(r) = &f.retention {
         let _ = writeln!(

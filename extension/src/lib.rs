@@ -111,11 +111,16 @@ extension_sql_file!(
     requires = ["views"]
 );
 extension_sql_file!(
-    "../../sql/install/13_invariants.sql",
-    name = "invariants",
+    "../../sql/install/13_filters.sql",
+    name = "filters",
     requires = ["cluster"]
 );
-extension_sql_file!("../../sql/install/14_grants.sql", name = "grants", finalize);
+extension_sql_file!(
+    "../../sql/install/14_invariants.sql",
+    name = "invariants",
+    requires = ["filters"]
+);
+extension_sql_file!("../../sql/install/15_grants.sql", name = "grants", finalize);
 
 /// Called by PostgreSQL when the library is loaded into a backend.
 #[pg_guard]

@@ -1059,6 +1059,158 @@ mod tests {
         .unwrap();
     }
 
+    /// The SQLSTATE `sql` fails with, or 00000.
+    fn sqlstate_of(sql: &str) -> String {
+        Spi::run(
+            "create or replace function pg_temp.sqlstate_of(q text) returns text language plpgsql as \
+             $$ begin execute q; return '00000'; exception when others then return sqlstate; end $$",
+        )
+        .unwrap();
+        Spi::get_one_with_args::<String>("select pg_temp.sqlstate_of($1)", &[sql.into()])
+            .unwrap()
+            .unwrap()
+    }
+
+    #[pg_test]
+    fn a_watch_with_when_captures_only_the_rows_that_match() {
+        Spi::run(
+            "create table orders (id int primary key, status text); \
+             select webhook_watch('orders', '{insert,update}', \"when\" => 'new.status = ''paid'' -- paid only')",
+        )
+        .unwrap();
+        Spi::run("insert into orders values (1, 'open'), (2, 'paid'); update orders set status = 'paid' where id = 1")
+            .unwrap();
+        assert_eq!(
+            Spi::get_one::<String>(
+                "select string_agg(event_type || ':' || (payload -> 'new' ->> 'id'), ',' order by id) from webhook.events"
+            )
+            .unwrap()
+            .unwrap(),
+            "orders.created:2,orders.updated:1",
+            "a row that does not match writes no event"
+        );
+        // Conditions PostgreSQL cannot put on the trigger: a clear error,
+        // and the watch before it stays.
+        for (sql, state) in [
+            // new on delete, old on insert
+            ("select webhook_watch('orders', \"when\" => 'new.status = ''paid''')", "42P17"),
+            ("select webhook_watch('orders', '{insert}', \"when\" => 'old.status = ''paid''')", "42P17"),
+            ("select webhook_watch('orders', \"when\" => 'new.nope = 1')", "42703"),
+            ("select webhook_watch('orders', '{insert}', \"when\" => 'new.status =')", "42601"),
+            ("select webhook_watch('orders', \"when\" => ' ')", "22023"),
+        ] {
+            assert_eq!(sqlstate_of(sql), state, "{sql}");
+        }
+        assert_eq!(
+            count("select count(*) from pg_trigger where tgname = 'webhook_capture' and tgqual is not null"),
+            1
+        );
+        assert_eq!(
+            sqlstate_of("select webhook_watch('orders', '{update,delete}', \"when\" => 'old.status = ''paid''')"),
+            "00000"
+        );
+    }
+
+    #[pg_test]
+    fn a_filter_is_checked_when_defined_and_runs_without_rights() {
+        for (filter, state) in [
+            ("data->>'x' =", "42601"),
+            ("true)) or ((true", "42601"),
+            ("true; select true", "42601"),
+            ("nope = 1", "42703"),
+            ("1", "42P13"),
+            ("exists (select from webhook.endpoint_secrets)", "42501"),
+            ("exists (select from pg_authid)", "42501"),
+            ("  ", "00000"), // no filter
+        ] {
+            assert_eq!(
+                sqlstate_of(&format!(
+                    "select webhook_subscribe('https://a.example.com/', filter => {})",
+                    pgrx::spi::quote_literal(filter)
+                )),
+                state,
+                "{filter}"
+            );
+        }
+        assert_eq!(
+            count("select count(*) from webhook.subscriptions where filter is not null"),
+            0,
+            "a filter refused leaves nothing behind"
+        );
+        let endpoint = Spi::get_one::<i64>(
+            "select endpoint_id from webhook_subscribe('https://a.example.com/', \
+             filter => '(data->>''amount'')::numeric > 100')",
+        )
+        .unwrap()
+        .unwrap();
+        let sub = count(&format!(
+            "select id from webhook.subscriptions where endpoint_id = {endpoint}"
+        ));
+        // It runs as webhook_filter, through the dispatcher: true, false,
+        // or null for its error.
+        assert_eq!(
+            Spi::get_one::<String>(&format!(
+                "select concat_ws(',', webhook._filter_match({sub}, '{{\"amount\": 500}}', 'x', false), \
+                 webhook._filter_match({sub}, '{{\"amount\": 5}}', 'x', false), \
+                 coalesce(webhook._filter_match({sub}, '{{\"amount\": \"abc\"}}', 'x', true)::text, 'error'))"
+            ))
+            .unwrap()
+            .unwrap(),
+            "t,f,error"
+        );
+        assert_eq!(
+            Spi::get_one::<String>(&format!(
+                "select p.proowner::regrole::text || ' ' || p.prosecdef from pg_proc p \
+                 where p.oid = 'webhook._filter_{sub}(jsonb, text)'::regprocedure"
+            ))
+            .unwrap()
+            .unwrap(),
+            "webhook_filter true"
+        );
+        // A new filter is a new period; '' removes it.
+        Spi::run(&format!(
+            "select webhook_update({endpoint}, filter => 'data->>''status'' = ''paid'''); \
+             select webhook_update({endpoint}, event_types => '{{order.*}}'); \
+             select webhook_update({endpoint}, filter => '')"
+        ))
+        .unwrap();
+        assert_eq!(
+            Spi::get_one::<String>(&format!(
+                "select string_agg(coalesce(filter, '-') || ' ' || event_types::text, ' | ' order by id) \
+                 from webhook.subscriptions where endpoint_id = {endpoint}"
+            ))
+            .unwrap()
+            .unwrap(),
+            "(data->>'amount')::numeric > 100 {*} | data->>'status' = 'paid' {*} | data->>'status' = 'paid' {order.*} | - {order.*}"
+        );
+        assert!(Spi::get_one::<bool>(&format!(
+            "select e.filter is null from webhook.endpoints e where e.id = {endpoint}"
+        ))
+        .unwrap()
+        .unwrap());
+        // The dry run: each of the last events, matched or the error.
+        Spi::run(
+            "select webhook_publish('order.paid', '{\"amount\": 50}'); \
+             select webhook_publish('order.paid', '{\"amount\": \"abc\"}'); \
+             select webhook_publish('invoice.paid', '{\"amount\": 500}')",
+        )
+        .unwrap();
+        assert_eq!(
+            Spi::get_one::<String>(
+                "select string_agg(concat_ws(':', event_type, matched, error), ', ' order by event_id) \
+                 from webhook_filter_preview('(data->>''amount'')::numeric > 100', '{order.*}', 10)"
+            )
+            .unwrap()
+            .unwrap(),
+            "order.paid:f, order.paid:invalid input syntax for type numeric: \"abc\""
+        );
+        assert_eq!(
+            count("select count(*) from pg_proc where proname like '\\_filter\\_-%'"),
+            0,
+            "the dry run leaves no function behind"
+        );
+    }
+
     #[pg_test]
     fn generated_secrets_are_unique_whsec() {
         let (a, b) = Spi::get_two::<String, String>(

@@ -25,6 +25,8 @@ create table webhook.endpoints (
     deleted_at      timestamptz,
     created_at      timestamptz not null default now(),
     updated_at      timestamptz not null default now(),
+    -- Last: 0.3.0 added it to 0.2.0's table (ALTER TABLE appends).
+    filter          text,
     constraint endpoints_event_types_not_empty check (cardinality(event_types) > 0),
     constraint endpoints_retry_policy_object check (retry_policy is null or jsonb_typeof(retry_policy) = 'object'),
     constraint endpoints_timeout_range check (timeout >= interval '1 millisecond' and timeout <= interval '5 minutes'),
@@ -44,6 +46,8 @@ comment on column webhook.endpoints.url is
     'Where requests go, as readers may see it: scheme, host and port, with /… in place of a path or query (they often carry a token). The whole URL is in webhook.endpoint_secrets.url, readable by webhook_admin.';
 comment on column webhook.endpoints.event_types is
     'The current filter: ''*'' (every event), ''order.*'' (every type starting with ''order.''), or an exact type. Its history is in webhook.subscriptions.';
+comment on column webhook.endpoints.filter is
+    'The current filter on the event: a SQL condition on data (jsonb) and event_type (text), or null for every event of its types. Its history is in webhook.subscriptions.';
 comment on column webhook.endpoints.header_names is
     'Names of the extra request headers sent to this endpoint. Their values (often bearer tokens) are kept with the secret in webhook.endpoint_secrets.';
 comment on column webhook.endpoints.auth_type is
@@ -114,6 +118,8 @@ create table webhook.subscriptions (
     until_xip   bigint[],
     created_at  timestamptz not null default now(),
     ended_at    timestamptz,
+    -- Last: 0.3.0 added it to 0.2.0's table (ALTER TABLE appends).
+    filter      text,
     constraint subscriptions_from_complete check ((from_xmin is null) = (from_xmax is null) and (from_xmin is null) = (from_xip is null)),
     constraint subscriptions_until_complete check ((until_xmin is null) = (until_xmax is null) and (until_xmin is null) = (until_xip is null)),
     constraint subscriptions_until_after_open check (until_xmin is null or until_txid is not null),
@@ -128,6 +134,8 @@ comment on column webhook.subscriptions.from_txid is
     'The (virtual) transaction that opened it; its own events belong to it.';
 comment on column webhook.subscriptions.from_xmax is
     'With from_xmin and from_xip: the snapshot taken as the opening transaction committed. Events of transactions not visible in it came after.';
+comment on column webhook.subscriptions.filter is
+    'The period''s filter on the event (a SQL condition on data and event_type), or null. It runs as webhook._filter_<id>, owned by webhook_filter, a role with no rights (see webhook._define_filter).';
 comment on column webhook.subscriptions.until_txid is
     'The transaction that closed it (unsubscribe, new event_types); null while open. Its own events go to the next period.';
 

@@ -98,16 +98,27 @@ $$;
 -- -----------------------------------------------------------------------------
 
 -- API: Private
--- Opens a subscription period for an endpoint, from this transaction's commit.
+-- Opens a subscription period for an endpoint, from this transaction's
+-- commit, with its filter's function (or the filter's error).
 create function webhook._open_subscription(
     p_endpoint_id bigint,   -- the endpoint
-    p_event_types text[]    -- validated patterns
+    p_event_types text[],   -- validated patterns
+    p_filter text           -- a SQL condition on the event, or null
 ) returns void
-language sql volatile
+language plpgsql volatile
 set search_path = pg_catalog, webhook, pg_temp
 as $$
-    insert into webhook.subscriptions (endpoint_id, event_types, from_txid)
-    values (p_endpoint_id, p_event_types, webhook._vxid())
+declare
+    v_id bigint;
+begin
+    insert into webhook.subscriptions (endpoint_id, event_types, from_txid, filter)
+    values (p_endpoint_id, p_event_types, webhook._vxid(), p_filter)
+    returning id into v_id;
+    if p_filter is not null then
+        perform webhook._define_filter(v_id, p_filter);
+        perform webhook._write_filter_match();
+    end if;
+end
 $$;
 
 -- API: Private

@@ -78,6 +78,10 @@ declare
     v_more boolean;
     v_events bigint;
     v_created bigint;
+    v_refused bigint[];
+    v_refusals bigint;
+    v_filtered boolean;
+    v_safe boolean;
 begin
     select * into st from webhook.fanout_state for update skip locked;
     if not found then
@@ -99,6 +103,15 @@ begin
     -- statement cannot see yet is found by a later call.
     if not webhook._fanout_pending(st) then
         return 0;
+    end if;
+    -- Subscription filters (see 13_filters.sql) that may apply to this
+    -- chunk: then every one has its function and dispatcher branch (a
+    -- restore keeps the filters, not their functions), and the chunk's
+    -- events their data.
+    v_filtered := exists (select from webhook.subscriptions s
+                          where s.filter is not null and (s.until_xmax is null or s.until_xmax > st.prev_xmin));
+    if v_filtered then
+        perform webhook._refresh_filter_match();
     end if;
     if not v_resumed then
         v_snap := webhook._vsnapshot();
@@ -125,19 +138,33 @@ begin
         v_hi := st.cur_xmax - 1;
     end if;
 
+    -- Filters run without catching their errors (a subtransaction per call
+    -- costs several times a filter); a chunk where one raised an error is
+    -- made again, each error then caught alone.
+    v_safe := false;
+    <<made>>
+    loop
+    begin
     with chunk as (
-        select e.id, e.slot, e.txid, e.event_type, e.id_namespace
+        select e.id, e.slot, e.txid, e.event_type, e.id_namespace,
+               case when v_filtered then e.payload::jsonb end as data
         from webhook.events e
         where e.txid = any (v_xip)
         union all
-        select e.id, e.slot, e.txid, e.event_type, e.id_namespace
+        select e.id, e.slot, e.txid, e.event_type, e.id_namespace,
+               case when v_filtered then e.payload::jsonb end as data
         from webhook.events e
         where e.txid >= v_lo and e.txid <= v_hi and not e.txid = any (st.cur_xip)
     ), targets as (
         select c.id, c.slot, c.txid, ep.id as endpoint_id,
                webhook._event_namespace(c.txid, c.id_namespace, i.namespace) as event_namespace,
                (ep.paused_at is not null or ep.disabled_at is not null) as held,
-               ep.deleted_at is not null as deleted
+               ep.deleted_at is not null as deleted,
+               -- The period's filter: false leaves the event out, null is
+               -- the filter's error on it.
+               case when s.filter is null then true
+                    else webhook._filter_match(s.id, c.data, c.event_type, v_safe)
+               end as matched
         from chunk c
         join webhook.subscriptions s
           on (s.until_xmax is null or s.until_xmax > st.prev_xmin)
@@ -161,7 +188,7 @@ begin
         select t.id, t.txid, t.slot, t.endpoint_id,
                case when t.held then 'paused' else 'pending' end::webhook.delivery_status, t.event_namespace
         from targets t
-        where not (t.held and t.deleted)
+        where t.matched and not (t.held and t.deleted)
         -- In the events' order: the claim takes an endpoint's deliveries by
         -- due time, and those made together are due together, so their
         -- order in the index (the order they were made) is the order they go
@@ -174,11 +201,28 @@ begin
                                         event_namespace)
         select t.slot, t.id, t.txid, t.slot, t.endpoint_id, 'cancelled', now(), t.event_namespace
         from targets t
-        where t.held and t.deleted
+        where t.matched and t.held and t.deleted
         returning 1
     )
-    select (select count(*) from chunk), (select count(*) from opened) + (select count(*) from cancelled)
-    into v_events, v_created;
+    select (select count(*) from chunk), (select count(*) from opened) + (select count(*) from cancelled),
+           (select array_agg(distinct t.endpoint_id order by t.endpoint_id) from targets t where t.matched is null),
+           (select count(*) from targets t where t.matched is null)
+    into v_events, v_created, v_refused, v_refusals;
+    exit made;
+    exception when others then
+        if v_safe or not v_filtered then
+            raise;
+        end if;
+        v_safe := true;
+    end;
+    end loop;
+    if v_refusals > 0 then
+        -- The worker logs it; webhook_filter_preview() tells which events and why.
+        raise warning 'the filters of endpoints % raised an error on % deliveries, which were not made',
+            array_to_string(v_refused, ', '), v_refusals
+            using hint = 'See which events and why with webhook_filter_preview(''<the filter>''), then fix the filter '
+                         'with webhook_update(<endpoint>, filter => …) and resend them with webhook_replay().';
+    end if;
 
     if v_more then
         update webhook.fanout_state

@@ -24,24 +24,26 @@ create function webhook._insert_endpoint(
     p_retry_policy jsonb,    -- checked policy, or null for the default
     p_timeout interval,      -- checked per-request timeout
     p_max_in_flight integer, -- checked share of a worker's slots, or null
-    p_secret text            -- its signing secret
+    p_secret text,           -- its signing secret
+    p_filter text            -- a SQL condition on the event, or null
 ) returns void
 language plpgsql volatile
 set search_path = pg_catalog, webhook, pg_temp
 as $$
 begin
     begin
-        insert into webhook.endpoints (id, name, url, event_types, header_names, auth_type, retry_policy, timeout, max_in_flight)
+        insert into webhook.endpoints (id, name, url, event_types, header_names, auth_type, retry_policy, timeout,
+                                       max_in_flight, filter)
         values (p_id, p_name, webhook._redact_url(p_url), p_event_types,
                 array(select jsonb_object_keys(p_headers) order by 1), p_auth ->> 'type', p_retry_policy, p_timeout,
-                p_max_in_flight);
+                p_max_in_flight, p_filter);
     exception when unique_violation then
         raise exception 'an endpoint named % already exists', quote_literal(p_name)
             using errcode = '42710', hint = 'Pick another name, or unsubscribe the existing endpoint first.';
     end;
     insert into webhook.endpoint_secrets (endpoint_id, secret, headers, auth, url)
     values (p_id, p_secret, p_headers, p_auth, p_url);
-    perform webhook._open_subscription(p_id, p_event_types);
+    perform webhook._open_subscription(p_id, p_event_types, p_filter);
 end
 $$;
 
@@ -58,6 +60,7 @@ create function webhook._subscribe(
     p_timeout interval,
     p_auth jsonb,
     p_max_in_flight integer,
+    p_filter text,
     out o_endpoint_id bigint,
     out o_name text,
     out o_signing_secret text
@@ -79,7 +82,7 @@ begin
     o_endpoint_id := nextval(pg_get_serial_sequence('webhook.endpoints', 'id'));
     o_name := coalesce(p_name, 'endpoint-' || o_endpoint_id);
     perform webhook._insert_endpoint(o_endpoint_id, o_name, v_url, v_patterns, v_headers, v_auth, v_policy, v_timeout,
-                                     v_max, v_secret);
+                                     v_max, v_secret, nullif(btrim(p_filter), ''));
     perform webhook._cluster_publish(o_endpoint_id, false);
     o_signing_secret := v_secret;
 end
@@ -95,17 +98,18 @@ create function webhook_subscribe(
     retry_policy jsonb default null,      -- null for the default (about 24 hours)
     timeout interval default '10 seconds', -- per request
     auth jsonb default null,              -- {"type": "basic"|"bearer"|"api_key", …}
-    max_in_flight integer default null    -- this endpoint's share of a worker's slots; null for the default
+    max_in_flight integer default null,   -- this endpoint's share of a worker's slots; null for the default
+    filter text default null              -- a SQL condition on the event's data and event_type; null for all
 ) returns table (endpoint_id bigint, name text, signing_secret text)
 language sql volatile
 security definer
 set search_path = pg_catalog, webhook, pg_temp
 as $$
     select s.o_endpoint_id, s.o_name, s.o_signing_secret
-    from webhook._subscribe($1, $2, $3, $4, $5, $6, $7, $8, $9) as s
+    from webhook._subscribe($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) as s
 $$;
-comment on function webhook_subscribe(text, text[], text, text, jsonb, jsonb, interval, jsonb, integer) is
-    'Registers an endpoint and returns its id, name and signing secret (shown here and on rotation only). It receives the matching events committed from now on.';
+comment on function webhook_subscribe(text, text[], text, text, jsonb, jsonb, interval, jsonb, integer, text) is
+    'Registers an endpoint and returns its id, name and signing secret (shown here and on rotation only). It receives the matching events committed from now on (those of its types that pass its filter).';
 
 -- API: Public
 create function webhook_unsubscribe(
@@ -166,7 +170,8 @@ create function webhook_update(
     timeout interval default null,  -- per request
     is_active boolean default null, -- false disables it (deliveries wait), true re-enables it
     auth jsonb default null,        -- replaces the credentials; 'null'::jsonb removes them
-    max_in_flight integer default null -- its share of a worker's slots; 0 for the default
+    max_in_flight integer default null, -- its share of a worker's slots; 0 for the default
+    filter text default null        -- new filter on the event, for events committed after this; '' removes it
 ) returns webhook.endpoints
 language plpgsql volatile
 security definer
@@ -183,6 +188,7 @@ declare
     v_active boolean := $8;
     v_auth jsonb := $9;
     v_max integer := $10;
+    v_filter text := case when $11 is null then null else nullif(btrim($11), '') end;
     v webhook.endpoints;
 begin
     v := webhook._live_endpoint(v_id);
@@ -192,13 +198,16 @@ begin
         update webhook.endpoint_secrets s set url = v_url where s.endpoint_id = v_id;
         v.url := webhook._redact_url(v_url);
     end if;
-    if v_patterns is not null then
-        v_patterns := webhook._check_patterns(v_patterns);
-        if v_patterns is distinct from v.event_types then
-            perform webhook._close_subscription(v_id);
-            perform webhook._open_subscription(v_id, v_patterns);
-            v.event_types := v_patterns;
-        end if;
+    v_patterns := case when v_patterns is null then v.event_types else webhook._check_patterns(v_patterns) end;
+    if $11 is null then
+        v_filter := v.filter;
+    end if;
+    -- New types or a new filter: a new subscription period, from this commit.
+    if v_patterns is distinct from v.event_types or v_filter is distinct from v.filter then
+        perform webhook._close_subscription(v_id);
+        perform webhook._open_subscription(v_id, v_patterns, v_filter);
+        v.event_types := v_patterns;
+        v.filter := v_filter;
     end if;
     if v_name is not null then
         v.name := webhook._check_name(v_name);
@@ -226,7 +235,7 @@ begin
         update webhook.endpoints e
         set url = v.url, event_types = v.event_types, name = v.name, header_names = v.header_names,
             auth_type = v.auth_type, retry_policy = v.retry_policy, timeout = v.timeout,
-            max_in_flight = v.max_in_flight, updated_at = now()
+            max_in_flight = v.max_in_flight, filter = v.filter, updated_at = now()
         where e.id = v_id;
     exception when unique_violation then
         raise exception 'an endpoint named % already exists', quote_literal(v.name)
@@ -242,8 +251,8 @@ begin
     return v;
 end
 $$;
-comment on function webhook_update(bigint, text, text[], text, jsonb, jsonb, interval, boolean, jsonb, integer) is
-    'Changes an endpoint (named arguments; null leaves a setting unchanged) and returns it as it now is. New event types apply to events committed after the change.';
+comment on function webhook_update(bigint, text, text[], text, jsonb, jsonb, interval, boolean, jsonb, integer, text) is
+    'Changes an endpoint (named arguments; null leaves a setting unchanged) and returns it as it now is. New event types and a new filter apply to events committed after the change.';
 
 -- API: Private
 -- Takes an endpoint out of its paused and disabled states: its waiting

@@ -3,7 +3,7 @@
 -- event, replay, purge (schema of the extension, webhook_ prefix).
 --
 -- webhook_publish is granted to webhook_publisher, the rest to
--- webhook_admin; see 14_grants.sql. Event types starting with "webhook."
+-- webhook_admin; see 15_grants.sql. Event types starting with "webhook."
 -- are pg_webhook's own (webhook.test, webhook.endpoint.disabled).
 -- =============================================================================
 
@@ -73,12 +73,16 @@ $$;
 -- API: Public
 -- SECURITY INVOKER on purpose: attaching a trigger is the table owner's
 -- decision, so PostgreSQL's own checks apply (TRIGGER on the table) along
--- with EXECUTE on webhook._capture, which only webhook_admin has.
+-- with EXECUTE on webhook._capture, which only webhook_admin has. The same
+-- holds for "when": it is the caller's SQL, run as the caller, and becomes
+-- the trigger's own WHEN condition, which PostgreSQL checks at queue time:
+-- a row that does not match queues no trigger call and writes no event.
 create function webhook_watch(
     tbl regclass,                                       -- the table to capture
     operations text[] default '{insert,update,delete}', -- any of insert, update, delete
     event_prefix text default null,                     -- event types <prefix>.created/.updated/.deleted; the table name when null
-    columns text[] default null                         -- the columns sent in new/old; all when null
+    columns text[] default null,                        -- the columns sent in new/old; all when null
+    "when" text default null                            -- a condition on new and old; every row when null
 ) returns void
 language plpgsql volatile
 set search_path = pg_catalog, webhook, pg_temp
@@ -87,6 +91,7 @@ declare
     v_tbl regclass := $1;
     v_operations text[] := $2;
     v_columns text[] := $4;
+    v_when text := $5;
     v_relkind "char";
     v_schema name;
     v_relname name;
@@ -96,6 +101,8 @@ declare
     v_missing text;
     v_args text[];
     v_citus text;
+    v_state text;
+    v_message text;
 begin
     if v_tbl is null or v_operations is null then
         raise exception 'webhook_watch: tbl and operations must not be null' using errcode = '22004';
@@ -163,13 +170,33 @@ begin
     if exists (select from pg_trigger t where t.tgrelid = v_tbl and t.tgname = 'webhook_capture') then
         execute format('drop trigger %I on %s', 'webhook_capture', v_tbl);
     end if;
-    execute format('create trigger %I after %s on %s for each row execute function webhook._capture(%s)',
-                   'webhook_capture', v_events, v_tbl,
-                   (select string_agg(quote_literal(a), ', ') from unnest(v_args) a));
+    if v_when is not null and btrim(v_when) = '' then
+        raise exception '"when" must be a condition on new and old, or null for every row' using errcode = '22023';
+    end if;
+    begin
+        -- The condition goes on lines of its own, so that a -- comment in
+        -- it ends where it does. Its names are bound now, with this
+        -- function's search_path (pg_catalog first): a function of the
+        -- caller's is named with its schema.
+        execute format('create trigger %I after %s on %s for each row %s execute function webhook._capture(%s)',
+                       'webhook_capture', v_events, v_tbl,
+                       case when v_when is null then '' else E'when (\n' || v_when || E'\n)' end,
+                       (select string_agg(quote_literal(a), ', ') from unnest(v_args) a));
+    exception when others then
+        get stacked diagnostics v_state = returned_sqlstate, v_message = message_text;
+        if v_when is null or v_state = '42501' then
+            raise; -- not the condition's fault
+        end if;
+        raise exception 'invalid "when" condition for %: %', v_tbl, v_message
+            using errcode = v_state,
+                  hint = 'A condition on the row: new.<column> on insert and update, old.<column> on update and delete. '
+                         'Pass operations => ''{insert,update}'' for a condition on new, ''{update,delete}'' for one on '
+                         'old, ''{update}'' for one on both.';
+    end;
 end
 $$;
-comment on function webhook_watch(regclass, text[], text, text[]) is
-    'Installs the row-change trigger on a table: events <prefix>.created, .updated, .deleted with data {table, schema, op, new, old} (new and old limited to the given columns). Calling it again replaces the previous settings.';
+comment on function webhook_watch(regclass, text[], text, text[], text) is
+    'Installs the row-change trigger on a table: events <prefix>.created, .updated, .deleted with data {table, schema, op, new, old} (new and old limited to the given columns), for the rows matching "when" (all when null). Calling it again replaces the previous settings.';
 
 -- API: Public
 create function webhook_unwatch(

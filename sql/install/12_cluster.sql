@@ -52,6 +52,7 @@ as $$
         -- depends on each session's TimeZone and IntervalStyle.
         'timeout_us', (extract(epoch from e.timeout) * 1000000)::bigint,
         'max_in_flight', e.max_in_flight,
+        'filter', e.filter,
         'paused', e.paused_at is not null,
         'disabled_reason', e.disabled_reason,
         'deleted', e.deleted_at is not null,
@@ -82,7 +83,7 @@ declare
     v_patterns text[] := array(select jsonb_array_elements_text(p_state -> 'event_types'));
     -- What webhook_update sets (the rest is state, secrets and identity).
     v_settings text[] := array['url', 'event_types', 'name', 'headers', 'auth', 'retry_policy', 'timeout_us',
-                               'max_in_flight'];
+                               'max_in_flight', 'filter'];
     v_timeout interval := (p_state ->> 'timeout_us')::bigint * interval '1 microsecond';
     v_paused boolean;
     v_reason text;
@@ -99,7 +100,8 @@ begin
         perform webhook._insert_endpoint(v_id, p_state ->> 'name', p_state ->> 'url', v_patterns, p_state -> 'headers',
                                          nullif(p_state -> 'auth', 'null'::jsonb),
                                          nullif(p_state -> 'retry_policy', 'null'::jsonb), v_timeout,
-                                         (p_state ->> 'max_in_flight')::integer, p_state ->> 'secret');
+                                         (p_state ->> 'max_in_flight')::integer, p_state ->> 'secret',
+                                         p_state ->> 'filter');
         -- Ids are the coordinator's: keep this node's sequence past them.
         perform setval(pg_get_serial_sequence('webhook.endpoints', 'id'), (select max(e.id) from webhook.endpoints e));
         v_local := webhook._endpoint_state(v_id);
@@ -121,7 +123,8 @@ begin
                                retry_policy => p_state -> 'retry_policy',
                                timeout => v_timeout,
                                auth => p_state -> 'auth',
-                               max_in_flight => coalesce((p_state ->> 'max_in_flight')::integer, 0));
+                               max_in_flight => coalesce((p_state ->> 'max_in_flight')::integer, 0),
+                               filter => coalesce(p_state ->> 'filter', ''));
     end if;
     update webhook.endpoint_secrets s
     set secret = p_state ->> 'secret',

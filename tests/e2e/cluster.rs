@@ -76,7 +76,8 @@ async fn every_endpoint_change_applied_on_the_nodes_makes_the_same_endpoints() {
         .get(0);
     ca.batch_execute(&format!(
         "select webhook_update({id}, url => '{}', event_types => '{{order.*,invoice.paid}}',
-                                 headers => '{{\"x-tenant\": \"7\"}}', retry_policy => '{{\"max_attempts\": 3}}');
+                                 headers => '{{\"x-tenant\": \"7\"}}', retry_policy => '{{\"max_attempts\": 3}}',
+                                 filter => 'data->>''tenant'' = ''7''');
          select webhook_pause({id});",
         receiver.url("/second")
     ))
@@ -95,12 +96,25 @@ async fn every_endpoint_change_applied_on_the_nodes_makes_the_same_endpoints() {
         .get(0);
     assert_eq!(
         periods, 2,
-        "the new event types opened a period on the node"
+        "the new event types and filter opened a period on the node"
     );
+    let filter: String = cb
+        .query_one(
+            "select filter from webhook.subscriptions where endpoint_id = $1 and until_txid is null",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(filter, "data->>'tenant' = '7'", "with the node's own filter function");
 
     // Held on the node as on the coordinator; resumed, it sends what waited,
     // signed with the coordinator's (rotated) secret, to the new URL.
-    cb.batch_execute("select webhook_publish('invoice.paid', '{\"n\": 1}')")
+    // (Another tenant's event first: the node applies the filter.)
+    cb.batch_execute(
+        "select webhook_publish('invoice.paid', '{\"n\": 0, \"tenant\": \"8\"}');
+         select webhook_publish('invoice.paid', '{\"n\": 1, \"tenant\": \"7\"}');",
+    )
         .await
         .unwrap();
     let mut worker = RunningWorker::start(b.worker_config());

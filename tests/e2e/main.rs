@@ -13,6 +13,7 @@ mod delivery;
 mod egress;
 mod fairness;
 mod fanout;
+mod filters;
 mod observability;
 mod operations;
 mod planted;

@@ -104,6 +104,16 @@ where
                     n.notify_one();
                 }
             }
+            // A WARNING is the database telling the operator something (a
+            // subscription filter raising errors, say): logged as one. The
+            // rest (NOTICE, INFO) is chatter.
+            Some(Ok(AsyncMessage::Notice(notice))) if notice.severity() == "WARNING" => {
+                tracing::warn!(
+                    warning = %notice.message(),
+                    hint = notice.hint().unwrap_or(""),
+                    "warning from the database"
+                )
+            }
             Some(Ok(AsyncMessage::Notice(notice))) => {
                 tracing::debug!(notice = %notice.message(), "notice from the database")
             }

@@ -9,6 +9,8 @@
 --                      header value;
 --   webhook_worker     what pg-webhook-worker needs: claim, record, next
 --                      due, maintenance, the views its status page shows.
+-- And webhook_filter, granted to no one and given nothing: it owns the
+-- subscription filters' functions, which run as it (see 13_filters.sql).
 -- Writers of a watched table need nothing: the capture trigger fires for
 -- them because the table's owner attached it, and switches to the extension
 -- owner for its insert only. Attaching it takes EXECUTE on webhook._capture,
@@ -23,7 +25,8 @@ do $$
 declare
     v_role text;
 begin
-    foreach v_role in array array['webhook_admin', 'webhook_publisher', 'webhook_reader', 'webhook_worker'] loop
+    foreach v_role in array array['webhook_admin', 'webhook_publisher', 'webhook_reader', 'webhook_worker',
+                                  'webhook_filter'] loop
         -- Two databases creating the extension at once race on these
         -- cluster-wide names; the loser's error only means the role exists.
         begin
@@ -83,9 +86,10 @@ grant select (endpoint_id, url) on webhook.endpoint_secrets to webhook_admin;
 -- extension owner except webhook_watch/unwatch, which attach triggers with
 -- the caller's own rights on the table (and EXECUTE on the trigger function).
 grant execute on function
-    webhook_subscribe(text, text[], text, text, jsonb, jsonb, interval, jsonb, integer),
+    webhook_subscribe(text, text[], text, text, jsonb, jsonb, interval, jsonb, integer, text),
     webhook_unsubscribe(bigint),
-    webhook_update(bigint, text, text[], text, jsonb, jsonb, interval, boolean, jsonb, integer),
+    webhook_update(bigint, text, text[], text, jsonb, jsonb, interval, boolean, jsonb, integer, text),
+    webhook_filter_preview(text, text[], integer),
     webhook_pause(bigint),
     webhook_resume(bigint),
     webhook_rotate_secret(bigint, interval),
@@ -93,7 +97,7 @@ grant execute on function
     webhook_replay(bigint, bigint),
     webhook_replay_failed(bigint, timestamptz),
     webhook_purge(),
-    webhook_watch(regclass, text[], text, text[]),
+    webhook_watch(regclass, text[], text, text[], text),
     webhook_unwatch(regclass),
     webhook._citus_table_kind(regclass),
     webhook._capture()

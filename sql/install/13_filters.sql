@@ -1,0 +1,283 @@
+-- =============================================================================
+-- pg_webhook: subscription filters — a SQL condition on the event, per
+-- subscription period, applied by the fan-out (off the writer's path).
+--
+-- A filter is an admin's SQL, and the fan-out runs as the extension owner,
+-- so a filter never runs as the extension owner. Each one is a function of
+-- its own, webhook._filter_<subscription id>(data jsonb, event_type text),
+-- SECURITY DEFINER and owned by webhook_filter: a role with no right at all
+-- (NOLOGIN, granted nothing, member of nothing). A filter reads the event
+-- it is handed and what PUBLIC may read, nothing else, whoever wrote it.
+-- Its text, refused if it holds a ";", becomes the RETURN expression of
+-- that function's CREATE FUNCTION: one statement, whose last clause it is,
+-- so it can be nothing but that expression (parsed, never run, as the
+-- function is made). A SQL-standard body: names are bound then, once, not
+-- through any caller's search_path; and an event's data is only ever the
+-- function's argument.
+--
+-- The fan-out calls them through one dispatcher, webhook._filter_match,
+-- rewritten from subscription ids alone whenever a filter is defined.
+-- The filter functions belong to the extension, and the subscriptions'
+-- filter column is where filters live: pg_dump keeps that column, not the
+-- functions, and the fan-out makes what is missing again (it finds the
+-- dispatcher not knowing every filter) before it fans out.
+-- =============================================================================
+
+-- API: Private
+-- The name of subscription period p_subscription_id's filter function.
+create function webhook._filter_name(
+    p_subscription_id bigint -- the subscription period
+) returns name
+language sql immutable
+return ('_filter_' || p_subscription_id)::name;
+
+-- API: Private
+-- Makes p_filter the filter of subscription period p_subscription_id, or
+-- raises what is wrong with it (its syntax, a name it does not know, a type
+-- other than boolean, something it may not read).
+create function webhook._define_filter(
+    p_subscription_id bigint, -- the subscription period
+    p_filter text             -- a SQL condition on data (jsonb) and event_type (text)
+) returns void
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_name name := webhook._filter_name(p_subscription_id);
+    v_state text;
+    v_message text;
+    v_hint text := 'A filter is a SQL condition on data (the event''s data, jsonb) and event_type (text), '
+                   'e.g. filter => ''data->>''''status'''' = ''''paid'''''', and reads nothing else.';
+begin
+    if p_filter is null or btrim(p_filter) = '' then
+        raise exception 'a filter must be a SQL condition' using errcode = '22023', hint = v_hint;
+    end if;
+    if octet_length(p_filter) > 8192 then
+        raise exception 'a filter is at most 8 KiB' using errcode = '22023';
+    end if;
+    -- One condition, one statement: without a semicolon the function's
+    -- body cannot hold a second one.
+    if strpos(p_filter, ';') > 0 then
+        raise exception 'a filter is one SQL condition: it has no ";"' using errcode = '42601', hint = v_hint;
+    end if;
+    -- The role was made without rights, but roles are cluster-wide and
+    -- made only when missing: one that someone made beforehand, or gave
+    -- rights to since, would lend its rights to every filter.
+    if exists (select from pg_roles r
+               where r.rolname = 'webhook_filter'
+                 and (r.rolsuper or r.rolcanlogin or r.rolcreaterole or r.rolcreatedb or r.rolreplication
+                      or r.rolbypassrls
+                      or exists (select from pg_auth_members m where m.member = r.oid or m.roleid = r.oid))) then
+        raise exception 'the role webhook_filter has rights: filters run as it, so it must have none'
+            using errcode = '42501',
+                  hint = 'Make it NOLOGIN, NOSUPERUSER, NOCREATEROLE, NOCREATEDB, NOREPLICATION, NOBYPASSRLS, '
+                         'and a member of no role.';
+    end if;
+    begin
+        -- Without ";" this is one statement, and RETURN its last clause.
+        -- The condition goes on lines of its own, so that a -- comment in
+        -- it ends where it does.
+        execute format(E'create function webhook.%I(data jsonb, event_type text) returns boolean'
+                       ' language sql stable security definer return (\n%s\n)', v_name, p_filter);
+    exception when others then
+        get stacked diagnostics v_state = returned_sqlstate, v_message = message_text;
+        raise exception 'invalid filter: %', v_message using errcode = v_state, hint = v_hint;
+    end;
+    execute format('alter function webhook.%I(jsonb, text) owner to webhook_filter', v_name);
+    execute format('revoke all on function webhook.%I(jsonb, text) from public', v_name);
+    -- A part of the extension (dropped with it), kept out of pg_dump: the
+    -- filter's text is in webhook.subscriptions, which pg_dump keeps. Added
+    -- last, so that the rights it was added with (which pg_dump compares
+    -- a member's with) are its final ones.
+    execute format('alter extension pg_webhook add function webhook.%I(jsonb, text)', v_name);
+    -- PostgreSQL checks a statement's rights as it starts: a filter reading
+    -- a table or a schema webhook_filter may not read fails on this empty
+    -- event, whatever it would do with a real one. Other errors here are
+    -- the empty event's (a cast of a missing key, say).
+    begin
+        execute format('select webhook.%I(null, null)', v_name);
+    exception
+        when insufficient_privilege then
+            get stacked diagnostics v_message = message_text;
+            raise exception 'invalid filter: %', v_message using errcode = '42501', hint = v_hint;
+        when others then
+            null;
+    end;
+end
+$$;
+
+-- API: Private
+-- Calls subscription period p_subscription_id's filter by name: the
+-- dispatcher's way for a period it does not know yet.
+create function webhook._filter_by_name(
+    p_subscription_id bigint, -- the subscription period
+    p_data jsonb,             -- the event's data
+    p_event_type text         -- its type
+) returns boolean
+language plpgsql stable
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_matched boolean;
+begin
+    execute format('select webhook.%I($1, $2)', webhook._filter_name(p_subscription_id))
+        into v_matched using p_data, p_event_type;
+    return v_matched;
+end
+$$;
+
+-- API: Private
+-- Whether an event passes subscription period p_subscription_id's filter:
+-- true or false; with p_safe, null when the filter raised an error on it
+-- (the fan-out then does not deliver it, and warns), without, the error.
+-- Catching costs a subtransaction per call, several times the filter's
+-- own cost: the fan-out calls it without, and again with, for a chunk
+-- where a filter failed. Rewritten by webhook._write_filter_match with a
+-- branch per filter.
+create function webhook._filter_match(
+    p_subscription_id bigint, -- the subscription period
+    p_data jsonb,             -- the event's data
+    p_event_type text,        -- its type
+    p_safe boolean            -- null for an error, rather than the error
+) returns boolean
+language plpgsql stable
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+begin
+    if not p_safe then
+        return webhook._filter_by_name(p_subscription_id, p_data, p_event_type);
+    end if;
+    begin
+        return webhook._filter_by_name(p_subscription_id, p_data, p_event_type);
+    exception when others then
+        return null;
+    end;
+end
+$$;
+
+-- API: Private
+-- The subscription periods webhook._filter_match has a branch for.
+-- Rewritten with it.
+create function webhook._filter_match_knows()
+returns bigint[]
+language sql immutable
+return '{}'::bigint[];
+
+-- API: Private
+-- Rewrites webhook._filter_match (and webhook._filter_match_knows) with a
+-- branch per subscription period that has a filter, and makes again the
+-- filter functions that are missing (after a restore). Its text is made of
+-- subscription ids alone. Concurrent rewrites queue on a transaction
+-- advisory lock (two at once would fail on the function's row; a table
+-- lock taken after the caller's own writes to the table would deadlock).
+create function webhook._write_filter_match()
+returns void
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_ids bigint[];
+    v_case text;
+    v_body text;
+    v_sub record;
+begin
+    perform pg_advisory_xact_lock(hashtext('pg_webhook: webhook._filter_match'));
+    for v_sub in
+        select s.id, s.filter from webhook.subscriptions s
+        where s.filter is not null
+          and to_regprocedure(format('webhook.%I(jsonb, text)', webhook._filter_name(s.id))) is null
+    loop
+        begin
+            perform webhook._define_filter(v_sub.id, v_sub.filter);
+        exception when others then
+            -- Left missing: its events raise an error in the dispatcher
+            -- (not delivered, with a warning), nobody else's do.
+            raise warning 'the filter of subscription period % cannot be made again: %', v_sub.id, sqlerrm;
+        end;
+    end loop;
+    v_ids := array(select s.id from webhook.subscriptions s where s.filter is not null order by s.id);
+    v_case := E'case p_subscription_id\n'
+              || coalesce((select string_agg(format(E'        when %s then return webhook.%I(p_data, p_event_type);\n',
+                                                    i, webhook._filter_name(i)), '' order by i)
+                           from unnest(v_ids) i), '')
+              || E'        else return webhook._filter_by_name(p_subscription_id, p_data, p_event_type);\n'
+              || E'    end case;\n';
+    v_body := E'begin\n    if not p_safe then\n    ' || v_case || E'    end if;\n    begin\n    ' || v_case
+              || E'    exception when others then\n        return null;\n    end;\nend\n';
+    execute format($f$create or replace function webhook._filter_match(
+    p_subscription_id bigint, p_data jsonb, p_event_type text, p_safe boolean) returns boolean
+language plpgsql stable
+set search_path = pg_catalog, webhook, pg_temp
+as %L$f$, v_body);
+    execute format($f$create or replace function webhook._filter_match_knows() returns bigint[]
+language sql immutable
+return %L::bigint[]$f$, v_ids::text);
+end
+$$;
+
+-- API: Private
+-- Rewrites the dispatcher when it does not know every filter (after a
+-- restore); true when it did. Run by the fan-out before each chunk.
+create function webhook._refresh_filter_match()
+returns boolean
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+begin
+    if webhook._filter_match_knows()
+       = array(select s.id from webhook.subscriptions s where s.filter is not null order by s.id) then
+        return false;
+    end if;
+    perform webhook._write_filter_match();
+    return true;
+end
+$$;
+
+-- API: Public
+create function webhook_filter_preview(
+    filter text,                       -- a SQL condition on data (jsonb) and event_type (text)
+    event_types text[] default '{*}',  -- among the events of these types
+    last integer default 100           -- the last this many logged events, 1 to 10,000
+) returns table (event_id bigint, event_type text, created_at timestamptz, matched boolean, error text)
+language plpgsql volatile
+security definer
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_filter text := $1;
+    v_patterns text[] := webhook._check_patterns($2);
+    v_last integer := $3;
+    -- A period id no subscription has: this backend's, negative.
+    v_id bigint := -pg_backend_pid();
+    v_name name := webhook._filter_name(v_id);
+    v_event record;
+begin
+    if v_last is null or v_last not between 1 and 10000 then
+        raise exception 'last must be between 1 and 10000, not %', coalesce(v_last::text, 'NULL') using errcode = '22023';
+    end if;
+    perform webhook._define_filter(v_id, v_filter);
+    for v_event in
+        select e.id, e.event_type, e.created_at, e.payload
+        from webhook.events e
+        where webhook._matches(v_patterns, e.event_type)
+        order by e.txid desc, e.id desc
+        limit v_last
+    loop
+        event_id := v_event.id;
+        event_type := v_event.event_type;
+        created_at := v_event.created_at;
+        error := null;
+        begin
+            execute format('select webhook.%I($1, $2)', v_name) into matched using v_event.payload::jsonb, v_event.event_type;
+        exception when others then
+            matched := null;
+            error := sqlerrm;
+        end;
+        return next;
+    end loop;
+    execute format('alter extension pg_webhook drop function webhook.%I(jsonb, text)', v_name);
+    execute format('drop function webhook.%I(jsonb, text)', v_name);
+end
+$$;
+comment on function webhook_filter_preview(text, text[], integer) is
+    'A dry run of a filter: for each of the last logged events (of the given types), whether the filter matches it, or the error it raises on it (an event a filter raises an error on is not delivered). Changes nothing.';

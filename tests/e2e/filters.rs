@@ -1,0 +1,161 @@
+//! Filters in SQL: a watch's "when" and a subscription's filter, against
+//! real receivers, a real worker and a real pg_dump and restore.
+
+use pg_webhook_tests::{pg_tool, Receiver, RunningWorker, TestDb};
+
+/// Subscribes `url` to every event with `filter`; returns the endpoint id.
+async fn subscribe_filtered(client: &tokio_postgres::Client, url: &str, filter: &str) -> i64 {
+    client
+        .query_one(
+            "select endpoint_id from webhook_subscribe($1, filter => $2)",
+            &[&url, &filter],
+        )
+        .await
+        .expect("webhook_subscribe")
+        .get(0)
+}
+
+/// The `amount` of each request's data, smallest first (deliveries of
+/// one endpoint go out concurrently: their order of arrival is not theirs).
+fn amounts(receiver: &Receiver) -> Vec<i64> {
+    let mut amounts: Vec<i64> = receiver
+        .requests()
+        .iter()
+        .map(|r| r.json()["data"]["amount"].as_i64().expect("a number"))
+        .collect();
+    amounts.sort_unstable();
+    amounts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filter_sends_only_the_events_it_matches_and_a_new_one_applies_from_its_commit() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    let all = Receiver::start().await;
+    let big = Receiver::start().await;
+    db.subscribe(&client, &all.url("/all"), &["*"], None).await;
+    let endpoint = subscribe_filtered(
+        &client,
+        &big.url("/big"),
+        "(data->>'amount')::numeric > 100 -- big orders",
+    )
+    .await;
+    let mut worker = RunningWorker::start(db.worker_config());
+    // One transaction with every kind: matched, not matched, and one the
+    // filter raises an error on (not delivered to it, delivered elsewhere).
+    client
+        .batch_execute(
+            "begin;
+             select webhook_publish('order.paid', '{\"amount\": 50}');
+             select webhook_publish('order.paid', '{\"amount\": 500}');
+             select webhook_publish('order.paid', '{\"amount\": \"abc\"}');
+             select webhook_publish('order.paid', '{\"amount\": 150}');
+             commit;",
+        )
+        .await
+        .unwrap();
+    db.wait_deliveries(&client, "succeeded", 4 + 2, &mut worker.events)
+        .await;
+    assert_eq!(amounts(&big), [150, 500]);
+    assert_eq!(all.requests().len(), 4);
+
+    // A new filter is for events committed after it; the one before stays
+    // for what was committed before, however late the fan-out runs.
+    worker.stop().await;
+    client
+        .batch_execute("select webhook_publish('order.paid', '{\"amount\": 1000, \"status\": \"open\"}')")
+        .await
+        .unwrap();
+    client
+        .execute(
+            "select webhook_update($1, filter => 'data->>''status'' = ''paid''')",
+            &[&endpoint],
+        )
+        .await
+        .unwrap();
+    client
+        .batch_execute(
+            "select webhook_publish('order.paid', '{\"amount\": 2000, \"status\": \"open\"}');
+             select webhook_publish('order.paid', '{\"amount\": 3, \"status\": \"paid\"}');",
+        )
+        .await
+        .unwrap();
+    let mut worker = RunningWorker::start(db.worker_config());
+    db.wait_deliveries(&client, "succeeded", 7 + 4, &mut worker.events)
+        .await;
+    assert_eq!(amounts(&big), [3, 150, 500, 1000]);
+    worker.stop().await;
+    db.assert_invariants(&client).await;
+    db.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_when_and_a_filter_survive_a_dump_and_restore() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    let receiver = Receiver::start().await;
+    subscribe_filtered(&client, &receiver.url("/paid"), "data->'new'->>'status' = 'paid'").await;
+    client
+        .batch_execute(
+            "create table orders (id int primary key, status text, region text);
+             select webhook_watch('orders', '{insert,update}', \"when\" => 'new.region = ''eu''');",
+        )
+        .await
+        .unwrap();
+    let dump = std::env::temp_dir().join(format!("{}.dump", db.name));
+    pg_tool("pg_dump", &["-Fc", "-f", dump.to_str().unwrap(), "-d", &db.dsn]).await;
+    let restored = TestDb::empty().await;
+    pg_tool(
+        "pg_restore",
+        &["--exit-on-error", "-d", &restored.dsn, dump.to_str().unwrap()],
+    )
+    .await;
+    std::fs::remove_file(&dump).ok();
+
+    // pg_dump keeps the filter's text, not its function: the fan-out makes
+    // it again before it fans out the first events.
+    let rclient = restored.client().await;
+    let functions = "select count(*) from pg_proc where proname ~ '^_filter_[0-9]+$'";
+    let n: i64 = rclient.query_one(functions, &[]).await.unwrap().get(0);
+    assert_eq!(n, 0, "a restore brings the filter's text, not its function");
+    rclient
+        .batch_execute(
+            "insert into orders values (1, 'paid', 'us'), (2, 'open', 'eu'), (3, 'paid', 'eu');
+             update orders set status = 'paid' where id = 2;",
+        )
+        .await
+        .unwrap();
+    let mut worker = RunningWorker::start(restored.worker_config());
+    let got = receiver.wait_for(2).await;
+    restored
+        .wait_deliveries(&rclient, "succeeded", 2, &mut worker.events)
+        .await;
+    worker.stop().await;
+    let mut rows: Vec<(String, String)> = got
+        .iter()
+        .map(|r| {
+            let body = r.json();
+            (
+                body["type"].as_str().unwrap().to_owned(),
+                body["data"]["new"]["id"].to_string(),
+            )
+        })
+        .collect();
+    rows.sort();
+    assert_eq!(
+        rows,
+        [("orders.created".into(), "3".into()), ("orders.updated".into(), "2".into())],
+        "only EU rows are captured, and only paid ones sent"
+    );
+    let n: i64 = rclient.query_one(functions, &[]).await.unwrap().get(0);
+    assert_eq!(n, 1);
+    let events: i64 = rclient
+        .query_one("select count(*) from webhook.events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(events, 3, "the row outside the condition wrote no event");
+    restored.assert_invariants(&rclient).await;
+    db.finish().await;
+    restored.finish().await;
+}
