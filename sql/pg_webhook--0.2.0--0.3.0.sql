@@ -3036,6 +3036,89 @@ $$;
 comment on function webhook_update(bigint, text, text[], text, jsonb, jsonb, interval, boolean, jsonb, integer, text) is
     'Changes an endpoint (named arguments; null leaves a setting unchanged) and returns it as it now is. New event types and a new filter apply to events committed after the change.';
 
+-- API: Private
+create function webhook._fan_out_chunk(
+    st webhook.fanout_state, -- the fan-out's position and snapshot (cur)
+    p_xip bigint[],          -- transactions running at prev, committed since
+    p_lo bigint,             -- and those from p_lo ...
+    p_hi bigint,             -- ... to p_hi
+    p_filtered boolean,      -- whether a filter may apply (the events' data is read then)
+    p_safe boolean,          -- catch each filter's error (and count it), rather than raise it
+    out o_events bigint,
+    out o_created bigint,
+    out o_refused bigint[],
+    out o_refusals bigint
+)
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+begin
+    with chunk as (
+        select e.id, e.slot, e.txid, e.event_type, e.id_namespace,
+               case when p_filtered then e.payload::jsonb end as data
+        from webhook.events e
+        where e.txid = any (p_xip)
+        union all
+        select e.id, e.slot, e.txid, e.event_type, e.id_namespace,
+               case when p_filtered then e.payload::jsonb end as data
+        from webhook.events e
+        where e.txid >= p_lo and e.txid <= p_hi and not e.txid = any (st.cur_xip)
+    ), targets as (
+        select c.id, c.slot, c.txid, ep.id as endpoint_id,
+               webhook._event_namespace(c.txid, c.id_namespace, i.namespace) as event_namespace,
+               (ep.paused_at is not null or ep.disabled_at is not null) as held,
+               ep.deleted_at is not null as deleted,
+               -- The period's filter: false leaves the event out, null is
+               -- the filter's error on it.
+               case when s.filter is null then true
+                    else webhook._filter_match(s.id, c.data, c.event_type, p_safe)
+               end as matched
+        from chunk c
+        join webhook.subscriptions s
+          on (s.until_xmax is null or s.until_xmax > st.prev_xmin)
+         and (c.txid = s.from_txid or not webhook._visible(c.txid, s.from_xmin, s.from_xmax, s.from_xip))
+         and (s.until_txid is null
+              or (c.txid <> s.until_txid and webhook._visible(c.txid, s.until_xmin, s.until_xmax, s.until_xip)))
+         and webhook._matches(s.event_types, c.event_type)
+        join webhook.endpoints ep on ep.id = s.endpoint_id
+        -- Only events written before 0.3.0 need their incarnation's namespace.
+        left join webhook.incarnations i on c.id_namespace is null and i.n = webhook._incarnation_of(c.txid)
+        -- webhook_send_test creates its delivery itself, for one endpoint.
+        where c.event_type <> 'webhook.test'
+          -- An operator event does not go to the endpoint it is about; only
+          -- pg_webhook's own events have their data read for it.
+          and (c.event_type not like 'webhook.%'
+               or ep.id is distinct from (select (o.payload ->> 'endpoint_id')::bigint
+                                          from webhook.events o
+                                          where o.slot = c.slot and o.txid = c.txid and o.id = c.id))
+    ), opened as (
+        insert into webhook.deliveries_open (event_id, event_txid, event_slot, endpoint_id, status, event_namespace)
+        select t.id, t.txid, t.slot, t.endpoint_id,
+               case when t.held then 'paused' else 'pending' end::webhook.delivery_status, t.event_namespace
+        from targets t
+        where t.matched and not (t.held and t.deleted)
+        -- In the events' order: the claim takes an endpoint's deliveries by
+        -- due time, and those made together are due together, so their
+        -- order in the index (the order they were made) is the order they go
+        -- out in.
+        order by t.txid, t.id
+        returning 1
+    ), cancelled as (
+        -- An endpoint removed while paused or disabled can never send what it held.
+        insert into webhook.deliveries (slot, event_id, event_txid, event_slot, endpoint_id, status, finalized_at,
+                                        event_namespace)
+        select t.slot, t.id, t.txid, t.slot, t.endpoint_id, 'cancelled', now(), t.event_namespace
+        from targets t
+        where t.matched and t.held and t.deleted
+        returning 1
+    )
+    select (select count(*) from chunk), (select count(*) from opened) + (select count(*) from cancelled),
+           (select array_agg(distinct t.endpoint_id order by t.endpoint_id) from targets t where t.matched is null),
+           (select count(*) from targets t where t.matched is null)
+    into o_events, o_created, o_refused, o_refusals;
+end
+$$;
+
 create or replace function webhook._fan_out(
     p_max_events integer -- chunk size in events (whole transactions: a chunk may be larger)
 ) returns integer
@@ -3065,7 +3148,6 @@ declare
     v_refused bigint[];
     v_refusals bigint;
     v_filtered boolean;
-    v_safe boolean;
 begin
     select * into st from webhook.fanout_state for update skip locked;
     if not found then
@@ -3124,82 +3206,21 @@ begin
 
     -- Filters run without catching their errors (a subtransaction per call
     -- costs several times a filter); a chunk where one raised an error is
-    -- made again, each error then caught alone.
-    v_safe := false;
-    <<made>>
-    loop
-    begin
-    with chunk as (
-        select e.id, e.slot, e.txid, e.event_type, e.id_namespace,
-               case when v_filtered then e.payload::jsonb end as data
-        from webhook.events e
-        where e.txid = any (v_xip)
-        union all
-        select e.id, e.slot, e.txid, e.event_type, e.id_namespace,
-               case when v_filtered then e.payload::jsonb end as data
-        from webhook.events e
-        where e.txid >= v_lo and e.txid <= v_hi and not e.txid = any (st.cur_xip)
-    ), targets as (
-        select c.id, c.slot, c.txid, ep.id as endpoint_id,
-               webhook._event_namespace(c.txid, c.id_namespace, i.namespace) as event_namespace,
-               (ep.paused_at is not null or ep.disabled_at is not null) as held,
-               ep.deleted_at is not null as deleted,
-               -- The period's filter: false leaves the event out, null is
-               -- the filter's error on it.
-               case when s.filter is null then true
-                    else webhook._filter_match(s.id, c.data, c.event_type, v_safe)
-               end as matched
-        from chunk c
-        join webhook.subscriptions s
-          on (s.until_xmax is null or s.until_xmax > st.prev_xmin)
-         and (c.txid = s.from_txid or not webhook._visible(c.txid, s.from_xmin, s.from_xmax, s.from_xip))
-         and (s.until_txid is null
-              or (c.txid <> s.until_txid and webhook._visible(c.txid, s.until_xmin, s.until_xmax, s.until_xip)))
-         and webhook._matches(s.event_types, c.event_type)
-        join webhook.endpoints ep on ep.id = s.endpoint_id
-        -- Only events written before 0.3.0 need their incarnation's namespace.
-        left join webhook.incarnations i on c.id_namespace is null and i.n = webhook._incarnation_of(c.txid)
-        -- webhook_send_test creates its delivery itself, for one endpoint.
-        where c.event_type <> 'webhook.test'
-          -- An operator event does not go to the endpoint it is about; only
-          -- pg_webhook's own events have their data read for it.
-          and (c.event_type not like 'webhook.%'
-               or ep.id is distinct from (select (o.payload ->> 'endpoint_id')::bigint
-                                          from webhook.events o
-                                          where o.slot = c.slot and o.txid = c.txid and o.id = c.id))
-    ), opened as (
-        insert into webhook.deliveries_open (event_id, event_txid, event_slot, endpoint_id, status, event_namespace)
-        select t.id, t.txid, t.slot, t.endpoint_id,
-               case when t.held then 'paused' else 'pending' end::webhook.delivery_status, t.event_namespace
-        from targets t
-        where t.matched and not (t.held and t.deleted)
-        -- In the events' order: the claim takes an endpoint's deliveries by
-        -- due time, and those made together are due together, so their
-        -- order in the index (the order they were made) is the order they go
-        -- out in.
-        order by t.txid, t.id
-        returning 1
-    ), cancelled as (
-        -- An endpoint removed while paused or disabled can never send what it held.
-        insert into webhook.deliveries (slot, event_id, event_txid, event_slot, endpoint_id, status, finalized_at,
-                                        event_namespace)
-        select t.slot, t.id, t.txid, t.slot, t.endpoint_id, 'cancelled', now(), t.event_namespace
-        from targets t
-        where t.matched and t.held and t.deleted
-        returning 1
-    )
-    select (select count(*) from chunk), (select count(*) from opened) + (select count(*) from cancelled),
-           (select array_agg(distinct t.endpoint_id order by t.endpoint_id) from targets t where t.matched is null),
-           (select count(*) from targets t where t.matched is null)
-    into v_events, v_created, v_refused, v_refusals;
-    exit made;
-    exception when others then
-        if v_safe or not v_filtered then
-            raise;
-        end if;
-        v_safe := true;
-    end;
-    end loop;
+    -- made again, each error then caught alone. Without filters, no
+    -- subtransaction at all.
+    if not v_filtered then
+        select * into v_events, v_created, v_refused, v_refusals
+        from webhook._fan_out_chunk(st, v_xip, v_lo, v_hi, false, false);
+    else
+        begin
+            select * into v_events, v_created, v_refused, v_refusals
+            from webhook._fan_out_chunk(st, v_xip, v_lo, v_hi, true, false);
+        exception when others then
+            -- A filter's error (any other error comes again, and is raised).
+            select * into v_events, v_created, v_refused, v_refusals
+            from webhook._fan_out_chunk(st, v_xip, v_lo, v_hi, true, true);
+        end;
+    end if;
     if v_refusals > 0 then
         -- The worker logs it; webhook_filter_preview() tells which events and why.
         raise warning 'the filters of endpoints % raised an error on % deliveries, which were not made',
@@ -3342,6 +3363,7 @@ end
 $$;
 
 revoke all on function webhook._filter_name(bigint), webhook._define_filter(bigint, text),
+    webhook._fan_out_chunk(webhook.fanout_state, bigint[], bigint, bigint, boolean, boolean),
     webhook._filter_by_name(bigint, jsonb, text), webhook._filter_match(bigint, jsonb, text, boolean),
     webhook._filter_match_knows(), webhook._write_filter_match(), webhook._refresh_filter_match(),
     webhook_filter_preview(text, text[], integer),

@@ -10,9 +10,10 @@
 -- it is handed and what PUBLIC may read, nothing else, whoever wrote it.
 -- Its text, refused if it holds a ";", becomes the RETURN expression of
 -- that function's CREATE FUNCTION: one statement, whose last clause it is,
--- so it can be nothing but that expression (parsed, never run, as the
--- function is made). A SQL-standard body: names are bound then, once, not
--- through any caller's search_path; and an event's data is only ever the
+-- so it can be nothing but that expression (parsed as the function is
+-- made, then run once, as webhook_filter, on an empty event to check its
+-- rights). A SQL-standard body: names are bound then, once, not through
+-- any caller's search_path; and an event's data is only ever the
 -- function's argument.
 --
 -- The fan-out calls them through one dispatcher, webhook._filter_match,
