@@ -2414,12 +2414,15 @@ revoke all on function webhook._insert_endpoint(bigint, text, text, text[], json
     from public;
 
 -- -----------------------------------------------------------------------------
--- 0.3.0: filters in SQL. webhook_watch(…, "when" => …) puts the condition on
--- the capture trigger (a row that does not match writes no event);
--- webhook_subscribe/webhook_update(…, filter => …) give a subscription
--- period a condition on the event, applied by the fan-out as webhook_filter,
--- a role with no rights (see 13_filters.sql); webhook_filter_preview() is
--- its dry run. New parameters: the functions are dropped and made again.
+-- 0.3.0: filters in SQL and rate limits. webhook_watch(…, "when" => …) puts
+-- the condition on the capture trigger (a row that does not match writes no
+-- event); webhook_subscribe/webhook_update(…, filter => …) give a
+-- subscription period a condition on the event, applied by the fan-out as
+-- webhook_filter, a role with no rights (see 13_filters.sql);
+-- webhook_filter_preview() is its dry run. max_per_second and burst limit
+-- an endpoint's requests, all workers together (a token bucket per endpoint
+-- in webhook.endpoint_rates, taken by the claim). New parameters: the
+-- functions are dropped and made again.
 -- -----------------------------------------------------------------------------
 do $$
 begin
@@ -2430,6 +2433,23 @@ $$;
 
 alter table webhook.endpoints add column filter text;
 alter table webhook.subscriptions add column filter text;
+alter table webhook.endpoints add column max_per_second integer, add column burst integer,
+    add constraint endpoints_max_per_second_range check (max_per_second between 1 and 100000),
+    add constraint endpoints_burst_range check (burst is null or (burst between 1 and 1000000 and max_per_second is not null));
+comment on column webhook.endpoints.max_per_second is
+    'Most requests per second to this endpoint, all workers together (a token bucket shared in webhook.endpoint_rates); null for no limit.';
+comment on column webhook.endpoints.burst is
+    'Most requests at once after a quiet spell (the bucket''s size); null for max_per_second.';
+-- API: Private
+create table webhook.endpoint_rates (
+    endpoint_id    bigint primary key references webhook.endpoints (id),
+    per_second     integer not null,
+    tokens         double precision not null,
+    updated_at     timestamptz not null
+);
+comment on table webhook.endpoint_rates is
+    'The token bucket of each rate-limited endpoint (max_per_second): tokens left at updated_at; it fills at per_second up to the endpoint''s burst.';
+revoke all on webhook.endpoint_rates from public;
 comment on column webhook.endpoints.filter is
     'The current filter on the event: a SQL condition on data (jsonb) and event_type (text), or null for every event of its types. Its history is in webhook.subscriptions.';
 comment on column webhook.subscriptions.filter is
@@ -2701,6 +2721,95 @@ drop function webhook._subscribe(text, text[], text, text, jsonb, jsonb, interva
 drop function webhook_subscribe(text, text[], text, text, jsonb, jsonb, interval, jsonb, integer);
 drop function webhook_update(bigint, text, text[], text, jsonb, jsonb, interval, boolean, jsonb, integer);
 
+-- API: Private
+create function webhook._check_rate(
+    p_max_per_second integer, -- requests per second, or null for no limit
+    p_burst integer           -- the bucket's size, or null for one second's worth
+) returns void
+language plpgsql immutable
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    if p_max_per_second is not null and p_max_per_second not between 1 and 100000 then
+        raise exception 'max_per_second must be between 1 and 100000, not %', p_max_per_second
+            using errcode = '22023', hint = 'Pass null for no limit.';
+    end if;
+    if p_burst is not null and p_burst not between 1 and 1000000 then
+        raise exception 'burst must be between 1 and 1000000, not %', p_burst
+            using errcode = '22023', hint = 'Pass null for one second''s worth (max_per_second).';
+    end if;
+    if p_burst is not null and p_max_per_second is null then
+        raise exception 'burst needs max_per_second' using errcode = '22023';
+    end if;
+end
+$$;
+
+-- API: Private
+create function webhook._refilled(
+    p_tokens double precision, -- tokens at p_since
+    p_since timestamptz,       -- when it had them
+    p_per_second integer,      -- its rate
+    p_burst integer,           -- its size
+    p_at timestamptz           -- the time asked about
+) returns double precision
+language sql immutable parallel safe
+return least(p_burst::double precision,
+             p_tokens + p_per_second * greatest(extract(epoch from p_at - p_since)::double precision, 0));
+
+
+-- API: Private
+create function webhook._token_at(
+    p_tokens double precision, -- tokens at p_since
+    p_since timestamptz,       -- when it had them
+    p_per_second integer       -- its rate
+) returns timestamptz
+language sql immutable parallel safe
+return p_since + greatest(1 - p_tokens, 0) / p_per_second * interval '1 second';
+
+
+-- API: Private
+create function webhook._take_tokens(
+    p_concurrency integer,      -- the worker's slots
+    p_busy_endpoints bigint[],  -- endpoints this worker has deliveries in flight for ...
+    p_busy_counts integer[]     -- ... and how many
+) returns table (endpoint_id bigint, allowed integer)
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    r record;
+    v_bucket webhook.endpoint_rates;
+    v_now timestamptz;
+    v_tokens double precision;
+begin
+    -- Most databases limit no endpoint: one look at the endpoints, no more.
+    if not exists (select from webhook.endpoints e where e.max_per_second is not null and e.is_active) then
+        return;
+    end if;
+    for r in
+        select q.endpoint_id as id, q.quota, e.max_per_second, coalesce(e.burst, e.max_per_second) as burst
+        from webhook._endpoint_quotas(p_concurrency, p_busy_endpoints, p_busy_counts) q
+        join webhook.endpoints e on e.id = q.endpoint_id
+        where e.max_per_second is not null and q.quota > 0
+        order by q.endpoint_id
+    loop
+        -- A new bucket starts full.
+        insert into webhook.endpoint_rates (endpoint_id, per_second, tokens, updated_at)
+        values (r.id, r.max_per_second, r.burst, clock_timestamp())
+        on conflict on constraint endpoint_rates_pkey do nothing;
+        select * into v_bucket from webhook.endpoint_rates b where b.endpoint_id = r.id for update;
+        v_now := clock_timestamp();
+        v_tokens := webhook._refilled(v_bucket.tokens, v_bucket.updated_at, r.max_per_second, r.burst, v_now);
+        allowed := least(floor(v_tokens)::integer, r.quota);
+        update webhook.endpoint_rates b
+        set tokens = v_tokens - allowed, updated_at = v_now
+        where b.endpoint_id = r.id;
+        endpoint_id := r.id;
+        return next;
+    end loop;
+end
+$$;
+
 -- API: Public
 create function webhook_watch(
     tbl regclass,                                       -- the table to capture
@@ -2857,7 +2966,9 @@ create function webhook._insert_endpoint(
     p_timeout interval,      -- checked per-request timeout
     p_max_in_flight integer, -- checked share of a worker's slots, or null
     p_secret text,           -- its signing secret
-    p_filter text            -- a SQL condition on the event, or null
+    p_filter text,           -- a SQL condition on the event, or null
+    p_max_per_second integer, -- checked rate limit, or null
+    p_burst integer          -- checked burst, or null
 ) returns void
 language plpgsql volatile
 set search_path = pg_catalog, webhook, pg_temp
@@ -2865,10 +2976,10 @@ as $$
 begin
     begin
         insert into webhook.endpoints (id, name, url, event_types, header_names, auth_type, retry_policy, timeout,
-                                       max_in_flight, filter)
+                                       max_in_flight, filter, max_per_second, burst)
         values (p_id, p_name, webhook._redact_url(p_url), p_event_types,
                 array(select jsonb_object_keys(p_headers) order by 1), p_auth ->> 'type', p_retry_policy, p_timeout,
-                p_max_in_flight, p_filter);
+                p_max_in_flight, p_filter, p_max_per_second, p_burst);
     exception when unique_violation then
         raise exception 'an endpoint named % already exists', quote_literal(p_name)
             using errcode = '42710', hint = 'Pick another name, or unsubscribe the existing endpoint first.';
@@ -2891,6 +3002,8 @@ create function webhook._subscribe(
     p_auth jsonb,
     p_max_in_flight integer,
     p_filter text,
+    p_max_per_second integer,
+    p_burst integer,
     out o_endpoint_id bigint,
     out o_name text,
     out o_signing_secret text
@@ -2909,10 +3022,11 @@ declare
     v_secret text := case when p_secret is null then webhook._generate_secret() else webhook._check_secret(p_secret) end;
 begin
     perform webhook._check_name(p_name);
+    perform webhook._check_rate(p_max_per_second, p_burst);
     o_endpoint_id := nextval(pg_get_serial_sequence('webhook.endpoints', 'id'));
     o_name := coalesce(p_name, 'endpoint-' || o_endpoint_id);
     perform webhook._insert_endpoint(o_endpoint_id, o_name, v_url, v_patterns, v_headers, v_auth, v_policy, v_timeout,
-                                     v_max, v_secret, nullif(btrim(p_filter), ''));
+                                     v_max, v_secret, nullif(btrim(p_filter), ''), p_max_per_second, p_burst);
     perform webhook._cluster_publish(o_endpoint_id, false);
     o_signing_secret := v_secret;
 end
@@ -2929,16 +3043,18 @@ create function webhook_subscribe(
     timeout interval default '10 seconds', -- per request
     auth jsonb default null,              -- {"type": "basic"|"bearer"|"api_key", …}
     max_in_flight integer default null,   -- this endpoint's share of a worker's slots; null for the default
-    filter text default null              -- a SQL condition on the event's data and event_type; null for all
+    filter text default null,             -- a SQL condition on the event's data and event_type; null for all
+    max_per_second integer default null,  -- most requests per second, all workers together; null for no limit
+    burst integer default null            -- most at once after a quiet spell; null for max_per_second
 ) returns table (endpoint_id bigint, name text, signing_secret text)
 language sql volatile
 security definer
 set search_path = pg_catalog, webhook, pg_temp
 as $$
     select s.o_endpoint_id, s.o_name, s.o_signing_secret
-    from webhook._subscribe($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) as s
+    from webhook._subscribe($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) as s
 $$;
-comment on function webhook_subscribe(text, text[], text, text, jsonb, jsonb, interval, jsonb, integer, text) is
+comment on function webhook_subscribe(text, text[], text, text, jsonb, jsonb, interval, jsonb, integer, text, integer, integer) is
     'Registers an endpoint and returns its id, name and signing secret (shown here and on rotation only). It receives the matching events committed from now on (those of its types that pass its filter).';
 
 -- API: Public
@@ -2953,7 +3069,9 @@ create function webhook_update(
     is_active boolean default null, -- false disables it (deliveries wait), true re-enables it
     auth jsonb default null,        -- replaces the credentials; 'null'::jsonb removes them
     max_in_flight integer default null, -- its share of a worker's slots; 0 for the default
-    filter text default null        -- new filter on the event, for events committed after this; '' removes it
+    filter text default null,       -- new filter on the event, for events committed after this; '' removes it
+    max_per_second integer default null, -- new rate limit; 0 removes it
+    burst integer default null      -- new burst; 0 for max_per_second
 ) returns webhook.endpoints
 language plpgsql volatile
 security definer
@@ -2971,6 +3089,8 @@ declare
     v_auth jsonb := $9;
     v_max integer := $10;
     v_filter text := case when $11 is null then null else nullif(btrim($11), '') end;
+    v_rate integer := $12;
+    v_burst integer := $13;
     v webhook.endpoints;
 begin
     v := webhook._live_endpoint(v_id);
@@ -3013,11 +3133,24 @@ begin
     if v_max is not null then
         v.max_in_flight := nullif(webhook._check_max_in_flight(nullif(v_max, 0)), 0);
     end if;
+    if v_rate is not null or v_burst is not null then
+        v_rate := case when v_rate is null then v.max_per_second else nullif(v_rate, 0) end;
+        -- The burst given, else the one it had (none once the rate is gone).
+        v_burst := case when v_burst is not null then nullif(v_burst, 0) when v_rate is not null then v.burst end;
+        perform webhook._check_rate(v_rate, v_burst);
+        if (v_rate, v_burst) is distinct from (v.max_per_second, v.burst) then
+            -- A new bucket, made at the next claim with the new settings.
+            delete from webhook.endpoint_rates r where r.endpoint_id = v_id;
+        end if;
+        v.max_per_second := v_rate;
+        v.burst := v_burst;
+    end if;
     begin
         update webhook.endpoints e
         set url = v.url, event_types = v.event_types, name = v.name, header_names = v.header_names,
             auth_type = v.auth_type, retry_policy = v.retry_policy, timeout = v.timeout,
-            max_in_flight = v.max_in_flight, filter = v.filter, updated_at = now()
+            max_in_flight = v.max_in_flight, filter = v.filter, max_per_second = v.max_per_second, burst = v.burst,
+            updated_at = now()
         where e.id = v_id;
     exception when unique_violation then
         raise exception 'an endpoint named % already exists', quote_literal(v.name)
@@ -3033,7 +3166,8 @@ begin
     return v;
 end
 $$;
-comment on function webhook_update(bigint, text, text[], text, jsonb, jsonb, interval, boolean, jsonb, integer, text) is
+comment on function webhook_update(bigint, text, text[], text, jsonb, jsonb, interval, boolean, jsonb, integer, text,
+                                   integer, integer) is
     'Changes an endpoint (named arguments; null leaves a setting unchanged) and returns it as it now is. New event types and a new filter apply to events committed after the change.';
 
 -- API: Private
@@ -3264,6 +3398,8 @@ as $$
         'timeout_us', (extract(epoch from e.timeout) * 1000000)::bigint,
         'max_in_flight', e.max_in_flight,
         'filter', e.filter,
+        'max_per_second', e.max_per_second,
+        'burst', e.burst,
         'paused', e.paused_at is not null,
         'disabled_reason', e.disabled_reason,
         'deleted', e.deleted_at is not null,
@@ -3289,7 +3425,7 @@ declare
     v_patterns text[] := array(select jsonb_array_elements_text(p_state -> 'event_types'));
     -- What webhook_update sets (the rest is state, secrets and identity).
     v_settings text[] := array['url', 'event_types', 'name', 'headers', 'auth', 'retry_policy', 'timeout_us',
-                               'max_in_flight', 'filter'];
+                               'max_in_flight', 'filter', 'max_per_second', 'burst'];
     v_timeout interval := (p_state ->> 'timeout_us')::bigint * interval '1 microsecond';
     v_paused boolean;
     v_reason text;
@@ -3307,7 +3443,8 @@ begin
                                          nullif(p_state -> 'auth', 'null'::jsonb),
                                          nullif(p_state -> 'retry_policy', 'null'::jsonb), v_timeout,
                                          (p_state ->> 'max_in_flight')::integer, p_state ->> 'secret',
-                                         p_state ->> 'filter');
+                                         p_state ->> 'filter', (p_state ->> 'max_per_second')::integer,
+                                         (p_state ->> 'burst')::integer);
         -- Ids are the coordinator's: keep this node's sequence past them.
         perform setval(pg_get_serial_sequence('webhook.endpoints', 'id'), (select max(e.id) from webhook.endpoints e));
         v_local := webhook._endpoint_state(v_id);
@@ -3330,7 +3467,9 @@ begin
                                timeout => v_timeout,
                                auth => p_state -> 'auth',
                                max_in_flight => coalesce((p_state ->> 'max_in_flight')::integer, 0),
-                               filter => coalesce(p_state ->> 'filter', ''));
+                               filter => coalesce(p_state ->> 'filter', ''),
+                               max_per_second => coalesce((p_state ->> 'max_per_second')::integer, 0),
+                               burst => coalesce((p_state ->> 'burst')::integer, 0));
     end if;
     update webhook.endpoint_secrets s
     set secret = p_state ->> 'secret',
@@ -3362,20 +3501,274 @@ begin
 end
 $$;
 
+create or replace function webhook._claim_deliveries(
+    p_worker_id text,           -- recorded in leased_by
+    p_limit integer,            -- at most this many rows
+    p_lease_margin interval,    -- added to each endpoint's timeout
+    p_concurrency integer,      -- the worker's slots, shared among endpoints with work
+    p_busy_endpoints bigint[],  -- endpoints this worker has deliveries in flight for ...
+    p_busy_counts integer[],    -- ... and how many
+    p_fanout_events integer,    -- most events to fan out first
+    p_max_bytes bigint          -- most payload bytes (the first delivery is claimed whatever its size)
+) returns table (
+    row_kind text,
+    delivery_id bigint,
+    lease_token bigint,
+    attempt_number integer,
+    event_id bigint,
+    message_namespace text,
+    event_type text,
+    event_created_at timestamptz,
+    payload text,
+    endpoint_id bigint,
+    url text,
+    headers text,
+    timeout_ms integer,
+    secrets text[],
+    max_attempts integer,
+    initial_delay_ms bigint,
+    max_delay_ms bigint,
+    backoff_multiplier double precision
+)
+language plpgsql volatile
+security definer
+set search_path = pg_catalog, webhook, pg_temp
+-- Every row these statements touch is found by key; see "Plans" above.
+set enable_seqscan = off
+set jit = off
+-- One plan, made once per session: planning the statement (partitions
+-- included) costs more than running it for a hundred rows, and its shape
+-- does not depend on the arguments.
+set plan_cache_mode = force_generic_plan
+as $$
+declare
+    -- Lease tokens are this claim's random seed hashed with each delivery
+    -- id: distinct within the claim, unrelated across claims, and one call
+    -- of the random source per claim instead of one per row (which cost
+    -- 15,000 instructions per delivery).
+    v_seed bigint := ('x' || translate(left(gen_random_uuid()::text, 18), '-', ''))::bit(64)::bigint;
+    v_limited bigint[];
+    v_allowed integer[];
+begin
+    -- A claim's commit need not wait for its WAL flush. Were the server to
+    -- crash before the flush, the lease would be lost and the delivery sent
+    -- again: a duplicate, which at-least-once allows; and a lost fan-out is
+    -- lost together with the position it advanced, so it runs again. A
+    -- later (durable) commit of the attempt flushes the claim's WAL first.
+    perform pg_catalog.set_config('synchronous_commit', 'off', true);
+    if p_fanout_events > 0 then
+        perform webhook._fan_out(p_fanout_events);
+    end if;
+    select array_agg(t.endpoint_id), array_agg(t.allowed) into v_limited, v_allowed
+    from webhook._take_tokens(p_concurrency, p_busy_endpoints, p_busy_counts) t;
+    return query
+    with quotas as (
+        -- A rate-limited endpoint takes no more than the tokens it got.
+        select q.endpoint_id as id, least(q.quota, coalesce(a.allowed, q.quota)) as quota
+        from webhook._endpoint_quotas(p_concurrency, p_busy_endpoints, p_busy_counts) q
+        left join unnest(v_limited, v_allowed) as a(endpoint_id, allowed) on a.endpoint_id = q.endpoint_id
+    ), fair as (
+        select greatest(1, ceil(p_limit::numeric / greatest(count(*), 1)))::integer as share
+        from quotas q
+        where q.quota > 0
+    ), due as (
+        -- The events' columns come along (a json value stays a pointer to
+        -- its TOAST data until the final select reads it), so that each
+        -- event is found once.
+        select d.id, d.next_attempt_at, ev.id as event_id, d.event_namespace, ev.event_type, ev.created_at,
+               ev.payload, ev.payload_bytes
+        from quotas q
+        cross join fair
+        cross join lateral (
+            select d.id, d.next_attempt_at, d.event_slot, d.event_txid, d.event_id, d.event_namespace
+            from webhook.deliveries_open d
+            where d.endpoint_id = q.id
+              and d.status = 'pending'
+              and d.next_attempt_at <= now()
+              and (d.lease_until is null or d.lease_until <= now())
+            order by d.next_attempt_at
+            limit greatest(least(q.quota, fair.share, p_limit), 0)
+            for update skip locked
+        ) d
+        -- Each delivery's event by its key, one index probe each: a lateral
+        -- subquery with "offset 0" is planned as a nested loop whatever the
+        -- estimates. As a plain join, the generic plan (made once, from the
+        -- statistics of the moment) sometimes expected thousands of
+        -- deliveries and hashed the whole event table for every claim:
+        -- 150 ms instead of 5 for a claim of 100 beside 100,000 events,
+        -- which made the drain benchmark swing between 2,300 and 8,000/s.
+        cross join lateral (
+            select ev.id, ev.event_type, ev.created_at, ev.payload, ev.payload_bytes
+            from webhook.events ev
+            where ev.slot = d.event_slot and ev.txid = d.event_txid and ev.id = d.event_id
+            offset 0
+        ) ev
+        order by d.next_attempt_at
+        limit p_limit
+    ), fitting as (
+        -- Memory is bounded by bytes, not rows: the oldest deliveries whose
+        -- payloads fit in p_max_bytes, and at least one. The rows left out
+        -- were locked, not leased: their locks go with this transaction.
+        -- Usually all of them fit: then the running sum (a sort and a
+        -- window over the batch) is skipped; each branch is gated by the
+        -- batch's total, worked out once.
+        select due.id, due.next_attempt_at, due.event_id, due.event_namespace, due.event_type, due.created_at,
+               due.payload, due.payload_bytes
+        from due
+        where (select coalesce(sum(t.payload_bytes), 0) from due t) <= p_max_bytes
+        union all
+        select f.id, f.next_attempt_at, f.event_id, f.event_namespace, f.event_type, f.created_at, f.payload,
+               f.payload_bytes
+        from (select due.*,
+                     sum(due.payload_bytes) over w as total,
+                     row_number() over w as n
+              from due
+              window w as (order by due.next_attempt_at, due.id)) f
+        where (select coalesce(sum(t.payload_bytes), 0) from due t) > p_max_bytes
+          and (f.n = 1 or f.total <= p_max_bytes)
+    ), claimed as (
+        update webhook.deliveries_open d
+        set lease_until = now() + ep.timeout + p_lease_margin,
+            -- Random, one per delivery: a token cannot be guessed from
+            -- another one or from a transaction id (60 random bits of a v4 UUID).
+            lease_token = hashint8extended(d.id, v_seed),
+            leased_by = p_worker_id,
+            -- An attempt counts when it is claimed, not when it is recorded:
+            -- a delivery whose sending kills the worker runs out of attempts
+            -- (the worker then records it failed without sending it again)
+            -- instead of being claimed again forever.
+            attempt_count = d.attempt_count + 1
+        from webhook.endpoints ep
+        -- "= any (array)", not a join with due: see "Plans" above.
+        where d.id = any (array(select f.id from fitting f)) and ep.id = d.endpoint_id
+        returning d.id, d.lease_token, d.attempt_count, d.endpoint_id
+    ), refunded as (
+        -- Tokens taken for deliveries this claim did not take (fewer were
+        -- due, another worker held some, the fair share, the bytes) go back.
+        update webhook.endpoint_rates b
+        set tokens = b.tokens + (a.allowed - (select count(*) from claimed c where c.endpoint_id = a.endpoint_id))
+        from unnest(v_limited, v_allowed) as a(endpoint_id, allowed)
+        where b.endpoint_id = a.endpoint_id
+          and a.allowed > (select count(*) from claimed c where c.endpoint_id = a.endpoint_id)
+    ), targets as materialized (
+        -- What the worker needs of each endpoint, worked out once per
+        -- endpoint and not once per delivery.
+        select ep.id,
+               -- The whole URL (endpoints.url hides its path); an empty one,
+               -- which the worker records as a failure, if the secrets'
+               -- row is gone (it cannot be: see the secret below).
+               coalesce(s.url, '') as url,
+               (coalesce(s.headers, '{}') || coalesce(webhook._auth_header(s.auth), '{}'))::text as headers,
+               (extract(epoch from ep.timeout) * 1000)::integer as timeout_ms,
+               -- No secret (it cannot happen: it is dropped only when nothing is
+               -- left to send) makes the worker record a failure, not lose the row.
+               case when s.secret is null then '{}'::text[]
+                    when s.previous_secret is not null and s.previous_expires_at > now()
+                    then array[s.secret, s.previous_secret]
+                    else array[s.secret] end as secrets,
+               (ep.retry_policy ->> 'max_attempts')::integer as max_attempts,
+               (extract(epoch from (ep.retry_policy ->> 'initial_delay')::interval) * 1000)::bigint as initial_delay_ms,
+               (extract(epoch from (ep.retry_policy ->> 'max_delay')::interval) * 1000)::bigint as max_delay_ms,
+               (ep.retry_policy ->> 'backoff_multiplier')::double precision as backoff_multiplier
+        from quotas q
+        join webhook.endpoints ep on ep.id = q.id
+        left join webhook.endpoint_secrets s on s.endpoint_id = q.id
+    )
+    -- The endpoints first, then the deliveries (see above), oldest first:
+    -- the worker starts them in this order (a join returns rows in whatever
+    -- order its plan makes).
+    select 'endpoint', null::bigint, null::bigint, null::integer, null::bigint, null::text, null::text,
+           null::timestamptz, null::text,
+           t.id, t.url, t.headers, t.timeout_ms, t.secrets, t.max_attempts,
+           t.initial_delay_ms, t.max_delay_ms, t.backoff_multiplier
+    from targets t
+    where t.id = any (array(select c.endpoint_id from claimed c))
+    union all
+    (select 'delivery',
+           c.id,
+           c.lease_token,
+           c.attempt_count,
+           f.event_id,
+           -- The webhook-id's namespace (the worker puts the id together);
+           -- null for an event of pg_webhook 0.1, whose message id is its number.
+           webhook._namespace_hex(f.event_namespace),
+           f.event_type,
+           f.created_at,
+           f.payload::text,
+           c.endpoint_id,
+           null::text, null::text, null::integer, null::text[], null::integer,
+           null::bigint, null::bigint, null::double precision
+    from claimed c
+    join fitting f on f.id = c.id
+    order by f.next_attempt_at, f.id);
+end
+$$;
+
+create or replace function webhook._next_due_ms(
+    p_concurrency integer,      -- the worker's slots
+    p_busy_endpoints bigint[],  -- endpoints this worker has deliveries in flight for ...
+    p_busy_counts integer[]     -- ... and how many
+) returns bigint
+language plpgsql stable
+security definer
+set search_path = pg_catalog, webhook, pg_temp
+-- Called every few milliseconds while the worker lingers: one plan per
+-- session (as the claim), index access whatever the statistics.
+set plan_cache_mode = force_generic_plan
+set enable_seqscan = off
+set jit = off
+as $$
+declare
+    st webhook.fanout_state;
+    v_next timestamptz;
+begin
+    select * into st from webhook.fanout_state;
+    if not found then
+        if exists (select from webhook.events) then
+            return 0;
+        end if;
+    elsif webhook._fanout_pending(st) then
+        return 0;
+    end if;
+    -- A rate-limited endpoint's next delivery waits for its next token too
+    -- (else the worker would claim at once, get nothing, and spin).
+    select min(greatest(n.next_attempt_at, webhook._token_at(b.tokens, b.updated_at, b.per_second))) into v_next
+    from webhook._endpoint_quotas(p_concurrency, p_busy_endpoints, p_busy_counts) q
+    cross join lateral (
+        select d.next_attempt_at from webhook.deliveries_open d
+        where d.endpoint_id = q.endpoint_id and d.status = 'pending'
+          and (d.lease_until is null or d.lease_until <= now())
+        order by d.next_attempt_at
+        limit 1
+    ) n
+    left join webhook.endpoint_rates b on b.endpoint_id = q.endpoint_id
+    where q.quota > 0;
+    if v_next is null then
+        return null;
+    end if;
+    return greatest(0, ceil(extract(epoch from (v_next - clock_timestamp())) * 1000))::bigint;
+end
+$$;
+
 revoke all on function webhook._filter_name(bigint), webhook._define_filter(bigint, text),
     webhook._fan_out_chunk(webhook.fanout_state, bigint[], bigint, bigint, boolean, boolean),
+    webhook._check_rate(integer, integer),
+    webhook._refilled(double precision, timestamptz, integer, integer, timestamptz),
+    webhook._token_at(double precision, timestamptz, integer),
+    webhook._take_tokens(integer, bigint[], integer[]),
     webhook._filter_by_name(bigint, jsonb, text), webhook._filter_match(bigint, jsonb, text, boolean),
     webhook._filter_match_knows(), webhook._write_filter_match(), webhook._refresh_filter_match(),
     webhook_filter_preview(text, text[], integer),
     webhook_watch(regclass, text[], text, text[], text), webhook._open_subscription(bigint, text[], text),
-    webhook._insert_endpoint(bigint, text, text, text[], jsonb, jsonb, jsonb, interval, integer, text, text),
-    webhook._subscribe(text, text[], text, text, jsonb, jsonb, interval, jsonb, integer, text),
-    webhook_subscribe(text, text[], text, text, jsonb, jsonb, interval, jsonb, integer, text),
-    webhook_update(bigint, text, text[], text, jsonb, jsonb, interval, boolean, jsonb, integer, text)
+    webhook._insert_endpoint(bigint, text, text, text[], jsonb, jsonb, jsonb, interval, integer, text, text, integer,
+                             integer),
+    webhook._subscribe(text, text[], text, text, jsonb, jsonb, interval, jsonb, integer, text, integer, integer),
+    webhook_subscribe(text, text[], text, text, jsonb, jsonb, interval, jsonb, integer, text, integer, integer),
+    webhook_update(bigint, text, text[], text, jsonb, jsonb, interval, boolean, jsonb, integer, text, integer, integer)
     from public;
 grant execute on function
-    webhook_subscribe(text, text[], text, text, jsonb, jsonb, interval, jsonb, integer, text),
-    webhook_update(bigint, text, text[], text, jsonb, jsonb, interval, boolean, jsonb, integer, text),
+    webhook_subscribe(text, text[], text, text, jsonb, jsonb, interval, jsonb, integer, text, integer, integer),
+    webhook_update(bigint, text, text[], text, jsonb, jsonb, interval, boolean, jsonb, integer, text, integer, integer),
     webhook_filter_preview(text, text[], integer),
     webhook_watch(regclass, text[], text, text[], text)
     to webhook_admin;

@@ -1212,6 +1212,59 @@ mod tests {
     }
 
     #[pg_test]
+    fn a_rate_limit_is_checked_and_taken_from_one_bucket() {
+        for (sql, state) in [
+            ("select webhook_subscribe('https://a.example.com/', max_per_second => 0)", "22023"),
+            ("select webhook_subscribe('https://a.example.com/', burst => 5)", "22023"),
+            ("select webhook_subscribe('https://a.example.com/', max_per_second => 5, burst => 0)", "22023"),
+        ] {
+            assert_eq!(sqlstate_of(sql), state, "{sql}");
+        }
+        let endpoint = Spi::get_one::<i64>(
+            "select endpoint_id from webhook_subscribe('https://a.example.com/', max_per_second => 2, burst => 3)",
+        )
+        .unwrap()
+        .unwrap();
+        for _ in 0..10 {
+            Spi::run(&format!("select webhook_send_test({endpoint})")).unwrap();
+        }
+        let claim = |limit: i32| {
+            count(&format!(
+                "select count(*) from webhook._claim_deliveries('w', {limit}, '30 seconds', 100, '{{}}', '{{}}', 0, 1048576) \
+                 where row_kind = 'delivery'"
+            ))
+        };
+        assert_eq!(claim(100), 3, "a full bucket: the burst");
+        assert_eq!(claim(100), 0, "then nothing until the next token");
+        // (The next-due time waits for it: webhook._next_due_ms, end to end.)
+        let wait = count(&format!(
+            "select (extract(epoch from webhook._token_at(tokens, updated_at, per_second) - updated_at) * 1000)::bigint              from webhook.endpoint_rates where endpoint_id = {endpoint}"
+        ));
+        assert!(
+            (400..=500).contains(&wait),
+            "the next token, half a second after the burst was taken: {wait} ms"
+        );
+        // A new setting, a new (full) bucket; tokens a claim did not use go back.
+        Spi::run(&format!("select webhook_update({endpoint}, burst => 5)")).unwrap();
+        assert_eq!(claim(2), 2);
+        assert_eq!(
+            count(&format!(
+                "select floor(tokens)::bigint from webhook.endpoint_rates where endpoint_id = {endpoint}"
+            )),
+            3
+        );
+        // No limit: no bucket, nothing held back.
+        Spi::run(&format!("select webhook_update({endpoint}, max_per_second => 0)")).unwrap();
+        assert_eq!(count("select count(*) from webhook.endpoint_rates"), 0);
+        assert!(Spi::get_one::<bool>(&format!(
+            "select max_per_second is null and burst is null from webhook.endpoints where id = {endpoint}"
+        ))
+        .unwrap()
+        .unwrap());
+        assert_eq!(claim(100), 5);
+    }
+
+    #[pg_test]
     fn generated_secrets_are_unique_whsec() {
         let (a, b) = Spi::get_two::<String, String>(
             "select webhook._generate_secret(), webhook._generate_secret()",

@@ -25,12 +25,16 @@ create table webhook.endpoints (
     deleted_at      timestamptz,
     created_at      timestamptz not null default now(),
     updated_at      timestamptz not null default now(),
-    -- Last: 0.3.0 added it to 0.2.0's table (ALTER TABLE appends).
+    -- Last: 0.3.0 added them to 0.2.0's table (ALTER TABLE appends).
     filter          text,
+    max_per_second  integer,
+    burst           integer,
     constraint endpoints_event_types_not_empty check (cardinality(event_types) > 0),
     constraint endpoints_retry_policy_object check (retry_policy is null or jsonb_typeof(retry_policy) = 'object'),
     constraint endpoints_timeout_range check (timeout >= interval '1 millisecond' and timeout <= interval '5 minutes'),
     constraint endpoints_max_in_flight_range check (max_in_flight between 1 and 10000),
+    constraint endpoints_max_per_second_range check (max_per_second between 1 and 100000),
+    constraint endpoints_burst_range check (burst is null or (burst between 1 and 1000000 and max_per_second is not null)),
     constraint endpoints_auth_type_known check (auth_type in ('basic', 'bearer', 'api_key')),
     -- An endpoint is active exactly when it is neither removed nor disabled;
     -- a reason always goes with a disabling.
@@ -48,6 +52,10 @@ comment on column webhook.endpoints.event_types is
     'The current filter: ''*'' (every event), ''order.*'' (every type starting with ''order.''), or an exact type. Its history is in webhook.subscriptions.';
 comment on column webhook.endpoints.filter is
     'The current filter on the event: a SQL condition on data (jsonb) and event_type (text), or null for every event of its types. Its history is in webhook.subscriptions.';
+comment on column webhook.endpoints.max_per_second is
+    'Most requests per second to this endpoint, all workers together (a token bucket shared in webhook.endpoint_rates); null for no limit.';
+comment on column webhook.endpoints.burst is
+    'Most requests at once after a quiet spell (the bucket''s size); null for max_per_second.';
 comment on column webhook.endpoints.header_names is
     'Names of the extra request headers sent to this endpoint. Their values (often bearer tokens) are kept with the secret in webhook.endpoint_secrets.';
 comment on column webhook.endpoints.auth_type is
@@ -138,6 +146,19 @@ comment on column webhook.subscriptions.filter is
     'The period''s filter on the event (a SQL condition on data and event_type), or null. It runs as webhook._filter_<id>, owned by webhook_filter, a role with no rights (see webhook._define_filter).';
 comment on column webhook.subscriptions.until_txid is
     'The transaction that closed it (unsubscribe, new event_types); null while open. Its own events go to the next period.';
+
+-- API: Private
+-- The token bucket of each rate-limited endpoint, shared by every worker:
+-- a claim takes tokens under the row's lock (see webhook._take_tokens).
+-- Made at an endpoint's first claim, removed when its limit changes.
+create table webhook.endpoint_rates (
+    endpoint_id    bigint primary key references webhook.endpoints (id),
+    per_second     integer not null,
+    tokens         double precision not null,
+    updated_at     timestamptz not null
+);
+comment on table webhook.endpoint_rates is
+    'The token bucket of each rate-limited endpoint (max_per_second): tokens left at updated_at; it fills at per_second up to the endpoint''s burst.';
 
 -- -----------------------------------------------------------------------------
 -- running health, kept by the worker's record step

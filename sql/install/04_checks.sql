@@ -245,6 +245,31 @@ end
 $$;
 
 -- API: Private
+-- A rate limit: max_per_second from 1 to 100,000, burst from 1 to
+-- 1,000,000 and only with a rate.
+create function webhook._check_rate(
+    p_max_per_second integer, -- requests per second, or null for no limit
+    p_burst integer           -- the bucket's size, or null for one second's worth
+) returns void
+language plpgsql immutable
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    if p_max_per_second is not null and p_max_per_second not between 1 and 100000 then
+        raise exception 'max_per_second must be between 1 and 100000, not %', p_max_per_second
+            using errcode = '22023', hint = 'Pass null for no limit.';
+    end if;
+    if p_burst is not null and p_burst not between 1 and 1000000 then
+        raise exception 'burst must be between 1 and 1000000, not %', p_burst
+            using errcode = '22023', hint = 'Pass null for one second''s worth (max_per_second).';
+    end if;
+    if p_burst is not null and p_max_per_second is null then
+        raise exception 'burst needs max_per_second' using errcode = '22023';
+    end if;
+end
+$$;
+
+-- API: Private
 -- {"type": "basic", "username", "password"} | {"type": "bearer", "token"} |
 -- {"type": "api_key", "key", "header" (default "x-api-key")}. Returned with
 -- only the keys that matter, every value a string without control characters.

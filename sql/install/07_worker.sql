@@ -215,6 +215,81 @@ begin atomic
 end;
 
 -- API: Private
+-- A token bucket's tokens at p_at: p_tokens at p_since, plus p_per_second
+-- for each second since, up to p_burst.
+create function webhook._refilled(
+    p_tokens double precision, -- tokens at p_since
+    p_since timestamptz,       -- when it had them
+    p_per_second integer,      -- its rate
+    p_burst integer,           -- its size
+    p_at timestamptz           -- the time asked about
+) returns double precision
+language sql immutable parallel safe
+return least(p_burst::double precision,
+             p_tokens + p_per_second * greatest(extract(epoch from p_at - p_since)::double precision, 0));
+
+-- API: Private
+-- When a bucket holding p_tokens at p_since, filling at p_per_second, has
+-- a whole token.
+create function webhook._token_at(
+    p_tokens double precision, -- tokens at p_since
+    p_since timestamptz,       -- when it had them
+    p_per_second integer       -- its rate
+) returns timestamptz
+language sql immutable parallel safe
+return p_since + greatest(1 - p_tokens, 0) / p_per_second * interval '1 second';
+
+-- API: Private
+-- Rate limits (max_per_second), one budget for all workers: takes, for
+-- each rate-limited endpoint with work, as many tokens as it may use now
+-- (its quota at most) and returns how many. The claim takes at most that
+-- many of its deliveries and puts back what it did not take, in its own
+-- statement. Each bucket is taken under its row's lock, in endpoint order
+-- (two workers never wait on each other in a cycle), and the lock is held
+-- to the claim's commit: a second worker sees what the first one took.
+create function webhook._take_tokens(
+    p_concurrency integer,      -- the worker's slots
+    p_busy_endpoints bigint[],  -- endpoints this worker has deliveries in flight for ...
+    p_busy_counts integer[]     -- ... and how many
+) returns table (endpoint_id bigint, allowed integer)
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    r record;
+    v_bucket webhook.endpoint_rates;
+    v_now timestamptz;
+    v_tokens double precision;
+begin
+    -- Most databases limit no endpoint: one look at the endpoints, no more.
+    if not exists (select from webhook.endpoints e where e.max_per_second is not null and e.is_active) then
+        return;
+    end if;
+    for r in
+        select q.endpoint_id as id, q.quota, e.max_per_second, coalesce(e.burst, e.max_per_second) as burst
+        from webhook._endpoint_quotas(p_concurrency, p_busy_endpoints, p_busy_counts) q
+        join webhook.endpoints e on e.id = q.endpoint_id
+        where e.max_per_second is not null and q.quota > 0
+        order by q.endpoint_id
+    loop
+        -- A new bucket starts full.
+        insert into webhook.endpoint_rates (endpoint_id, per_second, tokens, updated_at)
+        values (r.id, r.max_per_second, r.burst, clock_timestamp())
+        on conflict on constraint endpoint_rates_pkey do nothing;
+        select * into v_bucket from webhook.endpoint_rates b where b.endpoint_id = r.id for update;
+        v_now := clock_timestamp();
+        v_tokens := webhook._refilled(v_bucket.tokens, v_bucket.updated_at, r.max_per_second, r.burst, v_now);
+        allowed := least(floor(v_tokens)::integer, r.quota);
+        update webhook.endpoint_rates b
+        set tokens = v_tokens - allowed, updated_at = v_now
+        where b.endpoint_id = r.id;
+        endpoint_id := r.id;
+        return next;
+    end loop;
+end
+$$;
+
+-- API: Private
 -- Claims up to p_limit due deliveries, fairly across endpoints, and leases
 -- them until the endpoint's timeout plus a margin; a worker that dies simply
 -- lets its leases lapse and the deliveries become claimable again; no
@@ -299,6 +374,8 @@ declare
     -- of the random source per claim instead of one per row (which cost
     -- 15,000 instructions per delivery).
     v_seed bigint := ('x' || translate(left(gen_random_uuid()::text, 18), '-', ''))::bit(64)::bigint;
+    v_limited bigint[];
+    v_allowed integer[];
 begin
     -- A claim's commit need not wait for its WAL flush. Were the server to
     -- crash before the flush, the lease would be lost and the delivery sent
@@ -309,10 +386,14 @@ begin
     if p_fanout_events > 0 then
         perform webhook._fan_out(p_fanout_events);
     end if;
+    select array_agg(t.endpoint_id), array_agg(t.allowed) into v_limited, v_allowed
+    from webhook._take_tokens(p_concurrency, p_busy_endpoints, p_busy_counts) t;
     return query
     with quotas as (
-        select q.endpoint_id as id, q.quota
+        -- A rate-limited endpoint takes no more than the tokens it got.
+        select q.endpoint_id as id, least(q.quota, coalesce(a.allowed, q.quota)) as quota
         from webhook._endpoint_quotas(p_concurrency, p_busy_endpoints, p_busy_counts) q
+        left join unnest(v_limited, v_allowed) as a(endpoint_id, allowed) on a.endpoint_id = q.endpoint_id
     ), fair as (
         select greatest(1, ceil(p_limit::numeric / greatest(count(*), 1)))::integer as share
         from quotas q
@@ -388,6 +469,14 @@ begin
         -- "= any (array)", not a join with due: see "Plans" above.
         where d.id = any (array(select f.id from fitting f)) and ep.id = d.endpoint_id
         returning d.id, d.lease_token, d.attempt_count, d.endpoint_id
+    ), refunded as (
+        -- Tokens taken for deliveries this claim did not take (fewer were
+        -- due, another worker held some, the fair share, the bytes) go back.
+        update webhook.endpoint_rates b
+        set tokens = b.tokens + (a.allowed - (select count(*) from claimed c where c.endpoint_id = a.endpoint_id))
+        from unnest(v_limited, v_allowed) as a(endpoint_id, allowed)
+        where b.endpoint_id = a.endpoint_id
+          and a.allowed > (select count(*) from claimed c where c.endpoint_id = a.endpoint_id)
     ), targets as materialized (
         -- What the worker needs of each endpoint, worked out once per
         -- endpoint and not once per delivery.
@@ -761,7 +850,9 @@ begin
     elsif webhook._fanout_pending(st) then
         return 0;
     end if;
-    select min(n.next_attempt_at) into v_next
+    -- A rate-limited endpoint's next delivery waits for its next token too
+    -- (else the worker would claim at once, get nothing, and spin).
+    select min(greatest(n.next_attempt_at, webhook._token_at(b.tokens, b.updated_at, b.per_second))) into v_next
     from webhook._endpoint_quotas(p_concurrency, p_busy_endpoints, p_busy_counts) q
     cross join lateral (
         select d.next_attempt_at from webhook.deliveries_open d
@@ -770,6 +861,7 @@ begin
         order by d.next_attempt_at
         limit 1
     ) n
+    left join webhook.endpoint_rates b on b.endpoint_id = q.endpoint_id
     where q.quota > 0;
     if v_next is null then
         return null;

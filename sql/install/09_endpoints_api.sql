@@ -25,7 +25,9 @@ create function webhook._insert_endpoint(
     p_timeout interval,      -- checked per-request timeout
     p_max_in_flight integer, -- checked share of a worker's slots, or null
     p_secret text,           -- its signing secret
-    p_filter text            -- a SQL condition on the event, or null
+    p_filter text,           -- a SQL condition on the event, or null
+    p_max_per_second integer, -- checked rate limit, or null
+    p_burst integer          -- checked burst, or null
 ) returns void
 language plpgsql volatile
 set search_path = pg_catalog, webhook, pg_temp
@@ -33,10 +35,10 @@ as $$
 begin
     begin
         insert into webhook.endpoints (id, name, url, event_types, header_names, auth_type, retry_policy, timeout,
-                                       max_in_flight, filter)
+                                       max_in_flight, filter, max_per_second, burst)
         values (p_id, p_name, webhook._redact_url(p_url), p_event_types,
                 array(select jsonb_object_keys(p_headers) order by 1), p_auth ->> 'type', p_retry_policy, p_timeout,
-                p_max_in_flight, p_filter);
+                p_max_in_flight, p_filter, p_max_per_second, p_burst);
     exception when unique_violation then
         raise exception 'an endpoint named % already exists', quote_literal(p_name)
             using errcode = '42710', hint = 'Pick another name, or unsubscribe the existing endpoint first.';
@@ -61,6 +63,8 @@ create function webhook._subscribe(
     p_auth jsonb,
     p_max_in_flight integer,
     p_filter text,
+    p_max_per_second integer,
+    p_burst integer,
     out o_endpoint_id bigint,
     out o_name text,
     out o_signing_secret text
@@ -79,10 +83,11 @@ declare
     v_secret text := case when p_secret is null then webhook._generate_secret() else webhook._check_secret(p_secret) end;
 begin
     perform webhook._check_name(p_name);
+    perform webhook._check_rate(p_max_per_second, p_burst);
     o_endpoint_id := nextval(pg_get_serial_sequence('webhook.endpoints', 'id'));
     o_name := coalesce(p_name, 'endpoint-' || o_endpoint_id);
     perform webhook._insert_endpoint(o_endpoint_id, o_name, v_url, v_patterns, v_headers, v_auth, v_policy, v_timeout,
-                                     v_max, v_secret, nullif(btrim(p_filter), ''));
+                                     v_max, v_secret, nullif(btrim(p_filter), ''), p_max_per_second, p_burst);
     perform webhook._cluster_publish(o_endpoint_id, false);
     o_signing_secret := v_secret;
 end
@@ -99,16 +104,18 @@ create function webhook_subscribe(
     timeout interval default '10 seconds', -- per request
     auth jsonb default null,              -- {"type": "basic"|"bearer"|"api_key", …}
     max_in_flight integer default null,   -- this endpoint's share of a worker's slots; null for the default
-    filter text default null              -- a SQL condition on the event's data and event_type; null for all
+    filter text default null,             -- a SQL condition on the event's data and event_type; null for all
+    max_per_second integer default null,  -- most requests per second, all workers together; null for no limit
+    burst integer default null            -- most at once after a quiet spell; null for max_per_second
 ) returns table (endpoint_id bigint, name text, signing_secret text)
 language sql volatile
 security definer
 set search_path = pg_catalog, webhook, pg_temp
 as $$
     select s.o_endpoint_id, s.o_name, s.o_signing_secret
-    from webhook._subscribe($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) as s
+    from webhook._subscribe($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) as s
 $$;
-comment on function webhook_subscribe(text, text[], text, text, jsonb, jsonb, interval, jsonb, integer, text) is
+comment on function webhook_subscribe(text, text[], text, text, jsonb, jsonb, interval, jsonb, integer, text, integer, integer) is
     'Registers an endpoint and returns its id, name and signing secret (shown here and on rotation only). It receives the matching events committed from now on (those of its types that pass its filter).';
 
 -- API: Public
@@ -171,7 +178,9 @@ create function webhook_update(
     is_active boolean default null, -- false disables it (deliveries wait), true re-enables it
     auth jsonb default null,        -- replaces the credentials; 'null'::jsonb removes them
     max_in_flight integer default null, -- its share of a worker's slots; 0 for the default
-    filter text default null        -- new filter on the event, for events committed after this; '' removes it
+    filter text default null,       -- new filter on the event, for events committed after this; '' removes it
+    max_per_second integer default null, -- new rate limit; 0 removes it
+    burst integer default null      -- new burst; 0 for max_per_second
 ) returns webhook.endpoints
 language plpgsql volatile
 security definer
@@ -189,6 +198,8 @@ declare
     v_auth jsonb := $9;
     v_max integer := $10;
     v_filter text := case when $11 is null then null else nullif(btrim($11), '') end;
+    v_rate integer := $12;
+    v_burst integer := $13;
     v webhook.endpoints;
 begin
     v := webhook._live_endpoint(v_id);
@@ -231,11 +242,24 @@ begin
     if v_max is not null then
         v.max_in_flight := nullif(webhook._check_max_in_flight(nullif(v_max, 0)), 0);
     end if;
+    if v_rate is not null or v_burst is not null then
+        v_rate := case when v_rate is null then v.max_per_second else nullif(v_rate, 0) end;
+        -- The burst given, else the one it had (none once the rate is gone).
+        v_burst := case when v_burst is not null then nullif(v_burst, 0) when v_rate is not null then v.burst end;
+        perform webhook._check_rate(v_rate, v_burst);
+        if (v_rate, v_burst) is distinct from (v.max_per_second, v.burst) then
+            -- A new bucket, made at the next claim with the new settings.
+            delete from webhook.endpoint_rates r where r.endpoint_id = v_id;
+        end if;
+        v.max_per_second := v_rate;
+        v.burst := v_burst;
+    end if;
     begin
         update webhook.endpoints e
         set url = v.url, event_types = v.event_types, name = v.name, header_names = v.header_names,
             auth_type = v.auth_type, retry_policy = v.retry_policy, timeout = v.timeout,
-            max_in_flight = v.max_in_flight, filter = v.filter, updated_at = now()
+            max_in_flight = v.max_in_flight, filter = v.filter, max_per_second = v.max_per_second, burst = v.burst,
+            updated_at = now()
         where e.id = v_id;
     exception when unique_violation then
         raise exception 'an endpoint named % already exists', quote_literal(v.name)
@@ -251,7 +275,8 @@ begin
     return v;
 end
 $$;
-comment on function webhook_update(bigint, text, text[], text, jsonb, jsonb, interval, boolean, jsonb, integer, text) is
+comment on function webhook_update(bigint, text, text[], text, jsonb, jsonb, interval, boolean, jsonb, integer, text,
+                                   integer, integer) is
     'Changes an endpoint (named arguments; null leaves a setting unchanged) and returns it as it now is. New event types and a new filter apply to events committed after the change.';
 
 -- API: Private

@@ -53,6 +53,8 @@ as $$
         'timeout_us', (extract(epoch from e.timeout) * 1000000)::bigint,
         'max_in_flight', e.max_in_flight,
         'filter', e.filter,
+        'max_per_second', e.max_per_second,
+        'burst', e.burst,
         'paused', e.paused_at is not null,
         'disabled_reason', e.disabled_reason,
         'deleted', e.deleted_at is not null,
@@ -83,7 +85,7 @@ declare
     v_patterns text[] := array(select jsonb_array_elements_text(p_state -> 'event_types'));
     -- What webhook_update sets (the rest is state, secrets and identity).
     v_settings text[] := array['url', 'event_types', 'name', 'headers', 'auth', 'retry_policy', 'timeout_us',
-                               'max_in_flight', 'filter'];
+                               'max_in_flight', 'filter', 'max_per_second', 'burst'];
     v_timeout interval := (p_state ->> 'timeout_us')::bigint * interval '1 microsecond';
     v_paused boolean;
     v_reason text;
@@ -101,7 +103,8 @@ begin
                                          nullif(p_state -> 'auth', 'null'::jsonb),
                                          nullif(p_state -> 'retry_policy', 'null'::jsonb), v_timeout,
                                          (p_state ->> 'max_in_flight')::integer, p_state ->> 'secret',
-                                         p_state ->> 'filter');
+                                         p_state ->> 'filter', (p_state ->> 'max_per_second')::integer,
+                                         (p_state ->> 'burst')::integer);
         -- Ids are the coordinator's: keep this node's sequence past them.
         perform setval(pg_get_serial_sequence('webhook.endpoints', 'id'), (select max(e.id) from webhook.endpoints e));
         v_local := webhook._endpoint_state(v_id);
@@ -124,7 +127,9 @@ begin
                                timeout => v_timeout,
                                auth => p_state -> 'auth',
                                max_in_flight => coalesce((p_state ->> 'max_in_flight')::integer, 0),
-                               filter => coalesce(p_state ->> 'filter', ''));
+                               filter => coalesce(p_state ->> 'filter', ''),
+                               max_per_second => coalesce((p_state ->> 'max_per_second')::integer, 0),
+                               burst => coalesce((p_state ->> 'burst')::integer, 0));
     end if;
     update webhook.endpoint_secrets s
     set secret = p_state ->> 'secret',

@@ -86,9 +86,9 @@ grant select (endpoint_id, url) on webhook.endpoint_secrets to webhook_admin;
 -- extension owner except webhook_watch/unwatch, which attach triggers with
 -- the caller's own rights on the table (and EXECUTE on the trigger function).
 grant execute on function
-    webhook_subscribe(text, text[], text, text, jsonb, jsonb, interval, jsonb, integer, text),
+    webhook_subscribe(text, text[], text, text, jsonb, jsonb, interval, jsonb, integer, text, integer, integer),
     webhook_unsubscribe(bigint),
-    webhook_update(bigint, text, text[], text, jsonb, jsonb, interval, boolean, jsonb, integer, text),
+    webhook_update(bigint, text, text[], text, jsonb, jsonb, interval, boolean, jsonb, integer, text, integer, integer),
     webhook_filter_preview(text, text[], integer),
     webhook_pause(bigint),
     webhook_resume(bigint),

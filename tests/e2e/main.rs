@@ -19,6 +19,7 @@ mod operations;
 mod planted;
 mod pooler;
 mod queries;
+mod ratelimits;
 mod receivers;
 mod recording;
 mod restore;
