@@ -218,7 +218,8 @@ $$;
 
 -- API: Private
 -- Rewrites the dispatcher when it does not know every filter (after a
--- restore); true when it did. Run by the fan-out before each chunk.
+-- restore); true when it did. Run by the fan-out before each chunk that a
+-- filter may apply to.
 create function webhook._refresh_filter_match()
 returns boolean
 language plpgsql volatile
