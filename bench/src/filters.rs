@@ -47,7 +47,9 @@ const EVENTS: usize = 2_000;
 const ENDPOINTS: usize = 100;
 
 fn script(table: &str) -> String {
-    format!("\\set n random(0, 9)\ninsert into {table} (n, payload) values (:n, repeat('x', 200));\n")
+    format!(
+        "\\set n random(0, 9)\ninsert into {table} (n, payload) values (:n, repeat('x', 200));\n"
+    )
 }
 
 async fn capture(args: &Args) -> anyhow::Result<Vec<WhenRow>> {
@@ -73,7 +75,14 @@ async fn capture(args: &Args) -> anyhow::Result<Vec<WhenRow>> {
                 // Starting one further along each run: the drift falls on all.
                 let i = (k + run) % TABLES.len();
                 c.batch_execute("checkpoint").await?;
-                let out = pgbench::run(args, &db.dsn, "prepared", clients, TABLES[i], &script(TABLES[i]))?;
+                let out = pgbench::run(
+                    args,
+                    &db.dsn,
+                    "prepared",
+                    clients,
+                    TABLES[i],
+                    &script(TABLES[i]),
+                )?;
                 c.batch_execute("vacuum").await?;
                 tps[i].push(out.tps);
             }
@@ -105,7 +114,10 @@ async fn fan_out_all(c: &Client) -> anyhow::Result<(f64, i64)> {
     loop {
         c.query_one("select webhook._fan_out(1000)", &[]).await?;
         let pending: bool = c
-            .query_one("select webhook._fanout_pending(s) from webhook.fanout_state s", &[])
+            .query_one(
+                "select webhook._fanout_pending(s) from webhook.fanout_state s",
+                &[],
+            )
             .await?
             .get(0);
         if !pending {
@@ -142,8 +154,14 @@ pub async fn run(args: &Args) -> anyhow::Result<Filters> {
     let capture = capture(args).await?;
     let configs: [(&str, Option<&str>); 3] = [
         ("no filter", None),
-        ("a filter every event passes", Some("data->>'op' = 'INSERT'")),
-        ("a filter 10 % pass", Some("(data->'new'->>'id')::bigint % 10 = 0")),
+        (
+            "a filter every event passes",
+            Some("data->>'op' = 'INSERT'"),
+        ),
+        (
+            "a filter 10 % pass",
+            Some("(data->'new'->>'id')::bigint % 10 = 0"),
+        ),
     ];
     let mut secs: [Vec<f64>; 3] = Default::default();
     let mut made = [0i64; 3];

@@ -1093,10 +1093,22 @@ mod tests {
         // and the watch before it stays.
         for (sql, state) in [
             // new on delete, old on insert
-            ("select webhook_watch('orders', \"when\" => 'new.status = ''paid''')", "42P17"),
-            ("select webhook_watch('orders', '{insert}', \"when\" => 'old.status = ''paid''')", "42P17"),
-            ("select webhook_watch('orders', \"when\" => 'new.nope = 1')", "42703"),
-            ("select webhook_watch('orders', '{insert}', \"when\" => 'new.status =')", "42601"),
+            (
+                "select webhook_watch('orders', \"when\" => 'new.status = ''paid''')",
+                "42P17",
+            ),
+            (
+                "select webhook_watch('orders', '{insert}', \"when\" => 'old.status = ''paid''')",
+                "42P17",
+            ),
+            (
+                "select webhook_watch('orders', \"when\" => 'new.nope = 1')",
+                "42703",
+            ),
+            (
+                "select webhook_watch('orders', '{insert}', \"when\" => 'new.status =')",
+                "42601",
+            ),
             ("select webhook_watch('orders', \"when\" => ' ')", "22023"),
         ] {
             assert_eq!(sqlstate_of(sql), state, "{sql}");
@@ -1137,6 +1149,13 @@ mod tests {
             0,
             "a filter refused leaves nothing behind"
         );
+        // Filters run as webhook_filter: while it has rights, none is taken.
+        Spi::run("alter role webhook_filter login").unwrap();
+        assert_eq!(
+            sqlstate_of("select webhook_subscribe('https://a.example.com/', filter => 'true')"),
+            "42501"
+        );
+        Spi::run("alter role webhook_filter nologin").unwrap();
         let endpoint = Spi::get_one::<i64>(
             "select endpoint_id from webhook_subscribe('https://a.example.com/', \
              filter => '(data->>''amount'')::numeric > 100')",
@@ -1254,7 +1273,10 @@ mod tests {
             3
         );
         // No limit: no bucket, nothing held back.
-        Spi::run(&format!("select webhook_update({endpoint}, max_per_second => 0)")).unwrap();
+        Spi::run(&format!(
+            "select webhook_update({endpoint}, max_per_second => 0)"
+        ))
+        .unwrap();
         assert_eq!(count("select count(*) from webhook.endpoint_rates"), 0);
         assert!(Spi::get_one::<bool>(&format!(
             "select max_per_second is null and burst is null from webhook.endpoints where id = {endpoint}"

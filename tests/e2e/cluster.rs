@@ -106,7 +106,10 @@ async fn every_endpoint_change_applied_on_the_nodes_makes_the_same_endpoints() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(filter, "data->>'tenant' = '7'", "with the node's own filter function");
+    assert_eq!(
+        filter, "data->>'tenant' = '7'",
+        "with the node's own filter function"
+    );
 
     // Held on the node as on the coordinator; resumed, it sends what waited,
     // signed with the coordinator's (rotated) secret, to the new URL.
@@ -115,8 +118,8 @@ async fn every_endpoint_change_applied_on_the_nodes_makes_the_same_endpoints() {
         "select webhook_publish('invoice.paid', '{\"n\": 0, \"tenant\": \"8\"}');
          select webhook_publish('invoice.paid', '{\"n\": 1, \"tenant\": \"7\"}');",
     )
-        .await
-        .unwrap();
+    .await
+    .unwrap();
     let mut worker = RunningWorker::start(b.worker_config());
     b.wait_deliveries(&cb, "paused", 1, &mut worker.events)
         .await;

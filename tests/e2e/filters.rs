@@ -1,7 +1,8 @@
 //! Filters in SQL: a watch's "when" and a subscription's filter, against
 //! real receivers, a real worker and a real pg_dump and restore.
 
-use pg_webhook_tests::{pg_tool, Receiver, RunningWorker, TestDb};
+use pg_webhook_tests::{connect_with_notices, pg_tool, Receiver, RunningWorker, TestDb};
+use std::time::Duration;
 
 /// Subscribes `url` to every event with `filter`; returns the endpoint id.
 async fn subscribe_filtered(client: &tokio_postgres::Client, url: &str, filter: &str) -> i64 {
@@ -63,7 +64,9 @@ async fn a_filter_sends_only_the_events_it_matches_and_a_new_one_applies_from_it
     // for what was committed before, however late the fan-out runs.
     worker.stop().await;
     client
-        .batch_execute("select webhook_publish('order.paid', '{\"amount\": 1000, \"status\": \"open\"}')")
+        .batch_execute(
+            "select webhook_publish('order.paid', '{\"amount\": 1000, \"status\": \"open\"}')",
+        )
         .await
         .unwrap();
     client
@@ -94,7 +97,12 @@ async fn a_watch_when_and_a_filter_survive_a_dump_and_restore() {
     let db = TestDb::new().await;
     let client = db.client().await;
     let receiver = Receiver::start().await;
-    subscribe_filtered(&client, &receiver.url("/paid"), "data->'new'->>'status' = 'paid'").await;
+    subscribe_filtered(
+        &client,
+        &receiver.url("/paid"),
+        "data->'new'->>'status' = 'paid'",
+    )
+    .await;
     client
         .batch_execute(
             "create table orders (id int primary key, status text, region text);
@@ -103,11 +111,20 @@ async fn a_watch_when_and_a_filter_survive_a_dump_and_restore() {
         .await
         .unwrap();
     let dump = std::env::temp_dir().join(format!("{}.dump", db.name));
-    pg_tool("pg_dump", &["-Fc", "-f", dump.to_str().unwrap(), "-d", &db.dsn]).await;
+    pg_tool(
+        "pg_dump",
+        &["-Fc", "-f", dump.to_str().unwrap(), "-d", &db.dsn],
+    )
+    .await;
     let restored = TestDb::empty().await;
     pg_tool(
         "pg_restore",
-        &["--exit-on-error", "-d", &restored.dsn, dump.to_str().unwrap()],
+        &[
+            "--exit-on-error",
+            "-d",
+            &restored.dsn,
+            dump.to_str().unwrap(),
+        ],
     )
     .await;
     std::fs::remove_file(&dump).ok();
@@ -144,7 +161,10 @@ async fn a_watch_when_and_a_filter_survive_a_dump_and_restore() {
     rows.sort();
     assert_eq!(
         rows,
-        [("orders.created".into(), "3".into()), ("orders.updated".into(), "2".into())],
+        [
+            ("orders.created".into(), "3".into()),
+            ("orders.updated".into(), "2".into())
+        ],
         "only EU rows are captured, and only paid ones sent"
     );
     let n: i64 = rclient.query_one(functions, &[]).await.unwrap().get(0);
@@ -158,4 +178,70 @@ async fn a_watch_when_and_a_filter_survive_a_dump_and_restore() {
     restored.assert_invariants(&rclient).await;
     db.finish().await;
     restored.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_a_filter_errs_on_is_left_out_with_a_warning_and_can_be_replayed() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    let endpoint = subscribe_filtered(
+        &client,
+        "http://127.0.0.1:9/big",
+        "(data->>'amount')::numeric > 100",
+    )
+    .await;
+    // One transaction: one chunk, which the fan-out makes again catching
+    // the filter's error on the first event.
+    let ids: Vec<i64> = client
+        .query(
+            "select webhook_publish('order.paid', d::jsonb)
+             from unnest(array['{\"amount\": \"abc\"}', '{\"amount\": 500}']) with ordinality as t(d, n)
+             order by n",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let (fanner, mut notices) = connect_with_notices(&db.dsn).await;
+    let made: i32 = fanner
+        .query_one("select webhook._fan_out(100)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        made, 1,
+        "the event the filter passes, not the one it errs on"
+    );
+    let warning = tokio::time::timeout(Duration::from_secs(10), notices.recv())
+        .await
+        .expect("a warning in time")
+        .expect("a warning");
+    assert_eq!(warning.severity(), "WARNING");
+    assert!(
+        warning.message()
+            == format!("the filters of endpoints {endpoint} raised an error on 1 deliveries, which were not made"),
+        "{}",
+        warning.message()
+    );
+    let delivered: Vec<i64> = client
+        .query(
+            "select event_id from webhook.deliveries where endpoint_id = $1",
+            &[&endpoint],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(delivered, [ids[1]]);
+    // The endpoint was subscribed to it: a replay sends it (after a fix).
+    let replayed: i32 = client
+        .query_one("select webhook_replay($1, $2)", &[&ids[0], &endpoint])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(replayed, 1);
+    db.finish().await;
 }

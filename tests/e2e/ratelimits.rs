@@ -21,7 +21,8 @@ async fn two_workers_together_keep_an_endpoints_rate_and_its_neighbour_is_not_he
         )
         .await
         .unwrap();
-    db.subscribe(&client, &free.url("/free"), &["*"], None).await;
+    db.subscribe(&client, &free.url("/free"), &["*"], None)
+        .await;
     let config = |id: &str| {
         let mut c = db.worker_config();
         c.worker_id = id.into();

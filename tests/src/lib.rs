@@ -53,6 +53,28 @@ pub async fn connect(dsn: &str) -> Client {
     client
 }
 
+/// Connects to `dsn` as [`connect`] does, and hands each notice the server
+/// sends on that connection (a WARNING, a NOTICE) to the receiver.
+pub async fn connect_with_notices(
+    dsn: &str,
+) -> (
+    Client,
+    tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::error::DbError>,
+) {
+    let (client, mut connection) = tokio_postgres::connect(dsn, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {dsn}: {e}"));
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(Ok(message)) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            if let tokio_postgres::AsyncMessage::Notice(notice) = message {
+                let _ = tx.send(notice);
+            }
+        }
+    });
+    (client, rx)
+}
+
 /// Path of the real `pg-webhook-worker` binary (built by tests/run.sh).
 pub fn worker_binary() -> std::path::PathBuf {
     if let Ok(p) = std::env::var("PG_WEBHOOK_WORKER_BIN") {
