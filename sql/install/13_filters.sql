@@ -33,6 +33,30 @@ language sql immutable
 return ('_filter_' || p_subscription_id)::name;
 
 -- API: Private
+-- On Citus, turns its DDL propagation off (p_off) for this transaction and
+-- back to what it was (p_was): each node makes its own filter functions
+-- (for its own subscription periods, applied there by
+-- webhook._apply_endpoint_state), and Citus refuses DDL on a worker node
+-- that it would propagate. Returns the setting as it was, null without
+-- Citus.
+create function webhook._citus_ddl_propagation(
+    p_off boolean, -- true: off; false: back to p_was
+    p_was text     -- the setting to go back to
+) returns text
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_was text := current_setting('citus.enable_ddl_propagation', true);
+begin
+    if v_was is not null then
+        perform set_config('citus.enable_ddl_propagation', case when p_off then 'off' else p_was end, true);
+    end if;
+    return v_was;
+end
+$$;
+
+-- API: Private
 -- Makes p_filter the filter of subscription period p_subscription_id, or
 -- raises what is wrong with it (its syntax, a name it does not know, a type
 -- other than boolean, something it may not read).
@@ -49,6 +73,7 @@ declare
     v_message text;
     v_hint text := 'A filter is a SQL condition on data (the event''s data, jsonb) and event_type (text), '
                    'e.g. filter => ''data->>''''status'''' = ''''paid'''''', and reads nothing else.';
+    v_propagation text;
 begin
     if p_filter is null or btrim(p_filter) = '' then
         raise exception 'a filter must be a SQL condition' using errcode = '22023', hint = v_hint;
@@ -74,6 +99,7 @@ begin
                   hint = 'Make it NOLOGIN, NOSUPERUSER, NOCREATEROLE, NOCREATEDB, NOREPLICATION, NOBYPASSRLS, '
                          'and a member of no role.';
     end if;
+    v_propagation := webhook._citus_ddl_propagation(true, null);
     begin
         -- Without ";" this is one statement, and RETURN its last clause.
         -- The condition goes on lines of its own, so that a -- comment in
@@ -91,6 +117,7 @@ begin
     -- last, so that the rights it was added with (which pg_dump compares
     -- a member's with) are its final ones.
     execute format('alter extension pg_webhook add function webhook.%I(jsonb, text)', v_name);
+    perform webhook._citus_ddl_propagation(false, v_propagation);
     -- PostgreSQL checks a statement's rights as it starts: a filter reading
     -- a table or a schema webhook_filter may not read fails on this empty
     -- event, whatever it would do with a real one. Other errors here are
@@ -181,6 +208,7 @@ declare
     v_case text;
     v_body text;
     v_sub record;
+    v_propagation text;
 begin
     perform pg_advisory_xact_lock(hashtext('pg_webhook: webhook._filter_match'));
     for v_sub in
@@ -205,6 +233,7 @@ begin
               || E'    end case;\n';
     v_body := E'begin\n    if not p_safe then\n    ' || v_case || E'    end if;\n    begin\n    ' || v_case
               || E'    exception when others then\n        return null;\n    end;\nend\n';
+    v_propagation := webhook._citus_ddl_propagation(true, null);
     execute format($f$create or replace function webhook._filter_match(
     p_subscription_id bigint, p_data jsonb, p_event_type text, p_safe boolean) returns boolean
 language plpgsql stable
@@ -213,6 +242,7 @@ as %L$f$, v_body);
     execute format($f$create or replace function webhook._filter_match_knows() returns bigint[]
 language sql immutable
 return %L::bigint[]$f$, v_ids::text);
+    perform webhook._citus_ddl_propagation(false, v_propagation);
 end
 $$;
 
@@ -253,6 +283,7 @@ declare
     v_id bigint := -pg_backend_pid();
     v_name name := webhook._filter_name(v_id);
     v_event record;
+    v_propagation text;
 begin
     if v_last is null or v_last not between 1 and 10000 then
         raise exception 'last must be between 1 and 10000, not %', coalesce(v_last::text, 'NULL') using errcode = '22023';
@@ -277,8 +308,10 @@ begin
         end;
         return next;
     end loop;
+    v_propagation := webhook._citus_ddl_propagation(true, null);
     execute format('alter extension pg_webhook drop function webhook.%I(jsonb, text)', v_name);
     execute format('drop function webhook.%I(jsonb, text)', v_name);
+    perform webhook._citus_ddl_propagation(false, v_propagation);
 end
 $$;
 comment on function webhook_filter_preview(text, text[], integer) is

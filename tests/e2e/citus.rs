@@ -343,6 +343,27 @@ async fn a_citus_cluster_captures_and_delivers_on_every_node() {
             .get(0);
         assert!(paused);
     }
+    // A filter: each node makes its own function, for its own period (Citus
+    // propagates none of it, and would refuse it on a worker node).
+    c0.execute(
+        "select webhook_update($1, filter => 'data->>''table'' = ''orders''')",
+        &[&endpoint],
+    )
+    .await
+    .unwrap();
+    for node in [&c0, &c1, &c2, &c3] {
+        let made: i64 = node
+            .query_one(
+                "select count(*) from webhook.subscriptions s
+                 where s.endpoint_id = $1 and s.until_txid is null and s.filter is not null
+                   and to_regprocedure(format('webhook.%I(jsonb, text)', webhook._filter_name(s.id))) is not null",
+                &[&endpoint],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(made, 1);
+    }
     for worker in workers {
         worker.stop().await;
     }
