@@ -2554,7 +2554,7 @@ begin
     -- event, whatever it would do with a real one. Other errors here are
     -- the empty event's (a cast of a missing key, say).
     begin
-        execute format('select webhook.%I(null, null)', v_name);
+        perform webhook._filter_by_name(p_subscription_id, null, null);
     exception
         when insufficient_privilege then
             get stacked diagnostics v_message = message_text;
@@ -2732,7 +2732,7 @@ begin
         created_at := v_event.created_at;
         error := null;
         begin
-            execute format('select webhook.%I($1, $2)', v_name) into matched using v_event.payload::jsonb, v_event.event_type;
+            matched := webhook._filter_by_name(v_id, v_event.payload::jsonb, v_event.event_type);
         exception when others then
             matched := null;
             error := sqlerrm;
@@ -3122,7 +3122,7 @@ declare
     v_active boolean := $8;
     v_auth jsonb := $9;
     v_max integer := $10;
-    v_filter text := case when $11 is null then null else nullif(btrim($11), '') end;
+    v_filter text := $11;
     v_rate integer := $12;
     v_burst integer := $13;
     v webhook.endpoints;
@@ -3135,9 +3135,8 @@ begin
         v.url := webhook._redact_url(v_url);
     end if;
     v_patterns := case when v_patterns is null then v.event_types else webhook._check_patterns(v_patterns) end;
-    if $11 is null then
-        v_filter := v.filter;
-    end if;
+    -- Null keeps the filter, '' removes it.
+    v_filter := case when v_filter is null then v.filter else nullif(btrim(v_filter), '') end;
     -- New types or a new filter: a new subscription period, from this commit.
     if v_patterns is distinct from v.event_types or v_filter is distinct from v.filter then
         perform webhook._close_subscription(v_id);
@@ -3680,10 +3679,11 @@ begin
         -- Tokens taken for deliveries this claim did not take (fewer were
         -- due, another worker held some, the fair share, the bytes) go back.
         update webhook.endpoint_rates b
-        set tokens = b.tokens + (a.allowed - (select count(*) from claimed c where c.endpoint_id = a.endpoint_id))
-        from unnest(v_limited, v_allowed) as a(endpoint_id, allowed)
-        where b.endpoint_id = a.endpoint_id
-          and a.allowed > (select count(*) from claimed c where c.endpoint_id = a.endpoint_id)
+        set tokens = b.tokens + (a.allowed - a.taken)
+        from (select l.endpoint_id, l.allowed,
+                     (select count(*) from claimed c where c.endpoint_id = l.endpoint_id) as taken
+              from unnest(v_limited, v_allowed) as l(endpoint_id, allowed)) a
+        where b.endpoint_id = a.endpoint_id and a.allowed > a.taken
     ), targets as materialized (
         -- What the worker needs of each endpoint, worked out once per
         -- endpoint and not once per delivery.

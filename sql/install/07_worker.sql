@@ -473,10 +473,11 @@ begin
         -- Tokens taken for deliveries this claim did not take (fewer were
         -- due, another worker held some, the fair share, the bytes) go back.
         update webhook.endpoint_rates b
-        set tokens = b.tokens + (a.allowed - (select count(*) from claimed c where c.endpoint_id = a.endpoint_id))
-        from unnest(v_limited, v_allowed) as a(endpoint_id, allowed)
-        where b.endpoint_id = a.endpoint_id
-          and a.allowed > (select count(*) from claimed c where c.endpoint_id = a.endpoint_id)
+        set tokens = b.tokens + (a.allowed - a.taken)
+        from (select l.endpoint_id, l.allowed,
+                     (select count(*) from claimed c where c.endpoint_id = l.endpoint_id) as taken
+              from unnest(v_limited, v_allowed) as l(endpoint_id, allowed)) a
+        where b.endpoint_id = a.endpoint_id and a.allowed > a.taken
     ), targets as materialized (
         -- What the worker needs of each endpoint, worked out once per
         -- endpoint and not once per delivery.

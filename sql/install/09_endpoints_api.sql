@@ -197,7 +197,7 @@ declare
     v_active boolean := $8;
     v_auth jsonb := $9;
     v_max integer := $10;
-    v_filter text := case when $11 is null then null else nullif(btrim($11), '') end;
+    v_filter text := $11;
     v_rate integer := $12;
     v_burst integer := $13;
     v webhook.endpoints;
@@ -210,9 +210,8 @@ begin
         v.url := webhook._redact_url(v_url);
     end if;
     v_patterns := case when v_patterns is null then v.event_types else webhook._check_patterns(v_patterns) end;
-    if $11 is null then
-        v_filter := v.filter;
-    end if;
+    -- Null keeps the filter, '' removes it.
+    v_filter := case when v_filter is null then v.filter else nullif(btrim(v_filter), '') end;
     -- New types or a new filter: a new subscription period, from this commit.
     if v_patterns is distinct from v.event_types or v_filter is distinct from v.filter then
         perform webhook._close_subscription(v_id);

@@ -123,7 +123,7 @@ begin
     -- event, whatever it would do with a real one. Other errors here are
     -- the empty event's (a cast of a missing key, say).
     begin
-        execute format('select webhook.%I(null, null)', v_name);
+        perform webhook._filter_by_name(p_subscription_id, null, null);
     exception
         when insufficient_privilege then
             get stacked diagnostics v_message = message_text;
@@ -301,7 +301,7 @@ begin
         created_at := v_event.created_at;
         error := null;
         begin
-            execute format('select webhook.%I($1, $2)', v_name) into matched using v_event.payload::jsonb, v_event.event_type;
+            matched := webhook._filter_by_name(v_id, v_event.payload::jsonb, v_event.event_type);
         exception when others then
             matched := null;
             error := sqlerrm;
