@@ -2488,6 +2488,32 @@ end
 $$;
 
 -- API: Private
+-- Raises 42501 unless webhook_filter has no right at all: the filters and
+-- the backfills' readers (14_backfill.sql) rely on running as it to read
+-- nothing.
+create function webhook._check_filter_role()
+returns void
+language plpgsql stable
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+begin
+    -- The role was made without rights, but roles are cluster-wide and
+    -- made only when missing: one that someone made beforehand, or gave
+    -- rights to since, would lend its rights to every filter.
+    if exists (select from pg_roles r
+               where r.rolname = 'webhook_filter'
+                 and (r.rolsuper or r.rolcanlogin or r.rolcreaterole or r.rolcreatedb or r.rolreplication
+                      or r.rolbypassrls
+                      or exists (select from pg_auth_members m where m.member = r.oid or m.roleid = r.oid))) then
+        raise exception 'the role webhook_filter has rights: filters run as it, so it must have none'
+            using errcode = '42501',
+                  hint = 'Make it NOLOGIN, NOSUPERUSER, NOCREATEROLE, NOCREATEDB, NOREPLICATION, NOBYPASSRLS, '
+                         'and a member of no role.';
+    end if;
+end
+$$;
+
+-- API: Private
 -- Makes p_filter the filter of subscription period p_subscription_id, or
 -- raises what is wrong with it (its syntax, a name it does not know, a type
 -- other than boolean, something it may not read).
@@ -2517,19 +2543,7 @@ begin
     if strpos(p_filter, ';') > 0 then
         raise exception 'a filter is one SQL condition: it has no ";"' using errcode = '42601', hint = v_hint;
     end if;
-    -- The role was made without rights, but roles are cluster-wide and
-    -- made only when missing: one that someone made beforehand, or gave
-    -- rights to since, would lend its rights to every filter.
-    if exists (select from pg_roles r
-               where r.rolname = 'webhook_filter'
-                 and (r.rolsuper or r.rolcanlogin or r.rolcreaterole or r.rolcreatedb or r.rolreplication
-                      or r.rolbypassrls
-                      or exists (select from pg_auth_members m where m.member = r.oid or m.roleid = r.oid))) then
-        raise exception 'the role webhook_filter has rights: filters run as it, so it must have none'
-            using errcode = '42501',
-                  hint = 'Make it NOLOGIN, NOSUPERUSER, NOCREATEROLE, NOCREATEDB, NOREPLICATION, NOBYPASSRLS, '
-                         'and a member of no role.';
-    end if;
+    perform webhook._check_filter_role();
     v_propagation := webhook._citus_ddl_propagation(true, null);
     begin
         -- Without ";" this is one statement, and RETURN its last clause.
@@ -2860,7 +2874,6 @@ declare
     v_operations text[] := $2;
     v_columns text[] := $4;
     v_when text := $5;
-    v_relkind "char";
     v_schema name;
     v_relname name;
     v_ops text[];
@@ -2875,18 +2888,7 @@ begin
     if v_tbl is null or v_operations is null then
         raise exception 'webhook_watch: tbl and operations must not be null' using errcode = '22004';
     end if;
-    select c.relkind, n.nspname, c.relname into v_relkind, v_schema, v_relname
-    from pg_class c join pg_namespace n on n.oid = c.relnamespace
-    where c.oid = v_tbl;
-    if v_relkind not in ('r', 'p') then
-        raise exception '% is not a table', v_tbl using errcode = '42809';
-    end if;
-    if v_schema = 'webhook' then
-        raise exception 'the tables of pg_webhook itself cannot be watched' using errcode = '22023';
-    end if;
-    if v_schema in ('pg_catalog', 'information_schema') or v_schema like 'pg\_toast%' then
-        raise exception 'system catalogs cannot be watched' using errcode = '22023';
-    end if;
+    select t.nspname, t.relname into v_schema, v_relname from webhook._check_capturable(v_tbl) t;
     select array_agg(distinct lower(op) order by lower(op)) into v_ops from unnest(v_operations) as op;
     if v_ops is null or not v_ops <@ array['delete', 'insert', 'update'] or array_position(v_ops, null) is not null then
         raise exception 'operations must be a non-empty subset of {insert,update,delete}, not %', coalesce(v_operations::text, 'NULL')
@@ -3221,12 +3223,12 @@ set search_path = pg_catalog, webhook, pg_temp
 as $$
 begin
     with chunk as (
-        select e.id, e.slot, e.txid, e.event_type, e.id_namespace,
+        select e.id, e.slot, e.txid, e.event_type, e.id_namespace, e.endpoint_id,
                case when p_filtered then e.payload::jsonb end as data
         from webhook.events e
         where e.txid = any (p_xip)
         union all
-        select e.id, e.slot, e.txid, e.event_type, e.id_namespace,
+        select e.id, e.slot, e.txid, e.event_type, e.id_namespace, e.endpoint_id,
                case when p_filtered then e.payload::jsonb end as data
         from webhook.events e
         where e.txid >= p_lo and e.txid <= p_hi and not e.txid = any (st.cur_xip)
@@ -3250,8 +3252,9 @@ begin
         join webhook.endpoints ep on ep.id = s.endpoint_id
         -- Only events written before 0.3.0 need their incarnation's namespace.
         left join webhook.incarnations i on c.id_namespace is null and i.n = webhook._incarnation_of(c.txid)
-        -- webhook_send_test creates its delivery itself, for one endpoint.
-        where c.event_type <> 'webhook.test'
+        -- webhook_send_test and a backfill to one endpoint create their
+        -- delivery themselves, for that endpoint.
+        where c.event_type <> 'webhook.test' and c.endpoint_id is null
           -- An operator event does not go to the endpoint it is about; only
           -- pg_webhook's own events have their data read for it.
           and (c.event_type not like 'webhook.%'
@@ -3592,6 +3595,11 @@ begin
     if p_fanout_events > 0 then
         perform webhook._fan_out(p_fanout_events);
     end if;
+    -- A backfill's batch (14_backfill.sql), when one runs and has room:
+    -- its deliveries to one endpoint are claimable by the statement below.
+    if exists (select from webhook.backfills b where b.status = 'running') then
+        perform webhook._backfill_step();
+    end if;
     select array_agg(t.endpoint_id), array_agg(t.allowed) into v_limited, v_allowed
     from webhook._take_tokens(p_concurrency, p_busy_endpoints, p_busy_counts) t;
     return query
@@ -3764,6 +3772,10 @@ begin
     elsif webhook._fanout_pending(st) then
         return 0;
     end if;
+    -- A backfill may read its next batch (the claim does it).
+    if exists (select from webhook.backfills b where b.status = 'running') and webhook._backfill_ready() then
+        return 0;
+    end if;
     -- A rate-limited endpoint's next delivery waits for its next token too
     -- (else the worker would claim at once, get nothing, and spin).
     select min(greatest(n.next_attempt_at, webhook._token_at(b.tokens, b.updated_at, b.per_second))) into v_next
@@ -3807,3 +3819,629 @@ grant execute on function
     webhook_filter_preview(text, text[], integer),
     webhook_watch(regclass, text[], text, text[], text)
     to webhook_admin;
+
+-- -----------------------------------------------------------------------------
+-- 0.3.0: backfill without a replication slot. webhook_backfill() sends a
+-- table's rows as <prefix>.read events, a batch per claim, read with the
+-- rights of the role that asks (see 14_backfill.sql); an event may be for
+-- one endpoint alone (events.endpoint_id), which the fan-out leaves out.
+-- -----------------------------------------------------------------------------
+alter table webhook.events add column endpoint_id bigint;
+comment on column webhook.events.endpoint_id is
+    'The one endpoint the event is for (a backfill to one endpoint), whose delivery is made with it; null: every endpoint subscribed to its type, through the fan-out.';
+
+-- API: Private
+create function webhook._check_capturable(
+    p_tbl regclass,   -- the table
+    out nspname name,
+    out relname name
+)
+language plpgsql stable
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_relkind "char";
+begin
+    if p_tbl is null then
+        raise exception 'tbl must not be null' using errcode = '22004';
+    end if;
+    select c.relkind, n.nspname, c.relname into v_relkind, nspname, relname
+    from pg_class c join pg_namespace n on n.oid = c.relnamespace
+    where c.oid = p_tbl;
+    if v_relkind is distinct from 'r' and v_relkind is distinct from 'p' then
+        raise exception '% is not a table', p_tbl using errcode = '42809';
+    end if;
+    if nspname = 'webhook' then
+        raise exception 'the tables of pg_webhook itself cannot be watched or backfilled' using errcode = '22023';
+    end if;
+    if nspname in ('pg_catalog', 'information_schema') or nspname like 'pg\_toast%' then
+        raise exception 'system catalogs cannot be watched or backfilled' using errcode = '22023';
+    end if;
+end
+$$;
+
+-- API: Private
+create sequence webhook.backfills_id_seq;
+
+-- API: Public
+create table webhook.backfills (
+    id            bigint primary key default nextval('webhook.backfills_id_seq'),
+    source_table  regclass not null,
+    endpoint_id   bigint,
+    event_type    text not null,
+    condition     text,
+    columns       text[],
+    key_columns   text[] not null,
+    requested_by  name not null,
+    status        text not null default 'running',
+    last_key      jsonb,
+    rows_read     bigint not null default 0,
+    rows_sent     bigint not null default 0,
+    rows_estimate bigint,
+    last_txid     bigint,
+    error         text,
+    created_at    timestamptz not null default now(),
+    updated_at    timestamptz not null default now(),
+    finished_at   timestamptz,
+    constraint backfills_status check (status in ('running', 'done', 'cancelled', 'failed')),
+    constraint backfills_finished check ((status = 'running') = (finished_at is null))
+);
+alter sequence webhook.backfills_id_seq owned by webhook.backfills.id;
+-- The claim asks at every call whether a backfill runs.
+create index backfills_running on webhook.backfills (updated_at) where status = 'running';
+comment on table webhook.backfills is
+    'One row per webhook_backfill: what it sends, to whom, and how far it got. The progress of a running one is rows_read against rows_estimate.';
+comment on column webhook.backfills.source_table is 'The table whose rows are sent.';
+comment on column webhook.backfills.endpoint_id is
+    'The one endpoint the events go to (whatever its event types and filter); null: every endpoint subscribed to event_type, through the fan-out.';
+comment on column webhook.backfills.event_type is '<prefix>.read, the prefix of the table''s watch (its name when not watched).';
+comment on column webhook.backfills.condition is 'The "where" condition on the rows; null for every row.';
+comment on column webhook.backfills.columns is 'The columns sent in new: the watch''s; null for all.';
+comment on column webhook.backfills.key_columns is 'The primary key, which the backfill walks in order.';
+comment on column webhook.backfills.requested_by is 'The role that asked for it: the rows are read with its rights.';
+comment on column webhook.backfills.status is
+    'running, then done (every row read), cancelled (webhook_backfill_cancel, or its endpoint removed) or failed (error says why).';
+comment on column webhook.backfills.last_key is 'The key of the last row read: the next batch starts after it. Null before the first.';
+comment on column webhook.backfills.rows_read is 'Rows read so far (whether or not they matched "where").';
+comment on column webhook.backfills.rows_sent is 'Events written so far (rows that matched).';
+comment on column webhook.backfills.rows_estimate is 'The table''s row count as PostgreSQL estimated it when the backfill began; null if never analyzed.';
+comment on column webhook.backfills.last_txid is 'The transaction of the last batch (a backfill to every endpoint waits for its fan-out).';
+
+-- API: Private
+-- How many open deliveries an endpoint may hold before a backfill sending
+-- to it waits: a bound on what a backfill queues ahead of live events, and
+-- twice a batch (webhook._backfill_step), so the worker always has a batch
+-- to send while the next one is read.
+create function webhook._backfill_window()
+returns integer
+language sql immutable
+return 1000;
+
+-- API: Private
+-- The arguments of a table's capture trigger (webhook_watch), without the
+-- Citus '@table' prefix: the event prefix, then the columns sent; null
+-- when the table is not watched.
+create function webhook._watch_args(
+    p_tbl regclass -- the table
+) returns text[]
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_raw bytea;
+    v_args text[] := '{}';
+    v_at integer;
+begin
+    select t.tgargs into v_raw from pg_trigger t where t.tgrelid = p_tbl and t.tgname = 'webhook_capture';
+    if not found then
+        return null;
+    end if;
+    -- tgargs holds each argument followed by a zero byte.
+    loop
+        v_at := position('\x00'::bytea in v_raw);
+        exit when v_at = 0;
+        v_args := v_args || convert_from(substring(v_raw from 1 for v_at - 1), getdatabaseencoding());
+        v_raw := substring(v_raw from v_at + 1);
+    end loop;
+    if v_args[1] = '@table' then
+        v_args := v_args[4:];
+    end if;
+    return v_args;
+end
+$$;
+
+-- API: Private
+-- The number of open deliveries endpoint p_endpoint_id holds, counted up
+-- to p_most (two index probes: pending and paused ones).
+create function webhook._open_deliveries(
+    p_endpoint_id bigint, -- the endpoint
+    p_most integer        -- stop counting here
+) returns integer
+language sql stable
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+    select ((select count(*) from (select from webhook.deliveries_open d
+                                   where d.endpoint_id = p_endpoint_id and d.status = 'pending'
+                                   limit p_most) p)
+          + (select count(*) from (select from webhook.deliveries_open d
+                                   where d.endpoint_id = p_endpoint_id and d.status = 'paused'
+                                   limit p_most) q))::integer
+$$;
+
+-- API: Private
+-- How many rows backfill p_backfill may send now: the window left by its
+-- endpoint (the fullest endpoint subscribed to its events, for a backfill
+-- to all; none until its last batch is fanned out).
+create function webhook._backfill_room(
+    p_backfill webhook.backfills -- a running backfill
+) returns integer
+language plpgsql stable
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_window integer := webhook._backfill_window();
+    st webhook.fanout_state;
+begin
+    if p_backfill.endpoint_id is not null then
+        return v_window - webhook._open_deliveries(p_backfill.endpoint_id, v_window);
+    end if;
+    if p_backfill.last_txid is not null then
+        select * into st from webhook.fanout_state;
+        if not found or not webhook._visible(p_backfill.last_txid, st.prev_xmin, st.prev_xmax, st.prev_xip) then
+            return 0;
+        end if;
+    end if;
+    return v_window - coalesce((
+        select max(webhook._open_deliveries(s.endpoint_id, v_window))
+        from webhook.subscriptions s
+        join webhook.endpoints ep on ep.id = s.endpoint_id
+        where s.until_txid is null and ep.deleted_at is null
+          and webhook._matches(s.event_types, p_backfill.event_type)), 0);
+end
+$$;
+
+-- API: Private
+-- True when a running backfill may send a batch now (the worker's next-due
+-- time is then 0).
+create function webhook._backfill_ready()
+returns boolean
+language sql stable
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+    select exists (select from webhook.backfills b
+                   where b.status = 'running' and webhook._backfill_room(b) > 0)
+$$;
+
+-- API: Private
+-- The names of backfill p_id's functions: the reader (owned by the
+-- requester) and the one the step calls (owned by webhook_filter).
+create function webhook._backfill_functions(
+    p_id bigint,     -- the backfill
+    out reader name,
+    out entry name
+)
+language sql immutable
+set search_path = pg_catalog, pg_temp
+as $$
+    select format('_backfill_%s_rows', p_id)::name, format('_backfill_%s', p_id)::name
+$$;
+
+-- API: Private
+-- Ends backfill p_id (status p_status, with p_error) and drops its functions.
+create function webhook._finish_backfill(
+    p_id bigint,       -- the backfill
+    p_status text,     -- done, cancelled or failed
+    p_error text       -- why, or null
+) returns void
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    f record := webhook._backfill_functions(p_id);
+    v_propagation text := webhook._citus_ddl_propagation(true, null);
+begin
+    update webhook.backfills b
+    set status = p_status, error = p_error, finished_at = now(), updated_at = now()
+    where b.id = p_id;
+    execute format('drop function if exists webhook.%I(jsonb, integer)', f.entry);
+    execute format('drop function if exists webhook.%I(jsonb, integer)', f.reader);
+    perform webhook._citus_ddl_propagation(false, v_propagation);
+end
+$$;
+
+-- API: Public
+-- Sends the rows of a table that exist now as <prefix>.read events. The
+-- function makes the backfill's reader (see the head of this file) and
+-- calls it once on nothing, which checks its SQL and the requester's
+-- rights, then returns; the worker does the rest.
+--
+-- The requester is session_user: a SECURITY DEFINER function cannot see
+-- the role its caller had, and the session's own login is the one role
+-- whose rights the session holds in any case (it can RESET ROLE).
+create function webhook_backfill(
+    tbl regclass,              -- the table
+    endpoint bigint default null, -- the one endpoint to send to; every endpoint subscribed to <prefix>.read when null
+    "where" text default null  -- a condition on the row (its columns by name); every row when null
+) returns bigint
+language plpgsql volatile
+security definer
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_tbl regclass := $1;
+    v_endpoint_id bigint := $2;
+    v_where text := $3;
+    v_table record := webhook._check_capturable(v_tbl);
+    v_args text[] := webhook._watch_args(v_tbl);
+    v_type text := coalesce(v_args[1], v_table.relname) || '.read';
+    v_columns text[] := nullif(v_args[2:], '{}');
+    v_keys text[];
+    v_id bigint;
+    f record;
+    v_alias text := quote_ident(v_table.relname);
+    v_key_list text;
+    v_select text;
+    v_order text;
+    v_key_object text;
+    v_after text;
+    v_new text;
+    v_propagation text;
+    v_state text;
+    v_message text;
+    v_hint text := 'A condition on the row, by column name (or <table>.<column>), e.g. "where" => ''created_at > '
+                   'now() - interval ''''30 days'''''', with the functions of other schemas than pg_catalog named with '
+                   'their schema.';
+begin
+    if v_endpoint_id is not null then
+        perform webhook._live_endpoint(v_endpoint_id);
+    elsif not exists (select from webhook.subscriptions s
+                      join webhook.endpoints ep on ep.id = s.endpoint_id
+                      where s.until_txid is null and ep.deleted_at is null
+                        and webhook._matches(s.event_types, v_type)) then
+        raise exception 'no endpoint is subscribed to %', v_type
+            using errcode = '22023',
+                  hint = format('Pass endpoint => <id>, or subscribe an endpoint to %s first.', v_type);
+    end if;
+    if v_where is not null then
+        if btrim(v_where) = '' then
+            raise exception '"where" must be a condition on the row, or null for every row'
+                using errcode = '22023', hint = v_hint;
+        end if;
+        -- One condition, one statement (as a filter, see 13_filters.sql).
+        if strpos(v_where, ';') > 0 then
+            raise exception '"where" is one SQL condition: it has no ";"' using errcode = '42601', hint = v_hint;
+        end if;
+    end if;
+    perform webhook._check_filter_role();
+    select array_agg(a.attname::text order by k.ord) into v_keys
+    from pg_index i
+    cross join lateral unnest(i.indkey) with ordinality k(attnum, ord)
+    join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum
+    where i.indrelid = v_tbl and i.indisprimary;
+    if v_keys is null then
+        raise exception '% has no primary key', v_tbl
+            using errcode = '0A000', hint = 'A backfill walks the table by its primary key: add one.';
+    end if;
+
+    insert into webhook.backfills (source_table, endpoint_id, event_type, condition, columns, key_columns,
+                                   requested_by, rows_estimate)
+    select v_tbl, v_endpoint_id, v_type, v_where, v_columns, v_keys, session_user,
+           nullif(greatest(c.reltuples, -1), -1)::bigint
+    from pg_class c where c.oid = v_tbl
+    returning id into v_id;
+    f := webhook._backfill_functions(v_id);
+
+    -- The reader: the next p_limit rows after the key p_after, in key
+    -- order (n), each with its key (k, as jsonb: the cursor, read back
+    -- with the columns' types) and, when it matches "where", its row
+    -- (new: compact, as row_to_json makes a captured row, limited to the
+    -- watch's columns). The condition and the row are computed on the
+    -- table itself, so that only the columns they name need SELECT. Two
+    -- branches, of which one-time filters run only one, so that each is an
+    -- index scan (an OR of "no key yet" and the key condition is not).
+    select string_agg(format('%s.%I', v_alias, k), ', ' order by o),
+           string_agg(format('%L, %s.%I', k, v_alias, k), ', ' order by o),
+           string_agg(format('(p_after ->> %L)::%s', k, format_type(a.atttypid, null)), ', ' order by o)
+    into v_key_list, v_key_object, v_after
+    from unnest(v_keys) with ordinality u(k, o)
+    join pg_attribute a on a.attrelid = v_tbl and a.attname = u.k;
+    v_new := case when v_columns is null then format('row_to_json(%s)', v_alias)
+                  else (select format('(select row_to_json(c) from (select %s) c)',
+                                      string_agg(format('%s.%I', v_alias, a.attname), ', ' order by a.attnum))
+                        from pg_attribute a
+                        where a.attrelid = v_tbl and a.attname = any (v_columns) and a.attnum > 0
+                          and not a.attisdropped)
+             end;
+    -- Each branch is v_select, its key condition and v_order (the user's
+    -- text is only ever an argument of format, never its format string).
+    -- The condition goes on lines of its own, so that a -- comment in it
+    -- ends where it does.
+    v_select := format(E'select row_number() over (order by %s) as n, jsonb_build_object(%s) as k,\n'
+                       || E'       case when (\n%s\n) then %s end as new\n'
+                       || 'from %s as %s where ',
+                       v_key_list, v_key_object, coalesce(v_where, 'true'), v_new, v_tbl, v_alias);
+    v_order := format(' order by %s limit p_limit', v_key_list);
+    v_propagation := webhook._citus_ddl_propagation(true, null);
+    begin
+        -- Without ";" in the condition this is one statement.
+        execute format(E'create function webhook.%I(p_after jsonb, p_limit integer)\n'
+                       || E'returns table (n bigint, k jsonb, new json)\n'
+                       || E'language sql stable security definer\n'
+                       || E'begin atomic\n'
+                       || E'select r.n, r.k, r.new from ((%s)\nunion all\n(%s)) as r order by r.n;\n'
+                       || 'end',
+                       f.reader, v_select || 'p_after is null' || v_order,
+                       v_select || format('(%s) > (%s)', v_key_list, v_after) || v_order);
+    exception when others then
+        get stacked diagnostics v_state = returned_sqlstate, v_message = message_text;
+        if v_where is null or v_state = '42501' then
+            raise; -- not the condition's fault
+        end if;
+        raise exception 'invalid "where" condition for %: %', v_tbl, v_message using errcode = v_state, hint = v_hint;
+    end;
+    execute format('create function webhook.%I(p_after jsonb, p_limit integer) '
+                   'returns table (n bigint, k jsonb, new json) language sql stable security definer '
+                   'begin atomic select r.n, r.k, r.new from webhook.%I(p_after, p_limit) r; end',
+                   f.entry, f.reader);
+    execute format('alter function webhook.%I(jsonb, integer) owner to %I', f.reader, session_user);
+    execute format('alter function webhook.%I(jsonb, integer) owner to webhook_filter', f.entry);
+    execute format('revoke all on function webhook.%I(jsonb, integer) from public', f.reader);
+    execute format('revoke all on function webhook.%I(jsonb, integer) from public', f.entry);
+    execute format('grant execute on function webhook.%I(jsonb, integer) to webhook_filter', f.reader);
+    perform webhook._citus_ddl_propagation(false, v_propagation);
+    -- PostgreSQL checks a statement's rights as it starts: reading nothing
+    -- finds a table, column or function the requester may not use.
+    begin
+        execute format('select from webhook.%I(null, 0)', f.entry);
+    exception when others then
+        get stacked diagnostics v_state = returned_sqlstate, v_message = message_text;
+        raise exception 'cannot backfill %: %', v_tbl, v_message
+            using errcode = v_state,
+                  hint = format('The rows are read with the rights of %s, the role that asks.', session_user);
+    end;
+    perform webhook._wake();
+    return v_id;
+end
+$$;
+comment on function webhook_backfill(regclass, bigint, text) is
+    'Sends the rows of a table as <prefix>.read events (data {table, schema, op: "read", new, old: null}), in primary key order and batches, to one endpoint or to every endpoint subscribed; read with the rights of the role that asks. Returns the backfill''s id: its progress is its row in webhook.backfills.';
+
+-- API: Public
+create function webhook_backfill_cancel(
+    backfill_id bigint -- the backfill
+) returns boolean
+language plpgsql volatile
+security definer
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_status text;
+begin
+    -- Waits for a batch in progress: what it wrote is sent.
+    select b.status into v_status from webhook.backfills b where b.id = $1 for update;
+    if not found then
+        raise exception 'backfill % does not exist', coalesce($1::text, 'NULL') using errcode = '42704';
+    end if;
+    if v_status <> 'running' then
+        return false;
+    end if;
+    perform webhook._finish_backfill($1, 'cancelled', 'cancelled by ' || session_user);
+    return true;
+end
+$$;
+comment on function webhook_backfill_cancel(bigint) is
+    'Stops a running backfill: no further row is read; the events it already wrote are delivered. False if it had already ended.';
+
+-- API: Private
+-- The event of a row read by a backfill: the shape of a captured row's,
+-- op "read"; a row over pg_webhook.max_payload_bytes is cut down to its
+-- key as a captured row is (payload.rs), with "truncated": true.
+create function webhook._read_event(
+    p_table text,   -- the table's name
+    p_schema text,  -- its schema
+    p_new json,     -- the row
+    p_key jsonb,    -- its primary key, or null when the watch does not send it
+    p_max integer   -- the size limit
+) returns json
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$
+    -- Text, as payload.rs writes a captured row's: compact, in this order.
+    select case when octet_length(s.e) <= p_max then s.e::json
+                else format('{"table":%s,"schema":%s,"op":"read","new":%s,"old":null,"truncated":true}',
+                            to_json(p_table), to_json(p_schema), coalesce(p_key::text, '{}'))::json
+           end
+    from (select format('{"table":%s,"schema":%s,"op":"read","new":%s,"old":null}',
+                        to_json(p_table), to_json(p_schema), p_new) as e) s
+$$;
+
+-- API: Private
+-- One batch of one running backfill whose endpoint has room (the one that
+-- waited longest): its next rows become events (and deliveries, for a
+-- backfill to one endpoint) and its cursor moves past them. Called by the
+-- claim; returns the rows read (0 when no backfill could go on). An error
+-- of the reader (a right revoked, the table gone) ends the backfill as
+-- failed, with the error, instead of failing the claim.
+create function webhook._backfill_step()
+returns integer
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+-- Keys go out as text and come back: one format whatever the session's.
+set datestyle = 'ISO, YMD'
+set intervalstyle = 'postgres'
+as $$
+declare
+    b webhook.backfills;
+    f record;
+    v_limit integer;
+    v_read bigint;
+    v_sent bigint;
+    v_last jsonb;
+    v_status webhook.delivery_status;
+    v_message text;
+    v_state text;
+begin
+    for b in
+        select * from webhook.backfills where status = 'running' order by updated_at for update skip locked
+    loop
+        if b.endpoint_id is not null then
+            select case when ep.paused_at is null and ep.disabled_at is null then 'pending' else 'paused' end
+            into v_status
+            from webhook.endpoints ep where ep.id = b.endpoint_id and ep.deleted_at is null;
+            if not found then
+                perform webhook._finish_backfill(b.id, 'cancelled', 'its endpoint was removed');
+                continue;
+            end if;
+        end if;
+        v_limit := least(webhook._backfill_room(b), webhook._backfill_window() / 2);
+        continue when v_limit <= 0;
+        f := webhook._backfill_functions(b.id);
+        begin
+            -- The step runs as the extension owner: the function it calls
+            -- must be the one webhook_backfill made, owned by the role
+            -- with no rights (a restore without the roles would leave it
+            -- the restoring superuser's), and its reader the requester's.
+            if not exists (select from pg_proc p
+                           where p.oid = to_regprocedure(format('webhook.%I(jsonb, integer)', f.entry))
+                             and p.prosecdef and p.proowner = 'webhook_filter'::regrole)
+               or not exists (select from pg_proc p
+                              where p.oid = to_regprocedure(format('webhook.%I(jsonb, integer)', f.reader))
+                                and p.proowner = (select r.oid from pg_roles r where r.rolname = b.requested_by)) then
+                raise exception 'the functions of backfill % are missing or not owned as webhook_backfill made them', b.id
+                    using errcode = '42501', hint = 'Start it again: webhook_backfill(..., "where" => <a condition on the key past last_key>).';
+            end if;
+            execute format($q$
+                with r as materialized (
+                    select * from webhook.%I($1, $2)
+                ), ev as (
+                    insert into webhook.events (id, slot, txid, event_type, payload, payload_bytes, source_table,
+                                                id_namespace, endpoint_id)
+                    select nextval('webhook.events_id_seq'), $3, $4, $5, x.payload, octet_length(x.payload::text),
+                           $6, $7, $8
+                    from r
+                    cross join lateral (select webhook._read_event($9, $10, r.new, case when $11 then r.k end,
+                                                                   $12) as payload) x
+                    where r.new is not null
+                    order by r.n
+                    returning id, slot, txid, id_namespace
+                ), dl as (
+                    insert into webhook.deliveries_open (event_id, event_txid, event_slot, endpoint_id, status,
+                                                         event_namespace)
+                    select ev.id, ev.txid, ev.slot, $8, $13, webhook._event_namespace(ev.txid, ev.id_namespace, null)
+                    from ev
+                    where $8 is not null
+                    order by ev.id
+                    returning 1
+                )
+                select (select count(*) from r), (select r.k from r order by r.n desc limit 1),
+                       (select count(*) from ev)
+                $q$, f.entry)
+            into v_read, v_last, v_sent
+            using b.last_key, v_limit, webhook._current_slot(), webhook._vxid(), b.event_type,
+                  format('%I.%I', (select n.nspname from pg_class c join pg_namespace n on n.oid = c.relnamespace
+                                   where c.oid = b.source_table),
+                                  (select c.relname from pg_class c where c.oid = b.source_table)),
+                  webhook._id_namespace(), b.endpoint_id,
+                  (select c.relname::text from pg_class c where c.oid = b.source_table),
+                  (select n.nspname::text from pg_class c join pg_namespace n on n.oid = c.relnamespace
+                   where c.oid = b.source_table),
+                  b.columns is null or b.key_columns <@ b.columns,
+                  coalesce(nullif(current_setting('pg_webhook.max_payload_bytes', true), '')::integer, 1048576),
+                  v_status;
+        exception when others then
+            get stacked diagnostics v_state = returned_sqlstate, v_message = message_text;
+            perform webhook._finish_backfill(b.id, 'failed', format('%s (SQLSTATE %s)', v_message, v_state));
+            return 0;
+        end;
+        update webhook.backfills
+        set last_key = coalesce(v_last, last_key), rows_read = rows_read + v_read, rows_sent = rows_sent + v_sent,
+            last_txid = case when v_sent > 0 then webhook._vxid() else last_txid end, updated_at = now()
+        where id = b.id;
+        if v_read < v_limit then
+            perform webhook._finish_backfill(b.id, 'done', null);
+        end if;
+        if v_sent > 0 then
+            perform webhook._wake();
+        end if;
+        return v_read;
+    end loop;
+    return 0;
+end
+$$;
+
+create or replace function webhook._invariant_violations()
+returns table (object_id bigint, invariant text)
+language sql stable
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+    select d.id, 'a delivery has its event in its event''s slot'
+    from webhook.deliveries d
+    where not exists (select from webhook.events e
+                      where e.slot = d.event_slot and e.txid = d.event_txid and e.id = d.event_id)
+    union all
+    select d.id, 'a delivery carries its event''s webhook-id namespace'
+    from webhook.deliveries d
+    join webhook.events e on e.slot = d.event_slot and e.txid = d.event_txid and e.id = d.event_id
+    left join webhook.incarnations i on i.n = webhook._incarnation_of(e.txid)
+    where webhook._event_namespace(e.txid, e.id_namespace, i.namespace) is distinct from d.event_namespace
+    union all
+    select d.id, 'a paused or disabled endpoint has no pending delivery'
+    from webhook.deliveries_open d
+    join webhook.endpoints e on e.id = d.endpoint_id
+    where d.status = 'pending' and (e.paused_at is not null or e.disabled_at is not null)
+    union all
+    select d.id, 'a sending endpoint has no paused delivery'
+    from webhook.deliveries_open d
+    join webhook.endpoints e on e.id = d.endpoint_id
+    where d.status = 'paused' and e.paused_at is null and e.disabled_at is null
+    union all
+    select d.id, 'a removed endpoint holds nothing'
+    from webhook.deliveries_open d
+    join webhook.endpoints e on e.id = d.endpoint_id
+    where d.status = 'paused' and e.deleted_at is not null
+    union all
+    select s.id, 'a committed subscription period has its snapshots'
+    from webhook.subscriptions s
+    where s.from_xmin is null or (s.until_txid is not null and s.until_xmin is null)
+    union all
+    select e.id, 'a live endpoint has one open subscription period and a secret'
+    from webhook.endpoints e
+    where e.deleted_at is null
+      and ((select count(*) from webhook.subscriptions s where s.endpoint_id = e.id and s.until_txid is null) <> 1
+           or not exists (select from webhook.endpoint_secrets k where k.endpoint_id = e.id))
+    union all
+    select d.id, 'an event for one endpoint is delivered to it alone'
+    from webhook.deliveries d
+    join webhook.events e on e.slot = d.event_slot and e.txid = d.event_txid and e.id = d.event_id
+    where e.endpoint_id is not null and e.endpoint_id <> d.endpoint_id
+    union all
+    select b.id, 'a running backfill has its two functions, a finished one none'
+    from webhook.backfills b
+    cross join webhook._backfill_functions(b.id) f
+    where (b.status = 'running') <> (to_regprocedure(format('webhook.%I(jsonb, integer)', f.entry)) is not null)
+       or (b.status = 'running') <> (to_regprocedure(format('webhook.%I(jsonb, integer)', f.reader)) is not null)    union all
+    select c, 'a Citus node has each endpoint as the coordinator last published it'
+    from webhook._cluster_stale() c
+    union all
+    select g.gen, 'only the current generation''s slot is written by new events'
+    from webhook.generations g
+    where g.purged_at is not null
+      and exists (select from webhook.events e where e.slot = g.gen % webhook._slots())
+      and not exists (select from webhook.generations n where n.gen > g.gen and n.gen % webhook._slots() = g.gen % webhook._slots())
+$$;
+
+revoke all on function webhook._check_capturable(regclass), webhook._check_filter_role(),
+    webhook._backfill_window(), webhook._watch_args(regclass), webhook._open_deliveries(bigint, integer),
+    webhook._backfill_room(webhook.backfills), webhook._backfill_ready(), webhook._backfill_functions(bigint),
+    webhook._finish_backfill(bigint, text, text), webhook_backfill(regclass, bigint, text),
+    webhook_backfill_cancel(bigint), webhook._read_event(text, text, json, jsonb, integer),
+    webhook._backfill_step()
+    from public;
+revoke all on webhook.backfills from public;
+revoke all on sequence webhook.backfills_id_seq from public;
+grant select on webhook.backfills to webhook_reader;
+grant execute on function webhook_backfill(regclass, bigint, text), webhook_backfill_cancel(bigint),
+    webhook._check_capturable(regclass)
+    to webhook_admin;
+select pg_catalog.pg_extension_config_dump('webhook.backfills', '');
+select pg_catalog.pg_extension_config_dump('webhook.backfills_id_seq', '');

@@ -95,6 +95,8 @@ enum Column {
     IdempotencyKey,
     CreatedAt,
     IdNamespace,
+    /// Null in a captured row (only a backfill to one endpoint sets it).
+    EndpointId,
 }
 
 /// Columns of `webhook.events` without `id_namespace` (0.2.0's log).
@@ -113,6 +115,7 @@ impl Column {
             b"idempotency_key" => (Column::IdempotencyKey, pg_sys::TEXTOID),
             b"created_at" => (Column::CreatedAt, pg_sys::TIMESTAMPTZOID),
             b"id_namespace" => (Column::IdNamespace, pg_sys::INT8OID),
+            b"endpoint_id" => (Column::EndpointId, pg_sys::INT8OID),
             _ => return None,
         };
         (type_oid == expected).then_some(column)
@@ -179,7 +182,7 @@ pub(crate) fn insert(row: &EventRow<'_>) -> Outcome {
         let id = nextval_internal(sequence, false);
         for (i, column) in columns.iter().enumerate() {
             let value = match column {
-                None | Some(Column::IdempotencyKey) => None,
+                None | Some(Column::IdempotencyKey) | Some(Column::EndpointId) => None,
                 Some(Column::Id) => Some(pg_sys::Datum::from(id)),
                 Some(Column::Slot) => Some(pg_sys::Datum::from(row.slot)),
                 Some(Column::Txid) => Some(pg_sys::Datum::from(row.txid)),
@@ -437,6 +440,7 @@ unsafe fn layout(rel: pg_sys::Relation) -> (Option<Vec<Option<Column>>>, bool) {
             plain = false;
         }
         let mut with_namespace = false;
+        let mut with_endpoint = false;
         let mut found = 0;
         let mut columns = Vec::with_capacity(attrs.len());
         for att in &attrs {
@@ -449,15 +453,18 @@ unsafe fn layout(rel: pg_sys::Relation) -> (Option<Vec<Option<Column>>>, bool) {
             if matches!(column, Some(Column::IdNamespace)) {
                 with_namespace = true;
             }
+            if matches!(column, Some(Column::EndpointId)) {
+                with_endpoint = true;
+            }
             if att.attgenerated != 0 || column.is_none() {
                 plain = false;
             }
             columns.push(column);
             found += 1;
         }
-        // Each name appears once in a table, so nine (or ten) matches are
-        // all of them.
-        let expected = COLUMNS_0_2 + usize::from(with_namespace);
+        // Each name appears once in a table, so nine (ten, eleven) matches
+        // are all of them.
+        let expected = COLUMNS_0_2 + usize::from(with_namespace) + usize::from(with_endpoint);
         let plain = plain && found == expected;
         (plain.then_some(columns), with_namespace)
     }

@@ -116,11 +116,16 @@ extension_sql_file!(
     requires = ["cluster"]
 );
 extension_sql_file!(
-    "../../sql/install/14_invariants.sql",
-    name = "invariants",
+    "../../sql/install/14_backfill.sql",
+    name = "backfill",
     requires = ["filters"]
 );
-extension_sql_file!("../../sql/install/15_grants.sql", name = "grants", finalize);
+extension_sql_file!(
+    "../../sql/install/15_invariants.sql",
+    name = "invariants",
+    requires = ["backfill"]
+);
+extension_sql_file!("../../sql/install/16_grants.sql", name = "grants", finalize);
 
 /// Called by PostgreSQL when the library is loaded into a backend.
 #[pg_guard]

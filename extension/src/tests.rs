@@ -1296,4 +1296,165 @@ mod tests {
         assert!(a.starts_with("whsec_") && b.starts_with("whsec_"));
         assert_ne!(a, b);
     }
+
+    #[pg_test]
+    fn a_backfill_is_checked_when_asked_and_walks_its_table_by_key_within_its_window() {
+        Spi::run(
+            "create table pairs (a int, b text, v int, primary key (a, b));
+             insert into pairs select g / 3, chr(97 + g % 3), g from generate_series(0, 1199) g;
+             create table t (id int primary key, x int, big text);
+             insert into t values (1, 1, repeat('x', 2000)), (2, 2, 'small');
+             create table nokey (x int);
+             create table lonely (id int primary key);
+             create view v as select * from t;",
+        )
+        .unwrap();
+        let e = subscribe("https://e.example.com/", "{pairs.*,t.*,nokey.*}");
+        let f = subscribe("https://f.example.com/", "{other.*}");
+        for (sql, state) in [
+            ("select webhook_backfill(null)".to_string(), "22004"),
+            ("select webhook_backfill('v')".into(), "42809"),
+            (
+                "select webhook_backfill('webhook.endpoints')".into(),
+                "22023",
+            ),
+            (
+                "select webhook_backfill('pg_catalog.pg_class')".into(),
+                "22023",
+            ),
+            ("select webhook_backfill('nokey')".into(), "0A000"),
+            ("select webhook_backfill('lonely')".into(), "22023"),
+            (
+                "select webhook_backfill('t', endpoint => -1)".into(),
+                "42704",
+            ),
+            (format!("select webhook_backfill('t', {f}, ' ')"), "22023"),
+            (
+                format!("select webhook_backfill('t', {f}, 'x > 1; select 1')"),
+                "42601",
+            ),
+            (format!("select webhook_backfill('t', {f}, 'x >')"), "42601"),
+            (
+                format!("select webhook_backfill('t', {f}, 'nope = 1')"),
+                "42703",
+            ),
+            (format!("select webhook_backfill('t', {f}, 'x')"), "42804"),
+        ] {
+            assert_eq!(sqlstate_of(&sql), state, "{sql}");
+        }
+        assert_eq!(
+            count("select count(*) from webhook.backfills"),
+            0,
+            "a backfill refused leaves nothing behind"
+        );
+
+        // A composite key, to one endpoint not subscribed to it: batches of
+        // half the window, then nothing while the endpoint holds a window's
+        // worth, then the rest, in key order.
+        let id = Spi::get_one::<i64>(&format!("select webhook_backfill('pairs', {f})"))
+            .unwrap()
+            .unwrap();
+        let steps: Vec<i32> = (0..3)
+            .map(|_| {
+                Spi::get_one::<i32>("select webhook._backfill_step()")
+                    .unwrap()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(steps, [500, 500, 0], "a window of 1,000 open deliveries");
+        assert!(!Spi::get_one::<bool>("select webhook._backfill_ready()")
+            .unwrap()
+            .unwrap());
+        Spi::run(&format!(
+            "delete from webhook.deliveries_open where endpoint_id = {f}"
+        ))
+        .unwrap();
+        assert!(Spi::get_one::<bool>("select webhook._backfill_ready()")
+            .unwrap()
+            .unwrap());
+        assert_eq!(
+            Spi::get_one::<i32>("select webhook._backfill_step()")
+                .unwrap()
+                .unwrap(),
+            200
+        );
+        assert_eq!(
+            Spi::get_one::<String>(&format!(
+                "select status || ' ' || rows_read || ' ' || rows_sent || ' ' || last_key::text
+                 from webhook.backfills where id = {id}"
+            ))
+            .unwrap()
+            .unwrap(),
+            r#"done 1200 1200 {"a": 399, "b": "c"}"#
+        );
+        assert_eq!(
+            count(&format!(
+                "select count(*) from (select (payload->'new'->>'v')::int as v, row_number() over (order by id) as n
+                                      from webhook.events where event_type = 'pairs.read' and endpoint_id = {f}) s
+                 where s.v = s.n - 1"
+            )),
+            1200,
+            "events in key order, one per row"
+        );
+        assert_eq!(
+            count(&format!(
+                "select count(*) from pg_proc where proname like '\\_backfill\\_{id}%' and pronamespace = 'webhook'::regnamespace"
+            )),
+            0,
+            "a finished backfill drops its functions"
+        );
+
+        // A row over the size limit is cut to its key, as a captured one.
+        Spi::run("set local pg_webhook.max_payload_bytes = 1024").unwrap();
+        Spi::run(&format!(
+            "select webhook_backfill('t', {e}, 'x >= 1 -- every row')"
+        ))
+        .unwrap();
+        assert_eq!(
+            Spi::get_one::<i32>("select webhook._backfill_step()")
+                .unwrap()
+                .unwrap(),
+            2
+        );
+        assert_eq!(
+            Spi::get_one::<String>(
+                "select string_agg(payload::text, ' ' order by id) from webhook.events where event_type = 't.read'"
+            )
+            .unwrap()
+            .unwrap(),
+            r#"{"table":"t","schema":"public","op":"read","new":{"id": 1},"old":null,"truncated":true} {"table":"t","schema":"public","op":"read","new":{"id":2,"x":2,"big":"small"},"old":null}"#
+        );
+        assert_eq!(
+            count(&format!(
+                "select count(*) from webhook.deliveries where endpoint_id = {e}"
+            )),
+            2,
+            "a backfill to one endpoint makes its deliveries itself"
+        );
+
+        // Cancelled: its functions go, its row says so.
+        let cancelled = Spi::get_one::<i64>(&format!("select webhook_backfill('t', {e})"))
+            .unwrap()
+            .unwrap();
+        assert!(
+            Spi::get_one::<bool>(&format!("select webhook_backfill_cancel({cancelled})"))
+                .unwrap()
+                .unwrap()
+        );
+        assert_eq!(
+            Spi::get_one::<i32>("select webhook._backfill_step()")
+                .unwrap()
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            // (Subscription periods get their snapshots at commit: not here.)
+            count(
+                "select count(*) from webhook._invariant_violations() \
+                 where invariant like '%backfill%' or invariant like '%one endpoint%'"
+            ),
+            0,
+            "no function left behind, no event delivered elsewhere"
+        );
+    }
 }

@@ -182,8 +182,9 @@ create table webhook.events (
     source_table    text,
     idempotency_key text,
     created_at      timestamptz not null default now(),
-    -- Last: 0.3.0 added it to 0.2.0's table (ALTER TABLE appends).
-    id_namespace    bigint
+    -- Last: 0.3.0 added them to 0.2.0's table (ALTER TABLE appends).
+    id_namespace    bigint,
+    endpoint_id     bigint
 ) partition by list (slot);
 alter sequence webhook.events_id_seq owned by webhook.events.id;
 -- The only B-tree: the fan-out reads events by transaction (PgQ's ev_txid
@@ -204,6 +205,8 @@ comment on column webhook.events.payload_bytes is 'Size of payload in bytes (JSO
 comment on column webhook.events.source_table is 'Schema-qualified source table for row events; null for webhook_publish.';
 comment on column webhook.events.idempotency_key is
     'Optional key given to webhook_publish; a repeated key returns the first event''s id and enqueues nothing.';
+comment on column webhook.events.endpoint_id is
+    'The one endpoint the event is for (a backfill to one endpoint), whose delivery is made with it; null: every endpoint subscribed to its type, through the fan-out.';
 comment on column webhook.events.id_namespace is
     'The webhook-id namespace of the session that wrote it (random per session): its webhook-id is msg_ + this + its id, in 16 hex digits each, so ids never repeat, even between two copies of a database that diverged (a base backup, PITR, a promoted standby). Null for events written before 0.3.0 (see webhook._message_id).';
 

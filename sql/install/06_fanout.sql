@@ -77,12 +77,12 @@ set search_path = pg_catalog, webhook, pg_temp
 as $$
 begin
     with chunk as (
-        select e.id, e.slot, e.txid, e.event_type, e.id_namespace,
+        select e.id, e.slot, e.txid, e.event_type, e.id_namespace, e.endpoint_id,
                case when p_filtered then e.payload::jsonb end as data
         from webhook.events e
         where e.txid = any (p_xip)
         union all
-        select e.id, e.slot, e.txid, e.event_type, e.id_namespace,
+        select e.id, e.slot, e.txid, e.event_type, e.id_namespace, e.endpoint_id,
                case when p_filtered then e.payload::jsonb end as data
         from webhook.events e
         where e.txid >= p_lo and e.txid <= p_hi and not e.txid = any (st.cur_xip)
@@ -106,8 +106,9 @@ begin
         join webhook.endpoints ep on ep.id = s.endpoint_id
         -- Only events written before 0.3.0 need their incarnation's namespace.
         left join webhook.incarnations i on c.id_namespace is null and i.n = webhook._incarnation_of(c.txid)
-        -- webhook_send_test creates its delivery itself, for one endpoint.
-        where c.event_type <> 'webhook.test'
+        -- webhook_send_test and a backfill to one endpoint create their
+        -- delivery themselves, for that endpoint.
+        where c.event_type <> 'webhook.test' and c.endpoint_id is null
           -- An operator event does not go to the endpoint it is about; only
           -- pg_webhook's own events have their data read for it.
           and (c.event_type not like 'webhook.%'

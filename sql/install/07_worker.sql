@@ -386,6 +386,11 @@ begin
     if p_fanout_events > 0 then
         perform webhook._fan_out(p_fanout_events);
     end if;
+    -- A backfill's batch (14_backfill.sql), when one runs and has room:
+    -- its deliveries to one endpoint are claimable by the statement below.
+    if exists (select from webhook.backfills b where b.status = 'running') then
+        perform webhook._backfill_step();
+    end if;
     select array_agg(t.endpoint_id), array_agg(t.allowed) into v_limited, v_allowed
     from webhook._take_tokens(p_concurrency, p_busy_endpoints, p_busy_counts) t;
     return query
@@ -849,6 +854,10 @@ begin
             return 0;
         end if;
     elsif webhook._fanout_pending(st) then
+        return 0;
+    end if;
+    -- A backfill may read its next batch (the claim does it).
+    if exists (select from webhook.backfills b where b.status = 'running') and webhook._backfill_ready() then
         return 0;
     end if;
     -- A rate-limited endpoint's next delivery waits for its next token too

@@ -70,6 +70,39 @@ begin
 end
 $$;
 
+-- API: Private
+-- The schema and name of table p_tbl, or the error that says why its rows
+-- cannot be events (webhook_watch, webhook_backfill): not a table,
+-- pg_webhook's own, a system catalog.
+create function webhook._check_capturable(
+    p_tbl regclass,   -- the table
+    out nspname name,
+    out relname name
+)
+language plpgsql stable
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_relkind "char";
+begin
+    if p_tbl is null then
+        raise exception 'tbl must not be null' using errcode = '22004';
+    end if;
+    select c.relkind, n.nspname, c.relname into v_relkind, nspname, relname
+    from pg_class c join pg_namespace n on n.oid = c.relnamespace
+    where c.oid = p_tbl;
+    if v_relkind is distinct from 'r' and v_relkind is distinct from 'p' then
+        raise exception '% is not a table', p_tbl using errcode = '42809';
+    end if;
+    if nspname = 'webhook' then
+        raise exception 'the tables of pg_webhook itself cannot be watched or backfilled' using errcode = '22023';
+    end if;
+    if nspname in ('pg_catalog', 'information_schema') or nspname like 'pg\_toast%' then
+        raise exception 'system catalogs cannot be watched or backfilled' using errcode = '22023';
+    end if;
+end
+$$;
+
 -- API: Public
 -- SECURITY INVOKER on purpose: attaching a trigger is the table owner's
 -- decision, so PostgreSQL's own checks apply (TRIGGER on the table) along
@@ -92,7 +125,6 @@ declare
     v_operations text[] := $2;
     v_columns text[] := $4;
     v_when text := $5;
-    v_relkind "char";
     v_schema name;
     v_relname name;
     v_ops text[];
@@ -107,18 +139,7 @@ begin
     if v_tbl is null or v_operations is null then
         raise exception 'webhook_watch: tbl and operations must not be null' using errcode = '22004';
     end if;
-    select c.relkind, n.nspname, c.relname into v_relkind, v_schema, v_relname
-    from pg_class c join pg_namespace n on n.oid = c.relnamespace
-    where c.oid = v_tbl;
-    if v_relkind not in ('r', 'p') then
-        raise exception '% is not a table', v_tbl using errcode = '42809';
-    end if;
-    if v_schema = 'webhook' then
-        raise exception 'the tables of pg_webhook itself cannot be watched' using errcode = '22023';
-    end if;
-    if v_schema in ('pg_catalog', 'information_schema') or v_schema like 'pg\_toast%' then
-        raise exception 'system catalogs cannot be watched' using errcode = '22023';
-    end if;
+    select t.nspname, t.relname into v_schema, v_relname from webhook._check_capturable(v_tbl) t;
     select array_agg(distinct lower(op) order by lower(op)) into v_ops from unnest(v_operations) as op;
     if v_ops is null or not v_ops <@ array['delete', 'insert', 'update'] or array_position(v_ops, null) is not null then
         raise exception 'operations must be a non-empty subset of {insert,update,delete}, not %', coalesce(v_operations::text, 'NULL')

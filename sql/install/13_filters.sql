@@ -57,6 +57,32 @@ end
 $$;
 
 -- API: Private
+-- Raises 42501 unless webhook_filter has no right at all: the filters and
+-- the backfills' readers (14_backfill.sql) rely on running as it to read
+-- nothing.
+create function webhook._check_filter_role()
+returns void
+language plpgsql stable
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+begin
+    -- The role was made without rights, but roles are cluster-wide and
+    -- made only when missing: one that someone made beforehand, or gave
+    -- rights to since, would lend its rights to every filter.
+    if exists (select from pg_roles r
+               where r.rolname = 'webhook_filter'
+                 and (r.rolsuper or r.rolcanlogin or r.rolcreaterole or r.rolcreatedb or r.rolreplication
+                      or r.rolbypassrls
+                      or exists (select from pg_auth_members m where m.member = r.oid or m.roleid = r.oid))) then
+        raise exception 'the role webhook_filter has rights: filters run as it, so it must have none'
+            using errcode = '42501',
+                  hint = 'Make it NOLOGIN, NOSUPERUSER, NOCREATEROLE, NOCREATEDB, NOREPLICATION, NOBYPASSRLS, '
+                         'and a member of no role.';
+    end if;
+end
+$$;
+
+-- API: Private
 -- Makes p_filter the filter of subscription period p_subscription_id, or
 -- raises what is wrong with it (its syntax, a name it does not know, a type
 -- other than boolean, something it may not read).
@@ -86,19 +112,7 @@ begin
     if strpos(p_filter, ';') > 0 then
         raise exception 'a filter is one SQL condition: it has no ";"' using errcode = '42601', hint = v_hint;
     end if;
-    -- The role was made without rights, but roles are cluster-wide and
-    -- made only when missing: one that someone made beforehand, or gave
-    -- rights to since, would lend its rights to every filter.
-    if exists (select from pg_roles r
-               where r.rolname = 'webhook_filter'
-                 and (r.rolsuper or r.rolcanlogin or r.rolcreaterole or r.rolcreatedb or r.rolreplication
-                      or r.rolbypassrls
-                      or exists (select from pg_auth_members m where m.member = r.oid or m.roleid = r.oid))) then
-        raise exception 'the role webhook_filter has rights: filters run as it, so it must have none'
-            using errcode = '42501',
-                  hint = 'Make it NOLOGIN, NOSUPERUSER, NOCREATEROLE, NOCREATEDB, NOREPLICATION, NOBYPASSRLS, '
-                         'and a member of no role.';
-    end if;
+    perform webhook._check_filter_role();
     v_propagation := webhook._citus_ddl_propagation(true, null);
     begin
         -- Without ";" this is one statement, and RETURN its last clause.

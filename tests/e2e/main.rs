@@ -2,6 +2,7 @@
 //! real worker (in-process, or its binary where a process must die), real
 //! HTTP receivers on 127.0.0.1. One binary, one module per concern.
 
+mod backfill;
 mod bytes;
 mod capture;
 mod chaos;

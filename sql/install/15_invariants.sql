@@ -50,6 +50,16 @@ as $$
       and ((select count(*) from webhook.subscriptions s where s.endpoint_id = e.id and s.until_txid is null) <> 1
            or not exists (select from webhook.endpoint_secrets k where k.endpoint_id = e.id))
     union all
+    select d.id, 'an event for one endpoint is delivered to it alone'
+    from webhook.deliveries d
+    join webhook.events e on e.slot = d.event_slot and e.txid = d.event_txid and e.id = d.event_id
+    where e.endpoint_id is not null and e.endpoint_id <> d.endpoint_id
+    union all
+    select b.id, 'a running backfill has its two functions, a finished one none'
+    from webhook.backfills b
+    cross join webhook._backfill_functions(b.id) f
+    where (b.status = 'running') <> (to_regprocedure(format('webhook.%I(jsonb, integer)', f.entry)) is not null)
+       or (b.status = 'running') <> (to_regprocedure(format('webhook.%I(jsonb, integer)', f.reader)) is not null)    union all
     select c, 'a Citus node has each endpoint as the coordinator last published it'
     from webhook._cluster_stale() c
     union all

@@ -65,7 +65,7 @@ grant usage on schema webhook to webhook_admin, webhook_publisher, webhook_reade
 -- bookkeeping tables.
 grant select on webhook.endpoints, webhook.subscriptions, webhook.events, webhook.deliveries, webhook.attempts,
     webhook.endpoint_activity, webhook.endpoint_stats, webhook.endpoint_stats_hourly, webhook.delivery_log,
-    webhook.endpoint_health, webhook.event_types
+    webhook.endpoint_health, webhook.event_types, webhook.backfills
     to webhook_reader;
 -- On a Citus coordinator, every node's log and health.
 grant execute on function webhook.cluster_delivery_log(timestamptz), webhook.cluster_endpoint_health()
@@ -99,7 +99,10 @@ grant execute on function
     webhook_purge(),
     webhook_watch(regclass, text[], text, text[], text),
     webhook_unwatch(regclass),
+    webhook_backfill(regclass, bigint, text),
+    webhook_backfill_cancel(bigint),
     webhook._citus_table_kind(regclass),
+    webhook._check_capturable(regclass),
     webhook._capture()
     to webhook_admin;
 
@@ -143,6 +146,8 @@ select pg_catalog.pg_extension_config_dump('webhook.generations', 'where gen > 0
 select pg_catalog.pg_extension_config_dump('webhook.fanout_state', '');
 select pg_catalog.pg_extension_config_dump('webhook.idempotency_keys', '');
 select pg_catalog.pg_extension_config_dump('webhook.published_types', '');
+select pg_catalog.pg_extension_config_dump('webhook.backfills', '');
+select pg_catalog.pg_extension_config_dump('webhook.backfills_id_seq', '');
 select pg_catalog.pg_extension_config_dump('webhook.events_id_seq', '');
 select pg_catalog.pg_extension_config_dump('webhook.deliveries_id_seq', '');
 select pg_catalog.pg_extension_config_dump('webhook.attempts_id_seq', '');

@@ -1,0 +1,333 @@
+//! Backfill (`webhook_backfill`): a table's existing rows as `<prefix>.read`
+//! events, against real receivers and real workers, beside live writes,
+//! across a worker restart, with the rights of the role that asks.
+
+use pg_webhook_tests::{Receiver, RunningWorker, TestDb};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+/// The `data.new.id` of each request of type `event_type`, in arrival order.
+fn row_ids(receiver: &Receiver, event_type: &str) -> Vec<i64> {
+    receiver
+        .requests()
+        .iter()
+        .map(|r| r.json())
+        .filter(|b| b["type"] == event_type)
+        .map(|b| b["data"]["new"]["id"].as_i64().expect("a row id"))
+        .collect()
+}
+
+/// Asserts that `ids` holds each of `expected` exactly once.
+fn assert_each_once(ids: &[i64], expected: impl Iterator<Item = i64>, what: &str) {
+    let distinct: BTreeSet<i64> = ids.iter().copied().collect();
+    assert_eq!(distinct.len(), ids.len(), "{what}: a row was sent twice");
+    assert_eq!(
+        distinct,
+        expected.collect::<BTreeSet<i64>>(),
+        "{what}: not every row, or a row too many"
+    );
+}
+
+/// The SQLSTATE of `sql`'s error, run by `client`.
+async fn sqlstate(client: &tokio_postgres::Client, sql: &str) -> String {
+    let e = client
+        .batch_execute(sql)
+        .await
+        .expect_err(&format!("{sql} should fail"));
+    e.code().expect("a database error").code().to_string()
+}
+
+const ROWS: i64 = 4000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_sends_every_row_once_beside_live_writes_and_goes_on_after_a_restart() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    let all = Receiver::start().await;
+    let one = Receiver::start().await;
+    let live = Receiver::start().await;
+    // A slow receiver: the backfill lasts seconds, and live events come
+    // in the middle of it.
+    all.set_delay(Duration::from_millis(50));
+    client
+        .batch_execute(&format!(
+            "create table items (id bigint primary key, v int not null, secret text);
+             insert into items select g, g, 'not sent' from generate_series(1, {ROWS}) g;
+             analyze items;
+             select webhook_watch('items', '{{update}}', columns => '{{id,v}}');"
+        ))
+        .await
+        .unwrap();
+    db.subscribe(&client, &all.url("/all"), &["items.*"], None)
+        .await;
+    let (one_id, _) = db
+        .subscribe(&client, &one.url("/one"), &["other.*"], None)
+        .await;
+    db.subscribe(&client, &live.url("/live"), &["live.*"], None)
+        .await;
+    let to_all: i64 = client
+        .query_one("select webhook_backfill('items')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let to_one: i64 = client
+        .query_one(
+            "select webhook_backfill('items', endpoint => $1, \"where\" => 'id % 10 = 0')",
+            &[&one_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+
+    let mut worker = RunningWorker::start(db.worker_config());
+    db.wait_for(
+        &client,
+        &format!("select rows_read >= 1000 from webhook.backfills where id = {to_all}"),
+        Some(&mut worker.events),
+    )
+    .await;
+    // Live writes in the middle of it: 100 rows updated (their change
+    // events and their read events both arrive), 20 events of their own.
+    client
+        .batch_execute(
+            "update items set v = v + 1000000 where id % 40 = 1;
+             select webhook_publish('live.ping', jsonb_build_object('n', g)) from generate_series(1, 20) g;",
+        )
+        .await
+        .unwrap();
+    db.wait_for(
+        &client,
+        "select count(*) = 20 from webhook.delivery_log where event_type = 'live.ping' and status = 'succeeded'",
+        Some(&mut worker.events),
+    )
+    .await;
+    let running: bool = client
+        .query_one(
+            &format!("select status = 'running' from webhook.backfills where id = {to_all}"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        running,
+        "live events went out while the backfill was still sending, not behind it"
+    );
+
+    // A restart: the next worker goes on from the committed cursor.
+    worker.stop().await;
+    let read_at_stop: i64 = client
+        .query_one(
+            &format!("select rows_read from webhook.backfills where id = {to_all}"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        read_at_stop > 0 && read_at_stop < ROWS,
+        "stopped in the middle: {read_at_stop}"
+    );
+    let mut worker = RunningWorker::start(db.worker_config());
+    db.wait_for(
+        &client,
+        "select bool_and(status = 'done') and not exists (select from webhook.deliveries_open) \
+         from webhook.backfills",
+        Some(&mut worker.events),
+    )
+    .await;
+    worker.stop().await;
+
+    assert_each_once(&row_ids(&all, "items.read"), 1..=ROWS, "to every endpoint");
+    assert_eq!(row_ids(&all, "items.updated").len(), 100);
+    assert_each_once(
+        &row_ids(&one, "items.read"),
+        (1..=ROWS).filter(|id| id % 10 == 0),
+        "to one endpoint, where id % 10 = 0",
+    );
+    assert_eq!(
+        one.requests().len(),
+        (ROWS / 10) as usize,
+        "the one endpoint got the backfill alone, whatever its event types"
+    );
+    assert_eq!(live.requests().len(), 20);
+    let body = all
+        .requests()
+        .iter()
+        .map(|r| r.json())
+        .find(|b| b["type"] == "items.read" && b["data"]["new"]["id"] == 7)
+        .expect("row 7");
+    assert_eq!(
+        body["data"],
+        serde_json::json!({"table": "items", "schema": "public", "op": "read",
+                           "new": {"id": 7, "v": 7}, "old": null}),
+        "the shape of a captured row, with the watch's columns"
+    );
+    let progress = client
+        .query(
+            "select rows_read, rows_sent from webhook.backfills order by id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let progress: Vec<(i64, i64)> = progress.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        progress,
+        [(ROWS, ROWS), (ROWS, ROWS / 10)],
+        "{to_all} {to_one}"
+    );
+    db.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_reads_with_the_rights_of_the_role_that_asks_and_can_be_cancelled() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    let receiver = Receiver::start().await;
+    client
+        .batch_execute(
+            "create table accounts (id int primary key, tenant text not null, v int, secret text);
+             insert into accounts select g, case when g % 2 = 0 then 'a' else 'b' end, g, 'hidden'
+             from generate_series(1, 100) g;
+             alter table accounts enable row level security;
+             create policy tenant_a on accounts for select using (tenant = 'a');",
+        )
+        .await
+        .unwrap();
+    let (endpoint, _) = db
+        .subscribe(&client, &receiver.url("/r"), &["accounts.*"], None)
+        .await;
+    let (name, admin) = db.login(&client, "bf", &["webhook_admin"]).await;
+
+    // No right on the table; then the right on some columns but not on
+    // every one the backfill would send (no watch: all of them) or on the
+    // one its condition names.
+    assert_eq!(
+        sqlstate(&admin, "select webhook_backfill('accounts')").await,
+        "42501"
+    );
+    client
+        .batch_execute(&format!(
+            "grant select (id, tenant, v) on accounts to {name}"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        sqlstate(&admin, "select webhook_backfill('accounts')").await,
+        "42501"
+    );
+    client
+        .batch_execute("select webhook_watch('accounts', columns => '{id,tenant,v}')")
+        .await
+        .unwrap();
+    assert_eq!(
+        sqlstate(
+            &admin,
+            "select webhook_backfill('accounts', \"where\" => 'secret is not null')"
+        )
+        .await,
+        "42501"
+    );
+
+    // Allowed now; its row-level security applies (tenant a only).
+    let allowed: i64 = admin
+        .query_one(
+            "select webhook_backfill('accounts', \"where\" => 'v > 10')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    // Its owner turns a reader into SECURITY INVOKER: the step calls it as
+    // webhook_filter, which may read nothing, not as the extension owner.
+    let hijacked: i64 = admin
+        .query_one(
+            "select webhook_backfill('accounts', endpoint => $1)",
+            &[&endpoint],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    admin
+        .batch_execute(&format!(
+            "alter function webhook._backfill_{hijacked}_rows(jsonb, integer) security invoker"
+        ))
+        .await
+        .unwrap();
+    // Cancelled before any worker runs: nothing of it is ever read.
+    let cancelled: i64 = admin
+        .query_one("select webhook_backfill('accounts')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let first: bool = admin
+        .query_one("select webhook_backfill_cancel($1)", &[&cancelled])
+        .await
+        .unwrap()
+        .get(0);
+    let again: bool = admin
+        .query_one("select webhook_backfill_cancel($1)", &[&cancelled])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        first && !again,
+        "cancelled once; the second time it had ended"
+    );
+    assert_eq!(
+        sqlstate(&admin, "select webhook_backfill_cancel(-1)").await,
+        "42704"
+    );
+
+    let mut worker = RunningWorker::start(db.worker_config());
+    db.wait_for(
+        &client,
+        "select count(*) = 3 from webhook.backfills where status <> 'running' \
+         and not exists (select from webhook.deliveries_open)",
+        Some(&mut worker.events),
+    )
+    .await;
+    worker.stop().await;
+    let rows = client
+        .query(
+            "select id, status, rows_read, rows_sent, coalesce(error, '') from webhook.backfills order by id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let state: Vec<(i64, String, i64, i64, String)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect();
+    assert_eq!(state[0].0, allowed);
+    assert_eq!(
+        (&state[0].1[..], state[0].2, state[0].3),
+        ("done", 50, 45),
+        "tenant a's 50 rows read, the 45 over 10 sent"
+    );
+    assert_eq!(state[1].0, hijacked);
+    assert_eq!(state[1].1, "failed");
+    assert!(
+        state[1].4.contains("permission denied") && state[1].4.contains("42501"),
+        "{}",
+        state[1].4
+    );
+    assert_eq!(
+        (state[2].0, &state[2].1[..], state[2].2),
+        (cancelled, "cancelled", 0)
+    );
+    assert_each_once(
+        &row_ids(&receiver, "accounts.read"),
+        (12..=100).step_by(2),
+        "tenant a, v > 10",
+    );
+    assert!(
+        receiver
+            .requests()
+            .iter()
+            .all(|r| r.json()["data"]["new"].get("secret").is_none()),
+        "the watch's columns only"
+    );
+    drop(admin);
+    db.finish().await;
+}
