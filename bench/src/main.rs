@@ -6,6 +6,7 @@
 //! Every figure is the median of `--runs` runs.
 
 mod analysts;
+mod backfill;
 mod capture;
 mod ceiling;
 mod cpu;
@@ -74,6 +75,9 @@ pub struct Args {
     /// Seconds of the steady-load retention run (pg_webhook.retention is 60 s).
     #[arg(long, default_value_t = 480)]
     pub retention_secs: u64,
+    /// Rows of the table backfilled in the backfill run.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub backfill_rows: usize,
     /// Rows per second in the retention run.
     #[arg(long, default_value_t = 500)]
     pub retention_rate: u32,
@@ -90,7 +94,8 @@ pub struct Args {
     /// Only these scenarios (comma separated: ceiling, drain, drain2 (the
     /// same drain by two worker processes), fanout, fanout2 (by two), capture,
     /// latency, backlog, memory, heads (hostile receivers' answer heads),
-    /// fairness, retention, health, analysts, statements, compare, filters).
+    /// fairness, retention, health, analysts, statements, compare, filters,
+    /// backfill).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Commit being measured (for the report).
@@ -176,6 +181,10 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.wants("filters") {
         figures.filters = Some(filters::run(&args).await?);
+        eprintln!();
+    }
+    if args.wants("backfill") {
+        figures.backfill = Some(backfill::run(&args).await?);
         eprintln!();
     }
     if args.wants("statements") {

@@ -2,6 +2,7 @@
 //! JSON, the same table as Markdown (pasted into BENCHMARKS.md) and an SVG plot.
 
 use crate::analysts::Analysts;
+use crate::backfill::Backfill;
 use crate::capture::CaptureRow;
 use crate::ceiling::Ceiling;
 use crate::drain::{Backlog, Throughput};
@@ -45,6 +46,7 @@ pub struct Figures {
     pub backlog: Option<Backlog>,
     pub fairness: Option<Fairness>,
     pub filters: Option<Filters>,
+    pub backfill: Option<Backfill>,
     pub retention: Option<Retention>,
     pub health: Option<Health>,
     pub memory: Option<Memory>,
@@ -106,6 +108,7 @@ impl Figures {
             backlog: None,
             fairness: None,
             filters: None,
+            backfill: None,
             retention: None,
             health: None,
             memory: None,
@@ -254,6 +257,18 @@ pub fn table(f: &Figures) -> String {
                 r.events_per_sec / base
             );
         }
+    }
+    if let Some(b) = &f.backfill {
+        let _ = writeln!(
+            t,
+            "| backfill of {} rows to one endpoint, live load beside it / drain of captured rows | {:.0} rows/s / {:.0} deliveries/s: **{:.2}** | | | |",
+            b.rows, b.rows_per_sec, b.drain_per_sec, b.rows_per_sec / b.drain_per_sec
+        );
+        let _ = writeln!(
+            t,
+            "| live events (100/s) during the backfill / alone, latency p50 and p99 | {:.1} / {:.1} ms and {:.1} / {:.1} ms | not starved | | |",
+            b.live_during_ms.0, b.live_alone_ms.0, b.live_during_ms.1, b.live_alone_ms.1
+        );
     }
     if let Some(r) = &f.retention {
         let _ = writeln!(

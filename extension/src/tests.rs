@@ -1301,7 +1301,7 @@ mod tests {
     fn a_backfill_is_checked_when_asked_and_walks_its_table_by_key_within_its_window() {
         Spi::run(
             "create table pairs (a int, b text, v int, primary key (a, b));
-             insert into pairs select g / 3, chr(97 + g % 3), g from generate_series(0, 1199) g;
+             insert into pairs select g / 3, chr(97 + g % 3), g from generate_series(0, 2499) g;
              create table t (id int primary key, x int, big text);
              insert into t values (1, 1, repeat('x', 2000)), (2, 2, 'small');
              create table nokey (x int);
@@ -1361,7 +1361,7 @@ mod tests {
                     .unwrap()
             })
             .collect();
-        assert_eq!(steps, [500, 500, 0], "a window of 1,000 open deliveries");
+        assert_eq!(steps, [1000, 1000, 0], "a window of 2,000 open deliveries");
         assert!(!Spi::get_one::<bool>("select webhook._backfill_ready()")
             .unwrap()
             .unwrap());
@@ -1385,7 +1385,7 @@ mod tests {
             ))
             .unwrap()
             .unwrap(),
-            r#"done 1200 1200 {"a": 399, "b": "c"}"#
+            r#"done 2500 2500 {"a": 833, "b": "a"}"#
         );
         assert_eq!(
             count(&format!(
@@ -1393,7 +1393,7 @@ mod tests {
                                       from webhook.events where event_type = 'pairs.read' and endpoint_id = {f}) s
                  where s.v = s.n - 1"
             )),
-            1200,
+            2500,
             "events in key order, one per row"
         );
         assert_eq!(

@@ -21,14 +21,14 @@
 -- "where" condition is the requester's SQL, in the reader's body: it runs
 -- as the requester, its names bound when the backfill is made.
 --
--- Backpressure: a batch is read only while the endpoint (for a backfill to
--- every subscribed endpoint: each of them, and only once the previous
--- batch is fanned out) holds fewer than webhook._backfill_window() open
--- deliveries. A backfill never queues more than that ahead of live events:
--- the endpoint's live deliveries wait behind at most that many, other
--- endpoints keep their fair share of the worker, and a paused, failing or
--- rate-limited endpoint holds its backfill back instead of piling the
--- table up in the queue.
+-- Backpressure: a batch (half of webhook._backfill_window(), so 1,000 rows)
+-- is read only while the endpoint has room for it under the window (2,000
+-- open deliveries); for a backfill to every subscribed endpoint, each of
+-- them, and only once the previous batch is fanned out. A backfill never
+-- queues more than a window ahead of live events: the endpoint's live
+-- deliveries wait behind at most that many, other endpoints keep their
+-- fair share of the worker, and a paused, failing or rate-limited endpoint
+-- holds its backfill back instead of piling the table up in the queue.
 -- =============================================================================
 
 -- API: Private
@@ -86,7 +86,7 @@ comment on column webhook.backfills.last_txid is 'The transaction of the last ba
 create function webhook._backfill_window()
 returns integer
 language sql immutable
-return 1000;
+return 2000;
 
 -- API: Private
 -- The arguments of a table's capture trigger (webhook_watch), without the
@@ -173,14 +173,14 @@ $$;
 
 -- API: Private
 -- True when a running backfill may send a batch now (the worker's next-due
--- time is then 0).
+-- time is then 0): its endpoint has room for half a window.
 create function webhook._backfill_ready()
 returns boolean
 language sql stable
 set search_path = pg_catalog, webhook, pg_temp
 as $$
     select exists (select from webhook.backfills b
-                   where b.status = 'running' and webhook._backfill_room(b) > 0)
+                   where b.status = 'running' and webhook._backfill_room(b) >= webhook._backfill_window() / 2)
 $$;
 
 -- API: Private
@@ -404,29 +404,6 @@ comment on function webhook_backfill_cancel(bigint) is
     'Stops a running backfill: no further row is read; the events it already wrote are delivered. False if it had already ended.';
 
 -- API: Private
--- The event of a row read by a backfill: the shape of a captured row's,
--- op "read"; a row over pg_webhook.max_payload_bytes is cut down to its
--- key as a captured row is (payload.rs), with "truncated": true.
-create function webhook._read_event(
-    p_table text,   -- the table's name
-    p_schema text,  -- its schema
-    p_new json,     -- the row
-    p_key jsonb,    -- its primary key, or null when the watch does not send it
-    p_max integer   -- the size limit
-) returns json
-language sql stable
-set search_path = pg_catalog, pg_temp
-as $$
-    -- Text, as payload.rs writes a captured row's: compact, in this order.
-    select case when octet_length(s.e) <= p_max then s.e::json
-                else format('{"table":%s,"schema":%s,"op":"read","new":%s,"old":null,"truncated":true}',
-                            to_json(p_table), to_json(p_schema), coalesce(p_key::text, '{}'))::json
-           end
-    from (select format('{"table":%s,"schema":%s,"op":"read","new":%s,"old":null}',
-                        to_json(p_table), to_json(p_schema), p_new) as e) s
-$$;
-
--- API: Private
 -- One batch of one running backfill whose endpoint has room (the one that
 -- waited longest): its next rows become events (and deliveries, for a
 -- backfill to one endpoint) and its cursor moves past them. Called by the
@@ -464,8 +441,10 @@ begin
                 continue;
             end if;
         end if;
-        v_limit := least(webhook._backfill_room(b), webhook._backfill_window() / 2);
-        continue when v_limit <= 0;
+        -- Whole batches of half the window: a batch costs its statements'
+        -- planning whatever its size, so the window refills in two.
+        v_limit := webhook._backfill_window() / 2;
+        continue when webhook._backfill_room(b) < v_limit;
         f := webhook._backfill_functions(b.id);
         begin
             -- The step runs as the extension owner: the function it calls
@@ -490,8 +469,22 @@ begin
                     select nextval('webhook.events_id_seq'), $3, $4, $5, x.payload, octet_length(x.payload::text),
                            $6, $7, $8
                     from r
-                    cross join lateral (select webhook._read_event($9, $10, r.new, case when $11 then r.k end,
-                                                                   $12) as payload) x
+                    -- The event: a captured row's shape (payload.rs), op
+                    -- "read"; a row over pg_webhook.max_payload_bytes cut
+                    -- down to its key, with "truncated": true. Written out
+                    -- here rather than in a function: a function with its
+                    -- own settings costs a call per row.
+                    cross join lateral (
+                        select format('{"table":%%s,"schema":%%s,"op":"read","new":%%s,"old":null}',
+                                      $9, $10, r.new) as e
+                    ) f
+                    cross join lateral (
+                        select case when octet_length(f.e) <= $12 then f.e
+                                    else format('{"table":%%s,"schema":%%s,"op":"read","new":%%s,"old":null,'
+                                                || '"truncated":true}',
+                                                $9, $10, coalesce(case when $11 then r.k::text end, '{}'))
+                               end::json as payload
+                    ) x
                     where r.new is not null
                     order by r.n
                     returning id, slot, txid, id_namespace
@@ -513,8 +506,8 @@ begin
                                    where c.oid = b.source_table),
                                   (select c.relname from pg_class c where c.oid = b.source_table)),
                   webhook._id_namespace(), b.endpoint_id,
-                  (select c.relname::text from pg_class c where c.oid = b.source_table),
-                  (select n.nspname::text from pg_class c join pg_namespace n on n.oid = c.relnamespace
+                  (select to_json(c.relname::text)::text from pg_class c where c.oid = b.source_table),
+                  (select to_json(n.nspname::text)::text from pg_class c join pg_namespace n on n.oid = c.relnamespace
                    where c.oid = b.source_table),
                   b.columns is null or b.key_columns <@ b.columns,
                   coalesce(nullif(current_setting('pg_webhook.max_payload_bytes', true), '')::integer, 1048576),
