@@ -284,8 +284,8 @@ unsafe fn verdict(
 
 /// True when the values the direct insert writes are those the statement
 /// would: `id`'s default is `nextval` of `sequence`, `created_at`'s is
-/// `now()`, no other column the statement leaves out (the idempotency key)
-/// has a default or NOT NULL.
+/// `now()`, no other column the statement leaves out (the idempotency key,
+/// the endpoint) has a default or NOT NULL.
 ///
 /// # Safety
 /// `rel` must be an open relation whose attributes `columns` describes.
@@ -325,7 +325,9 @@ unsafe fn values_match(
                     Some(Column::CreatedAt) => {
                         default_of(attnum).is_some_and(|e| is_call_of(e, pg_sys::F_NOW))
                     }
-                    Some(Column::IdempotencyKey) => !att.atthasdef && !att.attnotnull,
+                    Some(Column::IdempotencyKey | Column::EndpointId) => {
+                        !att.atthasdef && !att.attnotnull
+                    }
                     // Given a value by both the statement and the direct insert.
                     Some(_) => true,
                 }

@@ -1,8 +1,9 @@
 //! Backfill (`webhook_backfill`): a table's existing rows as `<prefix>.read`
 //! events, against real receivers and real workers, beside live writes,
-//! across a worker restart, with the rights of the role that asks.
+//! across a worker restart and a dump and restore, with the rights of the
+//! role that asks.
 
-use pg_webhook_tests::{Receiver, RunningWorker, TestDb};
+use pg_webhook_tests::{pg_tool, Receiver, RunningWorker, TestDb};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -329,5 +330,70 @@ async fn a_backfill_reads_with_the_rights_of_the_role_that_asks_and_can_be_cance
         "the watch's columns only"
     );
     drop(admin);
+    db.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_backfill_goes_on_after_a_dump_and_restore() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    let receiver = Receiver::start().await;
+    client
+        .batch_execute(
+            "create table items (id int primary key, v int);
+             insert into items select g, g from generate_series(1, 2500) g;",
+        )
+        .await
+        .unwrap();
+    db.subscribe(&client, &receiver.url("/r"), &["items.*"], None)
+        .await;
+    // One batch read (what a worker's claim does), then the dump: the
+    // backfill's row and its two functions are in it.
+    client
+        .batch_execute("select webhook_backfill('items')")
+        .await
+        .unwrap();
+    let read: i32 = client
+        .query_one("select webhook._backfill_step()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(read, 1000);
+    let dump = std::env::temp_dir().join(format!("{}.dump", db.name));
+    pg_tool(
+        "pg_dump",
+        &["-Fc", "-f", dump.to_str().unwrap(), "-d", &db.dsn],
+    )
+    .await;
+    let restored = TestDb::empty().await;
+    pg_tool(
+        "pg_restore",
+        &[
+            "--exit-on-error",
+            "-d",
+            &restored.dsn,
+            dump.to_str().unwrap(),
+        ],
+    )
+    .await;
+    std::fs::remove_file(&dump).ok();
+
+    let rclient = restored.client().await;
+    let mut worker = RunningWorker::start(restored.worker_config());
+    restored
+        .wait_for(
+            &rclient,
+            "select bool_and(status = 'done') and not exists (select from webhook.deliveries_open) \
+             from webhook.backfills",
+            Some(&mut worker.events),
+        )
+        .await;
+    worker.stop().await;
+    assert_each_once(
+        &row_ids(&receiver, "items.read"),
+        1..=2500,
+        "the first batch and the rest, after the restore",
+    );
+    restored.finish().await;
     db.finish().await;
 }
