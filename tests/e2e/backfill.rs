@@ -3,7 +3,7 @@
 //! across a worker restart and a dump and restore, with the rights of the
 //! role that asks.
 
-use pg_webhook_tests::{pg_tool, Receiver, RunningWorker, TestDb};
+use pg_webhook_tests::{Receiver, RunningWorker, TestDb};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -359,24 +359,7 @@ async fn a_running_backfill_goes_on_after_a_dump_and_restore() {
         .unwrap()
         .get(0);
     assert_eq!(read, 1000);
-    let dump = std::env::temp_dir().join(format!("{}.dump", db.name));
-    pg_tool(
-        "pg_dump",
-        &["-Fc", "-f", dump.to_str().unwrap(), "-d", &db.dsn],
-    )
-    .await;
-    let restored = TestDb::empty().await;
-    pg_tool(
-        "pg_restore",
-        &[
-            "--exit-on-error",
-            "-d",
-            &restored.dsn,
-            dump.to_str().unwrap(),
-        ],
-    )
-    .await;
-    std::fs::remove_file(&dump).ok();
+    let restored = db.dump_and_restore().await;
 
     let rclient = restored.client().await;
     let mut worker = RunningWorker::start(restored.worker_config());

@@ -1,7 +1,7 @@
 //! Filters in SQL: a watch's "when" and a subscription's filter, against
 //! real receivers, a real worker and a real pg_dump and restore.
 
-use pg_webhook_tests::{connect_with_notices, pg_tool, Receiver, RunningWorker, TestDb};
+use pg_webhook_tests::{connect_with_notices, Receiver, RunningWorker, TestDb};
 use std::time::Duration;
 
 /// Subscribes `url` to every event with `filter`; returns the endpoint id.
@@ -110,24 +110,7 @@ async fn a_watch_when_and_a_filter_survive_a_dump_and_restore() {
         )
         .await
         .unwrap();
-    let dump = std::env::temp_dir().join(format!("{}.dump", db.name));
-    pg_tool(
-        "pg_dump",
-        &["-Fc", "-f", dump.to_str().unwrap(), "-d", &db.dsn],
-    )
-    .await;
-    let restored = TestDb::empty().await;
-    pg_tool(
-        "pg_restore",
-        &[
-            "--exit-on-error",
-            "-d",
-            &restored.dsn,
-            dump.to_str().unwrap(),
-        ],
-    )
-    .await;
-    std::fs::remove_file(&dump).ok();
+    let restored = db.dump_and_restore().await;
 
     // pg_dump keeps the filter's text, not its function: the fan-out makes
     // it again before it fans out the first events.

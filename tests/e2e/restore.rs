@@ -1,7 +1,7 @@
 //! pg_dump and restore keep everything, and webhook-ids stay unique across
 //! databases and restores.
 
-use pg_webhook_tests::{pg_tool, snapshot, OwnCluster, Receiver, RunningWorker, TestDb};
+use pg_webhook_tests::{snapshot, OwnCluster, Receiver, RunningWorker, TestDb};
 use std::collections::HashSet;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,24 +56,7 @@ async fn a_dump_restored_into_a_fresh_database_carries_on() {
 
     // The real tools of PostgreSQL 15: custom-format dump, restore into a
     // fresh database (the extension is created by the restore itself).
-    let dump = std::env::temp_dir().join(format!("{}.dump", db.name));
-    pg_tool(
-        "pg_dump",
-        &["-Fc", "-f", dump.to_str().unwrap(), "-d", &db.dsn],
-    )
-    .await;
-    let restored = TestDb::empty().await;
-    pg_tool(
-        "pg_restore",
-        &[
-            "--exit-on-error",
-            "-d",
-            &restored.dsn,
-            dump.to_str().unwrap(),
-        ],
-    )
-    .await;
-    std::fs::remove_file(&dump).ok();
+    let restored = db.dump_and_restore().await;
 
     let rclient = restored.client().await;
     let after = snapshot(&rclient).await;

@@ -114,6 +114,23 @@ impl TestDb {
         (name, client)
     }
 
+    /// A fresh database holding what this one holds, through the real tools:
+    /// a custom-format `pg_dump` restored by `pg_restore --exit-on-error`
+    /// (which creates the extension itself).
+    pub async fn dump_and_restore(&self) -> TestDb {
+        let dump = std::env::temp_dir().join(format!("{}.dump", self.name));
+        let path = dump.to_str().expect("a UTF-8 temporary path");
+        crate::pg_tool("pg_dump", &["-Fc", "-f", path, "-d", &self.dsn]).await;
+        let restored = TestDb::empty().await;
+        crate::pg_tool(
+            "pg_restore",
+            &["--exit-on-error", "-d", &restored.dsn, path],
+        )
+        .await;
+        std::fs::remove_file(&dump).ok();
+        restored
+    }
+
     /// Ends a scenario: fails the test if anything breaks an invariant that
     /// spans rows (see [`Self::assert_invariants`]), then drops the
     /// database (its connections too). Every end-to-end test ends with it,
