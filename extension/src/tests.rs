@@ -1376,7 +1376,7 @@ mod tests {
             Spi::get_one::<i32>("select webhook._backfill_step()")
                 .unwrap()
                 .unwrap(),
-            200
+            500
         );
         assert_eq!(
             Spi::get_one::<String>(&format!(
