@@ -19,7 +19,8 @@
 -- requester owns its reader and could make it SECURITY INVOKER, and it then
 -- runs as webhook_filter and reads nothing, not as the extension owner. The
 -- "where" condition is the requester's SQL, in the reader's body: it runs
--- as the requester, its names bound when the backfill is made.
+-- as the requester, its names resolved through the reader's pinned
+-- search_path (pg_catalog, webhook, pg_temp), never a caller's.
 --
 -- Backpressure: a batch (half of webhook._backfill_window(), so 1,000 rows)
 -- is read only while the endpoint has room for it under the window (2,000
@@ -334,15 +335,22 @@ begin
     v_order := format(' order by %s limit p_limit', v_key_list);
     v_propagation := webhook._citus_ddl_propagation(true, null);
     begin
-        -- Without ";" in the condition this is one statement.
+        -- PL/pgSQL, not a SQL-standard body: Citus plans no SQL function
+        -- with parameters that reads a distributed table. Its names are
+        -- resolved as it runs, through its own pinned search_path; the
+        -- body is a quoted literal, and without ";" in the condition its
+        -- one statement cannot become two. use_column: a column named like
+        -- an argument or an output (n, k, new) is the column.
         execute format(E'create function webhook.%I(p_after jsonb, p_limit integer)\n'
                        || E'returns table (n bigint, k jsonb, new json)\n'
-                       || E'language sql stable security definer\n'
-                       || E'begin atomic\n'
-                       || E'select r.n, r.k, r.new from ((%s)\nunion all\n(%s)) as r order by r.n;\n'
-                       || 'end',
-                       f.reader, v_select || 'p_after is null' || v_order,
-                       v_select || format('(%s) > (%s)', v_key_list, v_after) || v_order);
+                       || E'language plpgsql stable security definer\n'
+                       || E'set search_path = pg_catalog, webhook, pg_temp\n'
+                       || 'as %L',
+                       f.reader,
+                       format(E'#variable_conflict use_column\nbegin\nreturn query\n'
+                              || E'select r.n, r.k, r.new from ((%s)\nunion all\n(%s)) as r order by r.n;\nend',
+                              v_select || 'p_after is null' || v_order,
+                              v_select || format('(%s) > (%s)', v_key_list, v_after) || v_order));
     exception when others then
         get stacked diagnostics v_state = returned_sqlstate, v_message = message_text;
         if v_where is null or v_state = '42501' then
@@ -360,15 +368,20 @@ begin
     execute format('revoke all on function webhook.%I(jsonb, integer) from public', f.entry);
     execute format('grant execute on function webhook.%I(jsonb, integer) to webhook_filter', f.reader);
     perform webhook._citus_ddl_propagation(false, v_propagation);
-    -- PostgreSQL checks a statement's rights as it starts: reading nothing
-    -- finds a table, column or function the requester may not use.
+    -- Reading nothing parses the reader's statement (an unknown column or
+    -- function, a condition that is not boolean) and checks its rights,
+    -- which PostgreSQL does as a statement starts: a table, column or
+    -- function the requester may not use.
     begin
         execute format('select from webhook.%I(null, 0)', f.entry);
     exception when others then
         get stacked diagnostics v_state = returned_sqlstate, v_message = message_text;
-        raise exception 'cannot backfill %: %', v_tbl, v_message
-            using errcode = v_state,
-                  hint = format('The rows are read with the rights of %s, the role that asks.', session_user);
+        if v_state = '42501' or v_where is null then
+            raise exception 'cannot backfill %: %', v_tbl, v_message
+                using errcode = v_state,
+                      hint = format('The rows are read with the rights of %s, the role that asks.', session_user);
+        end if;
+        raise exception 'invalid "where" condition for %: %', v_tbl, v_message using errcode = v_state, hint = v_hint;
     end;
     perform webhook._wake();
     return v_id;
