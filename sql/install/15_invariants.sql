@@ -59,7 +59,8 @@ as $$
     from webhook.backfills b
     cross join webhook._backfill_functions(b.id) f
     where (b.status = 'running') <> (to_regprocedure(format('webhook.%I(jsonb, integer)', f.entry)) is not null)
-       or (b.status = 'running') <> (to_regprocedure(format('webhook.%I(jsonb, integer)', f.reader)) is not null)    union all
+       or (b.status = 'running') <> (to_regprocedure(format('webhook.%I(jsonb, integer)', f.reader)) is not null)
+    union all
     select c, 'a Citus node has each endpoint as the coordinator last published it'
     from webhook._cluster_stale() c
     union all

@@ -10,7 +10,9 @@
 --   webhook_worker     what pg-webhook-worker needs: claim, record, next
 --                      due, maintenance, the views its status page shows.
 -- And webhook_filter, granted to no one and given nothing: it owns the
--- subscription filters' functions, which run as it (see 13_filters.sql).
+-- subscription filters' functions, which run as it (see 13_filters.sql),
+-- and the function through which the worker calls a backfill's reader
+-- (see 14_backfill.sql).
 -- Writers of a watched table need nothing: the capture trigger fires for
 -- them because the table's owner attached it, and switches to the extension
 -- owner for its insert only. Attaching it takes EXECUTE on webhook._capture,
@@ -82,9 +84,11 @@ grant webhook_reader to webhook_admin;
 -- without path and query, webhook.endpoints.url), never a secret.
 grant select (endpoint_id, url) on webhook.endpoint_secrets to webhook_admin;
 
--- Admins: endpoints, watches, replays, purge. Everything runs as the
--- extension owner except webhook_watch/unwatch, which attach triggers with
--- the caller's own rights on the table (and EXECUTE on the trigger function).
+-- Admins: endpoints, watches, backfills, replays, purge. Everything runs as
+-- the extension owner except webhook_watch/unwatch, which attach triggers
+-- with the caller's own rights on the table (and EXECUTE on the trigger
+-- function), and a backfill's reading of the table, which its reader does
+-- with the rights of the role that asked.
 grant execute on function
     webhook_subscribe(text, text[], text, text, jsonb, jsonb, interval, jsonb, integer, text, integer, integer),
     webhook_unsubscribe(bigint),

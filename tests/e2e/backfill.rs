@@ -47,9 +47,12 @@ async fn a_backfill_sends_every_row_once_beside_live_writes_and_goes_on_after_a_
     let all = Receiver::start().await;
     let one = Receiver::start().await;
     let live = Receiver::start().await;
-    // A slow receiver: the backfill lasts seconds, and live events come
-    // in the middle of it.
-    all.set_delay(Duration::from_millis(50));
+    // A slow receiver and a worker of 32 slots (16 for it): the backfill
+    // lasts seconds (about 800 rows/s), and live events come in the middle
+    // of it.
+    all.set_delay(Duration::from_millis(20));
+    let mut config = db.worker_config();
+    config.concurrency = 32;
     client
         .batch_execute(&format!(
             "create table items (id bigint primary key, v int not null, secret text);
@@ -80,7 +83,7 @@ async fn a_backfill_sends_every_row_once_beside_live_writes_and_goes_on_after_a_
         .unwrap()
         .get(0);
 
-    let mut worker = RunningWorker::start(db.worker_config());
+    let mut worker = RunningWorker::start(config.clone());
     db.wait_for(
         &client,
         &format!("select rows_read >= 1000 from webhook.backfills where id = {to_all}"),
@@ -129,7 +132,7 @@ async fn a_backfill_sends_every_row_once_beside_live_writes_and_goes_on_after_a_
         read_at_stop > 0 && read_at_stop < ROWS,
         "stopped in the middle: {read_at_stop}"
     );
-    let mut worker = RunningWorker::start(db.worker_config());
+    let mut worker = RunningWorker::start(config);
     db.wait_for(
         &client,
         "select bool_and(status = 'done') and not exists (select from webhook.deliveries_open) \
