@@ -77,6 +77,8 @@ comment on column webhook.backfills.last_key is 'The key of the last row read: t
 comment on column webhook.backfills.rows_read is 'Rows read so far (whether or not they matched "where").';
 comment on column webhook.backfills.rows_sent is 'Events written so far (rows that matched).';
 comment on column webhook.backfills.rows_estimate is 'The table''s row count as PostgreSQL estimated it when the backfill began; null if never analyzed.';
+comment on column webhook.backfills.error is
+    'Why it failed; for a running one, the last batch that gave up (a lock on the table not had within 100 ms, a deadlock), tried again a second later.';
 comment on column webhook.backfills.last_txid is 'The transaction of the last batch (a backfill to every endpoint waits for its fan-out).';
 
 -- API: Private
@@ -143,7 +145,8 @@ $$;
 -- API: Private
 -- How many rows backfill p_backfill may send now: the window left by its
 -- endpoint (the fullest endpoint subscribed to its events, for a backfill
--- to all; none until its last batch is fanned out).
+-- to all; none until its last batch is fanned out, nor for a second after
+-- a batch gave up on a lock).
 create function webhook._backfill_room(
     p_backfill webhook.backfills -- a running backfill
 ) returns integer
@@ -154,6 +157,11 @@ declare
     v_window integer := webhook._backfill_window();
     st webhook.fanout_state;
 begin
+    -- A batch that gave up on a lock (webhook._backfill_step) is tried
+    -- again a second later, not at every claim.
+    if p_backfill.error is not null and p_backfill.updated_at > clock_timestamp() - interval '1 second' then
+        return 0;
+    end if;
     if p_backfill.endpoint_id is not null then
         return v_window - webhook._open_deliveries(p_backfill.endpoint_id, v_window);
     end if;
@@ -430,6 +438,10 @@ set search_path = pg_catalog, webhook, pg_temp
 -- Keys go out as text and come back: one format whatever the session's.
 set datestyle = 'ISO, YMD'
 set intervalstyle = 'postgres'
+-- The batch runs inside the claim: a lock held on the table (an ALTER
+-- TABLE, a LOCK) must not hold up the worker's deliveries. The batch gives
+-- up after this, and its backfill waits a second (webhook._backfill_room).
+set lock_timeout = '100ms'
 as $$
 declare
     b webhook.backfills;
@@ -527,12 +539,22 @@ begin
                   v_status;
         exception when others then
             get stacked diagnostics v_state = returned_sqlstate, v_message = message_text;
-            perform webhook._finish_backfill(b.id, 'failed', format('%s (SQLSTATE %s)', v_message, v_state));
+            -- A lock not had in time, a deadlock, a serialization failure:
+            -- the next batch may pass. Anything else would fail again.
+            if v_state = '55P03' or v_state like '40%' then
+                update webhook.backfills
+                set error = format('%s (SQLSTATE %s); tried again a second later', v_message, v_state),
+                    updated_at = clock_timestamp()
+                where id = b.id;
+            else
+                perform webhook._finish_backfill(b.id, 'failed', format('%s (SQLSTATE %s)', v_message, v_state));
+            end if;
             return 0;
         end;
         update webhook.backfills
         set last_key = coalesce(v_last, last_key), rows_read = rows_read + v_read, rows_sent = rows_sent + v_sent,
-            last_txid = case when v_sent > 0 then webhook._vxid() else last_txid end, updated_at = now()
+            last_txid = case when v_sent > 0 then webhook._vxid() else last_txid end, error = null,
+            updated_at = now()
         where id = b.id;
         if v_read < v_limit then
             perform webhook._finish_backfill(b.id, 'done', null);

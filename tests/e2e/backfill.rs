@@ -383,3 +383,76 @@ async fn a_running_backfill_goes_on_after_a_dump_and_restore() {
     restored.finish().await;
     db.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_on_the_table_holds_back_its_backfill_and_not_the_live_deliveries() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    let receiver = Receiver::start().await;
+    client
+        .batch_execute(
+            "create table items (id int primary key, v int);
+             insert into items select g, g from generate_series(1, 3000) g;",
+        )
+        .await
+        .unwrap();
+    db.subscribe(&client, &receiver.url("/r"), &["items.*", "live.*"], None)
+        .await;
+    let id: i64 = client
+        .query_one("select webhook_backfill('items')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    // Someone holds the table (an ALTER TABLE would): the batch gives up
+    // on the lock, the claim goes on, live events are delivered.
+    let locker = db.client().await;
+    locker
+        .batch_execute("begin; lock table items in access exclusive mode")
+        .await
+        .unwrap();
+    let mut worker = RunningWorker::start(db.worker_config());
+    client
+        .batch_execute("select webhook_publish('live.ping', jsonb_build_object('n', g)) from generate_series(1, 5) g")
+        .await
+        .unwrap();
+    db.wait_for(
+        &client,
+        &format!(
+            "select count(*) = 5 from webhook.delivery_log where event_type = 'live.ping' and status = 'succeeded'
+             and exists (select from webhook.backfills b where b.id = {id} and b.error like '%55P03%')"
+        ),
+        Some(&mut worker.events),
+    )
+    .await;
+    let row = client
+        .query_one(
+            &format!("select status, rows_read from webhook.backfills where id = {id}"),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, i64>(1)),
+        ("running".to_owned(), 0),
+        "held back, not failed"
+    );
+    // The lock goes: the backfill goes on, from where it was.
+    locker.batch_execute("commit").await.unwrap();
+    db.wait_for(
+        &client,
+        &format!(
+            "select status = 'done' and error is null and not exists (select from webhook.deliveries_open) \
+             from webhook.backfills where id = {id}"
+        ),
+        Some(&mut worker.events),
+    )
+    .await;
+    worker.stop().await;
+    assert_each_once(
+        &row_ids(&receiver, "items.read"),
+        1..=3000,
+        "after the lock",
+    );
+    drop(locker);
+    db.finish().await;
+}
