@@ -4121,6 +4121,9 @@ begin
         end if;
     end if;
     perform webhook._check_filter_role();
+    if (select c.relpersistence from pg_class c where c.oid = v_tbl) = 't' then
+        raise exception '% is a temporary table: the worker cannot read it', v_tbl using errcode = '0A000';
+    end if;
     select array_agg(a.attname::text order by k.ord) into v_keys
     from pg_index i
     cross join lateral unnest(i.indkey) with ordinality k(attnum, ord)

@@ -1306,6 +1306,7 @@ mod tests {
              insert into t values (1, 1, repeat('x', 2000)), (2, 2, 'small');
              create table nokey (x int);
              create table lonely (id int primary key);
+             create temp table scratch (id int primary key);
              create view v as select * from t;",
         )
         .unwrap();
@@ -1323,6 +1324,7 @@ mod tests {
                 "22023",
             ),
             ("select webhook_backfill('nokey')".into(), "0A000"),
+            (format!("select webhook_backfill('scratch', {f})"), "0A000"),
             ("select webhook_backfill('lonely')".into(), "22023"),
             (
                 "select webhook_backfill('t', endpoint => -1)".into(),
