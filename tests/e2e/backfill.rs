@@ -38,6 +38,26 @@ async fn sqlstate(client: &tokio_postgres::Client, sql: &str) -> String {
     e.code().expect("a database error").code().to_string()
 }
 
+/// A table `items (id, v)` of `rows` rows, and `receiver` subscribed to
+/// `patterns`.
+async fn items(
+    db: &TestDb,
+    client: &tokio_postgres::Client,
+    rows: i64,
+    receiver: &Receiver,
+    patterns: &[&str],
+) {
+    client
+        .batch_execute(&format!(
+            "create table items (id int primary key, v int);
+             insert into items select g, g from generate_series(1, {rows}) g;"
+        ))
+        .await
+        .unwrap();
+    db.subscribe(client, &receiver.url("/r"), patterns, None)
+        .await;
+}
+
 const ROWS: i64 = 4000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -341,15 +361,7 @@ async fn a_running_backfill_goes_on_after_a_dump_and_restore() {
     let db = TestDb::new().await;
     let client = db.client().await;
     let receiver = Receiver::start().await;
-    client
-        .batch_execute(
-            "create table items (id int primary key, v int);
-             insert into items select g, g from generate_series(1, 2500) g;",
-        )
-        .await
-        .unwrap();
-    db.subscribe(&client, &receiver.url("/r"), &["items.*"], None)
-        .await;
+    items(&db, &client, 2500, &receiver, &["items.*"]).await;
     // One batch read (what a worker's claim does), then the dump: the
     // backfill's row and its two functions are in it.
     client
@@ -389,15 +401,7 @@ async fn a_lock_on_the_table_holds_back_its_backfill_and_not_the_live_deliveries
     let db = TestDb::new().await;
     let client = db.client().await;
     let receiver = Receiver::start().await;
-    client
-        .batch_execute(
-            "create table items (id int primary key, v int);
-             insert into items select g, g from generate_series(1, 3000) g;",
-        )
-        .await
-        .unwrap();
-    db.subscribe(&client, &receiver.url("/r"), &["items.*", "live.*"], None)
-        .await;
+    items(&db, &client, 3000, &receiver, &["items.*", "live.*"]).await;
     let id: i64 = client
         .query_one("select webhook_backfill('items')", &[])
         .await
