@@ -143,6 +143,22 @@ as $$
 $$;
 
 -- API: Private
+-- The endpoints subscribed now to event type p_event_type (an open period,
+-- not removed): a backfill to every endpoint goes to them.
+create function webhook._subscribed_now(
+    p_event_type text -- an event type
+) returns setof bigint
+language sql stable
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+    select s.endpoint_id
+    from webhook.subscriptions s
+    join webhook.endpoints ep on ep.id = s.endpoint_id
+    where s.until_txid is null and ep.deleted_at is null
+      and webhook._matches(s.event_types, p_event_type)
+$$;
+
+-- API: Private
 -- How many rows backfill p_backfill may send now: the window left by its
 -- endpoint (the fullest endpoint subscribed to its events, for a backfill
 -- to all; none until its last batch is fanned out, nor for a second after
@@ -172,11 +188,8 @@ begin
         end if;
     end if;
     return v_window - coalesce((
-        select max(webhook._open_deliveries(s.endpoint_id, v_window))
-        from webhook.subscriptions s
-        join webhook.endpoints ep on ep.id = s.endpoint_id
-        where s.until_txid is null and ep.deleted_at is null
-          and webhook._matches(s.event_types, p_backfill.event_type)), 0);
+        select max(webhook._open_deliveries(e, v_window))
+        from webhook._subscribed_now(p_backfill.event_type) e), 0);
 end
 $$;
 
@@ -274,10 +287,7 @@ declare
 begin
     if v_endpoint_id is not null then
         perform webhook._live_endpoint(v_endpoint_id);
-    elsif not exists (select from webhook.subscriptions s
-                      join webhook.endpoints ep on ep.id = s.endpoint_id
-                      where s.until_txid is null and ep.deleted_at is null
-                        and webhook._matches(s.event_types, v_type)) then
+    elsif not exists (select from webhook._subscribed_now(v_type)) then
         raise exception 'no endpoint is subscribed to %', v_type
             using errcode = '22023',
                   hint = format('Pass endpoint => <id>, or subscribe an endpoint to %s first.', v_type);
@@ -454,6 +464,8 @@ declare
     v_sent bigint;
     v_last jsonb;
     v_status webhook.delivery_status;
+    v_schema name;
+    v_relname name;
     v_message text;
     v_state text;
 begin
@@ -474,6 +486,9 @@ begin
         v_limit := webhook._backfill_window() / 2;
         continue when webhook._backfill_room(b) < v_limit;
         f := webhook._backfill_functions(b.id);
+        select n.nspname, c.relname into v_schema, v_relname
+        from pg_class c join pg_namespace n on n.oid = c.relnamespace
+        where c.oid = b.source_table;
         begin
             -- The step runs as the extension owner: the function it calls
             -- must be the one webhook_backfill made, owned by the role
@@ -530,13 +545,8 @@ begin
                 $q$, f.entry)
             into v_read, v_last, v_sent
             using b.last_key, v_limit, webhook._current_slot(), webhook._vxid(), b.event_type,
-                  format('%I.%I', (select n.nspname from pg_class c join pg_namespace n on n.oid = c.relnamespace
-                                   where c.oid = b.source_table),
-                                  (select c.relname from pg_class c where c.oid = b.source_table)),
-                  webhook._id_namespace(), b.endpoint_id,
-                  (select to_json(c.relname::text)::text from pg_class c where c.oid = b.source_table),
-                  (select to_json(n.nspname::text)::text from pg_class c join pg_namespace n on n.oid = c.relnamespace
-                   where c.oid = b.source_table),
+                  format('%I.%I', v_schema, v_relname), webhook._id_namespace(), b.endpoint_id,
+                  to_json(v_relname::text)::text, to_json(v_schema::text)::text,
                   b.columns is null or b.key_columns <@ b.columns,
                   coalesce(nullif(current_setting('pg_webhook.max_payload_bytes', true), '')::integer, 1048576),
                   v_status;
