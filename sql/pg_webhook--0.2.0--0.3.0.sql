@@ -4487,3 +4487,1939 @@ grant execute on function webhook_backfill(regclass, bigint, text), webhook_back
     to webhook_admin;
 select pg_catalog.pg_extension_config_dump('webhook.backfills', '');
 select pg_catalog.pg_extension_config_dump('webhook.backfills_id_seq', '');
+
+-- -----------------------------------------------------------------------------
+-- 0.3.0: ordered delivery per key. webhook_subscribe/webhook_update(…,
+-- ordered => true, on_exhausted => 'block' | 'skip'), webhook_publish(…,
+-- ordering_key => …): an ordered endpoint's deliveries carry their event's
+-- key, one of each key at a time (its head), the others 'waiting' in event
+-- order (see 15_ordering.sql). The new status is added to the type here;
+-- a value added in a transaction cannot be used before it commits, so
+-- nothing below names it outside a PL/pgSQL body.
+-- -----------------------------------------------------------------------------
+alter type webhook.delivery_status add value 'waiting' after 'paused';
+comment on type webhook.delivery_status is
+    'pending (to send or being sent), paused (its endpoint is paused or disabled), waiting (an ordered endpoint''s delivery behind an earlier one of its key), then the final states: succeeded, failed (gave up after the retry policy), cancelled (its endpoint was removed while holding it).';
+alter table webhook.endpoints add column ordered boolean not null default false,
+    add column on_exhausted text not null default 'block',
+    add constraint endpoints_on_exhausted_known check (on_exhausted in ('block', 'skip'));
+alter table webhook.events add column ordering_key text;
+alter table webhook.deliveries add column ordering_key text;
+alter table webhook.deliveries_open drop constraint deliveries_open_state;
+alter table webhook.deliveries_open add constraint deliveries_open_state
+    check (status < 'succeeded' and finalized_at is null);
+create index deliveries_open_key on webhook.deliveries_open (endpoint_id, ordering_key, event_id, id)
+    where ordering_key is not null;
+create unique index deliveries_open_head on webhook.deliveries_open (endpoint_id, ordering_key)
+    where ordering_key is not null and status <= 'paused';
+comment on column webhook.endpoints.ordered is
+    'True: events of one key (a row''s table and primary key, or webhook_publish''s ordering_key) reach it one at a time, in the order of their ids; see webhook.blocked_keys.';
+comment on column webhook.endpoints.on_exhausted is
+    'For an ordered endpoint, what a delivery that gives up does to its key: block (the key waits, listed in webhook.blocked_keys, until webhook_unblock) or skip (the next event of the key goes).';
+comment on column webhook.events.ordering_key is
+    'The key given to webhook_publish(…, ordering_key): an ordered endpoint receives the events of one key in the order of their ids. Null for row events (their key is their table and primary key, see webhook._row_key) and for unkeyed custom events.';
+comment on column webhook.deliveries.ordering_key is
+    'For an ordered endpoint, its event''s key (webhook_publish''s ordering_key, or a row event''s table and primary key): one delivery of a key at a time, in event order. Null for an endpoint that is not ordered and for unkeyed events.';
+
+-- API: Private
+create function webhook._check_on_exhausted(
+    p_on_exhausted text -- the setting asked for
+) returns text
+language plpgsql immutable
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+begin
+    if p_on_exhausted is null or p_on_exhausted not in ('block', 'skip') then
+        raise exception 'on_exhausted must be ''block'' or ''skip'', not %', coalesce(quote_literal(p_on_exhausted), 'NULL')
+            using errcode = '22023',
+                  hint = 'block: the key waits for webhook_unblock(); skip: the next event of the key goes.';
+    end if;
+    return p_on_exhausted;
+end
+$$;
+
+-- API: Public
+create table webhook.key_blocks (
+    endpoint_id  bigint not null references webhook.endpoints (id),
+    ordering_key text not null,
+    -- The delivery that gave up, and its event.
+    delivery_id  bigint not null,
+    event_id     bigint not null,
+    blocked_at   timestamptz not null default now(),
+    primary key (endpoint_id, ordering_key)
+);
+comment on table webhook.key_blocks is
+    'The keys of ordered endpoints held back because a delivery gave up (on_exhausted = block): the rest of the key waits until webhook_unblock. See webhook.blocked_keys.';
+
+-- API: Private
+-- The primary key columns of a table given by its schema-qualified name
+-- (webhook.events.source_table), in key order; '{}' without a primary key
+-- or once the table is gone.
+create function webhook._key_columns(
+    p_source_table text -- a row event's source table
+) returns text[]
+language sql stable
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+    select coalesce(array_agg(a.attname::text order by k.n), '{}')
+    from pg_index i
+    cross join lateral unnest(i.indkey) with ordinality as k(attnum, n)
+    join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum
+    where i.indrelid = to_regclass(p_source_table) and i.indisprimary
+$$;
+
+-- API: Private
+-- A row event's key: its table and the values of its key columns, as
+-- '<schema>.<table>:<JSON array>' (public.orders:[42]); from new, or from
+-- old for a delete. A key column the watch does not send is null: every
+-- row of the table then shares a key, which keeps the order (and gives up
+-- the parallelism). A table without a primary key is one key.
+create function webhook._row_key(
+    p_source_table text,   -- the event's source table
+    p_key_columns text[],  -- its key columns (webhook._key_columns)
+    p_data jsonb           -- the event's data
+) returns text
+language sql immutable parallel safe
+return p_source_table operator(pg_catalog.||) ':' operator(pg_catalog.||) coalesce((
+    select pg_catalog.jsonb_agg(coalesce(r.v operator(pg_catalog.->) c.name, 'null'::jsonb) order by c.n)::text
+    from (select case when pg_catalog.jsonb_typeof(p_data operator(pg_catalog.->) 'new'::text)
+                           operator(pg_catalog.=) 'object'
+                      then p_data operator(pg_catalog.->) 'new'::text
+                      else p_data operator(pg_catalog.->) 'old'::text end) as r(v)
+    cross join pg_catalog.unnest(p_key_columns) with ordinality as c(name, n)), '[]');
+
+-- API: Private
+-- The key of an event: the ordering_key it was published with, or a row
+-- event's; null for an unkeyed custom event (sent as to an endpoint that
+-- is not ordered).
+create function webhook._event_key(
+    p_event webhook.events -- the event
+) returns text
+language sql stable
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+    select coalesce(p_event.ordering_key,
+                    case when p_event.source_table is not null
+                         then webhook._row_key(p_event.source_table, webhook._key_columns(p_event.source_table),
+                                               p_event.payload::jsonb) end)
+$$;
+
+-- API: Private
+-- Gives each of the keys (p_endpoint_ids[i], p_keys[i]) its head: the
+-- first waiting delivery becomes pending (paused while the endpoint is
+-- held) when the key has none and is not blocked; and a head that was
+-- never sent gives its place back to an earlier waiting event (the
+-- fan-out found it in a later chunk; a replay). The caller holds the
+-- fan-out's lock (see above).
+create function webhook._settle_keys(
+    p_endpoint_ids bigint[], -- the endpoints ...
+    p_keys text[]            -- ... and keys touched
+) returns void
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_demote bigint[];
+    v_promote bigint[];
+begin
+    select array_agg(h.head) filter (where h.head is not null), array_agg(w.first)
+    into v_demote, v_promote
+    from (select distinct x.e, x.k from unnest(p_endpoint_ids, p_keys) as x(e, k) where x.k is not null) k
+    left join lateral (
+        select d.id as head, d.event_id, d.attempt_count, d.lease_token
+        from webhook.deliveries_open d
+        where d.endpoint_id = k.e and d.ordering_key = k.k and d.status <= 'paused'
+    ) h on true
+    cross join lateral (
+        select d.id as first, d.event_id
+        from webhook.deliveries_open d
+        where d.endpoint_id = k.e and d.ordering_key = k.k and d.status = 'waiting'
+        order by d.event_id, d.id
+        limit 1
+    ) w
+    where not exists (select from webhook.key_blocks b where b.endpoint_id = k.e and b.ordering_key = k.k)
+      and (h.head is null
+           or (h.attempt_count = 0 and h.lease_token is null and (w.event_id, w.first) < (h.event_id, h.head)));
+    if v_promote is null then
+        return;
+    end if;
+    -- Out first: a key has one head at a time (deliveries_open_head).
+    update webhook.deliveries_open d set status = 'waiting' where d.id = any (v_demote);
+    update webhook.deliveries_open d
+    set status = case when ep.paused_at is null and ep.disabled_at is null then 'pending' else 'paused' end::webhook.delivery_status
+    from webhook.endpoints ep
+    where d.id = any (v_promote) and ep.id = d.endpoint_id;
+end
+$$;
+
+-- API: Private
+-- What the outcomes of an ordered endpoint's heads do to their keys
+-- (webhook._record_attempts): one that gave up blocks its key when its
+-- endpoint says so (on_exhausted = 'block'), and every other key goes on
+-- with its next event.
+create function webhook._heads_finished(
+    p_delivery_ids bigint[], -- deliveries that left deliveries_open ...
+    p_endpoint_ids bigint[], -- ... their endpoints ...
+    p_keys text[],           -- ... keys ...
+    p_event_ids bigint[],    -- ... events ...
+    p_failed boolean[]       -- ... and whether they gave up
+) returns void
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+begin
+    perform webhook._hold_fanout();
+    insert into webhook.key_blocks (endpoint_id, ordering_key, delivery_id, event_id)
+    select x.e, x.k, x.d, x.ev
+    from unnest(p_delivery_ids, p_endpoint_ids, p_keys, p_event_ids, p_failed) as x(d, e, k, ev, failed)
+    join webhook.endpoints ep on ep.id = x.e
+    where x.failed and ep.on_exhausted = 'block' and ep.ordered
+    on conflict do nothing;
+    perform webhook._settle_keys(p_endpoint_ids, p_keys);
+end
+$$;
+
+-- API: Private
+-- Makes endpoint p_endpoint_id's open deliveries unordered (ordered was
+-- turned off): every waiting delivery goes out as any other, and its
+-- blocked keys are forgotten.
+create function webhook._unorder_endpoint(
+    p_endpoint_id bigint -- the endpoint
+) returns void
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+begin
+    perform webhook._hold_fanout();
+    update webhook.deliveries_open d
+    set ordering_key = null,
+        status = case when d.status <> 'waiting' then d.status
+                      when ep.paused_at is null and ep.disabled_at is null then 'pending'
+                      else 'paused' end::webhook.delivery_status
+    from webhook.endpoints ep
+    where d.endpoint_id = p_endpoint_id and d.ordering_key is not null and ep.id = d.endpoint_id;
+    delete from webhook.key_blocks b where b.endpoint_id = p_endpoint_id;
+end
+$$;
+
+-- API: Public
+-- Resumes blocked keys of an ordered endpoint: the event that gave up is
+-- delivered again first (a replay of its delivery) and the rest of the
+-- key follows; with skip => true, it is left as failed and the key goes
+-- on with its next event.
+create function webhook_unblock(
+    endpoint_id bigint,          -- the ordered endpoint
+    ordering_key text default null, -- one key (see webhook.blocked_keys); every blocked key of the endpoint when null
+    skip boolean default false   -- true: leave the failed event, send the next one
+) returns integer
+language plpgsql volatile
+security definer
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_id bigint := $1;
+    v_key text := $2;
+    v_skip boolean := $3;
+    v_block webhook.key_blocks;
+    v_event webhook.events;
+    v_count integer := 0;
+begin
+    perform webhook._live_endpoint(v_id);
+    if v_skip is null then
+        raise exception 'skip must be true or false' using errcode = '22004';
+    end if;
+    perform webhook._hold_fanout();
+    for v_block in
+        delete from webhook.key_blocks b
+        where b.endpoint_id = v_id and (v_key is null or b.ordering_key = v_key)
+        returning *
+    loop
+        if not v_skip then
+            select * into v_event from webhook.events e where e.id = v_block.event_id;
+            if not found then
+                raise exception 'the event that blocked key % (event %) was purged', quote_literal(v_block.ordering_key),
+                    v_block.event_id
+                    using errcode = '42704', hint = 'Pass skip => true to go on with the next event of the key.';
+            end if;
+            perform webhook._deliver_again(v_event, v_id, v_block.delivery_id);
+        end if;
+        perform webhook._settle_keys(array[v_id], array[v_block.ordering_key]);
+        v_count := v_count + 1;
+    end loop;
+    if v_count > 0 then
+        perform webhook._wake();
+    end if;
+    return v_count;
+end
+$$;
+comment on function webhook_unblock(bigint, text, boolean) is
+    'Resumes the blocked keys of an ordered endpoint (one key, or all when ordering_key is null): the event that gave up is sent again first, or with skip => true the next event goes. Returns the number of keys resumed.';
+
+-- API: Public
+-- The blocked keys, for people: what gave up, when, and how much waits
+-- behind it. (status::text: see webhook.delivery_status.)
+create view webhook.blocked_keys as
+select b.endpoint_id,
+       e.name as endpoint_name,
+       b.ordering_key,
+       b.delivery_id,
+       b.event_id,
+       b.blocked_at,
+       d.last_status_code,
+       d.last_error,
+       (select count(*) from webhook.deliveries_open w
+        where w.endpoint_id = b.endpoint_id and w.ordering_key = b.ordering_key
+          and w.status::text = 'waiting') as waiting
+from webhook.key_blocks b
+join webhook.endpoints e on e.id = b.endpoint_id
+left join webhook.deliveries d on d.id = b.delivery_id and d.endpoint_id = b.endpoint_id;
+comment on view webhook.blocked_keys is
+    'Keys of ordered endpoints held back by a delivery that gave up (on_exhausted = block), with its last error and how many deliveries wait behind it. webhook_unblock(endpoint_id, ordering_key) resumes one.';
+
+drop function webhook._enqueue(text, jsonb, text);
+drop function webhook._fan_out_chunk(webhook.fanout_state, bigint[], bigint, bigint, boolean, boolean);
+drop function webhook_publish(text, jsonb, text);
+drop function webhook._subscribe(text, text[], text, text, jsonb, jsonb, interval, jsonb, integer, text, integer, integer);
+drop function webhook_subscribe(text, text[], text, text, jsonb, jsonb, interval, jsonb, integer, text, integer, integer);
+drop function webhook_update(bigint, text, text[], text, jsonb, jsonb, interval, boolean, jsonb, integer, text, integer,
+                             integer);
+
+-- API: Private
+create function webhook._enqueue(
+    p_event_type text,      -- validated event type
+    p_data jsonb,           -- the body's "data"
+    p_idempotency_key text, -- null, or a key that makes a repeat a no-op
+    p_ordering_key text     -- null, or the event's key (see 15_ordering.sql)
+) returns bigint
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_event_id bigint;
+    v_payload json := p_data::json;
+    v_bytes integer := octet_length(v_payload::text);
+begin
+    perform webhook._check_payload_size(v_bytes);
+    v_event_id := nextval('webhook.events_id_seq');
+    if p_idempotency_key is not null then
+        -- ON CONFLICT waits for a concurrent transaction holding the same key,
+        -- so two racing publishers still end with one event: the second one
+        -- finds the first one's row once it commits.
+        insert into webhook.idempotency_keys (idempotency_key, event_id)
+        values (p_idempotency_key, v_event_id)
+        on conflict (idempotency_key) do nothing;
+        if not found then
+            select k.event_id into v_event_id from webhook.idempotency_keys k where k.idempotency_key = p_idempotency_key;
+            return v_event_id;
+        end if;
+    end if;
+    insert into webhook.events (id, slot, txid, event_type, payload, payload_bytes, idempotency_key, id_namespace,
+                                ordering_key)
+    values (v_event_id, webhook._current_slot(), webhook._vxid(), p_event_type, v_payload, v_bytes, p_idempotency_key,
+            webhook._id_namespace(), p_ordering_key);
+    insert into webhook.published_types (event_type) values (p_event_type) on conflict do nothing;
+    perform webhook._wake();
+    return v_event_id;
+end
+$$;
+
+-- API: Private
+create function webhook._fan_out_chunk(
+    st webhook.fanout_state, -- the fan-out's position and snapshot (cur)
+    p_xip bigint[],          -- transactions running at prev, committed since
+    p_lo bigint,             -- and those from p_lo ...
+    p_hi bigint,             -- ... to p_hi
+    p_filtered boolean,      -- whether a filter may apply (the events' data is read then)
+    p_ordered boolean,       -- whether an endpoint is ordered (row events' data is read then for their keys)
+    p_safe boolean,          -- catch each filter's error (and count it), rather than raise it
+    out o_events bigint,
+    out o_created bigint,
+    out o_refused bigint[],
+    out o_refusals bigint
+)
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_endpoints bigint[];
+    v_keys text[];
+begin
+    with chunk as (
+        select e.id, e.slot, e.txid, e.event_type, e.id_namespace, e.endpoint_id, e.ordering_key, e.source_table,
+               case when p_filtered or (p_ordered and e.source_table is not null) then e.payload::jsonb end as data
+        from webhook.events e
+        where e.txid = any (p_xip)
+        union all
+        select e.id, e.slot, e.txid, e.event_type, e.id_namespace, e.endpoint_id, e.ordering_key, e.source_table,
+               case when p_filtered or (p_ordered and e.source_table is not null) then e.payload::jsonb end as data
+        from webhook.events e
+        where e.txid >= p_lo and e.txid <= p_hi and not e.txid = any (st.cur_xip)
+    ), key_columns as materialized (
+        -- Each watched table's key, looked up once per chunk.
+        select t.source_table, webhook._key_columns(t.source_table) as columns
+        from (select distinct c.source_table from chunk c where p_ordered and c.source_table is not null) t
+    ), targets as (
+        select c.id, c.slot, c.txid, ep.id as endpoint_id,
+               webhook._event_namespace(c.txid, c.id_namespace, i.namespace) as event_namespace,
+               (ep.paused_at is not null or ep.disabled_at is not null) as held,
+               ep.deleted_at is not null as deleted,
+               -- The period's filter: false leaves the event out, null is
+               -- the filter's error on it.
+               case when s.filter is null then true
+                    else webhook._filter_match(s.id, c.data, c.event_type, p_safe)
+               end as matched,
+               -- An ordered endpoint's deliveries carry their event's key.
+               case when ep.ordered then
+                   coalesce(c.ordering_key,
+                            case when c.source_table is not null
+                                 then webhook._row_key(c.source_table,
+                                                       (select k.columns from key_columns k
+                                                        where k.source_table = c.source_table),
+                                                       c.data) end)
+               end as ordering_key
+        from chunk c
+        join webhook.subscriptions s
+          on (s.until_xmax is null or s.until_xmax > st.prev_xmin)
+         and (c.txid = s.from_txid or not webhook._visible(c.txid, s.from_xmin, s.from_xmax, s.from_xip))
+         and (s.until_txid is null
+              or (c.txid <> s.until_txid and webhook._visible(c.txid, s.until_xmin, s.until_xmax, s.until_xip)))
+         and webhook._matches(s.event_types, c.event_type)
+        join webhook.endpoints ep on ep.id = s.endpoint_id
+        -- Only events written before 0.3.0 need their incarnation's namespace.
+        left join webhook.incarnations i on c.id_namespace is null and i.n = webhook._incarnation_of(c.txid)
+        -- webhook_send_test and a backfill to one endpoint create their
+        -- delivery themselves, for that endpoint.
+        where c.event_type <> 'webhook.test' and c.endpoint_id is null
+          -- An operator event does not go to the endpoint it is about; only
+          -- pg_webhook's own events have their data read for it.
+          and (c.event_type not like 'webhook.%'
+               or ep.id is distinct from (select (o.payload ->> 'endpoint_id')::bigint
+                                          from webhook.events o
+                                          where o.slot = c.slot and o.txid = c.txid and o.id = c.id))
+    ), opened as (
+        -- A keyed delivery waits; its key's head is chosen below.
+        insert into webhook.deliveries_open (event_id, event_txid, event_slot, endpoint_id, status, event_namespace,
+                                             ordering_key)
+        select t.id, t.txid, t.slot, t.endpoint_id,
+               case when t.ordering_key is not null then 'waiting'
+                    when t.held then 'paused' else 'pending' end::webhook.delivery_status,
+               t.event_namespace, t.ordering_key
+        from targets t
+        where t.matched and not (t.held and t.deleted)
+        -- In the events' order: the claim takes an endpoint's deliveries by
+        -- due time, and those made together are due together, so their
+        -- order in the index (the order they were made) is the order they go
+        -- out in.
+        order by t.txid, t.id
+        returning endpoint_id, ordering_key
+    ), cancelled as (
+        -- An endpoint removed while paused or disabled can never send what it held.
+        insert into webhook.deliveries (slot, event_id, event_txid, event_slot, endpoint_id, status, finalized_at,
+                                        event_namespace)
+        select t.slot, t.id, t.txid, t.slot, t.endpoint_id, 'cancelled', now(), t.event_namespace
+        from targets t
+        where t.matched and t.held and t.deleted
+        returning 1
+    )
+    select (select count(*) from chunk), (select count(*) from opened) + (select count(*) from cancelled),
+           (select array_agg(distinct t.endpoint_id order by t.endpoint_id) from targets t where t.matched is null),
+           (select count(*) from targets t where t.matched is null),
+           (select array_agg(o.endpoint_id) from opened o where o.ordering_key is not null),
+           (select array_agg(o.ordering_key) from opened o where o.ordering_key is not null)
+    into o_events, o_created, o_refused, o_refusals, v_endpoints, v_keys;
+    if v_keys is not null then
+        perform webhook._settle_keys(v_endpoints, v_keys);
+    end if;
+end
+$$;
+
+-- API: Public
+create function webhook_publish(
+    event_type text,                   -- e.g. 'order.shipped'
+    data jsonb,                        -- the body's "data"
+    idempotency_key text default null, -- a repeated key is a no-op returning the first id
+    ordering_key text default null     -- events of one key reach an ordered endpoint in order; null: no order
+) returns bigint
+language plpgsql volatile
+-- Publishers need no privilege on the webhook tables, only EXECUTE on this.
+security definer
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_type text := $1;
+    v_data jsonb := $2;
+    v_key text := $3;
+    v_ordering_key text := $4;
+begin
+    if v_data is null then
+        raise exception 'webhook_publish needs a data value'
+            using errcode = '22004', hint = 'Pass ''null''::jsonb for an event without data.';
+    end if;
+    if v_key is not null and (length(v_key) = 0 or length(v_key) > 255) then
+        raise exception 'idempotency_key must be 1 to 255 characters' using errcode = '22023';
+    end if;
+    if v_ordering_key is not null and (length(v_ordering_key) = 0 or length(v_ordering_key) > 1024) then
+        raise exception 'ordering_key must be 1 to 1024 characters, or null for an event without order'
+            using errcode = '22023';
+    end if;
+    perform webhook._check_event_type(v_type);
+    if v_type like 'webhook.%' then
+        raise exception 'event types starting with "webhook." are reserved for pg_webhook''s own events, not %', quote_literal(v_type)
+            using errcode = '22023', hint = 'Use your own prefix, such as ''order.shipped''.';
+    end if;
+    return webhook._enqueue(v_type, v_data, v_key, v_ordering_key);
+end
+$$;
+comment on function webhook_publish(text, jsonb, text, text) is
+    'Enqueues a custom event in the caller''s transaction and returns its id; sent after commit, never after rollback. Events with one ordering_key reach an ordered endpoint one at a time, in the order of their ids.';
+
+-- API: Private
+create function webhook._subscribe(
+    p_url text,
+    p_event_types text[],
+    p_name text,
+    p_secret text,
+    p_headers jsonb,
+    p_retry_policy jsonb,
+    p_timeout interval,
+    p_auth jsonb,
+    p_max_in_flight integer,
+    p_filter text,
+    p_max_per_second integer,
+    p_burst integer,
+    p_ordered boolean,
+    p_on_exhausted text,
+    out o_endpoint_id bigint,
+    out o_name text,
+    out o_signing_secret text
+)
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_url text := webhook._check_url(p_url);
+    v_patterns text[] := webhook._check_patterns(p_event_types);
+    v_headers jsonb := webhook._check_headers(p_headers);
+    v_policy jsonb := webhook._check_retry_policy(p_retry_policy);
+    v_timeout interval := webhook._check_timeout(p_timeout);
+    v_auth jsonb := webhook._check_auth(p_auth);
+    v_max integer := webhook._check_max_in_flight(p_max_in_flight);
+    v_secret text := case when p_secret is null then webhook._generate_secret() else webhook._check_secret(p_secret) end;
+begin
+    perform webhook._check_name(p_name);
+    perform webhook._check_rate(p_max_per_second, p_burst);
+    o_endpoint_id := nextval(pg_get_serial_sequence('webhook.endpoints', 'id'));
+    o_name := coalesce(p_name, 'endpoint-' || o_endpoint_id);
+    perform webhook._insert_endpoint(o_endpoint_id, o_name, v_url, v_patterns, v_headers, v_auth, v_policy, v_timeout,
+                                     v_max, v_secret, nullif(btrim(p_filter), ''), p_max_per_second, p_burst);
+    if p_ordered or p_on_exhausted is distinct from 'block' then
+        update webhook.endpoints e
+        set ordered = coalesce(p_ordered, false), on_exhausted = webhook._check_on_exhausted(p_on_exhausted)
+        where e.id = o_endpoint_id;
+    end if;
+    perform webhook._cluster_publish(o_endpoint_id, false);
+    o_signing_secret := v_secret;
+end
+$$;
+
+-- API: Public
+create function webhook_subscribe(
+    url text,                             -- http(s) URL of the receiver
+    event_types text[] default '{*}',     -- patterns: '*', 'order.*', 'order.created'
+    name text default null,               -- unique label; 'endpoint-<id>' when null
+    secret text default null,             -- whsec_…; generated when null
+    headers jsonb default '{}',           -- extra request headers
+    retry_policy jsonb default null,      -- null for the default (about 24 hours)
+    timeout interval default '10 seconds', -- per request
+    auth jsonb default null,              -- {"type": "basic"|"bearer"|"api_key", …}
+    max_in_flight integer default null,   -- this endpoint's share of a worker's slots; null for the default
+    filter text default null,             -- a SQL condition on the event's data and event_type; null for all
+    max_per_second integer default null,  -- most requests per second, all workers together; null for no limit
+    burst integer default null,           -- most at once after a quiet spell; null for max_per_second
+    ordered boolean default false,        -- events of one key one at a time, in order (see webhook.blocked_keys)
+    on_exhausted text default 'block'     -- ordered: a delivery that gives up blocks its key ('block') or not ('skip')
+) returns table (endpoint_id bigint, name text, signing_secret text)
+language sql volatile
+security definer
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+    select s.o_endpoint_id, s.o_name, s.o_signing_secret
+    from webhook._subscribe($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) as s
+$$;
+comment on function webhook_subscribe(text, text[], text, text, jsonb, jsonb, interval, jsonb, integer, text, integer, integer,
+                                      boolean, text) is
+    'Registers an endpoint and returns its id, name and signing secret (shown here and on rotation only). It receives the matching events committed from now on (those of its types that pass its filter).';
+
+-- API: Public
+create function webhook_update(
+    endpoint_id bigint,             -- the endpoint to change
+    url text default null,          -- new URL: used from the next attempt of every pending delivery
+    event_types text[] default null, -- new patterns: for events committed after this
+    name text default null,         -- new unique name
+    headers jsonb default null,     -- replaces the extra headers
+    retry_policy jsonb default null, -- replaces the policy; 'null'::jsonb for the default
+    timeout interval default null,  -- per request
+    is_active boolean default null, -- false disables it (deliveries wait), true re-enables it
+    auth jsonb default null,        -- replaces the credentials; 'null'::jsonb removes them
+    max_in_flight integer default null, -- its share of a worker's slots; 0 for the default
+    filter text default null,       -- new filter on the event, for events committed after this; '' removes it
+    max_per_second integer default null, -- new rate limit; 0 removes it
+    burst integer default null,     -- new burst; 0 for max_per_second
+    ordered boolean default null,   -- true: events of one key in order; false: every delivery as it comes
+    on_exhausted text default null  -- ordered: 'block' or 'skip' the key of a delivery that gives up
+) returns webhook.endpoints
+language plpgsql volatile
+security definer
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_id bigint := $1;
+    v_url text := $2;
+    v_patterns text[] := $3;
+    v_name text := $4;
+    v_headers jsonb := $5;
+    v_policy jsonb := $6;
+    v_timeout interval := $7;
+    v_active boolean := $8;
+    v_auth jsonb := $9;
+    v_max integer := $10;
+    v_filter text := $11;
+    v_rate integer := $12;
+    v_burst integer := $13;
+    v_ordered boolean := $14;
+    v_on_exhausted text := $15;
+    v webhook.endpoints;
+begin
+    v := webhook._live_endpoint(v_id);
+    perform from webhook.endpoints e where e.id = v_id for update;
+    if v_url is not null then
+        v_url := webhook._check_url(v_url);
+        update webhook.endpoint_secrets s set url = v_url where s.endpoint_id = v_id;
+        v.url := webhook._redact_url(v_url);
+    end if;
+    v_patterns := case when v_patterns is null then v.event_types else webhook._check_patterns(v_patterns) end;
+    -- Null keeps the filter, '' removes it.
+    v_filter := case when v_filter is null then v.filter else nullif(btrim(v_filter), '') end;
+    -- New types or a new filter: a new subscription period, from this commit.
+    if v_patterns is distinct from v.event_types or v_filter is distinct from v.filter then
+        perform webhook._close_subscription(v_id);
+        perform webhook._open_subscription(v_id, v_patterns, v_filter);
+        v.event_types := v_patterns;
+        v.filter := v_filter;
+    end if;
+    if v_name is not null then
+        v.name := webhook._check_name(v_name);
+    end if;
+    if v_headers is not null then
+        v_headers := webhook._check_headers(v_headers);
+        update webhook.endpoint_secrets s set headers = v_headers where s.endpoint_id = v_id;
+        v.header_names := array(select jsonb_object_keys(v_headers) order by 1);
+    end if;
+    if v_policy is not null then
+        v.retry_policy := webhook._check_retry_policy(v_policy);
+    end if;
+    if v_timeout is not null then
+        v.timeout := webhook._check_timeout(v_timeout);
+    end if;
+    if v_auth is not null then
+        v_auth := webhook._check_auth(v_auth);
+        update webhook.endpoint_secrets s set auth = v_auth where s.endpoint_id = v_id;
+        v.auth_type := v_auth ->> 'type';
+    end if;
+    if v_max is not null then
+        v.max_in_flight := nullif(webhook._check_max_in_flight(nullif(v_max, 0)), 0);
+    end if;
+    if v_rate is not null or v_burst is not null then
+        v_rate := case when v_rate is null then v.max_per_second else nullif(v_rate, 0) end;
+        -- The burst given, else the one it had (none once the rate is gone).
+        v_burst := case when v_burst is not null then nullif(v_burst, 0) when v_rate is not null then v.burst end;
+        perform webhook._check_rate(v_rate, v_burst);
+        if (v_rate, v_burst) is distinct from (v.max_per_second, v.burst) then
+            -- A new bucket, made at the next claim with the new settings.
+            delete from webhook.endpoint_rates r where r.endpoint_id = v_id;
+        end if;
+        v.max_per_second := v_rate;
+        v.burst := v_burst;
+    end if;
+    if v_on_exhausted is not null then
+        v.on_exhausted := webhook._check_on_exhausted(v_on_exhausted);
+    end if;
+    if v_ordered is not null then
+        if v.ordered and not v_ordered then
+            -- What waits behind its key goes out as it comes.
+            perform webhook._unorder_endpoint(v_id);
+        end if;
+        v.ordered := v_ordered;
+    end if;
+    begin
+        update webhook.endpoints e
+        set url = v.url, event_types = v.event_types, name = v.name, header_names = v.header_names,
+            auth_type = v.auth_type, retry_policy = v.retry_policy, timeout = v.timeout,
+            max_in_flight = v.max_in_flight, filter = v.filter, max_per_second = v.max_per_second, burst = v.burst,
+            ordered = v.ordered, on_exhausted = v.on_exhausted, updated_at = now()
+        where e.id = v_id;
+    exception when unique_violation then
+        raise exception 'an endpoint named % already exists', quote_literal(v.name)
+            using errcode = '42710', hint = 'Pick another name.';
+    end;
+    if v_active is true and v.disabled_at is not null then
+        perform webhook._enable_endpoint(v_id);
+    elsif v_active is false and v.disabled_at is null then
+        perform webhook._disable_endpoint(v_id, 'disabled by webhook_update');
+    end if;
+    perform webhook._cluster_publish(v_id, false);
+    select * into v from webhook.endpoints e where e.id = v_id;
+    return v;
+end
+$$;
+comment on function webhook_update(bigint, text, text[], text, jsonb, jsonb, interval, boolean, jsonb, integer, text,
+                                   integer, integer, boolean, text) is
+    'Changes an endpoint (named arguments; null leaves a setting unchanged) and returns it as it now is. New event types and a new filter apply to events committed after the change.';
+
+create or replace function webhook._operator_event(
+    p_type text,          -- the event type
+    p_endpoint_id bigint, -- the endpoint it is about (p_data's endpoint_id)
+    p_data jsonb          -- the event's data
+) returns void
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+begin
+    perform pg_notify('pg_' || replace(p_type, '.', '_'), p_endpoint_id::text);
+    perform webhook._enqueue(p_type, p_data, null, null);
+end
+$$;
+
+create or replace function webhook._fan_out(
+    p_max_events integer -- chunk size in events (whole transactions: a chunk may be larger)
+) returns integer
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+-- One generic plan per session, as for the claim: planning the chunk's
+-- statement across the partitions at every call cost more than running
+-- it (a fan-out of one event: 1.3-2.5 ms with custom plans, 0.75 ms
+-- generic; a 100,000-event transaction: the same 6.5 s either way), and
+-- under load that planning sat in every claim, in front of the commit to
+-- receipt latency. Sequential scans off, so that the generic plan reaches
+-- the chunk's events by the (txid, id) index whatever the bounds.
+set plan_cache_mode = force_generic_plan
+set enable_seqscan = off
+set jit = off
+as $$
+declare
+    st webhook.fanout_state;
+    v_snap bigint[];
+    v_resumed boolean;
+    v_xip bigint[];
+    v_lo bigint;
+    v_hi bigint;
+    v_more boolean;
+    v_events bigint;
+    v_created bigint;
+    v_refused bigint[];
+    v_refusals bigint;
+    v_filtered boolean;
+    v_ordered boolean;
+begin
+    select * into st from webhook.fanout_state for update skip locked;
+    if not found then
+        if exists (select from webhook.fanout_state) then
+            return 0; -- another worker is fanning out
+        end if;
+        -- First run: nothing is fanned out yet, every event is after "prev".
+        insert into webhook.fanout_state (prev_xmin, prev_xmax, prev_xip) values (1, 1, '{}')
+        on conflict do nothing;
+        select * into st from webhook.fanout_state for update skip locked;
+        if not found then
+            return 0;
+        end if;
+    end if;
+    v_resumed := st.cur_xmax is not null;
+    -- Nothing committed since prev (the usual case while a backlog drains):
+    -- return before taking a snapshot and planning the chunk's statement,
+    -- which costs more than everything else here together. An event this
+    -- statement cannot see yet is found by a later call.
+    if not webhook._fanout_pending(st) then
+        return 0;
+    end if;
+    -- Subscription filters (see 13_filters.sql) that may apply to this
+    -- chunk: then every one has its function and dispatcher branch (a
+    -- restore keeps the filters, not their functions), and the chunk's
+    -- events their data.
+    v_filtered := exists (select from webhook.subscriptions s
+                          where s.filter is not null and (s.until_xmax is null or s.until_xmax > st.prev_xmin));
+    if v_filtered then
+        perform webhook._refresh_filter_match();
+    end if;
+    -- Ordered endpoints (15_ordering.sql): row events' keys are read from their data.
+    v_ordered := exists (select from webhook.subscriptions s join webhook.endpoints e on e.id = s.endpoint_id
+                         where e.ordered and (s.until_xmax is null or s.until_xmax > st.prev_xmin));
+    if not v_resumed then
+        v_snap := webhook._vsnapshot();
+        st.cur_xmin := v_snap[1];
+        st.cur_xmax := v_snap[2];
+        st.cur_xip := v_snap[3:];
+        st.done_txid := 0;
+    end if;
+
+    -- Transactions running at prev that have committed since (visible in cur).
+    v_xip := array(select x from unnest(st.prev_xip) x
+                   where x > st.done_txid and webhook._visible(x, st.cur_xmin, st.cur_xmax, st.cur_xip)
+                   order by x);
+    -- Then those that started after prev, in txid order: this chunk ends
+    -- with the transaction of its p_max_events-th event.
+    v_lo := greatest(st.prev_xmax, st.done_txid + 1);
+    select e.txid into v_hi
+    from webhook.events e
+    where e.txid >= v_lo and e.txid < st.cur_xmax and not e.txid = any (st.cur_xip)
+    order by e.txid, e.id
+    offset greatest(p_max_events - 1, 0) limit 1;
+    v_more := found;
+    if not v_more then
+        v_hi := st.cur_xmax - 1;
+    end if;
+
+    -- Filters run without catching their errors (a subtransaction per call
+    -- costs several times a filter); a chunk where one raised an error is
+    -- made again, each error then caught alone. Without filters, no
+    -- subtransaction at all.
+    if not v_filtered then
+        select * into v_events, v_created, v_refused, v_refusals
+        from webhook._fan_out_chunk(st, v_xip, v_lo, v_hi, false, v_ordered, false);
+    else
+        begin
+            select * into v_events, v_created, v_refused, v_refusals
+            from webhook._fan_out_chunk(st, v_xip, v_lo, v_hi, true, v_ordered, false);
+        exception when others then
+            -- A filter's error (any other error comes again, and is raised).
+            select * into v_events, v_created, v_refused, v_refusals
+            from webhook._fan_out_chunk(st, v_xip, v_lo, v_hi, true, v_ordered, true);
+        end;
+    end if;
+    if v_refusals > 0 then
+        -- The worker logs it; webhook_filter_preview() tells which events and why.
+        raise warning 'the filters of endpoints % raised an error on % deliveries, which were not made',
+            array_to_string(v_refused, ', '), v_refusals
+            using hint = 'See which events and why with webhook_filter_preview(''<the filter>''), then fix the filter '
+                         'with webhook_update(<endpoint>, filter => …) and resend them with webhook_replay().';
+    end if;
+
+    if v_more then
+        update webhook.fanout_state
+        set cur_xmin = st.cur_xmin, cur_xmax = st.cur_xmax, cur_xip = st.cur_xip, done_txid = v_hi, updated_at = now();
+    elsif v_events > 0 or v_resumed then
+        update webhook.fanout_state
+        set prev_xmin = st.cur_xmin, prev_xmax = st.cur_xmax, prev_xip = st.cur_xip,
+            cur_xmin = null, cur_xmax = null, cur_xip = null, done_txid = 0, updated_at = now();
+    end if;
+    -- Else nothing was committed since prev: keep prev (no write at all), so
+    -- that an idle worker's fan-out is one read.
+    return v_created;
+end
+$$;
+comment on function webhook._fan_out(integer) is
+    'Creates the deliveries of the next chunk of committed events (whole transactions, in commit-snapshot order); returns how many. Called by webhook._claim_deliveries.';
+
+create or replace function webhook._claim_deliveries(
+    p_worker_id text,           -- recorded in leased_by
+    p_limit integer,            -- at most this many rows
+    p_lease_margin interval,    -- added to each endpoint's timeout
+    p_concurrency integer,      -- the worker's slots, shared among endpoints with work
+    p_busy_endpoints bigint[],  -- endpoints this worker has deliveries in flight for ...
+    p_busy_counts integer[],    -- ... and how many
+    p_fanout_events integer,    -- most events to fan out first
+    p_max_bytes bigint          -- most payload bytes (the first delivery is claimed whatever its size)
+) returns table (
+    row_kind text,
+    delivery_id bigint,
+    lease_token bigint,
+    attempt_number integer,
+    event_id bigint,
+    message_namespace text,
+    event_type text,
+    event_created_at timestamptz,
+    payload text,
+    endpoint_id bigint,
+    url text,
+    headers text,
+    timeout_ms integer,
+    secrets text[],
+    max_attempts integer,
+    initial_delay_ms bigint,
+    max_delay_ms bigint,
+    backoff_multiplier double precision
+)
+language plpgsql volatile
+security definer
+set search_path = pg_catalog, webhook, pg_temp
+-- Every row these statements touch is found by key; see "Plans" above.
+set enable_seqscan = off
+set jit = off
+-- One plan, made once per session: planning the statement (partitions
+-- included) costs more than running it for a hundred rows, and its shape
+-- does not depend on the arguments.
+set plan_cache_mode = force_generic_plan
+as $$
+declare
+    -- Lease tokens are this claim's random seed hashed with each delivery
+    -- id: distinct within the claim, unrelated across claims, and one call
+    -- of the random source per claim instead of one per row (which cost
+    -- 15,000 instructions per delivery).
+    v_seed bigint := ('x' || translate(left(gen_random_uuid()::text, 18), '-', ''))::bit(64)::bigint;
+    v_limited bigint[];
+    v_allowed integer[];
+    v_batch webhook.fanout_state;
+begin
+    -- A claim's commit need not wait for its WAL flush. Were the server to
+    -- crash before the flush, the lease would be lost and the delivery sent
+    -- again: a duplicate, which at-least-once allows; and a lost fan-out is
+    -- lost together with the position it advanced, so it runs again. A
+    -- later (durable) commit of the attempt flushes the claim's WAL first.
+    perform pg_catalog.set_config('synchronous_commit', 'off', true);
+    if p_fanout_events > 0 then
+        perform webhook._fan_out(p_fanout_events);
+    end if;
+    -- A backfill's batch (14_backfill.sql), when one runs and has room:
+    -- its deliveries to one endpoint are claimable by the statement below.
+    if exists (select from webhook.backfills b where b.status = 'running') then
+        perform webhook._backfill_step();
+    end if;
+    select array_agg(t.endpoint_id), array_agg(t.allowed) into v_limited, v_allowed
+    from webhook._take_tokens(p_concurrency, p_busy_endpoints, p_busy_counts) t;
+    -- While a fan-out batch is in progress (cur_xmax set), a key's head
+    -- made in it may yet give way to an earlier event of its key in a
+    -- later chunk (15_ordering.sql): the claim leaves such heads alone.
+    select * into v_batch from webhook.fanout_state;
+    return query
+    with quotas as (
+        -- A rate-limited endpoint takes no more than the tokens it got.
+        select q.endpoint_id as id, least(q.quota, coalesce(a.allowed, q.quota)) as quota
+        from webhook._endpoint_quotas(p_concurrency, p_busy_endpoints, p_busy_counts) q
+        left join unnest(v_limited, v_allowed) as a(endpoint_id, allowed) on a.endpoint_id = q.endpoint_id
+    ), fair as (
+        select greatest(1, ceil(p_limit::numeric / greatest(count(*), 1)))::integer as share
+        from quotas q
+        where q.quota > 0
+    ), due as (
+        -- The events' columns come along (a json value stays a pointer to
+        -- its TOAST data until the final select reads it), so that each
+        -- event is found once.
+        select d.id, d.next_attempt_at, ev.id as event_id, d.event_namespace, ev.event_type, ev.created_at,
+               ev.payload, ev.payload_bytes
+        from quotas q
+        cross join fair
+        cross join lateral (
+            select d.id, d.next_attempt_at, d.event_slot, d.event_txid, d.event_id, d.event_namespace
+            from webhook.deliveries_open d
+            where d.endpoint_id = q.id
+              and d.status = 'pending'
+              and d.next_attempt_at <= now()
+              and (d.lease_until is null or d.lease_until <= now())
+              and (d.ordering_key is null or v_batch.cur_xmax is null
+                   or webhook._visible(d.event_txid, v_batch.prev_xmin, v_batch.prev_xmax, v_batch.prev_xip))
+            order by d.next_attempt_at
+            limit greatest(least(q.quota, fair.share, p_limit), 0)
+            for update skip locked
+        ) d
+        -- Each delivery's event by its key, one index probe each: a lateral
+        -- subquery with "offset 0" is planned as a nested loop whatever the
+        -- estimates. As a plain join, the generic plan (made once, from the
+        -- statistics of the moment) sometimes expected thousands of
+        -- deliveries and hashed the whole event table for every claim:
+        -- 150 ms instead of 5 for a claim of 100 beside 100,000 events,
+        -- which made the drain benchmark swing between 2,300 and 8,000/s.
+        cross join lateral (
+            select ev.id, ev.event_type, ev.created_at, ev.payload, ev.payload_bytes
+            from webhook.events ev
+            where ev.slot = d.event_slot and ev.txid = d.event_txid and ev.id = d.event_id
+            offset 0
+        ) ev
+        order by d.next_attempt_at
+        limit p_limit
+    ), fitting as (
+        -- Memory is bounded by bytes, not rows: the oldest deliveries whose
+        -- payloads fit in p_max_bytes, and at least one. The rows left out
+        -- were locked, not leased: their locks go with this transaction.
+        -- Usually all of them fit: then the running sum (a sort and a
+        -- window over the batch) is skipped; each branch is gated by the
+        -- batch's total, worked out once.
+        select due.id, due.next_attempt_at, due.event_id, due.event_namespace, due.event_type, due.created_at,
+               due.payload, due.payload_bytes
+        from due
+        where (select coalesce(sum(t.payload_bytes), 0) from due t) <= p_max_bytes
+        union all
+        select f.id, f.next_attempt_at, f.event_id, f.event_namespace, f.event_type, f.created_at, f.payload,
+               f.payload_bytes
+        from (select due.*,
+                     sum(due.payload_bytes) over w as total,
+                     row_number() over w as n
+              from due
+              window w as (order by due.next_attempt_at, due.id)) f
+        where (select coalesce(sum(t.payload_bytes), 0) from due t) > p_max_bytes
+          and (f.n = 1 or f.total <= p_max_bytes)
+    ), claimed as (
+        update webhook.deliveries_open d
+        set lease_until = now() + ep.timeout + p_lease_margin,
+            -- Random, one per delivery: a token cannot be guessed from
+            -- another one or from a transaction id (60 random bits of a v4 UUID).
+            lease_token = hashint8extended(d.id, v_seed),
+            leased_by = p_worker_id,
+            -- An attempt counts when it is claimed, not when it is recorded:
+            -- a delivery whose sending kills the worker runs out of attempts
+            -- (the worker then records it failed without sending it again)
+            -- instead of being claimed again forever.
+            attempt_count = d.attempt_count + 1
+        from webhook.endpoints ep
+        -- "= any (array)", not a join with due: see "Plans" above.
+        where d.id = any (array(select f.id from fitting f)) and ep.id = d.endpoint_id
+        returning d.id, d.lease_token, d.attempt_count, d.endpoint_id
+    ), refunded as (
+        -- Tokens taken for deliveries this claim did not take (fewer were
+        -- due, another worker held some, the fair share, the bytes) go back.
+        update webhook.endpoint_rates b
+        set tokens = b.tokens + (a.allowed - a.taken)
+        from (select l.endpoint_id, l.allowed,
+                     (select count(*) from claimed c where c.endpoint_id = l.endpoint_id) as taken
+              from unnest(v_limited, v_allowed) as l(endpoint_id, allowed)) a
+        where b.endpoint_id = a.endpoint_id and a.allowed > a.taken
+    ), targets as materialized (
+        -- What the worker needs of each endpoint, worked out once per
+        -- endpoint and not once per delivery.
+        select ep.id,
+               -- The whole URL (endpoints.url hides its path); an empty one,
+               -- which the worker records as a failure, if the secrets'
+               -- row is gone (it cannot be: see the secret below).
+               coalesce(s.url, '') as url,
+               (coalesce(s.headers, '{}') || coalesce(webhook._auth_header(s.auth), '{}'))::text as headers,
+               (extract(epoch from ep.timeout) * 1000)::integer as timeout_ms,
+               -- No secret (it cannot happen: it is dropped only when nothing is
+               -- left to send) makes the worker record a failure, not lose the row.
+               case when s.secret is null then '{}'::text[]
+                    when s.previous_secret is not null and s.previous_expires_at > now()
+                    then array[s.secret, s.previous_secret]
+                    else array[s.secret] end as secrets,
+               (ep.retry_policy ->> 'max_attempts')::integer as max_attempts,
+               (extract(epoch from (ep.retry_policy ->> 'initial_delay')::interval) * 1000)::bigint as initial_delay_ms,
+               (extract(epoch from (ep.retry_policy ->> 'max_delay')::interval) * 1000)::bigint as max_delay_ms,
+               (ep.retry_policy ->> 'backoff_multiplier')::double precision as backoff_multiplier
+        from quotas q
+        join webhook.endpoints ep on ep.id = q.id
+        left join webhook.endpoint_secrets s on s.endpoint_id = q.id
+    )
+    -- The endpoints first, then the deliveries (see above), oldest first:
+    -- the worker starts them in this order (a join returns rows in whatever
+    -- order its plan makes).
+    select 'endpoint', null::bigint, null::bigint, null::integer, null::bigint, null::text, null::text,
+           null::timestamptz, null::text,
+           t.id, t.url, t.headers, t.timeout_ms, t.secrets, t.max_attempts,
+           t.initial_delay_ms, t.max_delay_ms, t.backoff_multiplier
+    from targets t
+    where t.id = any (array(select c.endpoint_id from claimed c))
+    union all
+    (select 'delivery',
+           c.id,
+           c.lease_token,
+           c.attempt_count,
+           f.event_id,
+           -- The webhook-id's namespace (the worker puts the id together);
+           -- null for an event of pg_webhook 0.1, whose message id is its number.
+           webhook._namespace_hex(f.event_namespace),
+           f.event_type,
+           f.created_at,
+           f.payload::text,
+           c.endpoint_id,
+           null::text, null::text, null::integer, null::text[], null::integer,
+           null::bigint, null::bigint, null::double precision
+    from claimed c
+    join fitting f on f.id = c.id
+    order by f.next_attempt_at, f.id);
+end
+$$;
+
+create or replace function webhook._record_attempts(
+    p_worker_id text,
+    p_delivery_ids bigint[],
+    p_lease_tokens bigint[],
+    p_endpoint_ids bigint[],    -- each delivery's endpoint (as claimed)
+    p_attempt_numbers integer[],
+    p_started_at timestamptz[],
+    p_duration_ms double precision[],
+    p_status_codes integer[],
+    p_response_excerpts text[],
+    p_errors text[],
+    p_outcomes text[],          -- 'succeeded' | 'retry' | 'failed'
+    p_retry_delays_ms bigint[]  -- for 'retry': how long from now
+) returns integer
+language plpgsql volatile
+security definer
+set search_path = pg_catalog, webhook, pg_temp
+-- Every row these statements touch is found by key; see "Plans" above.
+set enable_seqscan = off
+set jit = off
+as $$
+declare
+    v_moved integer;
+    v_touched bigint[];
+    v_gone bigint[];
+    v_id bigint;
+    v_reason text;
+    v_slot smallint := webhook._current_slot();
+    v_n integer := coalesce(cardinality(p_delivery_ids), 0);
+    v_failing_after integer := webhook._failing_after();
+    v_failing bigint[];
+    v_recovered jsonb[];
+    v_exhausted bigint[];
+    v_heads bigint[];
+    v_head_endpoints bigint[];
+    v_head_keys text[];
+    v_head_events bigint[];
+    v_head_failed boolean[];
+begin
+    if v_n <> coalesce(cardinality(p_lease_tokens), 0) or v_n <> coalesce(cardinality(p_endpoint_ids), 0)
+       or v_n <> coalesce(cardinality(p_attempt_numbers), 0) or v_n <> coalesce(cardinality(p_started_at), 0)
+       or v_n <> coalesce(cardinality(p_duration_ms), 0) or v_n <> coalesce(cardinality(p_status_codes), 0)
+       or v_n <> coalesce(cardinality(p_response_excerpts), 0) or v_n <> coalesce(cardinality(p_errors), 0)
+       or v_n <> coalesce(cardinality(p_outcomes), 0) or v_n <> coalesce(cardinality(p_retry_delays_ms), 0) then
+        raise exception 'webhook._record_attempts: the arrays must all have the same length'
+            using errcode = '22023';
+    end if;
+    if exists (select from unnest(p_outcomes) o where o is null or o not in ('succeeded', 'retry', 'failed'))
+       or exists (select from unnest(p_outcomes, p_retry_delays_ms) r(o, d) where o = 'retry' and (d is null or d < 0))
+       or exists (select from unnest(p_delivery_ids, p_lease_tokens, p_endpoint_ids, p_attempt_numbers, p_started_at,
+                                     p_duration_ms) r(i, t, e, n, s, ms)
+                  where i is null or t is null or e is null or n is null or s is null or ms is null) then
+        raise exception 'webhook._record_attempts: an outcome is ''succeeded'', ''retry'' (with a delay of 0 ms or more) or ''failed'', and ids, tokens, endpoints, attempt numbers, start times and durations are never null'
+            using errcode = '22023';
+    end if;
+    with r as (
+        select *
+        from unnest(p_delivery_ids, p_lease_tokens, p_endpoint_ids, p_attempt_numbers, p_started_at, p_duration_ms,
+                    p_status_codes, p_response_excerpts, p_errors, p_outcomes, p_retry_delays_ms)
+             as r(delivery_id, lease_token, endpoint_id, attempt_number, started_at, duration_ms,
+                  status_code, response_excerpt, error, outcome, retry_delay_ms)
+    ), retried as (
+        update webhook.deliveries_open d
+        set next_attempt_at = now() + r.retry_delay_ms * interval '1 millisecond',
+            lease_token = null,
+            lease_until = null,
+            leased_by = null,
+            last_attempt_at = r.started_at,
+            last_status_code = r.status_code,
+            last_error = r.error
+        from r
+        -- "= any (array)": see "Plans" above.
+        where r.outcome = 'retry' and d.id = any (p_delivery_ids)
+          and d.id = r.delivery_id and d.lease_token = r.lease_token
+        returning d.id, d.event_slot, d.endpoint_id
+    ), finished as (
+        delete from webhook.deliveries_open d
+        using r
+        where r.outcome <> 'retry' and d.id = any (p_delivery_ids)
+          and d.id = r.delivery_id and d.lease_token = r.lease_token
+        returning d.id, d.event_id, d.event_txid, d.event_slot, d.endpoint_id, d.attempt_count,
+                  d.next_attempt_at, d.replay_of, d.created_at, d.event_namespace, d.ordering_key,
+                  r.outcome, r.started_at, r.status_code, r.error
+    ), archived as (
+        insert into webhook.deliveries (id, slot, event_id, event_txid, event_slot, endpoint_id, status,
+                                        attempt_count, next_attempt_at, last_attempt_at, last_status_code,
+                                        last_error, replay_of, created_at, finalized_at, event_namespace,
+                                        ordering_key)
+        select f.id, f.event_slot, f.event_id, f.event_txid, f.event_slot, f.endpoint_id,
+               f.outcome::webhook.delivery_status, f.attempt_count, f.next_attempt_at, f.started_at,
+               f.status_code, f.error, f.replay_of, f.created_at, now(), f.event_namespace, f.ordering_key
+        from finished f
+        returning 1
+    ), held as (
+        select rt.id, rt.event_slot, rt.endpoint_id from retried rt
+        union all
+        select f.id, f.event_slot, f.endpoint_id from finished f
+    ), logged as (
+        -- Every attempt is logged, and says whether it moved its delivery
+        -- (lease_held). One whose lease was lost (it expired, and another
+        -- worker claimed the delivery meanwhile) is logged in the current
+        -- slot, marked: the caller may be that worker, or a holder of the
+        -- worker role recording attempts it never made, and the log says
+        -- which attempts changed nothing. An attempt of a delivery that
+        -- does not exist, or for another endpoint, is not logged at all.
+        insert into webhook.attempts (slot, delivery_id, endpoint_id, attempt_number, started_at, duration_ms,
+                                      status_code, response_excerpt, error, worker_id, lease_held)
+        select coalesce(h.event_slot, v_slot), r.delivery_id, r.endpoint_id, r.attempt_number, r.started_at,
+               r.duration_ms, r.status_code, r.response_excerpt, r.error, p_worker_id, h.id is not null
+        from r left join held h on h.id = r.delivery_id
+        where h.id is not null
+           or exists (select from webhook.deliveries d where d.id = r.delivery_id and d.endpoint_id = r.endpoint_id)
+    ), outcomes as (
+        select h.endpoint_id, r.started_at, r.duration_ms, r.outcome = 'succeeded' as ok, r.status_code, r.error
+        from r join held h on h.id = r.delivery_id
+    ), buckets as (
+        select o.endpoint_id, date_trunc('minute', o.started_at) as minute,
+               webhook._latency_bucket(o.duration_ms) as bucket,
+               count(*)::integer as n, (count(*) filter (where o.ok))::integer as ok
+        from outcomes o
+        group by 1, 2, 3
+    ), minutes as (
+        -- Counters per endpoint and minute, each histogram built whole.
+        select k.endpoint_id, k.minute, sum(k.n)::integer as n, sum(k.ok)::integer as ok,
+               webhook._hist_sum(webhook._hist_one(k.bucket, k.n))::integer[] as hist
+        from buckets k
+        group by k.endpoint_id, k.minute
+    ), stats as (
+        insert into webhook.endpoint_stats as st (endpoint_id, minute, attempts, successes, latency_hist)
+        select m.endpoint_id, m.minute, m.n, m.ok, m.hist
+        from minutes m
+        on conflict (endpoint_id, minute) do update
+        set attempts = st.attempts + excluded.attempts,
+            successes = st.successes + excluded.successes,
+            latency_hist = webhook._hist_add(st.latency_hist, excluded.latency_hist)
+        returning 1
+    ), hourly as (
+        insert into webhook.endpoint_stats_hourly as sh (endpoint_id, hour, attempts, successes, latency_hist)
+        select m.endpoint_id, date_trunc('hour', m.minute), sum(m.n), sum(m.ok),
+               webhook._hist_sum(m.hist)::integer[]
+        from minutes m
+        group by m.endpoint_id, date_trunc('hour', m.minute)
+        on conflict (endpoint_id, hour) do update
+        set attempts = sh.attempts + excluded.attempts,
+            successes = sh.successes + excluded.successes,
+            latency_hist = webhook._hist_add(sh.latency_hist, excluded.latency_hist)
+        returning 1
+    ), last_ok as (
+        select o.endpoint_id, max(o.started_at) filter (where o.ok) as at
+        from outcomes o group by o.endpoint_id
+    ), runs as (
+        select o.endpoint_id, l.at as last_success_at,
+               max(o.started_at) filter (where not o.ok) as last_failure_at,
+               (array_agg(o.status_code order by o.started_at desc) filter (where not o.ok))[1] as last_failure_status,
+               (array_agg(o.error order by o.started_at desc) filter (where not o.ok))[1] as last_failure_error,
+               count(*) filter (where not o.ok and (l.at is null or o.started_at > l.at))::integer as failures,
+               min(o.started_at) filter (where not o.ok and (l.at is null or o.started_at > l.at)) as failing_since,
+               bool_or(o.status_code = 410) as gone
+        from outcomes o join last_ok l on l.endpoint_id = o.endpoint_id
+        group by o.endpoint_id, l.at
+    ), before as (
+        -- The runs as they were (every part of one statement reads the
+        -- tables as they were before it).
+        select a.endpoint_id, a.consecutive_failures, a.failing_since
+        from webhook.endpoint_activity a
+        where a.endpoint_id = any (array(select ru.endpoint_id from runs ru))
+    ), activity as (
+        insert into webhook.endpoint_activity as a (endpoint_id, last_success_at, last_failure_at, last_failure_status,
+                                                   last_failure_error, consecutive_failures, failing_since)
+        select ru.endpoint_id, ru.last_success_at, ru.last_failure_at, ru.last_failure_status,
+               ru.last_failure_error, ru.failures, ru.failing_since
+        from runs ru
+        on conflict (endpoint_id) do update
+        set last_success_at = greatest(a.last_success_at, excluded.last_success_at),
+            last_failure_at = greatest(a.last_failure_at, excluded.last_failure_at),
+            last_failure_status = case when excluded.last_failure_at is not null then excluded.last_failure_status
+                                       else a.last_failure_status end,
+            last_failure_error = case when excluded.last_failure_at is not null then excluded.last_failure_error
+                                      else a.last_failure_error end,
+            consecutive_failures = case when excluded.last_success_at is not null then excluded.consecutive_failures
+                                        else a.consecutive_failures + excluded.consecutive_failures end,
+            failing_since = case when excluded.last_success_at is not null then excluded.failing_since
+                                 else coalesce(a.failing_since, excluded.failing_since) end
+        returning a.endpoint_id, a.consecutive_failures
+    )
+    select (select count(*) from retried) + (select count(*) from archived),
+           array(select ru.endpoint_id from runs ru where ru.failures > 0),
+           array(select ru.endpoint_id from runs ru where ru.gone),
+           -- Failing: the run reached the threshold in this batch (it was
+           -- below, or a success in the batch started it over).
+           array(select ac.endpoint_id
+                 from activity ac
+                 join runs ru on ru.endpoint_id = ac.endpoint_id
+                 left join before b on b.endpoint_id = ac.endpoint_id
+                 where ac.consecutive_failures >= v_failing_after
+                   and (ru.last_success_at is not null or coalesce(b.consecutive_failures, 0) < v_failing_after)),
+           -- Recovered: a success ended a run that had reached it.
+           array(select jsonb_build_object('endpoint_id', b.endpoint_id, 'failing_since', b.failing_since,
+                                           'consecutive_failures', b.consecutive_failures)
+                 from runs ru
+                 join before b on b.endpoint_id = ru.endpoint_id
+                 where ru.last_success_at is not null and b.consecutive_failures >= v_failing_after),
+           array(select f.id from finished f where f.outcome = 'failed'),
+           -- Heads of ordered endpoints' keys that finished.
+           array(select f.id from finished f where f.ordering_key is not null order by f.id),
+           array(select f.endpoint_id from finished f where f.ordering_key is not null order by f.id),
+           array(select f.ordering_key from finished f where f.ordering_key is not null order by f.id),
+           array(select f.event_id from finished f where f.ordering_key is not null order by f.id),
+           array(select f.outcome = 'failed' from finished f where f.ordering_key is not null order by f.id)
+    into v_moved, v_touched, v_gone, v_failing, v_recovered, v_exhausted,
+         v_heads, v_head_endpoints, v_head_keys, v_head_events, v_head_failed;
+    if cardinality(v_heads) > 0 then
+        perform webhook._heads_finished(v_heads, v_head_endpoints, v_head_keys, v_head_events, v_head_failed);
+    end if;
+    if cardinality(v_failing) + cardinality(v_recovered) + cardinality(v_exhausted) > 0 then
+        perform webhook._report_runs(v_failing, v_recovered, v_exhausted);
+    end if;
+
+    -- 410 Gone: the receiver says the endpoint is no more; stop at once.
+    -- Failing without a success for pg_webhook.disable_after: give up on it.
+    for v_id, v_reason in
+        select g, 'the endpoint answered 410 Gone' from unnest(v_gone) g
+        union all
+        select a.endpoint_id, 'no successful delivery since ' || a.failing_since
+        from webhook.endpoint_activity a
+        where a.endpoint_id = any (v_touched) and not a.endpoint_id = any (v_gone)
+          and a.failing_since <= now() - webhook._disable_after_s() * interval '1 second'
+    loop
+        perform webhook._disable_endpoint(v_id, v_reason);
+    end loop;
+    return v_moved;
+end
+$$;
+
+create or replace function webhook_unsubscribe(
+    endpoint_id bigint -- the endpoint to remove
+) returns boolean
+language plpgsql volatile
+security definer
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_id bigint := $1;
+    v_deleted_at timestamptz;
+    v_held boolean;
+begin
+    select e.deleted_at, e.paused_at is not null or e.disabled_at is not null into v_deleted_at, v_held
+    from webhook.endpoints e where e.id = v_id for update;
+    if not found then
+        perform webhook._live_endpoint(v_id); -- raises 42704
+    end if;
+    if v_deleted_at is not null then
+        return false;
+    end if;
+    update webhook.endpoints e
+    set is_active = false, deleted_at = now(), updated_at = now()
+    where e.id = v_id;
+    perform webhook._close_subscription(v_id);
+    -- What it was holding (paused or disabled; for an ordered endpoint, the
+    -- deliveries waiting behind them and behind its blocked keys) can
+    -- never be sent now: it is cancelled, and stays visible as such. What
+    -- is pending still goes out (and the rest of its keys after it): those
+    -- events were committed while it was subscribed.
+    perform webhook._hold_fanout();
+    with held as (
+        delete from webhook.deliveries_open d
+        where d.endpoint_id = v_id
+          and (d.status = 'paused'
+               or (d.status = 'waiting'
+                   and (v_held or exists (select from webhook.key_blocks b
+                                          where b.endpoint_id = v_id and b.ordering_key = d.ordering_key))))
+        returning d.*
+    )
+    insert into webhook.deliveries (id, slot, event_id, event_txid, event_slot, endpoint_id, status, attempt_count,
+                                    next_attempt_at, last_attempt_at, last_status_code, last_error, replay_of,
+                                    created_at, finalized_at, event_namespace, ordering_key)
+    select h.id, h.event_slot, h.event_id, h.event_txid, h.event_slot, h.endpoint_id, 'cancelled', h.attempt_count,
+           h.next_attempt_at, h.last_attempt_at, h.last_status_code, h.last_error, h.replay_of, h.created_at, now(),
+           h.event_namespace, h.ordering_key
+    from held h;
+    delete from webhook.key_blocks b where b.endpoint_id = v_id;
+    -- The secret stays: events committed before now may not be fanned out
+    -- yet. The worker's maintenance drops it once nothing is left to send.
+    perform webhook._cluster_publish(v_id, false);
+    return true;
+end
+$$;
+comment on function webhook_unsubscribe(bigint) is
+    'Removes an endpoint: it receives no event committed after this; deliveries of earlier events still go out (pause it first to stop them: held ones are cancelled). History stays. False if it was already removed.';
+
+create or replace function webhook._deliver_again(
+    p_event webhook.events,   -- the event
+    p_endpoint_id bigint,     -- to this endpoint
+    p_replay_of bigint        -- the delivery it repeats, if any
+) returns bigint
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_id bigint;
+    v_key text;
+begin
+    select webhook._event_key(p_event) into v_key from webhook.endpoints e where e.id = p_endpoint_id and e.ordered;
+    insert into webhook.deliveries_open (event_id, event_txid, event_slot, endpoint_id, status, replay_of,
+                                         event_namespace, ordering_key)
+    select p_event.id, p_event.txid, p_event.slot, e.id,
+           case when v_key is not null then 'waiting'
+                when e.paused_at is null and e.disabled_at is null then 'pending'
+                else 'paused' end::webhook.delivery_status,
+           p_replay_of,
+           webhook._event_namespace(p_event.txid, p_event.id_namespace,
+                                    (select i.namespace from webhook.incarnations i
+                                     where i.n = webhook._incarnation_of(p_event.txid))),
+           v_key
+    from webhook.endpoints e where e.id = p_endpoint_id
+    returning id into v_id;
+    if v_key is not null then
+        perform webhook._hold_fanout();
+        perform webhook._settle_keys(array[p_endpoint_id], array[v_key]);
+    end if;
+    perform webhook._wake();
+    return v_id;
+end
+$$;
+
+create or replace function webhook_send_test(
+    endpoint_id bigint -- the endpoint to test
+) returns bigint
+language plpgsql volatile
+security definer
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_endpoint webhook.endpoints := webhook._live_endpoint($1);
+    v_event_id bigint;
+    v_event webhook.events;
+begin
+    v_event_id := webhook._enqueue('webhook.test',
+        jsonb_build_object('endpoint_id', v_endpoint.id, 'endpoint_name', v_endpoint.name,
+                           'message', 'A test event from pg_webhook.', 'sent_at', now()),
+        null, null);
+    select * into v_event from webhook.events e where e.id = v_event_id and e.txid = webhook._vxid();
+    perform webhook._deliver_again(v_event, v_endpoint.id, null);
+    return v_event_id;
+end
+$$;
+comment on function webhook_send_test(bigint) is
+    'Sends a webhook.test event to one endpoint, whatever its filters; returns the event id (see webhook.delivery_log).';
+
+create or replace function webhook._endpoint_state(
+    p_endpoint_id bigint -- the endpoint
+) returns jsonb
+language sql stable
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+    select jsonb_build_object(
+        'id', e.id,
+        'name', e.name,
+        'url', s.url,
+        'event_types', to_jsonb(e.event_types),
+        'headers', s.headers,
+        'auth', s.auth,
+        'retry_policy', e.retry_policy,
+        -- Times and intervals as numbers and UTC text: their text form
+        -- depends on each session's TimeZone and IntervalStyle.
+        'timeout_us', (extract(epoch from e.timeout) * 1000000)::bigint,
+        'max_in_flight', e.max_in_flight,
+        'filter', e.filter,
+        'max_per_second', e.max_per_second,
+        'burst', e.burst,
+        'ordered', e.ordered,
+        'on_exhausted', e.on_exhausted,
+        'paused', e.paused_at is not null,
+        'disabled_reason', e.disabled_reason,
+        'deleted', e.deleted_at is not null,
+        'secret', s.secret,
+        'previous_secret', s.previous_secret,
+        'previous_expires_at',
+            to_char(s.previous_expires_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+    from webhook.endpoints e
+    -- The secrets' row of a removed endpoint goes once nothing is left to send.
+    left join webhook.endpoint_secrets s on s.endpoint_id = e.id
+    where e.id = p_endpoint_id
+$$;
+
+create or replace function webhook._apply_endpoint_state(
+    p_state jsonb -- from webhook._endpoint_state() on the coordinator
+) returns boolean
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_id bigint := (p_state ->> 'id')::bigint;
+    v_local jsonb := webhook._endpoint_state(v_id);
+    v_patterns text[] := array(select jsonb_array_elements_text(p_state -> 'event_types'));
+    -- What webhook_update sets (the rest is state, secrets and identity).
+    v_settings text[] := array['url', 'event_types', 'name', 'headers', 'auth', 'retry_policy', 'timeout_us',
+                               'max_in_flight', 'filter', 'max_per_second', 'burst', 'ordered', 'on_exhausted'];
+    v_timeout interval := (p_state ->> 'timeout_us')::bigint * interval '1 microsecond';
+    v_paused boolean;
+    v_reason text;
+begin
+    if v_local is not distinct from p_state then
+        return false;
+    end if;
+    if v_local is null then
+        if (p_state ->> 'deleted')::boolean then
+            return false; -- removed before this node knew it: nothing to send
+        end if;
+        -- As webhook._subscribe makes it, with the coordinator's id and secret
+        -- (the coordinator checked the settings).
+        perform webhook._insert_endpoint(v_id, p_state ->> 'name', p_state ->> 'url', v_patterns, p_state -> 'headers',
+                                         nullif(p_state -> 'auth', 'null'::jsonb),
+                                         nullif(p_state -> 'retry_policy', 'null'::jsonb), v_timeout,
+                                         (p_state ->> 'max_in_flight')::integer, p_state ->> 'secret',
+                                         p_state ->> 'filter', (p_state ->> 'max_per_second')::integer,
+                                         (p_state ->> 'burst')::integer);
+        -- Ids are the coordinator's: keep this node's sequence past them.
+        perform setval(pg_get_serial_sequence('webhook.endpoints', 'id'), (select max(e.id) from webhook.endpoints e));
+        v_local := webhook._endpoint_state(v_id);
+    end if;
+    if (v_local ->> 'deleted')::boolean then
+        return true; -- a removed endpoint changes no more
+    end if;
+    if (p_state ->> 'deleted')::boolean then
+        perform @extschema@.webhook_unsubscribe(v_id);
+        return true;
+    end if;
+    if (select jsonb_object_agg(k, v_local -> k) from unnest(v_settings) k)
+       is distinct from (select jsonb_object_agg(k, p_state -> k) from unnest(v_settings) k) then
+        perform @extschema@.webhook_update(v_id,
+                               url => p_state ->> 'url',
+                               event_types => v_patterns,
+                               name => p_state ->> 'name',
+                               headers => p_state -> 'headers',
+                               retry_policy => p_state -> 'retry_policy',
+                               timeout => v_timeout,
+                               auth => p_state -> 'auth',
+                               max_in_flight => coalesce((p_state ->> 'max_in_flight')::integer, 0),
+                               filter => coalesce(p_state ->> 'filter', ''),
+                               max_per_second => coalesce((p_state ->> 'max_per_second')::integer, 0),
+                               burst => coalesce((p_state ->> 'burst')::integer, 0),
+                               -- (An older coordinator's state has neither: left as they are.)
+                               ordered => (p_state ->> 'ordered')::boolean,
+                               on_exhausted => p_state ->> 'on_exhausted');
+    end if;
+    update webhook.endpoint_secrets s
+    set secret = p_state ->> 'secret',
+        previous_secret = p_state ->> 'previous_secret',
+        previous_expires_at = (p_state ->> 'previous_expires_at')::timestamptz
+    where s.endpoint_id = v_id
+      and (s.secret, s.previous_secret, s.previous_expires_at)
+          is distinct from (p_state ->> 'secret', p_state ->> 'previous_secret',
+                            (p_state ->> 'previous_expires_at')::timestamptz);
+    -- Held (paused, disabled) as the coordinator holds it: released first
+    -- when it holds less, then held again as it says.
+    v_paused := (v_local ->> 'paused')::boolean;
+    v_reason := v_local ->> 'disabled_reason';
+    if (v_paused and not (p_state ->> 'paused')::boolean)
+       or v_reason is distinct from (p_state ->> 'disabled_reason') then
+        perform webhook._enable_endpoint(v_id);
+        v_paused := false;
+        v_reason := null;
+    end if;
+    if (p_state ->> 'paused')::boolean and not v_paused then
+        perform @extschema@.webhook_pause(v_id);
+    end if;
+    if p_state ->> 'disabled_reason' is not null and v_reason is null then
+        -- Held, without a second webhook.endpoint.disabled event: the node
+        -- where it was disabled sent it.
+        perform webhook._hold_endpoint(v_id, p_state ->> 'disabled_reason');
+    end if;
+    return true;
+end
+$$;
+
+create or replace function webhook._open_deliveries(
+    p_endpoint_id bigint, -- the endpoint
+    p_most integer        -- stop counting here
+) returns integer
+language sql stable
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+    select ((select count(*) from (select from webhook.deliveries_open d
+                                   where d.endpoint_id = p_endpoint_id and d.status = 'pending'
+                                   limit p_most) p)
+          + (select count(*) from (select from webhook.deliveries_open d
+                                   where d.endpoint_id = p_endpoint_id and d.status = 'paused'
+                                   limit p_most) q)
+          -- And an ordered endpoint's waiting ones (the only open status
+          -- after paused; see webhook.delivery_status for why not by name).
+          + (select count(*) from (select from webhook.deliveries_open d
+                                   where d.endpoint_id = p_endpoint_id and d.ordering_key is not null
+                                     and d.status > 'paused'
+                                   limit p_most) w))::integer
+$$;
+
+create or replace function webhook._backfill_step()
+returns integer
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+-- Keys go out as text and come back: one format whatever the session's.
+set datestyle = 'ISO, YMD'
+set intervalstyle = 'postgres'
+-- The batch runs inside the claim: a lock held on the table (an ALTER
+-- TABLE, a LOCK) must not hold up the worker's deliveries. The batch gives
+-- up after this, and its backfill waits a second (webhook._backfill_room).
+set lock_timeout = '100ms'
+as $$
+declare
+    b webhook.backfills;
+    f record;
+    v_limit integer;
+    v_read bigint;
+    v_sent bigint;
+    v_last jsonb;
+    v_status webhook.delivery_status;
+    v_ordered boolean;
+    v_keys text[];
+    v_schema name;
+    v_relname name;
+    v_message text;
+    v_state text;
+begin
+    for b in
+        select * from webhook.backfills where status = 'running' order by updated_at for update skip locked
+    loop
+        if b.endpoint_id is not null then
+            -- An ordered endpoint's deliveries wait for their key's turn (15_ordering.sql).
+            select case when ep.ordered then 'waiting'
+                        when ep.paused_at is null and ep.disabled_at is null then 'pending' else 'paused' end,
+                   ep.ordered
+            into v_status, v_ordered
+            from webhook.endpoints ep where ep.id = b.endpoint_id and ep.deleted_at is null;
+            if not found then
+                perform webhook._finish_backfill(b.id, 'cancelled', 'its endpoint was removed');
+                continue;
+            end if;
+        end if;
+        -- Whole batches of half the window: a batch costs its statements'
+        -- planning whatever its size, so the window refills in two.
+        v_limit := webhook._backfill_window() / 2;
+        continue when webhook._backfill_room(b) < v_limit;
+        f := webhook._backfill_functions(b.id);
+        select n.nspname, c.relname into v_schema, v_relname
+        from pg_class c join pg_namespace n on n.oid = c.relnamespace
+        where c.oid = b.source_table;
+        begin
+            -- The step runs as the extension owner: the function it calls
+            -- must be the one webhook_backfill made, owned by the role
+            -- with no rights (a restore without the roles would leave it
+            -- the restoring superuser's), and its reader the requester's.
+            if not exists (select from pg_proc p
+                           where p.oid = to_regprocedure(format('webhook.%I(jsonb, integer)', f.entry))
+                             and p.prosecdef and p.proowner = 'webhook_filter'::regrole)
+               or not exists (select from pg_proc p
+                              where p.oid = to_regprocedure(format('webhook.%I(jsonb, integer)', f.reader))
+                                and p.proowner = (select r.oid from pg_roles r where r.rolname = b.requested_by)) then
+                raise exception 'the functions of backfill % are missing or not owned as webhook_backfill made them', b.id
+                    using errcode = '42501', hint = 'Start it again: webhook_backfill(..., "where" => <a condition on the key past last_key>).';
+            end if;
+            execute format($q$
+                with r as materialized (
+                    select * from webhook.%I($1, $2)
+                ), ev as (
+                    insert into webhook.events (id, slot, txid, event_type, payload, payload_bytes, source_table,
+                                                id_namespace, endpoint_id)
+                    select nextval('webhook.events_id_seq'), $3, $4, $5, x.payload, octet_length(x.payload::text),
+                           $6, $7, $8
+                    from r
+                    -- The event: a captured row's shape (payload.rs), op
+                    -- "read"; a row over pg_webhook.max_payload_bytes cut
+                    -- down to its key, with "truncated": true. Written out
+                    -- here rather than in a function: a function with its
+                    -- own settings costs a call per row.
+                    cross join lateral (
+                        select format('{"table":%%s,"schema":%%s,"op":"read","new":%%s,"old":null}',
+                                      $9, $10, r.new) as e
+                    ) f
+                    cross join lateral (
+                        select case when octet_length(f.e) <= $12 then f.e
+                                    else format('{"table":%%s,"schema":%%s,"op":"read","new":%%s,"old":null,'
+                                                || '"truncated":true}',
+                                                $9, $10, coalesce(case when $11 then r.k::text end, '{}'))
+                               end::json as payload
+                    ) x
+                    where r.new is not null
+                    order by r.n
+                    returning id, slot, txid, id_namespace, payload
+                ), dl as (
+                    insert into webhook.deliveries_open (event_id, event_txid, event_slot, endpoint_id, status,
+                                                         event_namespace, ordering_key)
+                    select ev.id, ev.txid, ev.slot, $8, $13, webhook._event_namespace(ev.txid, ev.id_namespace, null),
+                           case when $14 then webhook._row_key($6, $15, ev.payload::jsonb) end
+                    from ev
+                    where $8 is not null
+                    order by ev.id
+                    returning ordering_key
+                )
+                select (select count(*) from r), (select r.k from r order by r.n desc limit 1),
+                       (select count(*) from ev),
+                       (select array_agg(distinct dl.ordering_key) from dl where dl.ordering_key is not null)
+                $q$, f.entry)
+            into v_read, v_last, v_sent, v_keys
+            using b.last_key, v_limit, webhook._current_slot(), webhook._vxid(), b.event_type,
+                  format('%I.%I', v_schema, v_relname), webhook._id_namespace(), b.endpoint_id,
+                  to_json(v_relname::text)::text, to_json(v_schema::text)::text,
+                  b.columns is null or b.key_columns <@ b.columns,
+                  coalesce(nullif(current_setting('pg_webhook.max_payload_bytes', true), '')::integer, 1048576),
+                  v_status, coalesce(v_ordered, false), webhook._key_columns(format('%I.%I', v_schema, v_relname));
+            if v_keys is not null then
+                -- Each key's head, under the fan-out's lock (15_ordering.sql).
+                perform webhook._hold_fanout();
+                perform webhook._settle_keys(array_fill(b.endpoint_id, array[cardinality(v_keys)]), v_keys);
+            end if;
+        exception when others then
+            get stacked diagnostics v_state = returned_sqlstate, v_message = message_text;
+            -- A lock not had in time, a deadlock, a serialization failure:
+            -- the next batch may pass. Anything else would fail again.
+            if v_state = '55P03' or v_state like '40%' then
+                update webhook.backfills
+                set error = format('%s (SQLSTATE %s); tried again a second later', v_message, v_state),
+                    updated_at = clock_timestamp()
+                where id = b.id;
+            else
+                perform webhook._finish_backfill(b.id, 'failed', format('%s (SQLSTATE %s)', v_message, v_state));
+            end if;
+            return 0;
+        end;
+        update webhook.backfills
+        set last_key = coalesce(v_last, last_key), rows_read = rows_read + v_read, rows_sent = rows_sent + v_sent,
+            last_txid = case when v_sent > 0 then webhook._vxid() else last_txid end, error = null,
+            updated_at = now()
+        where id = b.id;
+        if v_read < v_limit then
+            perform webhook._finish_backfill(b.id, 'done', null);
+        end if;
+        if v_sent > 0 then
+            perform webhook._wake();
+        end if;
+        return v_read;
+    end loop;
+    return 0;
+end
+$$;
+
+create or replace function webhook._invariant_violations()
+returns table (object_id bigint, invariant text)
+language sql stable
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+    select d.id, 'a delivery has its event in its event''s slot'
+    from webhook.deliveries d
+    where not exists (select from webhook.events e
+                      where e.slot = d.event_slot and e.txid = d.event_txid and e.id = d.event_id)
+    union all
+    select d.id, 'a delivery carries its event''s webhook-id namespace'
+    from webhook.deliveries d
+    join webhook.events e on e.slot = d.event_slot and e.txid = d.event_txid and e.id = d.event_id
+    left join webhook.incarnations i on i.n = webhook._incarnation_of(e.txid)
+    where webhook._event_namespace(e.txid, e.id_namespace, i.namespace) is distinct from d.event_namespace
+    union all
+    select d.id, 'a paused or disabled endpoint has no pending delivery'
+    from webhook.deliveries_open d
+    join webhook.endpoints e on e.id = d.endpoint_id
+    where d.status = 'pending' and (e.paused_at is not null or e.disabled_at is not null)
+    union all
+    select d.id, 'a sending endpoint has no paused delivery'
+    from webhook.deliveries_open d
+    join webhook.endpoints e on e.id = d.endpoint_id
+    where d.status = 'paused' and e.paused_at is null and e.disabled_at is null
+    union all
+    select d.id, 'a removed endpoint holds nothing'
+    from webhook.deliveries_open d
+    join webhook.endpoints e on e.id = d.endpoint_id
+    where d.status = 'paused' and e.deleted_at is not null
+    union all
+    -- Ordered endpoints (15_ordering.sql). 'waiting' is the only open
+    -- status after 'paused' (see webhook.delivery_status for why not by name).
+    select d.id, 'a waiting delivery has a key'
+    from webhook.deliveries_open d
+    where d.status > 'paused' and d.ordering_key is null
+    union all
+    select d.id, 'a waiting delivery''s key has a head or is blocked'
+    from webhook.deliveries_open d
+    where d.status > 'paused'
+      and not exists (select from webhook.deliveries_open h
+                      where h.endpoint_id = d.endpoint_id and h.ordering_key = d.ordering_key and h.status <= 'paused')
+      and not exists (select from webhook.key_blocks b
+                      where b.endpoint_id = d.endpoint_id and b.ordering_key = d.ordering_key)
+    union all
+    select h.id, 'a head never sent comes before the rest of its key'
+    from webhook.deliveries_open h
+    where h.ordering_key is not null and h.status <= 'paused' and h.attempt_count = 0
+      and exists (select from webhook.deliveries_open d
+                  where d.endpoint_id = h.endpoint_id and d.ordering_key = h.ordering_key and d.status > 'paused'
+                    and (d.event_id, d.id) < (h.event_id, h.id))
+    union all
+    select b.endpoint_id, 'a blocked key is an ordered endpoint''s, without a head'
+    from webhook.key_blocks b
+    join webhook.endpoints e on e.id = b.endpoint_id
+    where not e.ordered
+       or exists (select from webhook.deliveries_open h
+                  where h.endpoint_id = b.endpoint_id and h.ordering_key = b.ordering_key and h.status <= 'paused')
+    union all
+    select s.id, 'a committed subscription period has its snapshots'
+    from webhook.subscriptions s
+    where s.from_xmin is null or (s.until_txid is not null and s.until_xmin is null)
+    union all
+    select e.id, 'a live endpoint has one open subscription period and a secret'
+    from webhook.endpoints e
+    where e.deleted_at is null
+      and ((select count(*) from webhook.subscriptions s where s.endpoint_id = e.id and s.until_txid is null) <> 1
+           or not exists (select from webhook.endpoint_secrets k where k.endpoint_id = e.id))
+    union all
+    select d.id, 'an event for one endpoint is delivered to it alone'
+    from webhook.deliveries d
+    join webhook.events e on e.slot = d.event_slot and e.txid = d.event_txid and e.id = d.event_id
+    where e.endpoint_id is not null and e.endpoint_id <> d.endpoint_id
+    union all
+    select b.id, 'a running backfill has its two functions, a finished one none'
+    from webhook.backfills b
+    cross join webhook._backfill_functions(b.id) f
+    where (b.status = 'running') <> (to_regprocedure(format('webhook.%I(jsonb, integer)', f.entry)) is not null)
+       or (b.status = 'running') <> (to_regprocedure(format('webhook.%I(jsonb, integer)', f.reader)) is not null)
+    union all
+    select c, 'a Citus node has each endpoint as the coordinator last published it'
+    from webhook._cluster_stale() c
+    union all
+    select g.gen, 'only the current generation''s slot is written by new events'
+    from webhook.generations g
+    where g.purged_at is not null
+      and exists (select from webhook.events e where e.slot = g.gen % webhook._slots())
+      and not exists (select from webhook.generations n where n.gen > g.gen and n.gen % webhook._slots() = g.gen % webhook._slots())
+$$;
+
+create or replace function webhook._purge_slot(
+    p_gen bigint,        -- the generation whose slot to purge
+    p_now timestamptz    -- the time to act at
+) returns bigint
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_slot integer := p_gen % webhook._slots();
+    v_cur smallint := webhook._current_slot();
+    v_cutoff timestamptz := p_now - webhook._retention_s() * interval '1 second';
+    st webhook.fanout_state;
+    v_total bigint;
+    v_kept bigint;
+    v_lock_timeout text := current_setting('lock_timeout');
+begin
+    if v_cur = v_slot then
+        raise exception 'pg_webhook: refusing to purge the current slot %', v_slot using errcode = '55000';
+    end if;
+    -- Counted before locking: nobody adds events to a slot this old.
+    select count(*) into v_total from webhook.events e where e.slot = v_slot;
+    perform set_config('lock_timeout', '500ms', true);
+    execute format('lock table webhook.%I, webhook.%I, webhook.%I in access exclusive mode',
+                   'events_' || v_slot, 'deliveries_' || v_slot, 'attempts_' || v_slot);
+    perform set_config('lock_timeout', v_lock_timeout, true);
+    select * into st from webhook.fanout_state;
+
+    create temporary table pg_webhook_keep (txid bigint, id bigint, primary key (txid, id)) on commit drop;
+    insert into pg_webhook_keep
+    select d.event_txid, d.event_id from webhook.deliveries_open d where d.event_slot = v_slot
+    union
+    select e.txid, e.id from webhook.events e
+    where e.slot = v_slot
+      and (st is null or (e.txid >= st.prev_xmin and not webhook._visible(e.txid, st.prev_xmin, st.prev_xmax, st.prev_xip)))
+    union
+    select d.event_txid, d.event_id from webhook.deliveries d
+    where d.slot = v_slot and d.finalized_at > v_cutoff;
+
+    insert into webhook.events (id, slot, txid, event_type, payload, payload_bytes, source_table, idempotency_key,
+                                created_at, id_namespace, endpoint_id, ordering_key)
+    select e.id, v_cur, e.txid, e.event_type, e.payload, e.payload_bytes, e.source_table, e.idempotency_key,
+           e.created_at, e.id_namespace, e.endpoint_id, e.ordering_key
+    from webhook.events e join pg_webhook_keep k on k.txid = e.txid and k.id = e.id
+    where e.slot = v_slot;
+    get diagnostics v_kept = row_count;
+    insert into webhook.attempts (id, slot, delivery_id, endpoint_id, attempt_number, started_at, duration_ms,
+                                  status_code, response_excerpt, error, worker_id, lease_held)
+    select a.id, v_cur, a.delivery_id, a.endpoint_id, a.attempt_number, a.started_at, a.duration_ms, a.status_code,
+           a.response_excerpt, a.error, a.worker_id, a.lease_held
+    from webhook.attempts a
+    where a.slot = v_slot
+      and a.delivery_id in (select d.id from webhook.deliveries d
+                            join pg_webhook_keep k on k.txid = d.event_txid and k.id = d.event_id
+                            where d.slot = v_slot or d.slot is null);
+    insert into webhook.deliveries (id, slot, event_id, event_txid, event_slot, endpoint_id, status, attempt_count,
+                                    next_attempt_at, last_attempt_at, last_status_code, last_error, replay_of,
+                                    created_at, finalized_at, event_namespace, ordering_key)
+    select d.id, v_cur, d.event_id, d.event_txid, v_cur, d.endpoint_id, d.status, d.attempt_count,
+           d.next_attempt_at, d.last_attempt_at, d.last_status_code, d.last_error, d.replay_of,
+           d.created_at, d.finalized_at, d.event_namespace, d.ordering_key
+    from webhook.deliveries d join pg_webhook_keep k on k.txid = d.event_txid and k.id = d.event_id
+    where d.slot = v_slot;
+    update webhook.deliveries_open d set event_slot = v_cur where d.event_slot = v_slot;
+
+    drop table pg_webhook_keep;
+    execute format('truncate webhook.%I, webhook.%I, webhook.%I',
+                   'events_' || v_slot, 'deliveries_' || v_slot, 'attempts_' || v_slot);
+    update webhook.generations g set purged_at = p_now where g.gen = p_gen;
+    return v_total - v_kept;
+end
+$$;
+
+create or replace view webhook.endpoint_health as
+with minutes as (
+    select s.endpoint_id, sum(s.attempts) as attempts, sum(s.successes) as successes,
+           webhook._hist_sum(s.latency_hist) as hist
+    from webhook.endpoint_stats s
+    where s.minute >= now() - interval '1 hour'
+    group by s.endpoint_id
+), hours as (
+    select s.endpoint_id, sum(s.attempts) as attempts, sum(s.successes) as successes,
+           webhook._hist_sum(s.latency_hist) as hist
+    from webhook.endpoint_stats_hourly s
+    where s.hour >= date_trunc('hour', now() - interval '24 hours')
+    group by s.endpoint_id
+), queue as (
+    select d.endpoint_id,
+           -- (An ordered endpoint's deliveries waiting behind their key
+           -- count as pending: 'waiting' is not named, see the type.)
+           count(*) filter (where d.status <> 'paused') as pending,
+           count(*) filter (where d.status = 'paused') as waiting,
+           min(d.created_at) as oldest_created_at
+    from webhook.deliveries_open d
+    group by d.endpoint_id
+)
+select
+    e.id as endpoint_id,
+    e.name,
+    e.url,
+    case when e.deleted_at is not null then 'removed'
+         when e.disabled_at is not null then 'disabled'
+         when e.paused_at is not null then 'paused'
+         else 'active' end as state,
+    e.disabled_reason,
+    coalesce(m.attempts, 0) as attempts_1h,
+    round(m.successes::numeric / nullif(m.attempts, 0), 4) as success_rate_1h,
+    webhook._hist_percentile(m.hist, 0.5) as p50_ms_1h,
+    webhook._hist_percentile(m.hist, 0.95) as p95_ms_1h,
+    coalesce(h.attempts, 0) as attempts_24h,
+    round(h.successes::numeric / nullif(h.attempts, 0), 4) as success_rate_24h,
+    webhook._hist_percentile(h.hist, 0.5) as p50_ms_24h,
+    webhook._hist_percentile(h.hist, 0.95) as p95_ms_24h,
+    a.last_success_at,
+    a.last_failure_at,
+    a.last_failure_status,
+    a.last_failure_error,
+    coalesce(a.consecutive_failures, 0) as consecutive_failures,
+    a.failing_since,
+    coalesce(q.pending, 0) as pending,
+    coalesce(q.waiting, 0) as waiting,
+    now() - q.oldest_created_at as oldest_open_age
+from webhook.endpoints e
+left join minutes m on m.endpoint_id = e.id
+left join hours h on h.endpoint_id = e.id
+left join webhook.endpoint_activity a on a.endpoint_id = e.id
+left join queue q on q.endpoint_id = e.id;
+
+revoke all on function webhook._check_on_exhausted(text), webhook._key_columns(text),
+    webhook._row_key(text, text[], jsonb), webhook._event_key(webhook.events), webhook._settle_keys(bigint[], text[]),
+    webhook._heads_finished(bigint[], bigint[], text[], bigint[], boolean[]), webhook._unorder_endpoint(bigint),
+    webhook_unblock(bigint, text, boolean), webhook._enqueue(text, jsonb, text, text),
+    webhook._fan_out_chunk(webhook.fanout_state, bigint[], bigint, bigint, boolean, boolean, boolean),
+    webhook_publish(text, jsonb, text, text),
+    webhook._subscribe(text, text[], text, text, jsonb, jsonb, interval, jsonb, integer, text, integer, integer, boolean,
+                       text),
+    webhook_subscribe(text, text[], text, text, jsonb, jsonb, interval, jsonb, integer, text, integer, integer, boolean,
+                      text),
+    webhook_update(bigint, text, text[], text, jsonb, jsonb, interval, boolean, jsonb, integer, text, integer, integer,
+                   boolean, text)
+    from public;
+revoke all on webhook.key_blocks, webhook.blocked_keys from public;
+grant select on webhook.key_blocks, webhook.blocked_keys to webhook_reader;
+grant execute on function
+    webhook_subscribe(text, text[], text, text, jsonb, jsonb, interval, jsonb, integer, text, integer, integer, boolean,
+                      text),
+    webhook_update(bigint, text, text[], text, jsonb, jsonb, interval, boolean, jsonb, integer, text, integer, integer,
+                   boolean, text),
+    webhook_unblock(bigint, text, boolean)
+    to webhook_admin;
+grant execute on function webhook_publish(text, jsonb, text, text) to webhook_publisher, webhook_admin;
+select pg_catalog.pg_extension_config_dump('webhook.key_blocks', '');

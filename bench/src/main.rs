@@ -18,6 +18,7 @@ mod heads;
 mod health;
 mod latency;
 mod memory;
+mod ordering;
 mod pgbench;
 mod report;
 mod retention;
@@ -95,7 +96,7 @@ pub struct Args {
     /// same drain by two worker processes), fanout, fanout2 (by two), capture,
     /// latency, backlog, memory, heads (hostile receivers' answer heads),
     /// fairness, retention, health, analysts, statements, compare, filters,
-    /// backfill).
+    /// backfill, ordering).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Commit being measured (for the report).
@@ -185,6 +186,10 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.wants("backfill") {
         figures.backfill = Some(backfill::run(&args).await?);
+        eprintln!();
+    }
+    if args.wants("ordering") {
+        figures.ordering = Some(ordering::run(&args).await?);
         eprintln!();
     }
     if args.wants("statements") {

@@ -12,6 +12,7 @@ use crate::heads::Heads;
 use crate::health::Health;
 use crate::latency::LatencyRow;
 use crate::memory::Memory;
+use crate::ordering::Ordering;
 use crate::retention::Retention;
 use crate::statements::Statements;
 use crate::Args;
@@ -47,6 +48,7 @@ pub struct Figures {
     pub fairness: Option<Fairness>,
     pub filters: Option<Filters>,
     pub backfill: Option<Backfill>,
+    pub ordering: Option<Ordering>,
     pub retention: Option<Retention>,
     pub health: Option<Health>,
     pub memory: Option<Memory>,
@@ -109,6 +111,7 @@ impl Figures {
             fairness: None,
             filters: None,
             backfill: None,
+            ordering: None,
             retention: None,
             health: None,
             memory: None,
@@ -268,6 +271,18 @@ pub fn table(f: &Figures) -> String {
             t,
             "| live events (100/s) during the backfill / alone, latency p50 and p99 | {:.1} / {:.1} ms and {:.1} / {:.1} ms | not starved | | |",
             b.live_during_ms.0, b.live_alone_ms.0, b.live_during_ms.1, b.live_alone_ms.1
+        );
+    }
+    if let Some(o) = &f.ordering {
+        let _ = writeln!(
+            t,
+            "| drain of {} published events over {} keys, ordered / unordered endpoint | {:.0} / {:.0} deliveries/s: **{:.2}** | ≥ 0.80 | | |",
+            o.events, o.keys, o.ordered_per_sec, o.unordered_per_sec, o.ordered_per_sec / o.unordered_per_sec
+        );
+        let _ = writeln!(
+            t,
+            "| {} events of one key to an ordered endpoint: a delivery every / attempt | {:.0} deliveries/s; {:.2} / {:.2} ms | back to back | | |",
+            o.one_key_events, o.one_key_per_sec, o.one_key_gap_ms, o.one_key_attempt_ms
         );
     }
     if let Some(r) = &f.retention {

@@ -97,6 +97,9 @@ enum Column {
     IdNamespace,
     /// Null in a captured row (only a backfill to one endpoint sets it).
     EndpointId,
+    /// Null in a captured row (a row event's key is worked out from its
+    /// table and data when an ordered endpoint needs it, off the writer's path).
+    OrderingKey,
 }
 
 /// Columns of `webhook.events` without `id_namespace` (0.2.0's log).
@@ -116,6 +119,7 @@ impl Column {
             b"created_at" => (Column::CreatedAt, pg_sys::TIMESTAMPTZOID),
             b"id_namespace" => (Column::IdNamespace, pg_sys::INT8OID),
             b"endpoint_id" => (Column::EndpointId, pg_sys::INT8OID),
+            b"ordering_key" => (Column::OrderingKey, pg_sys::TEXTOID),
             _ => return None,
         };
         (type_oid == expected).then_some(column)
@@ -182,7 +186,10 @@ pub(crate) fn insert(row: &EventRow<'_>) -> Outcome {
         let id = nextval_internal(sequence, false);
         for (i, column) in columns.iter().enumerate() {
             let value = match column {
-                None | Some(Column::IdempotencyKey) | Some(Column::EndpointId) => None,
+                None
+                | Some(Column::IdempotencyKey)
+                | Some(Column::EndpointId)
+                | Some(Column::OrderingKey) => None,
                 Some(Column::Id) => Some(pg_sys::Datum::from(id)),
                 Some(Column::Slot) => Some(pg_sys::Datum::from(row.slot)),
                 Some(Column::Txid) => Some(pg_sys::Datum::from(row.txid)),
@@ -325,7 +332,7 @@ unsafe fn values_match(
                     Some(Column::CreatedAt) => {
                         default_of(attnum).is_some_and(|e| is_call_of(e, pg_sys::F_NOW))
                     }
-                    Some(Column::IdempotencyKey | Column::EndpointId) => {
+                    Some(Column::IdempotencyKey | Column::EndpointId | Column::OrderingKey) => {
                         !att.atthasdef && !att.attnotnull
                     }
                     // Given a value by both the statement and the direct insert.
@@ -443,6 +450,7 @@ unsafe fn layout(rel: pg_sys::Relation) -> (Option<Vec<Option<Column>>>, bool) {
         }
         let mut with_namespace = false;
         let mut with_endpoint = false;
+        let mut with_key = false;
         let mut found = 0;
         let mut columns = Vec::with_capacity(attrs.len());
         for att in &attrs {
@@ -458,15 +466,21 @@ unsafe fn layout(rel: pg_sys::Relation) -> (Option<Vec<Option<Column>>>, bool) {
             if matches!(column, Some(Column::EndpointId)) {
                 with_endpoint = true;
             }
+            if matches!(column, Some(Column::OrderingKey)) {
+                with_key = true;
+            }
             if att.attgenerated != 0 || column.is_none() {
                 plain = false;
             }
             columns.push(column);
             found += 1;
         }
-        // Each name appears once in a table, so nine (ten, eleven) matches
+        // Each name appears once in a table, so nine (to twelve) matches
         // are all of them.
-        let expected = COLUMNS_0_2 + usize::from(with_namespace) + usize::from(with_endpoint);
+        let expected = COLUMNS_0_2
+            + usize::from(with_namespace)
+            + usize::from(with_endpoint)
+            + usize::from(with_key);
         let plain = plain && found == expected;
         (plain.then_some(columns), with_namespace)
     }

@@ -121,11 +121,16 @@ extension_sql_file!(
     requires = ["filters"]
 );
 extension_sql_file!(
-    "../../sql/install/15_invariants.sql",
-    name = "invariants",
+    "../../sql/install/15_ordering.sql",
+    name = "ordering",
     requires = ["backfill"]
 );
-extension_sql_file!("../../sql/install/16_grants.sql", name = "grants", finalize);
+extension_sql_file!(
+    "../../sql/install/16_invariants.sql",
+    name = "invariants",
+    requires = ["ordering"]
+);
+extension_sql_file!("../../sql/install/17_grants.sql", name = "grants", finalize);
 
 /// Called by PostgreSQL when the library is loaded into a backend.
 #[pg_guard]

@@ -995,7 +995,7 @@ mod tests {
             0
         );
         assert!(Spi::get_one::<bool>(
-            "select has_function_privilege('webhook_publisher', 'webhook_publish(text, jsonb, text)', 'execute')"
+            "select has_function_privilege('webhook_publisher', 'webhook_publish(text, jsonb, text, text)', 'execute')"
         )
         .unwrap()
         .unwrap());
@@ -1458,5 +1458,158 @@ mod tests {
             0,
             "no function left behind, no event delivered elsewhere"
         );
+    }
+
+    #[pg_test]
+    fn an_ordered_endpoint_keeps_one_head_per_key_in_event_order_and_blocks_or_skips() {
+        Spi::run(
+            "create table pairs (a int, b text, primary key (a, b)); create table nokey (x int);",
+        )
+        .unwrap();
+        let e = Spi::get_one::<i64>(
+            "select endpoint_id from webhook_subscribe('https://o.example.com/', ordered => true)",
+        )
+        .unwrap()
+        .unwrap();
+        for (sql, state) in [
+            (
+                "select webhook_subscribe('https://p.example.com/', on_exhausted => 'nope')"
+                    .to_string(),
+                "22023",
+            ),
+            (
+                "select webhook_subscribe('https://p.example.com/', on_exhausted => null)".into(),
+                "22023",
+            ),
+            (
+                format!("select webhook_update({e}, on_exhausted => 'later')"),
+                "22023",
+            ),
+            (
+                "select webhook_publish('a.b', '{}', ordering_key => '')".into(),
+                "22023",
+            ),
+            (
+                "select webhook_publish('a.b', '{}', ordering_key => repeat('k', 1025))".into(),
+                "22023",
+            ),
+            ("select webhook_unblock(-1)".into(), "42704"),
+            (
+                format!("select webhook_unblock({e}, skip => null)"),
+                "22004",
+            ),
+        ] {
+            assert_eq!(sqlstate_of(&sql), state, "{sql}");
+        }
+        // A row event's key: its table and primary key values, from new (old for a delete).
+        let key = |sql: &str| Spi::get_one::<String>(sql).unwrap().unwrap();
+        assert_eq!(
+            key(
+                "select webhook._row_key('public.pairs', webhook._key_columns('public.pairs'), \
+                 '{\"new\": {\"b\": \"x\", \"a\": 1}, \"old\": null}')"
+            ),
+            "public.pairs:[1, \"x\"]"
+        );
+        assert_eq!(
+            key("select webhook._row_key('public.pairs', '{a,b}', '{\"new\": null, \"old\": {\"a\": 2}}')"),
+            "public.pairs:[2, null]"
+        );
+        assert_eq!(
+            key("select webhook._row_key('public.nokey', webhook._key_columns('public.nokey'), '{\"new\": {\"x\": 1}}')"),
+            "public.nokey:[]"
+        );
+        // Deliveries made out of event order (a later chunk, a replay): the
+        // earliest event is the head, the others wait behind it.
+        let ids: Vec<i64> = (1..=3)
+            .map(|i| {
+                Spi::get_one::<i64>(&format!(
+                    "select webhook_publish('a.b', '{{\"i\": {i}}}', ordering_key => 'k')"
+                ))
+                .unwrap()
+                .unwrap()
+            })
+            .collect();
+        for i in [2, 0, 1] {
+            Spi::run(&format!(
+                "select webhook._deliver_again(e, {e}, null) from webhook.events e where e.id = {}",
+                ids[i]
+            ))
+            .unwrap();
+        }
+        let states = || {
+            Spi::get_one::<String>(&format!(
+                "select string_agg(d.status::text, ',' order by d.event_id) from webhook.deliveries_open d \
+                 where d.endpoint_id = {e} and d.ordering_key = 'k'"
+            ))
+            .unwrap()
+            .unwrap_or_default()
+        };
+        // (Subscription periods get their snapshots at commit: not here.)
+        let healthy = || {
+            assert_eq!(
+                Spi::get_one::<String>(
+                    "select string_agg(invariant, '; ') from webhook._invariant_violations() \
+                     where invariant not like '%subscription period%'"
+                )
+                .unwrap(),
+                None
+            )
+        };
+        assert_eq!(states(), "pending,waiting,waiting");
+        healthy();
+        // The head finishes (as webhook._record_attempts moves it out): the next goes.
+        let finish = |event: i64, failed: bool| {
+            Spi::run(&format!(
+                "with gone as (delete from webhook.deliveries_open d \
+                               where d.endpoint_id = {e} and d.event_id = {event} returning d.id) \
+                 select webhook._heads_finished(array[(select id from gone)], array[{e}::bigint], array['k'], \
+                                                array[{event}::bigint], array[{failed}])"
+            ))
+            .unwrap();
+        };
+        finish(ids[0], false);
+        assert_eq!(states(), "pending,waiting");
+        healthy();
+        // It gives up: the key is blocked, the rest waits and is listed.
+        finish(ids[1], true);
+        assert_eq!(states(), "waiting");
+        assert_eq!(
+            Spi::get_one::<i64>(&format!(
+                "select waiting from webhook.blocked_keys where endpoint_id = {e} and ordering_key = 'k'"
+            ))
+            .unwrap(),
+            Some(1)
+        );
+        healthy();
+        // Skipped: the next event goes.
+        assert_eq!(
+            Spi::get_one::<i32>(&format!("select webhook_unblock({e}, 'k', skip => true)"))
+                .unwrap(),
+            Some(1)
+        );
+        assert_eq!(states(), "pending");
+        assert_eq!(
+            Spi::get_one::<i64>("select count(*) from webhook.key_blocks").unwrap(),
+            Some(0)
+        );
+        healthy();
+        // Ordered turned off: nothing waits any more.
+        Spi::run(&format!(
+            "select webhook_publish('a.b', '{{}}', ordering_key => 'k'); \
+             select webhook._deliver_again(e, {e}, null) from webhook.events e \
+             where e.id = currval('webhook.events_id_seq'); \
+             select webhook_update({e}, ordered => false)"
+        ))
+        .unwrap();
+        assert_eq!(
+            Spi::get_one::<String>(&format!(
+                "select string_agg(d.status::text || ':' || coalesce(d.ordering_key, '-'), ',' order by d.event_id) \
+                 from webhook.deliveries_open d where d.endpoint_id = {e}"
+            ))
+            .unwrap()
+            .unwrap(),
+            "pending:-,pending:-"
+        );
+        healthy();
     }
 }

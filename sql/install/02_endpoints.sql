@@ -29,12 +29,15 @@ create table webhook.endpoints (
     filter          text,
     max_per_second  integer,
     burst           integer,
+    ordered         boolean not null default false,
+    on_exhausted    text not null default 'block',
     constraint endpoints_event_types_not_empty check (cardinality(event_types) > 0),
     constraint endpoints_retry_policy_object check (retry_policy is null or jsonb_typeof(retry_policy) = 'object'),
     constraint endpoints_timeout_range check (timeout >= interval '1 millisecond' and timeout <= interval '5 minutes'),
     constraint endpoints_max_in_flight_range check (max_in_flight between 1 and 10000),
     constraint endpoints_max_per_second_range check (max_per_second between 1 and 100000),
     constraint endpoints_burst_range check (burst is null or (burst between 1 and 1000000 and max_per_second is not null)),
+    constraint endpoints_on_exhausted_known check (on_exhausted in ('block', 'skip')),
     constraint endpoints_auth_type_known check (auth_type in ('basic', 'bearer', 'api_key')),
     -- An endpoint is active exactly when it is neither removed nor disabled;
     -- a reason always goes with a disabling.
@@ -56,6 +59,10 @@ comment on column webhook.endpoints.max_per_second is
     'Most requests per second to this endpoint, all workers together (a token bucket shared in webhook.endpoint_rates); null for no limit.';
 comment on column webhook.endpoints.burst is
     'Most requests at once after a quiet spell (the bucket''s size); null for max_per_second.';
+comment on column webhook.endpoints.ordered is
+    'True: events of one key (a row''s table and primary key, or webhook_publish''s ordering_key) reach it one at a time, in the order of their ids; see webhook.blocked_keys.';
+comment on column webhook.endpoints.on_exhausted is
+    'For an ordered endpoint, what a delivery that gives up does to its key: block (the key waits, listed in webhook.blocked_keys, until webhook_unblock) or skip (the next event of the key goes).';
 comment on column webhook.endpoints.header_names is
     'Names of the extra request headers sent to this endpoint. Their values (often bearer tokens) are kept with the secret in webhook.endpoint_secrets.';
 comment on column webhook.endpoints.auth_type is

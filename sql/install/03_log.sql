@@ -184,7 +184,8 @@ create table webhook.events (
     created_at      timestamptz not null default now(),
     -- Last: 0.3.0 added them to 0.2.0's table (ALTER TABLE appends).
     id_namespace    bigint,
-    endpoint_id     bigint
+    endpoint_id     bigint,
+    ordering_key    text
 ) partition by list (slot);
 alter sequence webhook.events_id_seq owned by webhook.events.id;
 -- The only B-tree: the fan-out reads events by transaction (PgQ's ev_txid
@@ -207,6 +208,8 @@ comment on column webhook.events.idempotency_key is
     'Optional key given to webhook_publish; a repeated key returns the first event''s id and enqueues nothing.';
 comment on column webhook.events.endpoint_id is
     'The one endpoint the event is for (a backfill to one endpoint), whose delivery is made with it; null: every endpoint subscribed to its type, through the fan-out.';
+comment on column webhook.events.ordering_key is
+    'The key given to webhook_publish(…, ordering_key): an ordered endpoint receives the events of one key in the order of their ids. Null for row events (their key is their table and primary key, see webhook._row_key) and for unkeyed custom events.';
 comment on column webhook.events.id_namespace is
     'The webhook-id namespace of the session that wrote it (random per session): its webhook-id is msg_ + this + its id, in 16 hex digits each, so ids never repeat, even between two copies of a database that diverged (a base backup, PITR, a promoted standby). Null for events written before 0.3.0 (see webhook._message_id).';
 
@@ -215,10 +218,14 @@ comment on column webhook.events.id_namespace is
 -- -----------------------------------------------------------------------------
 
 -- API: Public
--- The order matters: the open states come first, so "open" is `status <= 'paused'`.
-create type webhook.delivery_status as enum ('pending', 'paused', 'succeeded', 'failed', 'cancelled');
+-- The order matters: the open states come first, so "open" is
+-- `status < 'succeeded'`. (waiting came with 0.3.0; an upgrade adds it
+-- after paused, and a value added in a transaction cannot be used before
+-- it commits, so no index, constraint, view or SQL-standard function
+-- names it: PL/pgSQL bodies only, which are parsed when they run.)
+create type webhook.delivery_status as enum ('pending', 'paused', 'waiting', 'succeeded', 'failed', 'cancelled');
 comment on type webhook.delivery_status is
-    'pending (to send or being sent), paused (its endpoint is paused or disabled), then the final states: succeeded, failed (gave up after the retry policy), cancelled (its endpoint was removed while holding it).';
+    'pending (to send or being sent), paused (its endpoint is paused or disabled), waiting (an ordered endpoint''s delivery behind an earlier one of its key), then the final states: succeeded, failed (gave up after the retry policy), cancelled (its endpoint was removed while holding it).';
 
 -- API: Private
 create sequence webhook.deliveries_id_seq;
@@ -245,6 +252,7 @@ create table webhook.deliveries (
     finalized_at     timestamptz,
     -- Last: added by the 0.3.0 upgrade.
     event_namespace  bigint,
+    ordering_key     text,
     -- No foreign keys: deliveries are written only by pg_webhook's own
     -- functions, in batches, for events and endpoints they have just read;
     -- endpoints are never deleted (soft delete).
@@ -264,13 +272,22 @@ alter sequence webhook.deliveries_id_seq owned by webhook.deliveries.id;
 create table webhook.deliveries_open partition of webhook.deliveries for values in (null)
     with (fillfactor = 50);
 alter table webhook.deliveries_open add constraint deliveries_open_state
-    check (status <= 'paused' and finalized_at is null);
+    check (status < 'succeeded' and finalized_at is null);
 create unique index deliveries_open_id on webhook.deliveries_open (id);
 -- Due deliveries per endpoint, oldest first: the claim walks endpoints with
 -- work and takes each one's share from here. Partial: paused ones never
 -- slow it down.
 create index deliveries_open_due on webhook.deliveries_open (endpoint_id, next_attempt_at) where status = 'pending';
 create index deliveries_open_paused on webhook.deliveries_open (endpoint_id) where status = 'paused';
+-- An ordered endpoint's deliveries by key in event order (15_ordering.sql):
+-- the next one of a key is the first entry. Partial: the deliveries of
+-- endpoints that are not ordered (no key) never enter it.
+create index deliveries_open_key on webhook.deliveries_open (endpoint_id, ordering_key, event_id, id)
+    where ordering_key is not null;
+-- At most one delivery of a key is pending or paused (its head); the
+-- others wait (status waiting, which this predicate cannot name: see the type).
+create unique index deliveries_open_head on webhook.deliveries_open (endpoint_id, ordering_key)
+    where ordering_key is not null and status <= 'paused';
 
 comment on table webhook.deliveries is
     'One row per (event, endpoint), created by the fan-out. Open ones (pending, paused) are in the partition deliveries_open; a finished one (succeeded, failed, cancelled) is kept with its event for pg_webhook.retention.';
@@ -287,6 +304,8 @@ comment on column webhook.deliveries.lease_until is
     'End of the current claim''s lease. A worker that dies leaves a delivery that simply becomes claimable again at this time.';
 comment on column webhook.deliveries.event_namespace is
     'Its event''s webhook-id namespace (webhook._event_namespace), kept with the delivery so that message_id (webhook._webhook_id(event_id, event_namespace)) is indexed; null for an event of pg_webhook 0.1.';
+comment on column webhook.deliveries.ordering_key is
+    'For an ordered endpoint, its event''s key (webhook_publish''s ordering_key, or a row event''s table and primary key): one delivery of a key at a time, in event order. Null for an endpoint that is not ordered and for unkeyed events.';
 comment on column webhook.deliveries.replay_of is 'For a replay (webhook_replay), the delivery it repeats; null otherwise.';
 
 -- -----------------------------------------------------------------------------

@@ -270,6 +270,25 @@ end
 $$;
 
 -- API: Private
+-- What an ordered endpoint does with the key of a delivery that gives up:
+-- 'block' (the default) or 'skip'.
+create function webhook._check_on_exhausted(
+    p_on_exhausted text -- the setting asked for
+) returns text
+language plpgsql immutable
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+begin
+    if p_on_exhausted is null or p_on_exhausted not in ('block', 'skip') then
+        raise exception 'on_exhausted must be ''block'' or ''skip'', not %', coalesce(quote_literal(p_on_exhausted), 'NULL')
+            using errcode = '22023',
+                  hint = 'block: the key waits for webhook_unblock(); skip: the next event of the key goes.';
+    end if;
+    return p_on_exhausted;
+end
+$$;
+
+-- API: Private
 -- {"type": "basic", "username", "password"} | {"type": "bearer", "token"} |
 -- {"type": "api_key", "key", "header" (default "x-api-key")}. Returned with
 -- only the keys that matter, every value a string without control characters.

@@ -60,7 +60,8 @@ return p_txid operator(pg_catalog.<) p_xmin
 create function webhook._enqueue(
     p_event_type text,      -- validated event type
     p_data jsonb,           -- the body's "data"
-    p_idempotency_key text  -- null, or a key that makes a repeat a no-op
+    p_idempotency_key text, -- null, or a key that makes a repeat a no-op
+    p_ordering_key text     -- null, or the event's key (see 15_ordering.sql)
 ) returns bigint
 language plpgsql volatile
 set search_path = pg_catalog, webhook, pg_temp
@@ -84,9 +85,10 @@ begin
             return v_event_id;
         end if;
     end if;
-    insert into webhook.events (id, slot, txid, event_type, payload, payload_bytes, idempotency_key, id_namespace)
+    insert into webhook.events (id, slot, txid, event_type, payload, payload_bytes, idempotency_key, id_namespace,
+                                ordering_key)
     values (v_event_id, webhook._current_slot(), webhook._vxid(), p_event_type, v_payload, v_bytes, p_idempotency_key,
-            webhook._id_namespace());
+            webhook._id_namespace(), p_ordering_key);
     insert into webhook.published_types (event_type) values (p_event_type) on conflict do nothing;
     perform webhook._wake();
     return v_event_id;

@@ -66,6 +66,7 @@ create function webhook._fan_out_chunk(
     p_lo bigint,             -- and those from p_lo ...
     p_hi bigint,             -- ... to p_hi
     p_filtered boolean,      -- whether a filter may apply (the events' data is read then)
+    p_ordered boolean,       -- whether an endpoint is ordered (row events' data is read then for their keys)
     p_safe boolean,          -- catch each filter's error (and count it), rather than raise it
     out o_events bigint,
     out o_created bigint,
@@ -75,17 +76,24 @@ create function webhook._fan_out_chunk(
 language plpgsql volatile
 set search_path = pg_catalog, webhook, pg_temp
 as $$
+declare
+    v_endpoints bigint[];
+    v_keys text[];
 begin
     with chunk as (
-        select e.id, e.slot, e.txid, e.event_type, e.id_namespace, e.endpoint_id,
-               case when p_filtered then e.payload::jsonb end as data
+        select e.id, e.slot, e.txid, e.event_type, e.id_namespace, e.endpoint_id, e.ordering_key, e.source_table,
+               case when p_filtered or (p_ordered and e.source_table is not null) then e.payload::jsonb end as data
         from webhook.events e
         where e.txid = any (p_xip)
         union all
-        select e.id, e.slot, e.txid, e.event_type, e.id_namespace, e.endpoint_id,
-               case when p_filtered then e.payload::jsonb end as data
+        select e.id, e.slot, e.txid, e.event_type, e.id_namespace, e.endpoint_id, e.ordering_key, e.source_table,
+               case when p_filtered or (p_ordered and e.source_table is not null) then e.payload::jsonb end as data
         from webhook.events e
         where e.txid >= p_lo and e.txid <= p_hi and not e.txid = any (st.cur_xip)
+    ), key_columns as materialized (
+        -- Each watched table's key, looked up once per chunk.
+        select t.source_table, webhook._key_columns(t.source_table) as columns
+        from (select distinct c.source_table from chunk c where p_ordered and c.source_table is not null) t
     ), targets as (
         select c.id, c.slot, c.txid, ep.id as endpoint_id,
                webhook._event_namespace(c.txid, c.id_namespace, i.namespace) as event_namespace,
@@ -95,7 +103,16 @@ begin
                -- the filter's error on it.
                case when s.filter is null then true
                     else webhook._filter_match(s.id, c.data, c.event_type, p_safe)
-               end as matched
+               end as matched,
+               -- An ordered endpoint's deliveries carry their event's key.
+               case when ep.ordered then
+                   coalesce(c.ordering_key,
+                            case when c.source_table is not null
+                                 then webhook._row_key(c.source_table,
+                                                       (select k.columns from key_columns k
+                                                        where k.source_table = c.source_table),
+                                                       c.data) end)
+               end as ordering_key
         from chunk c
         join webhook.subscriptions s
           on (s.until_xmax is null or s.until_xmax > st.prev_xmin)
@@ -116,9 +133,13 @@ begin
                                           from webhook.events o
                                           where o.slot = c.slot and o.txid = c.txid and o.id = c.id))
     ), opened as (
-        insert into webhook.deliveries_open (event_id, event_txid, event_slot, endpoint_id, status, event_namespace)
+        -- A keyed delivery waits; its key's head is chosen below.
+        insert into webhook.deliveries_open (event_id, event_txid, event_slot, endpoint_id, status, event_namespace,
+                                             ordering_key)
         select t.id, t.txid, t.slot, t.endpoint_id,
-               case when t.held then 'paused' else 'pending' end::webhook.delivery_status, t.event_namespace
+               case when t.ordering_key is not null then 'waiting'
+                    when t.held then 'paused' else 'pending' end::webhook.delivery_status,
+               t.event_namespace, t.ordering_key
         from targets t
         where t.matched and not (t.held and t.deleted)
         -- In the events' order: the claim takes an endpoint's deliveries by
@@ -126,7 +147,7 @@ begin
         -- order in the index (the order they were made) is the order they go
         -- out in.
         order by t.txid, t.id
-        returning 1
+        returning endpoint_id, ordering_key
     ), cancelled as (
         -- An endpoint removed while paused or disabled can never send what it held.
         insert into webhook.deliveries (slot, event_id, event_txid, event_slot, endpoint_id, status, finalized_at,
@@ -138,8 +159,13 @@ begin
     )
     select (select count(*) from chunk), (select count(*) from opened) + (select count(*) from cancelled),
            (select array_agg(distinct t.endpoint_id order by t.endpoint_id) from targets t where t.matched is null),
-           (select count(*) from targets t where t.matched is null)
-    into o_events, o_created, o_refused, o_refusals;
+           (select count(*) from targets t where t.matched is null),
+           (select array_agg(o.endpoint_id) from opened o where o.ordering_key is not null),
+           (select array_agg(o.ordering_key) from opened o where o.ordering_key is not null)
+    into o_events, o_created, o_refused, o_refusals, v_endpoints, v_keys;
+    if v_keys is not null then
+        perform webhook._settle_keys(v_endpoints, v_keys);
+    end if;
 end
 $$;
 
@@ -173,6 +199,7 @@ declare
     v_refused bigint[];
     v_refusals bigint;
     v_filtered boolean;
+    v_ordered boolean;
 begin
     select * into st from webhook.fanout_state for update skip locked;
     if not found then
@@ -204,6 +231,9 @@ begin
     if v_filtered then
         perform webhook._refresh_filter_match();
     end if;
+    -- Ordered endpoints (15_ordering.sql): row events' keys are read from their data.
+    v_ordered := exists (select from webhook.subscriptions s join webhook.endpoints e on e.id = s.endpoint_id
+                         where e.ordered and (s.until_xmax is null or s.until_xmax > st.prev_xmin));
     if not v_resumed then
         v_snap := webhook._vsnapshot();
         st.cur_xmin := v_snap[1];
@@ -235,15 +265,15 @@ begin
     -- subtransaction at all.
     if not v_filtered then
         select * into v_events, v_created, v_refused, v_refusals
-        from webhook._fan_out_chunk(st, v_xip, v_lo, v_hi, false, false);
+        from webhook._fan_out_chunk(st, v_xip, v_lo, v_hi, false, v_ordered, false);
     else
         begin
             select * into v_events, v_created, v_refused, v_refusals
-            from webhook._fan_out_chunk(st, v_xip, v_lo, v_hi, true, false);
+            from webhook._fan_out_chunk(st, v_xip, v_lo, v_hi, true, v_ordered, false);
         exception when others then
             -- A filter's error (any other error comes again, and is raised).
             select * into v_events, v_created, v_refused, v_refusals
-            from webhook._fan_out_chunk(st, v_xip, v_lo, v_hi, true, true);
+            from webhook._fan_out_chunk(st, v_xip, v_lo, v_hi, true, v_ordered, true);
         end;
     end if;
     if v_refusals > 0 then

@@ -35,7 +35,7 @@ set search_path = pg_catalog, webhook, pg_temp
 as $$
 begin
     perform pg_notify('pg_' || replace(p_type, '.', '_'), p_endpoint_id::text);
-    perform webhook._enqueue(p_type, p_data, null);
+    perform webhook._enqueue(p_type, p_data, null, null);
 end
 $$;
 
@@ -376,6 +376,7 @@ declare
     v_seed bigint := ('x' || translate(left(gen_random_uuid()::text, 18), '-', ''))::bit(64)::bigint;
     v_limited bigint[];
     v_allowed integer[];
+    v_batch webhook.fanout_state;
 begin
     -- A claim's commit need not wait for its WAL flush. Were the server to
     -- crash before the flush, the lease would be lost and the delivery sent
@@ -393,6 +394,10 @@ begin
     end if;
     select array_agg(t.endpoint_id), array_agg(t.allowed) into v_limited, v_allowed
     from webhook._take_tokens(p_concurrency, p_busy_endpoints, p_busy_counts) t;
+    -- While a fan-out batch is in progress (cur_xmax set), a key's head
+    -- made in it may yet give way to an earlier event of its key in a
+    -- later chunk (15_ordering.sql): the claim leaves such heads alone.
+    select * into v_batch from webhook.fanout_state;
     return query
     with quotas as (
         -- A rate-limited endpoint takes no more than the tokens it got.
@@ -418,6 +423,8 @@ begin
               and d.status = 'pending'
               and d.next_attempt_at <= now()
               and (d.lease_until is null or d.lease_until <= now())
+              and (d.ordering_key is null or v_batch.cur_xmax is null
+                   or webhook._visible(d.event_txid, v_batch.prev_xmin, v_batch.prev_xmax, v_batch.prev_xip))
             order by d.next_attempt_at
             limit greatest(least(q.quota, fair.share, p_limit), 0)
             for update skip locked
@@ -636,6 +643,11 @@ declare
     v_failing bigint[];
     v_recovered jsonb[];
     v_exhausted bigint[];
+    v_heads bigint[];
+    v_head_endpoints bigint[];
+    v_head_keys text[];
+    v_head_events bigint[];
+    v_head_failed boolean[];
 begin
     if v_n <> coalesce(cardinality(p_lease_tokens), 0) or v_n <> coalesce(cardinality(p_endpoint_ids), 0)
        or v_n <> coalesce(cardinality(p_attempt_numbers), 0) or v_n <> coalesce(cardinality(p_started_at), 0)
@@ -679,15 +691,16 @@ begin
         where r.outcome <> 'retry' and d.id = any (p_delivery_ids)
           and d.id = r.delivery_id and d.lease_token = r.lease_token
         returning d.id, d.event_id, d.event_txid, d.event_slot, d.endpoint_id, d.attempt_count,
-                  d.next_attempt_at, d.replay_of, d.created_at, d.event_namespace,
+                  d.next_attempt_at, d.replay_of, d.created_at, d.event_namespace, d.ordering_key,
                   r.outcome, r.started_at, r.status_code, r.error
     ), archived as (
         insert into webhook.deliveries (id, slot, event_id, event_txid, event_slot, endpoint_id, status,
                                         attempt_count, next_attempt_at, last_attempt_at, last_status_code,
-                                        last_error, replay_of, created_at, finalized_at, event_namespace)
+                                        last_error, replay_of, created_at, finalized_at, event_namespace,
+                                        ordering_key)
         select f.id, f.event_slot, f.event_id, f.event_txid, f.event_slot, f.endpoint_id,
                f.outcome::webhook.delivery_status, f.attempt_count, f.next_attempt_at, f.started_at,
-               f.status_code, f.error, f.replay_of, f.created_at, now(), f.event_namespace
+               f.status_code, f.error, f.replay_of, f.created_at, now(), f.event_namespace, f.ordering_key
         from finished f
         returning 1
     ), held as (
@@ -799,8 +812,18 @@ begin
                  from runs ru
                  join before b on b.endpoint_id = ru.endpoint_id
                  where ru.last_success_at is not null and b.consecutive_failures >= v_failing_after),
-           array(select f.id from finished f where f.outcome = 'failed')
-    into v_moved, v_touched, v_gone, v_failing, v_recovered, v_exhausted;
+           array(select f.id from finished f where f.outcome = 'failed'),
+           -- Heads of ordered endpoints' keys that finished.
+           array(select f.id from finished f where f.ordering_key is not null order by f.id),
+           array(select f.endpoint_id from finished f where f.ordering_key is not null order by f.id),
+           array(select f.ordering_key from finished f where f.ordering_key is not null order by f.id),
+           array(select f.event_id from finished f where f.ordering_key is not null order by f.id),
+           array(select f.outcome = 'failed' from finished f where f.ordering_key is not null order by f.id)
+    into v_moved, v_touched, v_gone, v_failing, v_recovered, v_exhausted,
+         v_heads, v_head_endpoints, v_head_keys, v_head_events, v_head_failed;
+    if cardinality(v_heads) > 0 then
+        perform webhook._heads_finished(v_heads, v_head_endpoints, v_head_keys, v_head_events, v_head_failed);
+    end if;
     if cardinality(v_failing) + cardinality(v_recovered) + cardinality(v_exhausted) > 0 then
         perform webhook._report_runs(v_failing, v_recovered, v_exhausted);
     end if;

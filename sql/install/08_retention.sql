@@ -85,9 +85,9 @@ begin
     where d.slot = v_slot and d.finalized_at > v_cutoff;
 
     insert into webhook.events (id, slot, txid, event_type, payload, payload_bytes, source_table, idempotency_key,
-                                created_at, id_namespace)
+                                created_at, id_namespace, endpoint_id, ordering_key)
     select e.id, v_cur, e.txid, e.event_type, e.payload, e.payload_bytes, e.source_table, e.idempotency_key,
-           e.created_at, e.id_namespace
+           e.created_at, e.id_namespace, e.endpoint_id, e.ordering_key
     from webhook.events e join pg_webhook_keep k on k.txid = e.txid and k.id = e.id
     where e.slot = v_slot;
     get diagnostics v_kept = row_count;
@@ -102,10 +102,10 @@ begin
                             where d.slot = v_slot or d.slot is null);
     insert into webhook.deliveries (id, slot, event_id, event_txid, event_slot, endpoint_id, status, attempt_count,
                                     next_attempt_at, last_attempt_at, last_status_code, last_error, replay_of,
-                                    created_at, finalized_at, event_namespace)
+                                    created_at, finalized_at, event_namespace, ordering_key)
     select d.id, v_cur, d.event_id, d.event_txid, v_cur, d.endpoint_id, d.status, d.attempt_count,
            d.next_attempt_at, d.last_attempt_at, d.last_status_code, d.last_error, d.replay_of,
-           d.created_at, d.finalized_at, d.event_namespace
+           d.created_at, d.finalized_at, d.event_namespace, d.ordering_key
     from webhook.deliveries d join pg_webhook_keep k on k.txid = d.event_txid and k.id = d.event_id
     where d.slot = v_slot;
     update webhook.deliveries_open d set event_slot = v_cur where d.event_slot = v_slot;

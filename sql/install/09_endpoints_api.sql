@@ -65,6 +65,8 @@ create function webhook._subscribe(
     p_filter text,
     p_max_per_second integer,
     p_burst integer,
+    p_ordered boolean,
+    p_on_exhausted text,
     out o_endpoint_id bigint,
     out o_name text,
     out o_signing_secret text
@@ -88,6 +90,11 @@ begin
     o_name := coalesce(p_name, 'endpoint-' || o_endpoint_id);
     perform webhook._insert_endpoint(o_endpoint_id, o_name, v_url, v_patterns, v_headers, v_auth, v_policy, v_timeout,
                                      v_max, v_secret, nullif(btrim(p_filter), ''), p_max_per_second, p_burst);
+    if p_ordered or p_on_exhausted is distinct from 'block' then
+        update webhook.endpoints e
+        set ordered = coalesce(p_ordered, false), on_exhausted = webhook._check_on_exhausted(p_on_exhausted)
+        where e.id = o_endpoint_id;
+    end if;
     perform webhook._cluster_publish(o_endpoint_id, false);
     o_signing_secret := v_secret;
 end
@@ -106,16 +113,19 @@ create function webhook_subscribe(
     max_in_flight integer default null,   -- this endpoint's share of a worker's slots; null for the default
     filter text default null,             -- a SQL condition on the event's data and event_type; null for all
     max_per_second integer default null,  -- most requests per second, all workers together; null for no limit
-    burst integer default null            -- most at once after a quiet spell; null for max_per_second
+    burst integer default null,           -- most at once after a quiet spell; null for max_per_second
+    ordered boolean default false,        -- events of one key one at a time, in order (see webhook.blocked_keys)
+    on_exhausted text default 'block'     -- ordered: a delivery that gives up blocks its key ('block') or not ('skip')
 ) returns table (endpoint_id bigint, name text, signing_secret text)
 language sql volatile
 security definer
 set search_path = pg_catalog, webhook, pg_temp
 as $$
     select s.o_endpoint_id, s.o_name, s.o_signing_secret
-    from webhook._subscribe($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) as s
+    from webhook._subscribe($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) as s
 $$;
-comment on function webhook_subscribe(text, text[], text, text, jsonb, jsonb, interval, jsonb, integer, text, integer, integer) is
+comment on function webhook_subscribe(text, text[], text, text, jsonb, jsonb, interval, jsonb, integer, text, integer, integer,
+                                      boolean, text) is
     'Registers an endpoint and returns its id, name and signing secret (shown here and on rotation only). It receives the matching events committed from now on (those of its types that pass its filter).';
 
 -- API: Public
@@ -129,8 +139,10 @@ as $$
 declare
     v_id bigint := $1;
     v_deleted_at timestamptz;
+    v_held boolean;
 begin
-    select e.deleted_at into v_deleted_at from webhook.endpoints e where e.id = v_id for update;
+    select e.deleted_at, e.paused_at is not null or e.disabled_at is not null into v_deleted_at, v_held
+    from webhook.endpoints e where e.id = v_id for update;
     if not found then
         perform webhook._live_endpoint(v_id); -- raises 42704
     end if;
@@ -141,22 +153,29 @@ begin
     set is_active = false, deleted_at = now(), updated_at = now()
     where e.id = v_id;
     perform webhook._close_subscription(v_id);
-    -- What it was holding (paused or disabled) can never be sent now: it is
-    -- cancelled, and stays visible as such. What is pending still goes out:
-    -- those events were committed while it was subscribed.
+    -- What it was holding (paused or disabled; for an ordered endpoint, the
+    -- deliveries waiting behind them and behind its blocked keys) can
+    -- never be sent now: it is cancelled, and stays visible as such. What
+    -- is pending still goes out (and the rest of its keys after it): those
+    -- events were committed while it was subscribed.
     perform webhook._hold_fanout();
     with held as (
         delete from webhook.deliveries_open d
-        where d.endpoint_id = v_id and d.status = 'paused'
+        where d.endpoint_id = v_id
+          and (d.status = 'paused'
+               or (d.status = 'waiting'
+                   and (v_held or exists (select from webhook.key_blocks b
+                                          where b.endpoint_id = v_id and b.ordering_key = d.ordering_key))))
         returning d.*
     )
     insert into webhook.deliveries (id, slot, event_id, event_txid, event_slot, endpoint_id, status, attempt_count,
                                     next_attempt_at, last_attempt_at, last_status_code, last_error, replay_of,
-                                    created_at, finalized_at, event_namespace)
+                                    created_at, finalized_at, event_namespace, ordering_key)
     select h.id, h.event_slot, h.event_id, h.event_txid, h.event_slot, h.endpoint_id, 'cancelled', h.attempt_count,
            h.next_attempt_at, h.last_attempt_at, h.last_status_code, h.last_error, h.replay_of, h.created_at, now(),
-           h.event_namespace
+           h.event_namespace, h.ordering_key
     from held h;
+    delete from webhook.key_blocks b where b.endpoint_id = v_id;
     -- The secret stays: events committed before now may not be fanned out
     -- yet. The worker's maintenance drops it once nothing is left to send.
     perform webhook._cluster_publish(v_id, false);
@@ -180,7 +199,9 @@ create function webhook_update(
     max_in_flight integer default null, -- its share of a worker's slots; 0 for the default
     filter text default null,       -- new filter on the event, for events committed after this; '' removes it
     max_per_second integer default null, -- new rate limit; 0 removes it
-    burst integer default null      -- new burst; 0 for max_per_second
+    burst integer default null,     -- new burst; 0 for max_per_second
+    ordered boolean default null,   -- true: events of one key in order; false: every delivery as it comes
+    on_exhausted text default null  -- ordered: 'block' or 'skip' the key of a delivery that gives up
 ) returns webhook.endpoints
 language plpgsql volatile
 security definer
@@ -200,6 +221,8 @@ declare
     v_filter text := $11;
     v_rate integer := $12;
     v_burst integer := $13;
+    v_ordered boolean := $14;
+    v_on_exhausted text := $15;
     v webhook.endpoints;
 begin
     v := webhook._live_endpoint(v_id);
@@ -253,12 +276,22 @@ begin
         v.max_per_second := v_rate;
         v.burst := v_burst;
     end if;
+    if v_on_exhausted is not null then
+        v.on_exhausted := webhook._check_on_exhausted(v_on_exhausted);
+    end if;
+    if v_ordered is not null then
+        if v.ordered and not v_ordered then
+            -- What waits behind its key goes out as it comes.
+            perform webhook._unorder_endpoint(v_id);
+        end if;
+        v.ordered := v_ordered;
+    end if;
     begin
         update webhook.endpoints e
         set url = v.url, event_types = v.event_types, name = v.name, header_names = v.header_names,
             auth_type = v.auth_type, retry_policy = v.retry_policy, timeout = v.timeout,
             max_in_flight = v.max_in_flight, filter = v.filter, max_per_second = v.max_per_second, burst = v.burst,
-            updated_at = now()
+            ordered = v.ordered, on_exhausted = v.on_exhausted, updated_at = now()
         where e.id = v_id;
     exception when unique_violation then
         raise exception 'an endpoint named % already exists', quote_literal(v.name)
@@ -275,7 +308,7 @@ begin
 end
 $$;
 comment on function webhook_update(bigint, text, text[], text, jsonb, jsonb, interval, boolean, jsonb, integer, text,
-                                   integer, integer) is
+                                   integer, integer, boolean, text) is
     'Changes an endpoint (named arguments; null leaves a setting unchanged) and returns it as it now is. New event types and a new filter apply to events committed after the change.';
 
 -- API: Private

@@ -9,9 +9,10 @@
 
 -- API: Public
 create function webhook_publish(
-    event_type text,                  -- e.g. 'order.shipped'
-    data jsonb,                       -- the body's "data"
-    idempotency_key text default null -- a repeated key is a no-op returning the first id
+    event_type text,                   -- e.g. 'order.shipped'
+    data jsonb,                        -- the body's "data"
+    idempotency_key text default null, -- a repeated key is a no-op returning the first id
+    ordering_key text default null     -- events of one key reach an ordered endpoint in order; null: no order
 ) returns bigint
 language plpgsql volatile
 -- Publishers need no privilege on the webhook tables, only EXECUTE on this.
@@ -22,6 +23,7 @@ declare
     v_type text := $1;
     v_data jsonb := $2;
     v_key text := $3;
+    v_ordering_key text := $4;
 begin
     if v_data is null then
         raise exception 'webhook_publish needs a data value'
@@ -30,16 +32,20 @@ begin
     if v_key is not null and (length(v_key) = 0 or length(v_key) > 255) then
         raise exception 'idempotency_key must be 1 to 255 characters' using errcode = '22023';
     end if;
+    if v_ordering_key is not null and (length(v_ordering_key) = 0 or length(v_ordering_key) > 1024) then
+        raise exception 'ordering_key must be 1 to 1024 characters, or null for an event without order'
+            using errcode = '22023';
+    end if;
     perform webhook._check_event_type(v_type);
     if v_type like 'webhook.%' then
         raise exception 'event types starting with "webhook." are reserved for pg_webhook''s own events, not %', quote_literal(v_type)
             using errcode = '22023', hint = 'Use your own prefix, such as ''order.shipped''.';
     end if;
-    return webhook._enqueue(v_type, v_data, v_key);
+    return webhook._enqueue(v_type, v_data, v_key, v_ordering_key);
 end
 $$;
-comment on function webhook_publish(text, jsonb, text) is
-    'Enqueues a custom event in the caller''s transaction and returns its id; sent after commit, never after rollback.';
+comment on function webhook_publish(text, jsonb, text, text) is
+    'Enqueues a custom event in the caller''s transaction and returns its id; sent after commit, never after rollback. Events with one ordering_key reach an ordered endpoint one at a time, in the order of their ids.';
 
 -- API: Private
 -- What Citus made of a table: 'distributed' (sharded across the nodes),
@@ -248,7 +254,9 @@ comment on function webhook_unwatch(regclass) is 'Removes the row-change trigger
 
 -- API: Private
 -- A new open delivery of an existing event to an endpoint, in the state the
--- endpoint is in (pending, or paused while it is held).
+-- endpoint is in (pending, or paused while it is held); for an ordered
+-- endpoint, in its key's place (15_ordering.sql): a replay goes before the
+-- later events of its key that are still waiting.
 create function webhook._deliver_again(
     p_event webhook.events,   -- the event
     p_endpoint_id bigint,     -- to this endpoint
@@ -259,17 +267,26 @@ set search_path = pg_catalog, webhook, pg_temp
 as $$
 declare
     v_id bigint;
+    v_key text;
 begin
+    select webhook._event_key(p_event) into v_key from webhook.endpoints e where e.id = p_endpoint_id and e.ordered;
     insert into webhook.deliveries_open (event_id, event_txid, event_slot, endpoint_id, status, replay_of,
-                                         event_namespace)
+                                         event_namespace, ordering_key)
     select p_event.id, p_event.txid, p_event.slot, e.id,
-           case when e.paused_at is null and e.disabled_at is null then 'pending' else 'paused' end::webhook.delivery_status,
+           case when v_key is not null then 'waiting'
+                when e.paused_at is null and e.disabled_at is null then 'pending'
+                else 'paused' end::webhook.delivery_status,
            p_replay_of,
            webhook._event_namespace(p_event.txid, p_event.id_namespace,
                                     (select i.namespace from webhook.incarnations i
-                                     where i.n = webhook._incarnation_of(p_event.txid)))
+                                     where i.n = webhook._incarnation_of(p_event.txid))),
+           v_key
     from webhook.endpoints e where e.id = p_endpoint_id
     returning id into v_id;
+    if v_key is not null then
+        perform webhook._hold_fanout();
+        perform webhook._settle_keys(array[p_endpoint_id], array[v_key]);
+    end if;
     perform webhook._wake();
     return v_id;
 end
@@ -291,7 +308,7 @@ begin
     v_event_id := webhook._enqueue('webhook.test',
         jsonb_build_object('endpoint_id', v_endpoint.id, 'endpoint_name', v_endpoint.name,
                            'message', 'A test event from pg_webhook.', 'sent_at', now()),
-        null);
+        null, null);
     select * into v_event from webhook.events e where e.id = v_event_id and e.txid = webhook._vxid();
     perform webhook._deliver_again(v_event, v_endpoint.id, null);
     return v_event_id;

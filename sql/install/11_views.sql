@@ -97,7 +97,9 @@ with minutes as (
     group by s.endpoint_id
 ), queue as (
     select d.endpoint_id,
-           count(*) filter (where d.status = 'pending') as pending,
+           -- (An ordered endpoint's deliveries waiting behind their key
+           -- count as pending: 'waiting' is not named, see the type.)
+           count(*) filter (where d.status <> 'paused') as pending,
            count(*) filter (where d.status = 'paused') as waiting,
            min(d.created_at) as oldest_created_at
     from webhook.deliveries_open d

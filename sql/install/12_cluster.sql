@@ -55,6 +55,8 @@ as $$
         'filter', e.filter,
         'max_per_second', e.max_per_second,
         'burst', e.burst,
+        'ordered', e.ordered,
+        'on_exhausted', e.on_exhausted,
         'paused', e.paused_at is not null,
         'disabled_reason', e.disabled_reason,
         'deleted', e.deleted_at is not null,
@@ -85,7 +87,7 @@ declare
     v_patterns text[] := array(select jsonb_array_elements_text(p_state -> 'event_types'));
     -- What webhook_update sets (the rest is state, secrets and identity).
     v_settings text[] := array['url', 'event_types', 'name', 'headers', 'auth', 'retry_policy', 'timeout_us',
-                               'max_in_flight', 'filter', 'max_per_second', 'burst'];
+                               'max_in_flight', 'filter', 'max_per_second', 'burst', 'ordered', 'on_exhausted'];
     v_timeout interval := (p_state ->> 'timeout_us')::bigint * interval '1 microsecond';
     v_paused boolean;
     v_reason text;
@@ -129,7 +131,10 @@ begin
                                max_in_flight => coalesce((p_state ->> 'max_in_flight')::integer, 0),
                                filter => coalesce(p_state ->> 'filter', ''),
                                max_per_second => coalesce((p_state ->> 'max_per_second')::integer, 0),
-                               burst => coalesce((p_state ->> 'burst')::integer, 0));
+                               burst => coalesce((p_state ->> 'burst')::integer, 0),
+                               -- (An older coordinator's state has neither: left as they are.)
+                               ordered => (p_state ->> 'ordered')::boolean,
+                               on_exhausted => p_state ->> 'on_exhausted');
     end if;
     update webhook.endpoint_secrets s
     set secret = p_state ->> 'secret',

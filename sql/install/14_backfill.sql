@@ -126,7 +126,7 @@ $$;
 
 -- API: Private
 -- The number of open deliveries endpoint p_endpoint_id holds, counted up
--- to p_most (two index probes: pending and paused ones).
+-- to p_most (three index probes: pending, paused and waiting ones).
 create function webhook._open_deliveries(
     p_endpoint_id bigint, -- the endpoint
     p_most integer        -- stop counting here
@@ -139,7 +139,13 @@ as $$
                                    limit p_most) p)
           + (select count(*) from (select from webhook.deliveries_open d
                                    where d.endpoint_id = p_endpoint_id and d.status = 'paused'
-                                   limit p_most) q))::integer
+                                   limit p_most) q)
+          -- And an ordered endpoint's waiting ones (the only open status
+          -- after paused; see webhook.delivery_status for why not by name).
+          + (select count(*) from (select from webhook.deliveries_open d
+                                   where d.endpoint_id = p_endpoint_id and d.ordering_key is not null
+                                     and d.status > 'paused'
+                                   limit p_most) w))::integer
 $$;
 
 -- API: Private
@@ -464,6 +470,8 @@ declare
     v_sent bigint;
     v_last jsonb;
     v_status webhook.delivery_status;
+    v_ordered boolean;
+    v_keys text[];
     v_schema name;
     v_relname name;
     v_message text;
@@ -473,8 +481,11 @@ begin
         select * from webhook.backfills where status = 'running' order by updated_at for update skip locked
     loop
         if b.endpoint_id is not null then
-            select case when ep.paused_at is null and ep.disabled_at is null then 'pending' else 'paused' end
-            into v_status
+            -- An ordered endpoint's deliveries wait for their key's turn (15_ordering.sql).
+            select case when ep.ordered then 'waiting'
+                        when ep.paused_at is null and ep.disabled_at is null then 'pending' else 'paused' end,
+                   ep.ordered
+            into v_status, v_ordered
             from webhook.endpoints ep where ep.id = b.endpoint_id and ep.deleted_at is null;
             if not found then
                 perform webhook._finish_backfill(b.id, 'cancelled', 'its endpoint was removed');
@@ -530,26 +541,33 @@ begin
                     ) x
                     where r.new is not null
                     order by r.n
-                    returning id, slot, txid, id_namespace
+                    returning id, slot, txid, id_namespace, payload
                 ), dl as (
                     insert into webhook.deliveries_open (event_id, event_txid, event_slot, endpoint_id, status,
-                                                         event_namespace)
-                    select ev.id, ev.txid, ev.slot, $8, $13, webhook._event_namespace(ev.txid, ev.id_namespace, null)
+                                                         event_namespace, ordering_key)
+                    select ev.id, ev.txid, ev.slot, $8, $13, webhook._event_namespace(ev.txid, ev.id_namespace, null),
+                           case when $14 then webhook._row_key($6, $15, ev.payload::jsonb) end
                     from ev
                     where $8 is not null
                     order by ev.id
-                    returning 1
+                    returning ordering_key
                 )
                 select (select count(*) from r), (select r.k from r order by r.n desc limit 1),
-                       (select count(*) from ev)
+                       (select count(*) from ev),
+                       (select array_agg(distinct dl.ordering_key) from dl where dl.ordering_key is not null)
                 $q$, f.entry)
-            into v_read, v_last, v_sent
+            into v_read, v_last, v_sent, v_keys
             using b.last_key, v_limit, webhook._current_slot(), webhook._vxid(), b.event_type,
                   format('%I.%I', v_schema, v_relname), webhook._id_namespace(), b.endpoint_id,
                   to_json(v_relname::text)::text, to_json(v_schema::text)::text,
                   b.columns is null or b.key_columns <@ b.columns,
                   coalesce(nullif(current_setting('pg_webhook.max_payload_bytes', true), '')::integer, 1048576),
-                  v_status;
+                  v_status, coalesce(v_ordered, false), webhook._key_columns(format('%I.%I', v_schema, v_relname));
+            if v_keys is not null then
+                -- Each key's head, under the fan-out's lock (15_ordering.sql).
+                perform webhook._hold_fanout();
+                perform webhook._settle_keys(array_fill(b.endpoint_id, array[cardinality(v_keys)]), v_keys);
+            end if;
         exception when others then
             get stacked diagnostics v_state = returned_sqlstate, v_message = message_text;
             -- A lock not had in time, a deadlock, a serialization failure:

@@ -17,6 +17,7 @@ mod fanout;
 mod filters;
 mod observability;
 mod operations;
+mod ordering;
 mod planted;
 mod pooler;
 mod queries;

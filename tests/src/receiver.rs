@@ -49,6 +49,8 @@ struct ReceiverState {
     chaos: Option<(usize, usize, Duration)>,
     /// Answer with the request's headers, as a debugging endpoint does.
     echo: bool,
+    /// Answer 500 to every request whose body holds this (a poison event).
+    refuse: Option<String>,
 }
 
 struct Shared {
@@ -193,6 +195,12 @@ impl Receiver {
         self.shared.state.lock().unwrap().chaos = Some((fail_every, stall_every, stall));
     }
 
+    /// Answers 500 to every request whose body contains `needle` (None:
+    /// no longer), whatever else it is told.
+    pub fn refuse_bodies_with(&self, needle: Option<&str>) {
+        self.shared.state.lock().unwrap().refuse = needle.map(str::to_owned);
+    }
+
     /// `https://` URL of `path` on this receiver.
     pub fn https_url(&self, path: &str) -> String {
         format!("https://{}{}", self.addr, path)
@@ -234,6 +242,10 @@ async fn handle(
         .collect();
     let (status, delay, answer) = {
         let mut s = shared.state.lock().unwrap();
+        let refused = s
+            .refuse
+            .as_deref()
+            .is_some_and(|needle| received.body.contains(needle));
         s.requests.push(received);
         let answer = if s.echo {
             echoed
@@ -242,6 +254,7 @@ async fn handle(
         };
         let n = s.requests.len();
         match s.chaos {
+            _ if refused => (500, s.delay, answer),
             Some((fail, stall, long)) => (
                 if n % fail == 0 { 500 } else { 200 },
                 if n % stall == 0 { long } else { s.delay },

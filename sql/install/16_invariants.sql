@@ -40,6 +40,34 @@ as $$
     join webhook.endpoints e on e.id = d.endpoint_id
     where d.status = 'paused' and e.deleted_at is not null
     union all
+    -- Ordered endpoints (15_ordering.sql). 'waiting' is the only open
+    -- status after 'paused' (see webhook.delivery_status for why not by name).
+    select d.id, 'a waiting delivery has a key'
+    from webhook.deliveries_open d
+    where d.status > 'paused' and d.ordering_key is null
+    union all
+    select d.id, 'a waiting delivery''s key has a head or is blocked'
+    from webhook.deliveries_open d
+    where d.status > 'paused'
+      and not exists (select from webhook.deliveries_open h
+                      where h.endpoint_id = d.endpoint_id and h.ordering_key = d.ordering_key and h.status <= 'paused')
+      and not exists (select from webhook.key_blocks b
+                      where b.endpoint_id = d.endpoint_id and b.ordering_key = d.ordering_key)
+    union all
+    select h.id, 'a head never sent comes before the rest of its key'
+    from webhook.deliveries_open h
+    where h.ordering_key is not null and h.status <= 'paused' and h.attempt_count = 0
+      and exists (select from webhook.deliveries_open d
+                  where d.endpoint_id = h.endpoint_id and d.ordering_key = h.ordering_key and d.status > 'paused'
+                    and (d.event_id, d.id) < (h.event_id, h.id))
+    union all
+    select b.endpoint_id, 'a blocked key is an ordered endpoint''s, without a head'
+    from webhook.key_blocks b
+    join webhook.endpoints e on e.id = b.endpoint_id
+    where not e.ordered
+       or exists (select from webhook.deliveries_open h
+                  where h.endpoint_id = b.endpoint_id and h.ordering_key = b.ordering_key and h.status <= 'paused')
+    union all
     select s.id, 'a committed subscription period has its snapshots'
     from webhook.subscriptions s
     where s.from_xmin is null or (s.until_txid is not null and s.until_xmin is null)

@@ -67,7 +67,7 @@ grant usage on schema webhook to webhook_admin, webhook_publisher, webhook_reade
 -- bookkeeping tables.
 grant select on webhook.endpoints, webhook.subscriptions, webhook.events, webhook.deliveries, webhook.attempts,
     webhook.endpoint_activity, webhook.endpoint_stats, webhook.endpoint_stats_hourly, webhook.delivery_log,
-    webhook.endpoint_health, webhook.event_types, webhook.backfills
+    webhook.endpoint_health, webhook.event_types, webhook.backfills, webhook.key_blocks, webhook.blocked_keys
     to webhook_reader;
 -- On a Citus coordinator, every node's log and health.
 grant execute on function webhook.cluster_delivery_log(timestamptz), webhook.cluster_endpoint_health()
@@ -90,9 +90,12 @@ grant select (endpoint_id, url) on webhook.endpoint_secrets to webhook_admin;
 -- function), and a backfill's reading of the table, which its reader does
 -- with the rights of the role that asked.
 grant execute on function
-    webhook_subscribe(text, text[], text, text, jsonb, jsonb, interval, jsonb, integer, text, integer, integer),
+    webhook_subscribe(text, text[], text, text, jsonb, jsonb, interval, jsonb, integer, text, integer, integer, boolean,
+                      text),
     webhook_unsubscribe(bigint),
-    webhook_update(bigint, text, text[], text, jsonb, jsonb, interval, boolean, jsonb, integer, text, integer, integer),
+    webhook_update(bigint, text, text[], text, jsonb, jsonb, interval, boolean, jsonb, integer, text, integer, integer,
+                   boolean, text),
+    webhook_unblock(bigint, text, boolean),
     webhook_filter_preview(text, text[], integer),
     webhook_pause(bigint),
     webhook_resume(bigint),
@@ -111,7 +114,7 @@ grant execute on function
     to webhook_admin;
 
 -- Publishers.
-grant execute on function webhook_publish(text, jsonb, text) to webhook_publisher, webhook_admin;
+grant execute on function webhook_publish(text, jsonb, text, text) to webhook_publisher, webhook_admin;
 
 -- The signature scheme: harmless (it takes the secret as input), for anyone with a role.
 grant execute on function webhook_sign(text, text, bigint, text), webhook_verify(text, text, bigint, text, text)
@@ -152,6 +155,7 @@ select pg_catalog.pg_extension_config_dump('webhook.idempotency_keys', '');
 select pg_catalog.pg_extension_config_dump('webhook.published_types', '');
 select pg_catalog.pg_extension_config_dump('webhook.backfills', '');
 select pg_catalog.pg_extension_config_dump('webhook.backfills_id_seq', '');
+select pg_catalog.pg_extension_config_dump('webhook.key_blocks', '');
 select pg_catalog.pg_extension_config_dump('webhook.events_id_seq', '');
 select pg_catalog.pg_extension_config_dump('webhook.deliveries_id_seq', '');
 select pg_catalog.pg_extension_config_dump('webhook.attempts_id_seq', '');
