@@ -4777,6 +4777,7 @@ comment on view webhook.blocked_keys is
     'Keys of ordered endpoints held back by a delivery that gave up (on_exhausted = block), with its last error and how many deliveries wait behind it. webhook_unblock(endpoint_id, ordering_key) resumes one.';
 
 drop function webhook._enqueue(text, jsonb, text);
+drop function webhook._claim_deliveries(text, integer, interval, integer, bigint[], integer[], integer, bigint);
 drop function webhook._fan_out_chunk(webhook.fanout_state, bigint[], bigint, bigint, boolean, boolean);
 drop function webhook_publish(text, jsonb, text);
 drop function webhook._subscribe(text, text[], text, text, jsonb, jsonb, interval, jsonb, integer, text, integer, integer);
@@ -4820,6 +4821,227 @@ begin
     insert into webhook.published_types (event_type) values (p_event_type) on conflict do nothing;
     perform webhook._wake();
     return v_event_id;
+end
+$$;
+
+-- API: Private
+create function webhook._claim_deliveries(
+    p_worker_id text,           -- recorded in leased_by
+    p_limit integer,            -- at most this many rows
+    p_lease_margin interval,    -- added to each endpoint's timeout
+    p_concurrency integer,      -- the worker's slots, shared among endpoints with work
+    p_busy_endpoints bigint[],  -- endpoints this worker has deliveries in flight for ...
+    p_busy_counts integer[],    -- ... and how many
+    p_fanout_events integer,    -- most events to fan out first
+    p_max_bytes bigint          -- most payload bytes (the first delivery is claimed whatever its size)
+) returns table (
+    row_kind text,
+    delivery_id bigint,
+    lease_token bigint,
+    attempt_number integer,
+    event_id bigint,
+    message_namespace text,
+    event_type text,
+    event_created_at timestamptz,
+    payload text,
+    endpoint_id bigint,
+    url text,
+    headers text,
+    timeout_ms integer,
+    secrets text[],
+    max_attempts integer,
+    initial_delay_ms bigint,
+    max_delay_ms bigint,
+    backoff_multiplier double precision,
+    -- An ordered endpoint (15_ordering.sql): the worker records its
+    -- outcomes at once, as the next event of each key waits for them.
+    ordered boolean
+)
+language plpgsql volatile
+security definer
+set search_path = pg_catalog, webhook, pg_temp
+-- Every row these statements touch is found by key; see "Plans" above.
+set enable_seqscan = off
+set jit = off
+-- One plan, made once per session: planning the statement (partitions
+-- included) costs more than running it for a hundred rows, and its shape
+-- does not depend on the arguments.
+set plan_cache_mode = force_generic_plan
+as $$
+declare
+    -- Lease tokens are this claim's random seed hashed with each delivery
+    -- id: distinct within the claim, unrelated across claims, and one call
+    -- of the random source per claim instead of one per row (which cost
+    -- 15,000 instructions per delivery).
+    v_seed bigint := ('x' || translate(left(gen_random_uuid()::text, 18), '-', ''))::bit(64)::bigint;
+    v_limited bigint[];
+    v_allowed integer[];
+    v_batch webhook.fanout_state;
+begin
+    -- A claim's commit need not wait for its WAL flush. Were the server to
+    -- crash before the flush, the lease would be lost and the delivery sent
+    -- again: a duplicate, which at-least-once allows; and a lost fan-out is
+    -- lost together with the position it advanced, so it runs again. A
+    -- later (durable) commit of the attempt flushes the claim's WAL first.
+    perform pg_catalog.set_config('synchronous_commit', 'off', true);
+    if p_fanout_events > 0 then
+        perform webhook._fan_out(p_fanout_events);
+    end if;
+    -- A backfill's batch (14_backfill.sql), when one runs and has room:
+    -- its deliveries to one endpoint are claimable by the statement below.
+    if exists (select from webhook.backfills b where b.status = 'running') then
+        perform webhook._backfill_step();
+    end if;
+    select array_agg(t.endpoint_id), array_agg(t.allowed) into v_limited, v_allowed
+    from webhook._take_tokens(p_concurrency, p_busy_endpoints, p_busy_counts) t;
+    -- While a fan-out batch is in progress (cur_xmax set), a key's head
+    -- made in it may yet give way to an earlier event of its key in a
+    -- later chunk (15_ordering.sql): the claim leaves such heads alone.
+    select * into v_batch from webhook.fanout_state;
+    return query
+    with quotas as (
+        -- A rate-limited endpoint takes no more than the tokens it got.
+        select q.endpoint_id as id, least(q.quota, coalesce(a.allowed, q.quota)) as quota
+        from webhook._endpoint_quotas(p_concurrency, p_busy_endpoints, p_busy_counts) q
+        left join unnest(v_limited, v_allowed) as a(endpoint_id, allowed) on a.endpoint_id = q.endpoint_id
+    ), fair as (
+        select greatest(1, ceil(p_limit::numeric / greatest(count(*), 1)))::integer as share
+        from quotas q
+        where q.quota > 0
+    ), due as (
+        -- The events' columns come along (a json value stays a pointer to
+        -- its TOAST data until the final select reads it), so that each
+        -- event is found once.
+        select d.id, d.next_attempt_at, ev.id as event_id, d.event_namespace, ev.event_type, ev.created_at,
+               ev.payload, ev.payload_bytes
+        from quotas q
+        cross join fair
+        cross join lateral (
+            select d.id, d.next_attempt_at, d.event_slot, d.event_txid, d.event_id, d.event_namespace
+            from webhook.deliveries_open d
+            where d.endpoint_id = q.id
+              and d.status = 'pending'
+              and d.next_attempt_at <= now()
+              and (d.lease_until is null or d.lease_until <= now())
+              and (d.ordering_key is null or v_batch.cur_xmax is null
+                   or webhook._visible(d.event_txid, v_batch.prev_xmin, v_batch.prev_xmax, v_batch.prev_xip))
+            order by d.next_attempt_at
+            limit greatest(least(q.quota, fair.share, p_limit), 0)
+            for update skip locked
+        ) d
+        -- Each delivery's event by its key, one index probe each: a lateral
+        -- subquery with "offset 0" is planned as a nested loop whatever the
+        -- estimates. As a plain join, the generic plan (made once, from the
+        -- statistics of the moment) sometimes expected thousands of
+        -- deliveries and hashed the whole event table for every claim:
+        -- 150 ms instead of 5 for a claim of 100 beside 100,000 events,
+        -- which made the drain benchmark swing between 2,300 and 8,000/s.
+        cross join lateral (
+            select ev.id, ev.event_type, ev.created_at, ev.payload, ev.payload_bytes
+            from webhook.events ev
+            where ev.slot = d.event_slot and ev.txid = d.event_txid and ev.id = d.event_id
+            offset 0
+        ) ev
+        order by d.next_attempt_at
+        limit p_limit
+    ), fitting as (
+        -- Memory is bounded by bytes, not rows: the oldest deliveries whose
+        -- payloads fit in p_max_bytes, and at least one. The rows left out
+        -- were locked, not leased: their locks go with this transaction.
+        -- Usually all of them fit: then the running sum (a sort and a
+        -- window over the batch) is skipped; each branch is gated by the
+        -- batch's total, worked out once.
+        select due.id, due.next_attempt_at, due.event_id, due.event_namespace, due.event_type, due.created_at,
+               due.payload, due.payload_bytes
+        from due
+        where (select coalesce(sum(t.payload_bytes), 0) from due t) <= p_max_bytes
+        union all
+        select f.id, f.next_attempt_at, f.event_id, f.event_namespace, f.event_type, f.created_at, f.payload,
+               f.payload_bytes
+        from (select due.*,
+                     sum(due.payload_bytes) over w as total,
+                     row_number() over w as n
+              from due
+              window w as (order by due.next_attempt_at, due.id)) f
+        where (select coalesce(sum(t.payload_bytes), 0) from due t) > p_max_bytes
+          and (f.n = 1 or f.total <= p_max_bytes)
+    ), claimed as (
+        update webhook.deliveries_open d
+        set lease_until = now() + ep.timeout + p_lease_margin,
+            -- Random, one per delivery: a token cannot be guessed from
+            -- another one or from a transaction id (60 random bits of a v4 UUID).
+            lease_token = hashint8extended(d.id, v_seed),
+            leased_by = p_worker_id,
+            -- An attempt counts when it is claimed, not when it is recorded:
+            -- a delivery whose sending kills the worker runs out of attempts
+            -- (the worker then records it failed without sending it again)
+            -- instead of being claimed again forever.
+            attempt_count = d.attempt_count + 1
+        from webhook.endpoints ep
+        -- "= any (array)", not a join with due: see "Plans" above.
+        where d.id = any (array(select f.id from fitting f)) and ep.id = d.endpoint_id
+        returning d.id, d.lease_token, d.attempt_count, d.endpoint_id
+    ), refunded as (
+        -- Tokens taken for deliveries this claim did not take (fewer were
+        -- due, another worker held some, the fair share, the bytes) go back.
+        update webhook.endpoint_rates b
+        set tokens = b.tokens + (a.allowed - a.taken)
+        from (select l.endpoint_id, l.allowed,
+                     (select count(*) from claimed c where c.endpoint_id = l.endpoint_id) as taken
+              from unnest(v_limited, v_allowed) as l(endpoint_id, allowed)) a
+        where b.endpoint_id = a.endpoint_id and a.allowed > a.taken
+    ), targets as materialized (
+        -- What the worker needs of each endpoint, worked out once per
+        -- endpoint and not once per delivery.
+        select ep.id,
+               -- The whole URL (endpoints.url hides its path); an empty one,
+               -- which the worker records as a failure, if the secrets'
+               -- row is gone (it cannot be: see the secret below).
+               coalesce(s.url, '') as url,
+               (coalesce(s.headers, '{}') || coalesce(webhook._auth_header(s.auth), '{}'))::text as headers,
+               (extract(epoch from ep.timeout) * 1000)::integer as timeout_ms,
+               -- No secret (it cannot happen: it is dropped only when nothing is
+               -- left to send) makes the worker record a failure, not lose the row.
+               case when s.secret is null then '{}'::text[]
+                    when s.previous_secret is not null and s.previous_expires_at > now()
+                    then array[s.secret, s.previous_secret]
+                    else array[s.secret] end as secrets,
+               (ep.retry_policy ->> 'max_attempts')::integer as max_attempts,
+               (extract(epoch from (ep.retry_policy ->> 'initial_delay')::interval) * 1000)::bigint as initial_delay_ms,
+               (extract(epoch from (ep.retry_policy ->> 'max_delay')::interval) * 1000)::bigint as max_delay_ms,
+               (ep.retry_policy ->> 'backoff_multiplier')::double precision as backoff_multiplier,
+               ep.ordered
+        from quotas q
+        join webhook.endpoints ep on ep.id = q.id
+        left join webhook.endpoint_secrets s on s.endpoint_id = q.id
+    )
+    -- The endpoints first, then the deliveries (see above), oldest first:
+    -- the worker starts them in this order (a join returns rows in whatever
+    -- order its plan makes).
+    select 'endpoint', null::bigint, null::bigint, null::integer, null::bigint, null::text, null::text,
+           null::timestamptz, null::text,
+           t.id, t.url, t.headers, t.timeout_ms, t.secrets, t.max_attempts,
+           t.initial_delay_ms, t.max_delay_ms, t.backoff_multiplier, t.ordered
+    from targets t
+    where t.id = any (array(select c.endpoint_id from claimed c))
+    union all
+    (select 'delivery',
+           c.id,
+           c.lease_token,
+           c.attempt_count,
+           f.event_id,
+           -- The webhook-id's namespace (the worker puts the id together);
+           -- null for an event of pg_webhook 0.1, whose message id is its number.
+           webhook._namespace_hex(f.event_namespace),
+           f.event_type,
+           f.created_at,
+           f.payload::text,
+           c.endpoint_id,
+           null::text, null::text, null::integer, null::text[], null::integer,
+           null::bigint, null::bigint, null::double precision, null::boolean
+    from claimed c
+    join fitting f on f.id = c.id
+    order by f.next_attempt_at, f.id);
 end
 $$;
 
@@ -5319,222 +5541,6 @@ end
 $$;
 comment on function webhook._fan_out(integer) is
     'Creates the deliveries of the next chunk of committed events (whole transactions, in commit-snapshot order); returns how many. Called by webhook._claim_deliveries.';
-
-create or replace function webhook._claim_deliveries(
-    p_worker_id text,           -- recorded in leased_by
-    p_limit integer,            -- at most this many rows
-    p_lease_margin interval,    -- added to each endpoint's timeout
-    p_concurrency integer,      -- the worker's slots, shared among endpoints with work
-    p_busy_endpoints bigint[],  -- endpoints this worker has deliveries in flight for ...
-    p_busy_counts integer[],    -- ... and how many
-    p_fanout_events integer,    -- most events to fan out first
-    p_max_bytes bigint          -- most payload bytes (the first delivery is claimed whatever its size)
-) returns table (
-    row_kind text,
-    delivery_id bigint,
-    lease_token bigint,
-    attempt_number integer,
-    event_id bigint,
-    message_namespace text,
-    event_type text,
-    event_created_at timestamptz,
-    payload text,
-    endpoint_id bigint,
-    url text,
-    headers text,
-    timeout_ms integer,
-    secrets text[],
-    max_attempts integer,
-    initial_delay_ms bigint,
-    max_delay_ms bigint,
-    backoff_multiplier double precision
-)
-language plpgsql volatile
-security definer
-set search_path = pg_catalog, webhook, pg_temp
--- Every row these statements touch is found by key; see "Plans" above.
-set enable_seqscan = off
-set jit = off
--- One plan, made once per session: planning the statement (partitions
--- included) costs more than running it for a hundred rows, and its shape
--- does not depend on the arguments.
-set plan_cache_mode = force_generic_plan
-as $$
-declare
-    -- Lease tokens are this claim's random seed hashed with each delivery
-    -- id: distinct within the claim, unrelated across claims, and one call
-    -- of the random source per claim instead of one per row (which cost
-    -- 15,000 instructions per delivery).
-    v_seed bigint := ('x' || translate(left(gen_random_uuid()::text, 18), '-', ''))::bit(64)::bigint;
-    v_limited bigint[];
-    v_allowed integer[];
-    v_batch webhook.fanout_state;
-begin
-    -- A claim's commit need not wait for its WAL flush. Were the server to
-    -- crash before the flush, the lease would be lost and the delivery sent
-    -- again: a duplicate, which at-least-once allows; and a lost fan-out is
-    -- lost together with the position it advanced, so it runs again. A
-    -- later (durable) commit of the attempt flushes the claim's WAL first.
-    perform pg_catalog.set_config('synchronous_commit', 'off', true);
-    if p_fanout_events > 0 then
-        perform webhook._fan_out(p_fanout_events);
-    end if;
-    -- A backfill's batch (14_backfill.sql), when one runs and has room:
-    -- its deliveries to one endpoint are claimable by the statement below.
-    if exists (select from webhook.backfills b where b.status = 'running') then
-        perform webhook._backfill_step();
-    end if;
-    select array_agg(t.endpoint_id), array_agg(t.allowed) into v_limited, v_allowed
-    from webhook._take_tokens(p_concurrency, p_busy_endpoints, p_busy_counts) t;
-    -- While a fan-out batch is in progress (cur_xmax set), a key's head
-    -- made in it may yet give way to an earlier event of its key in a
-    -- later chunk (15_ordering.sql): the claim leaves such heads alone.
-    select * into v_batch from webhook.fanout_state;
-    return query
-    with quotas as (
-        -- A rate-limited endpoint takes no more than the tokens it got.
-        select q.endpoint_id as id, least(q.quota, coalesce(a.allowed, q.quota)) as quota
-        from webhook._endpoint_quotas(p_concurrency, p_busy_endpoints, p_busy_counts) q
-        left join unnest(v_limited, v_allowed) as a(endpoint_id, allowed) on a.endpoint_id = q.endpoint_id
-    ), fair as (
-        select greatest(1, ceil(p_limit::numeric / greatest(count(*), 1)))::integer as share
-        from quotas q
-        where q.quota > 0
-    ), due as (
-        -- The events' columns come along (a json value stays a pointer to
-        -- its TOAST data until the final select reads it), so that each
-        -- event is found once.
-        select d.id, d.next_attempt_at, ev.id as event_id, d.event_namespace, ev.event_type, ev.created_at,
-               ev.payload, ev.payload_bytes
-        from quotas q
-        cross join fair
-        cross join lateral (
-            select d.id, d.next_attempt_at, d.event_slot, d.event_txid, d.event_id, d.event_namespace
-            from webhook.deliveries_open d
-            where d.endpoint_id = q.id
-              and d.status = 'pending'
-              and d.next_attempt_at <= now()
-              and (d.lease_until is null or d.lease_until <= now())
-              and (d.ordering_key is null or v_batch.cur_xmax is null
-                   or webhook._visible(d.event_txid, v_batch.prev_xmin, v_batch.prev_xmax, v_batch.prev_xip))
-            order by d.next_attempt_at
-            limit greatest(least(q.quota, fair.share, p_limit), 0)
-            for update skip locked
-        ) d
-        -- Each delivery's event by its key, one index probe each: a lateral
-        -- subquery with "offset 0" is planned as a nested loop whatever the
-        -- estimates. As a plain join, the generic plan (made once, from the
-        -- statistics of the moment) sometimes expected thousands of
-        -- deliveries and hashed the whole event table for every claim:
-        -- 150 ms instead of 5 for a claim of 100 beside 100,000 events,
-        -- which made the drain benchmark swing between 2,300 and 8,000/s.
-        cross join lateral (
-            select ev.id, ev.event_type, ev.created_at, ev.payload, ev.payload_bytes
-            from webhook.events ev
-            where ev.slot = d.event_slot and ev.txid = d.event_txid and ev.id = d.event_id
-            offset 0
-        ) ev
-        order by d.next_attempt_at
-        limit p_limit
-    ), fitting as (
-        -- Memory is bounded by bytes, not rows: the oldest deliveries whose
-        -- payloads fit in p_max_bytes, and at least one. The rows left out
-        -- were locked, not leased: their locks go with this transaction.
-        -- Usually all of them fit: then the running sum (a sort and a
-        -- window over the batch) is skipped; each branch is gated by the
-        -- batch's total, worked out once.
-        select due.id, due.next_attempt_at, due.event_id, due.event_namespace, due.event_type, due.created_at,
-               due.payload, due.payload_bytes
-        from due
-        where (select coalesce(sum(t.payload_bytes), 0) from due t) <= p_max_bytes
-        union all
-        select f.id, f.next_attempt_at, f.event_id, f.event_namespace, f.event_type, f.created_at, f.payload,
-               f.payload_bytes
-        from (select due.*,
-                     sum(due.payload_bytes) over w as total,
-                     row_number() over w as n
-              from due
-              window w as (order by due.next_attempt_at, due.id)) f
-        where (select coalesce(sum(t.payload_bytes), 0) from due t) > p_max_bytes
-          and (f.n = 1 or f.total <= p_max_bytes)
-    ), claimed as (
-        update webhook.deliveries_open d
-        set lease_until = now() + ep.timeout + p_lease_margin,
-            -- Random, one per delivery: a token cannot be guessed from
-            -- another one or from a transaction id (60 random bits of a v4 UUID).
-            lease_token = hashint8extended(d.id, v_seed),
-            leased_by = p_worker_id,
-            -- An attempt counts when it is claimed, not when it is recorded:
-            -- a delivery whose sending kills the worker runs out of attempts
-            -- (the worker then records it failed without sending it again)
-            -- instead of being claimed again forever.
-            attempt_count = d.attempt_count + 1
-        from webhook.endpoints ep
-        -- "= any (array)", not a join with due: see "Plans" above.
-        where d.id = any (array(select f.id from fitting f)) and ep.id = d.endpoint_id
-        returning d.id, d.lease_token, d.attempt_count, d.endpoint_id
-    ), refunded as (
-        -- Tokens taken for deliveries this claim did not take (fewer were
-        -- due, another worker held some, the fair share, the bytes) go back.
-        update webhook.endpoint_rates b
-        set tokens = b.tokens + (a.allowed - a.taken)
-        from (select l.endpoint_id, l.allowed,
-                     (select count(*) from claimed c where c.endpoint_id = l.endpoint_id) as taken
-              from unnest(v_limited, v_allowed) as l(endpoint_id, allowed)) a
-        where b.endpoint_id = a.endpoint_id and a.allowed > a.taken
-    ), targets as materialized (
-        -- What the worker needs of each endpoint, worked out once per
-        -- endpoint and not once per delivery.
-        select ep.id,
-               -- The whole URL (endpoints.url hides its path); an empty one,
-               -- which the worker records as a failure, if the secrets'
-               -- row is gone (it cannot be: see the secret below).
-               coalesce(s.url, '') as url,
-               (coalesce(s.headers, '{}') || coalesce(webhook._auth_header(s.auth), '{}'))::text as headers,
-               (extract(epoch from ep.timeout) * 1000)::integer as timeout_ms,
-               -- No secret (it cannot happen: it is dropped only when nothing is
-               -- left to send) makes the worker record a failure, not lose the row.
-               case when s.secret is null then '{}'::text[]
-                    when s.previous_secret is not null and s.previous_expires_at > now()
-                    then array[s.secret, s.previous_secret]
-                    else array[s.secret] end as secrets,
-               (ep.retry_policy ->> 'max_attempts')::integer as max_attempts,
-               (extract(epoch from (ep.retry_policy ->> 'initial_delay')::interval) * 1000)::bigint as initial_delay_ms,
-               (extract(epoch from (ep.retry_policy ->> 'max_delay')::interval) * 1000)::bigint as max_delay_ms,
-               (ep.retry_policy ->> 'backoff_multiplier')::double precision as backoff_multiplier
-        from quotas q
-        join webhook.endpoints ep on ep.id = q.id
-        left join webhook.endpoint_secrets s on s.endpoint_id = q.id
-    )
-    -- The endpoints first, then the deliveries (see above), oldest first:
-    -- the worker starts them in this order (a join returns rows in whatever
-    -- order its plan makes).
-    select 'endpoint', null::bigint, null::bigint, null::integer, null::bigint, null::text, null::text,
-           null::timestamptz, null::text,
-           t.id, t.url, t.headers, t.timeout_ms, t.secrets, t.max_attempts,
-           t.initial_delay_ms, t.max_delay_ms, t.backoff_multiplier
-    from targets t
-    where t.id = any (array(select c.endpoint_id from claimed c))
-    union all
-    (select 'delivery',
-           c.id,
-           c.lease_token,
-           c.attempt_count,
-           f.event_id,
-           -- The webhook-id's namespace (the worker puts the id together);
-           -- null for an event of pg_webhook 0.1, whose message id is its number.
-           webhook._namespace_hex(f.event_namespace),
-           f.event_type,
-           f.created_at,
-           f.payload::text,
-           c.endpoint_id,
-           null::text, null::text, null::integer, null::text[], null::integer,
-           null::bigint, null::bigint, null::double precision
-    from claimed c
-    join fitting f on f.id = c.id
-    order by f.next_attempt_at, f.id);
-end
-$$;
 
 create or replace function webhook._record_attempts(
     p_worker_id text,
@@ -6422,4 +6428,9 @@ grant execute on function
     webhook_unblock(bigint, text, boolean)
     to webhook_admin;
 grant execute on function webhook_publish(text, jsonb, text, text) to webhook_publisher, webhook_admin;
+revoke all on function webhook._claim_deliveries(text, integer, interval, integer, bigint[], integer[], integer, bigint)
+    from public;
+grant execute on function
+    webhook._claim_deliveries(text, integer, interval, integer, bigint[], integer[], integer, bigint)
+    to webhook_worker;
 select pg_catalog.pg_extension_config_dump('webhook.key_blocks', '');

@@ -355,7 +355,10 @@ create function webhook._claim_deliveries(
     max_attempts integer,
     initial_delay_ms bigint,
     max_delay_ms bigint,
-    backoff_multiplier double precision
+    backoff_multiplier double precision,
+    -- An ordered endpoint (15_ordering.sql): the worker records its
+    -- outcomes at once, as the next event of each key waits for them.
+    ordered boolean
 )
 language plpgsql volatile
 security definer
@@ -509,7 +512,8 @@ begin
                (ep.retry_policy ->> 'max_attempts')::integer as max_attempts,
                (extract(epoch from (ep.retry_policy ->> 'initial_delay')::interval) * 1000)::bigint as initial_delay_ms,
                (extract(epoch from (ep.retry_policy ->> 'max_delay')::interval) * 1000)::bigint as max_delay_ms,
-               (ep.retry_policy ->> 'backoff_multiplier')::double precision as backoff_multiplier
+               (ep.retry_policy ->> 'backoff_multiplier')::double precision as backoff_multiplier,
+               ep.ordered
         from quotas q
         join webhook.endpoints ep on ep.id = q.id
         left join webhook.endpoint_secrets s on s.endpoint_id = q.id
@@ -520,7 +524,7 @@ begin
     select 'endpoint', null::bigint, null::bigint, null::integer, null::bigint, null::text, null::text,
            null::timestamptz, null::text,
            t.id, t.url, t.headers, t.timeout_ms, t.secrets, t.max_attempts,
-           t.initial_delay_ms, t.max_delay_ms, t.backoff_multiplier
+           t.initial_delay_ms, t.max_delay_ms, t.backoff_multiplier, t.ordered
     from targets t
     where t.id = any (array(select c.endpoint_id from claimed c))
     union all
@@ -537,7 +541,7 @@ begin
            f.payload::text,
            c.endpoint_id,
            null::text, null::text, null::integer, null::text[], null::integer,
-           null::bigint, null::bigint, null::double precision
+           null::bigint, null::bigint, null::double precision, null::boolean
     from claimed c
     join fitting f on f.id = c.id
     order by f.next_attempt_at, f.id);

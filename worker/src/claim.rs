@@ -30,6 +30,9 @@ pub struct Target {
     pub secrets: Vec<Secret>,
     /// The endpoint's retry policy, defaults filled in.
     pub policy: RetryPolicy,
+    /// Whether the endpoint is ordered: the next event of a key waits for
+    /// each outcome, so it is recorded without waiting for company.
+    pub ordered: bool,
 }
 
 impl Target {
@@ -51,6 +54,7 @@ impl Target {
             timeout,
             secrets,
             policy,
+            ordered: false,
         }
     }
 }
@@ -106,6 +110,8 @@ pub struct AttemptRecord {
     pub outcome: &'static str,
     /// for 'retry': delay before the next attempt, in ms
     pub retry_delay_ms: Option<i64>,
+    /// of an ordered endpoint (see [`Target::ordered`])
+    pub ordered: bool,
 }
 
 /// The most bytes of free text (error, excerpt) kept by [`AttemptRecord::cut_short`].

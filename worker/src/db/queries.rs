@@ -35,7 +35,7 @@ pub const EXTENSION_VERSION: &str =
 /// `queue::claims_from_rows` finds each column by its name, once per claim.
 pub const CLAIM: &str = "select row_kind, delivery_id, lease_token, attempt_number, event_id, message_namespace, event_type, \
      event_created_at, payload, endpoint_id, url, headers, timeout_ms, secrets, max_attempts, initial_delay_ms, \
-     max_delay_ms, backoff_multiplier \
+     max_delay_ms, backoff_multiplier, ordered \
      from webhook._claim_deliveries($1::text, $2::integer, $3::bigint operator(pg_catalog.*) interval '1 millisecond', \
      $4::integer, $5::bigint[], $6::integer[], $7::integer, $8::bigint)";
 /// Parameter types of [`CLAIM`].

@@ -41,6 +41,7 @@ struct ClaimColumns {
     initial_delay_ms: usize,
     max_delay_ms: usize,
     backoff_multiplier: usize,
+    ordered: usize,
 }
 
 impl ClaimColumns {
@@ -71,6 +72,7 @@ impl ClaimColumns {
             initial_delay_ms: at("initial_delay_ms")?,
             max_delay_ms: at("max_delay_ms")?,
             backoff_multiplier: at("backoff_multiplier")?,
+            ordered: at("ordered")?,
         })
     }
 
@@ -105,6 +107,7 @@ impl ClaimColumns {
                 row.get(self.max_delay_ms),
                 row.get(self.backoff_multiplier),
             ),
+            ordered: row.get::<_, Option<bool>>(self.ordered).unwrap_or(false),
         }
     }
 }

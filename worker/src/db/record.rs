@@ -85,6 +85,8 @@ impl Recorder {
 
 /// Receives attempt records until every sender is gone, writing them in
 /// batches and reconnecting as needed.
+/// After a batch holding an ordered endpoint's outcome it pokes `wake`
+/// (the claim loop's wake-up), as the next event of that key is now due.
 ///
 /// What cannot be written is never dropped lightly, nor does it block the
 /// rest: a transient failure (no answer, a lost connection, SQLSTATE
@@ -95,12 +97,14 @@ impl Recorder {
 /// until the row at fault is alone, which is then written once more with
 /// its free text cut short, and only then given up (its lease expires and
 /// the delivery is sent again: at-least-once).
+#[allow(clippy::too_many_arguments)] // its connection's settings, its channels and its reporting
 pub(crate) async fn run_recorder(
     pg: tokio_postgres::Config,
     tls: PgTls,
     db_timeout: Duration,
     worker_id: String,
     mut rx: mpsc::Receiver<AttemptRecord>,
+    wake: std::sync::Arc<tokio::sync::Notify>,
     events: Events,
     metrics: std::sync::Arc<Metrics>,
 ) {
@@ -118,16 +122,18 @@ pub(crate) async fn run_recorder(
         // Under a trickle of deliveries each outcome would otherwise be its
         // own statement and commit; waiting a few ms for company costs no
         // delivery latency (the request was already sent) and saves most of
-        // them. A full batch goes at once.
+        // them. A full batch goes at once, and so does an ordered
+        // endpoint's outcome: the next event of its key waits for it.
         let gather = tokio::time::sleep(RECORD_GATHER);
         tokio::pin!(gather);
-        while batch.len() < MAX_RECORD_BATCH {
+        while batch.len() < MAX_RECORD_BATCH && !batch.iter().any(|r| r.ordered) {
             let room = MAX_RECORD_BATCH - batch.len();
             tokio::select! {
                 _ = &mut gather => break,
                 n = rx.recv_many(&mut batch, room) => if n == 0 { break },
             }
         }
+        let ordered = batch.iter().any(|r| r.ordered);
         let mut parts = vec![std::mem::take(&mut batch)];
         while let Some(part) = parts.pop() {
             match conn.record_until_done(&part, || rx.is_closed()).await {
@@ -157,6 +163,11 @@ pub(crate) async fn run_recorder(
                         "could not record attempts; their leases will expire and they will be sent again");
                 }
             }
+        }
+        if ordered {
+            // The next event of each key is due now: the claim loop looks
+            // at once instead of at its next poll.
+            wake.notify_one();
         }
     }
 }

@@ -118,6 +118,7 @@ impl Worker {
             config.db_timeout,
             config.worker_id.clone(),
             record_rx,
+            wake.clone(),
             events.clone(),
             metrics.clone(),
         ));
@@ -399,6 +400,7 @@ fn attempt_record(claim: &Claim, outcome: &Outcome, decision: Decision) -> Attem
         error: outcome.result.as_ref().err().map(|e| e.to_string()),
         outcome: label,
         retry_delay_ms: delay,
+        ordered: claim.target.ordered,
     }
 }
 
