@@ -6404,6 +6404,8 @@ left join minutes m on m.endpoint_id = e.id
 left join hours h on h.endpoint_id = e.id
 left join webhook.endpoint_activity a on a.endpoint_id = e.id
 left join queue q on q.endpoint_id = e.id;
+comment on column webhook.endpoint_health.pending is
+    'Deliveries to send: pending, and an ordered endpoint''s waiting behind an earlier event of their key.';
 
 revoke all on function webhook._check_on_exhausted(text), webhook._key_columns(text),
     webhook._row_key(text, text[], jsonb), webhook._event_key(webhook.events), webhook._settle_keys(bigint[], text[]),

@@ -139,6 +139,8 @@ left join queue q on q.endpoint_id = e.id;
 
 comment on view webhook.endpoint_health is
     'Per endpoint: state (active, paused, disabled and why, removed), attempts, success rate and p50/p95 latency over the last hour and 24 hours (from the per-minute and hourly counters; the 24 hours start at a whole hour, so they span 24 to 25 hours; percentiles are bucket bounds, exact to a factor of two), last success and failure, the current run of failures, open deliveries (pending, waiting while held) and the age of the oldest.';
+comment on column webhook.endpoint_health.pending is
+    'Deliveries to send: pending, and an ordered endpoint''s waiting behind an earlier event of their key.';
 comment on column webhook.endpoint_health.waiting is 'Deliveries held (paused) while the endpoint is paused or disabled.';
 
 -- API: Public
