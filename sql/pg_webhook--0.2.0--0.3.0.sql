@@ -4538,6 +4538,59 @@ begin
 end
 $$;
 
+-- API: Private
+create function webhook._trigger_args(
+    p_tbl regclass -- the table
+) returns text[]
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_raw bytea;
+    v_args text[] := '{}';
+    v_at integer;
+begin
+    select t.tgargs into v_raw from pg_trigger t where t.tgrelid = p_tbl and t.tgname = 'webhook_capture';
+    if not found then
+        return null;
+    end if;
+    -- tgargs holds each argument followed by a zero byte.
+    loop
+        v_at := position('\x00'::bytea in v_raw);
+        exit when v_at = 0;
+        v_args := v_args || convert_from(substring(v_raw from 1 for v_at - 1), getdatabaseencoding());
+        v_raw := substring(v_raw from v_at + 1);
+    end loop;
+    if v_args[1] = '@table' then
+        v_args := v_args[4:];
+    end if;
+    return v_args;
+end
+$$;
+
+create or replace function webhook._watch_args(
+    p_tbl regclass -- the table
+) returns text[]
+language sql stable
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+    select case when array_position(a.args, '@key') is null then a.args
+                else a.args[:array_position(a.args, '@key') - 1] end
+    from (select webhook._trigger_args(p_tbl) as args) a
+$$;
+
+-- API: Private
+create function webhook._watch_key_columns(
+    p_tbl regclass -- the table
+) returns text[]
+language sql stable
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+    select a.args[array_position(a.args, '@key') + 1:]
+    from (select webhook._trigger_args(p_tbl) as args) a
+    where array_position(a.args, '@key') is not null
+$$;
+
 -- API: Public
 create table webhook.key_blocks (
     endpoint_id  bigint not null references webhook.endpoints (id),
@@ -4552,20 +4605,23 @@ comment on table webhook.key_blocks is
     'The keys of ordered endpoints held back because a delivery gave up (on_exhausted = block): the rest of the key waits until webhook_unblock. See webhook.blocked_keys.';
 
 -- API: Private
--- The primary key columns of a table given by its schema-qualified name
--- (webhook.events.source_table), in key order; '{}' without a primary key
--- or once the table is gone.
+-- The columns that key the row events of a table given by its
+-- schema-qualified name (webhook.events.source_table): its watch's
+-- key_columns, else its primary key, in key order; '{}' without either or
+-- once the table is gone.
 create function webhook._key_columns(
     p_source_table text -- a row event's source table
 ) returns text[]
 language sql stable
 set search_path = pg_catalog, webhook, pg_temp
 as $$
-    select coalesce(array_agg(a.attname::text order by k.n), '{}')
-    from pg_index i
-    cross join lateral unnest(i.indkey) with ordinality as k(attnum, n)
-    join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum
-    where i.indrelid = to_regclass(p_source_table) and i.indisprimary
+    select coalesce(webhook._watch_key_columns(to_regclass(p_source_table)),
+                    (select array_agg(a.attname::text order by k.n)
+                     from pg_index i
+                     cross join lateral unnest(i.indkey) with ordinality as k(attnum, n)
+                     join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum
+                     where i.indrelid = to_regclass(p_source_table) and i.indisprimary),
+                    '{}')
 $$;
 
 -- API: Private
@@ -4777,6 +4833,7 @@ comment on view webhook.blocked_keys is
     'Keys of ordered endpoints held back by a delivery that gave up (on_exhausted = block), with its last error and how many deliveries wait behind it. webhook_unblock(endpoint_id, ordering_key) resumes one.';
 
 drop function webhook._enqueue(text, jsonb, text);
+drop function webhook_watch(regclass, text[], text, text[], text);
 drop function webhook._claim_deliveries(text, integer, interval, integer, bigint[], integer[], integer, bigint);
 drop function webhook._fan_out_chunk(webhook.fanout_state, bigint[], bigint, bigint, boolean, boolean);
 drop function webhook_publish(text, jsonb, text);
@@ -4823,6 +4880,138 @@ begin
     return v_event_id;
 end
 $$;
+
+-- API: Public
+create function webhook_watch(
+    tbl regclass,                                       -- the table to capture
+    operations text[] default '{insert,update,delete}', -- any of insert, update, delete
+    event_prefix text default null,                     -- event types <prefix>.created/.updated/.deleted; the table name when null
+    columns text[] default null,                        -- the columns sent in new/old; all when null
+    "when" text default null,                           -- a condition on new and old; every row when null
+    key_columns text[] default null                     -- what keys its rows for ordered endpoints; the primary key when null
+) returns void
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_tbl regclass := $1;
+    v_operations text[] := $2;
+    v_columns text[] := $4;
+    v_when text := $5;
+    v_keys text[] := $6;
+    v_schema name;
+    v_relname name;
+    v_ops text[];
+    v_events text;
+    v_prefix text;
+    v_missing text;
+    v_args text[];
+    v_citus text;
+    v_state text;
+    v_message text;
+begin
+    if v_tbl is null or v_operations is null then
+        raise exception 'webhook_watch: tbl and operations must not be null' using errcode = '22004';
+    end if;
+    select t.nspname, t.relname into v_schema, v_relname from webhook._check_capturable(v_tbl) t;
+    select array_agg(distinct lower(op) order by lower(op)) into v_ops from unnest(v_operations) as op;
+    if v_ops is null or not v_ops <@ array['delete', 'insert', 'update'] or array_position(v_ops, null) is not null then
+        raise exception 'operations must be a non-empty subset of {insert,update,delete}, not %', coalesce(v_operations::text, 'NULL')
+            using errcode = '22023';
+    end if;
+    v_prefix := coalesce($3, v_relname);
+    if v_prefix !~ '^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$' or length(v_prefix) > 240 then
+        raise exception 'invalid event prefix: %', quote_literal(v_prefix)
+            using errcode = '22023',
+                  hint = 'Pass event_prefix => ''order'' (dot-separated words of letters, digits, "_" or "-").';
+    end if;
+    if v_prefix = 'webhook' or v_prefix like 'webhook.%' then
+        raise exception 'the event prefix "webhook" is reserved for pg_webhook''s own events'
+            using errcode = '22023', hint = 'Pass another event_prefix.';
+    end if;
+    if v_columns is not null then
+        if cardinality(v_columns) = 0 or array_position(v_columns, null) is not null then
+            raise exception 'columns must list at least one column, or be null for all of them' using errcode = '22023';
+        end if;
+        select string_agg(quote_ident(c), ', ') into v_missing
+        from unnest(v_columns) c
+        where not exists (select from pg_attribute a
+                          where a.attrelid = v_tbl and a.attname = c and a.attnum > 0 and not a.attisdropped);
+        if v_missing is not null then
+            raise exception 'table % has no column %', v_tbl, v_missing using errcode = '42703';
+        end if;
+        v_columns := array(select distinct c from unnest(v_columns) c order by 1);
+    end if;
+    if v_keys is not null then
+        if cardinality(v_keys) = 0 or array_position(v_keys, null) is not null then
+            raise exception 'key_columns must list at least one column, or be null for the primary key'
+                using errcode = '22023';
+        end if;
+        select string_agg(quote_ident(c), ', ') into v_missing
+        from unnest(v_keys) c
+        where not exists (select from pg_attribute a
+                          where a.attrelid = v_tbl and a.attname = c and a.attnum > 0 and not a.attisdropped);
+        if v_missing is not null then
+            raise exception 'table % has no column %', v_tbl, v_missing using errcode = '42703';
+        end if;
+        -- An ordered endpoint reads the key from the event's data.
+        if v_columns is not null and not v_keys <@ v_columns then
+            raise exception 'key_columns must be among the columns sent'
+                using errcode = '22023', hint = 'Add them to columns, or leave columns null to send every column.';
+        end if;
+    end if;
+    -- Keywords only (validated above), never user text, go into the DDL;
+    -- the prefix and column names go in as quoted literals.
+    v_events := array_to_string(array(
+        select case op when 'insert' then 'insert' when 'update' then 'update' when 'delete' then 'delete' end
+        from unnest(v_ops) as op), ' or ');
+    -- The key columns, if any, after a '@key' mark (see webhook._watch_key_columns).
+    v_args := array[v_prefix] || coalesce(v_columns, '{}')
+              || case when v_keys is not null then array['@key'] || v_keys else '{}' end;
+    v_citus := webhook._citus_table_kind(v_tbl);
+    if v_citus = 'reference' then
+        -- Its trigger would fire on every node's copy: one event per node.
+        raise exception '% is a Citus reference table: it cannot be watched', v_tbl
+            using errcode = '0A000',
+                  hint = 'Watch a distributed table, or call webhook_publish() where the reference table is written.';
+    elsif v_citus is not null then
+        -- Citus puts the trigger on every shard, where it fires under the
+        -- shard's name: it is told the table's. Citus refuses triggers on
+        -- its tables unless told they are safe; this one only inserts into
+        -- the node's own local tables (nothing distributed).
+        v_args := array['@table', v_schema::text, v_relname::text] || v_args;
+        perform set_config('citus.enable_unsafe_triggers', 'on', true);
+    end if;
+    if exists (select from pg_trigger t where t.tgrelid = v_tbl and t.tgname = 'webhook_capture') then
+        execute format('drop trigger %I on %s', 'webhook_capture', v_tbl);
+    end if;
+    if v_when is not null and btrim(v_when) = '' then
+        raise exception '"when" must be a condition on new and old, or null for every row' using errcode = '22023';
+    end if;
+    begin
+        -- The condition goes on lines of its own, so that a -- comment in
+        -- it ends where it does. Its names are bound now, with this
+        -- function's search_path (pg_catalog first): a function of the
+        -- caller's is named with its schema.
+        execute format('create trigger %I after %s on %s for each row %s execute function webhook._capture(%s)',
+                       'webhook_capture', v_events, v_tbl,
+                       case when v_when is null then '' else E'when (\n' || v_when || E'\n)' end,
+                       (select string_agg(quote_literal(a), ', ') from unnest(v_args) a));
+    exception when others then
+        get stacked diagnostics v_state = returned_sqlstate, v_message = message_text;
+        if v_when is null or v_state = '42501' then
+            raise; -- not the condition's fault
+        end if;
+        raise exception 'invalid "when" condition for %: %', v_tbl, v_message
+            using errcode = v_state,
+                  hint = 'A condition on the row: new.<column> on insert and update, old.<column> on update and delete. '
+                         'Pass operations => ''{insert,update}'' for a condition on new, ''{update,delete}'' for one on '
+                         'old, ''{update}'' for one on both.';
+    end;
+end
+$$;
+comment on function webhook_watch(regclass, text[], text, text[], text, text[]) is
+    'Installs the row-change trigger on a table: events <prefix>.created, .updated, .deleted with data {table, schema, op, new, old} (new and old limited to the given columns), for the rows matching "when" (all when null); key_columns key its rows for ordered endpoints (the primary key when null). Calling it again replaces the previous settings.';
 
 -- API: Private
 create function webhook._claim_deliveries(
@@ -6408,6 +6597,8 @@ comment on column webhook.endpoint_health.pending is
     'Deliveries to send: pending, and an ordered endpoint''s waiting behind an earlier event of their key.';
 
 revoke all on function webhook._check_on_exhausted(text), webhook._key_columns(text),
+    webhook._trigger_args(regclass), webhook._watch_args(regclass), webhook._watch_key_columns(regclass),
+    webhook_watch(regclass, text[], text, text[], text, text[]),
     webhook._row_key(text, text[], jsonb), webhook._event_key(webhook.events), webhook._settle_keys(bigint[], text[]),
     webhook._heads_finished(bigint[], bigint[], text[], bigint[], boolean[]), webhook._unorder_endpoint(bigint),
     webhook_unblock(bigint, text, boolean), webhook._enqueue(text, jsonb, text, text),
@@ -6427,8 +6618,11 @@ grant execute on function
                       text),
     webhook_update(bigint, text, text[], text, jsonb, jsonb, interval, boolean, jsonb, integer, text, integer, integer,
                    boolean, text),
-    webhook_unblock(bigint, text, boolean)
+    webhook_unblock(bigint, text, boolean),
+    webhook_watch(regclass, text[], text, text[], text, text[])
     to webhook_admin;
+comment on function webhook._capture() is
+    'Row-change capture trigger installed by webhook_watch; arguments: the event prefix, then the columns to send (all when none), then ''@key'' and the key columns for ordered endpoints when the watch names them (read by the fan-out, not here); on a Citus distributed table, ''@table'', its schema and its name first.';
 grant execute on function webhook_publish(text, jsonb, text, text) to webhook_publisher, webhook_admin;
 revoke all on function webhook._claim_deliveries(text, integer, interval, integer, bigint[], integer[], integer, bigint)
     from public;

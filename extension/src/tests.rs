@@ -1501,6 +1501,42 @@ mod tests {
         ] {
             assert_eq!(sqlstate_of(&sql), state, "{sql}");
         }
+        // A watch may name the key columns (they must be sent); else the primary key.
+        Spi::run(
+            "create table keyed (id int primary key, account int, v int); \
+             select webhook_watch('keyed', key_columns => '{account}');",
+        )
+        .unwrap();
+        for (sql, state) in [
+            (
+                "select webhook_watch('keyed', key_columns => '{}')",
+                "22023",
+            ),
+            (
+                "select webhook_watch('keyed', key_columns => '{nope}')",
+                "42703",
+            ),
+            (
+                "select webhook_watch('keyed', columns => '{id,v}', key_columns => '{account}')",
+                "22023",
+            ),
+        ] {
+            assert_eq!(sqlstate_of(sql), state, "{sql}");
+        }
+        let text = |sql: &str| Spi::get_one::<String>(sql).unwrap().unwrap();
+        assert_eq!(
+            text("select array_to_string(webhook._key_columns('public.keyed'), ',')"),
+            "account"
+        );
+        assert_eq!(
+            text("select array_to_string(webhook._watch_args('keyed'), ',')"),
+            "keyed",
+            "the watch's prefix and columns, without its key"
+        );
+        assert_eq!(
+            text("select array_to_string(webhook._key_columns('public.pairs'), ',')"),
+            "a,b"
+        );
         // A row event's key: its table and primary key values, from new (old for a delete).
         let key = |sql: &str| Spi::get_one::<String>(sql).unwrap().unwrap();
         assert_eq!(

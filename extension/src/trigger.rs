@@ -39,7 +39,7 @@ CREATE OR REPLACE FUNCTION webhook."_capture"() RETURNS trigger
     LANGUAGE c
     AS 'MODULE_PATHNAME', '@FUNCTION_NAME@';
 COMMENT ON FUNCTION webhook."_capture"() IS
-    'Row-change capture trigger installed by webhook_watch; arguments: the event prefix, then the columns to send (all when none); on a Citus distributed table, ''@table'', its schema and its name first.';
+    'Row-change capture trigger installed by webhook_watch; arguments: the event prefix, then the columns to send (all when none), then ''@key'' and the key columns for ordered endpoints when the watch names them (read by the fan-out, not here); on a Citus distributed table, ''@table'', its schema and its name first.';
 "#)]
 fn _capture<'a>(
     trigger: &'a PgTrigger<'a>,
@@ -69,6 +69,12 @@ fn _capture<'a>(
             "webhook._capture needs the event prefix as its argument; install it with webhook_watch()",
         );
     };
+    // The key columns a watch names (after KEY_MARK) are the fan-out's
+    // business (webhook._watch_key_columns): the capture sends the columns before them.
+    let columns = columns
+        .iter()
+        .position(|c| *c == KEY_MARK)
+        .map_or(columns, |at| &columns[..at]);
     check_prefix(prefix);
     let (suffix, op, new_tuple, old_tuple) = match trigger.op()? {
         PgTriggerOperation::Insert => ("created", "INSERT", td.tg_trigtuple, std::ptr::null_mut()),
@@ -139,6 +145,9 @@ fn _capture<'a>(
 /// name, then the usual arguments); webhook_watch puts it on a Citus
 /// distributed table. No event prefix can start with "@".
 const TABLE_MARK: &str = "@table";
+/// Marks the end of the columns sent in a capture trigger's arguments: the
+/// key columns for ordered endpoints follow it (see webhook_watch).
+const KEY_MARK: &str = "@key";
 
 /// The trigger's arguments, borrowed from PostgreSQL's own strings: this
 /// runs for every captured row, and copying them into owned Strings

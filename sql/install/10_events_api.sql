@@ -121,7 +121,8 @@ create function webhook_watch(
     operations text[] default '{insert,update,delete}', -- any of insert, update, delete
     event_prefix text default null,                     -- event types <prefix>.created/.updated/.deleted; the table name when null
     columns text[] default null,                        -- the columns sent in new/old; all when null
-    "when" text default null                            -- a condition on new and old; every row when null
+    "when" text default null,                           -- a condition on new and old; every row when null
+    key_columns text[] default null                     -- what keys its rows for ordered endpoints; the primary key when null
 ) returns void
 language plpgsql volatile
 set search_path = pg_catalog, webhook, pg_temp
@@ -131,6 +132,7 @@ declare
     v_operations text[] := $2;
     v_columns text[] := $4;
     v_when text := $5;
+    v_keys text[] := $6;
     v_schema name;
     v_relname name;
     v_ops text[];
@@ -174,12 +176,32 @@ begin
         end if;
         v_columns := array(select distinct c from unnest(v_columns) c order by 1);
     end if;
+    if v_keys is not null then
+        if cardinality(v_keys) = 0 or array_position(v_keys, null) is not null then
+            raise exception 'key_columns must list at least one column, or be null for the primary key'
+                using errcode = '22023';
+        end if;
+        select string_agg(quote_ident(c), ', ') into v_missing
+        from unnest(v_keys) c
+        where not exists (select from pg_attribute a
+                          where a.attrelid = v_tbl and a.attname = c and a.attnum > 0 and not a.attisdropped);
+        if v_missing is not null then
+            raise exception 'table % has no column %', v_tbl, v_missing using errcode = '42703';
+        end if;
+        -- An ordered endpoint reads the key from the event's data.
+        if v_columns is not null and not v_keys <@ v_columns then
+            raise exception 'key_columns must be among the columns sent'
+                using errcode = '22023', hint = 'Add them to columns, or leave columns null to send every column.';
+        end if;
+    end if;
     -- Keywords only (validated above), never user text, go into the DDL;
     -- the prefix and column names go in as quoted literals.
     v_events := array_to_string(array(
         select case op when 'insert' then 'insert' when 'update' then 'update' when 'delete' then 'delete' end
         from unnest(v_ops) as op), ' or ');
-    v_args := array[v_prefix] || coalesce(v_columns, '{}');
+    -- The key columns, if any, after a '@key' mark (see webhook._watch_key_columns).
+    v_args := array[v_prefix] || coalesce(v_columns, '{}')
+              || case when v_keys is not null then array['@key'] || v_keys else '{}' end;
     v_citus := webhook._citus_table_kind(v_tbl);
     if v_citus = 'reference' then
         -- Its trigger would fire on every node's copy: one event per node.
@@ -222,8 +244,8 @@ begin
     end;
 end
 $$;
-comment on function webhook_watch(regclass, text[], text, text[], text) is
-    'Installs the row-change trigger on a table: events <prefix>.created, .updated, .deleted with data {table, schema, op, new, old} (new and old limited to the given columns), for the rows matching "when" (all when null). Calling it again replaces the previous settings.';
+comment on function webhook_watch(regclass, text[], text, text[], text, text[]) is
+    'Installs the row-change trigger on a table: events <prefix>.created, .updated, .deleted with data {table, schema, op, new, old} (new and old limited to the given columns), for the rows matching "when" (all when null); key_columns key its rows for ordered endpoints (the primary key when null). Calling it again replaces the previous settings.';
 
 -- API: Public
 create function webhook_unwatch(

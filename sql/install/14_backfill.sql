@@ -93,9 +93,10 @@ return 2000;
 
 -- API: Private
 -- The arguments of a table's capture trigger (webhook_watch), without the
--- Citus '@table' prefix: the event prefix, then the columns sent; null
--- when the table is not watched.
-create function webhook._watch_args(
+-- Citus '@table' prefix: the event prefix, then the columns sent, then,
+-- after a '@key' mark, the key columns it was given; null when the table
+-- is not watched.
+create function webhook._trigger_args(
     p_tbl regclass -- the table
 ) returns text[]
 language plpgsql stable
@@ -122,6 +123,34 @@ begin
     end if;
     return v_args;
 end
+$$;
+
+-- API: Private
+-- A watch's event prefix and the columns it sends (webhook._trigger_args
+-- up to '@key'); null when the table is not watched.
+create function webhook._watch_args(
+    p_tbl regclass -- the table
+) returns text[]
+language sql stable
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+    select case when array_position(a.args, '@key') is null then a.args
+                else a.args[:array_position(a.args, '@key') - 1] end
+    from (select webhook._trigger_args(p_tbl) as args) a
+$$;
+
+-- API: Private
+-- The key columns a watch was given (webhook_watch(…, key_columns)), or
+-- null: not watched, or keyed by its primary key.
+create function webhook._watch_key_columns(
+    p_tbl regclass -- the table
+) returns text[]
+language sql stable
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+    select a.args[array_position(a.args, '@key') + 1:]
+    from (select webhook._trigger_args(p_tbl) as args) a
+    where array_position(a.args, '@key') is not null
 $$;
 
 -- API: Private

@@ -49,20 +49,23 @@ comment on table webhook.key_blocks is
     'The keys of ordered endpoints held back because a delivery gave up (on_exhausted = block): the rest of the key waits until webhook_unblock. See webhook.blocked_keys.';
 
 -- API: Private
--- The primary key columns of a table given by its schema-qualified name
--- (webhook.events.source_table), in key order; '{}' without a primary key
--- or once the table is gone.
+-- The columns that key the row events of a table given by its
+-- schema-qualified name (webhook.events.source_table): its watch's
+-- key_columns, else its primary key, in key order; '{}' without either or
+-- once the table is gone.
 create function webhook._key_columns(
     p_source_table text -- a row event's source table
 ) returns text[]
 language sql stable
 set search_path = pg_catalog, webhook, pg_temp
 as $$
-    select coalesce(array_agg(a.attname::text order by k.n), '{}')
-    from pg_index i
-    cross join lateral unnest(i.indkey) with ordinality as k(attnum, n)
-    join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum
-    where i.indrelid = to_regclass(p_source_table) and i.indisprimary
+    select coalesce(webhook._watch_key_columns(to_regclass(p_source_table)),
+                    (select array_agg(a.attname::text order by k.n)
+                     from pg_index i
+                     cross join lateral unnest(i.indkey) with ordinality as k(attnum, n)
+                     join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum
+                     where i.indrelid = to_regclass(p_source_table) and i.indisprimary),
+                    '{}')
 $$;
 
 -- API: Private

@@ -104,7 +104,7 @@ grant execute on function
     webhook_replay(bigint, bigint),
     webhook_replay_failed(bigint, timestamptz),
     webhook_purge(),
-    webhook_watch(regclass, text[], text, text[], text),
+    webhook_watch(regclass, text[], text, text[], text, text[]),
     webhook_unwatch(regclass),
     webhook_backfill(regclass, bigint, text),
     webhook_backfill_cancel(bigint),

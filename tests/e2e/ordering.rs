@@ -79,7 +79,7 @@ async fn each_key_arrives_in_commit_order_through_concurrent_writers_chaos_and_k
         .batch_execute(&format!(
             "create table accounts (id integer primary key, n integer not null default 0);
              insert into accounts (id) select generate_series(1, {ROWS});
-             select webhook_watch('accounts', '{{update}}', 'account');"
+             select webhook_watch('accounts', '{{update}}', 'account', key_columns => '{{id}}');"
         ))
         .await
         .unwrap();
