@@ -5,7 +5,9 @@
 //! key and nothing else, resumed or skipped.
 
 use pg_webhook_protocol::{verify, Secret};
-use pg_webhook_tests::{connect, worker_binary, Receiver, RunningWorker, TestDb};
+use pg_webhook_tests::{
+    connect, examples_python, worker_binary, Received, Receiver, RunningWorker, TestDb,
+};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -34,7 +36,7 @@ fn start_worker(dsn: &str, id: usize) -> std::process::Child {
 /// request is signed, and that each key's counters 1..=last all arrived.
 /// `key_of` picks a request's key and counter from its body.
 fn assert_in_order(
-    requests: &[pg_webhook_tests::Received],
+    requests: &[Received],
     secret: &Secret,
     last: &HashMap<String, i64>,
     key_of: impl Fn(&serde_json::Value) -> Option<(String, i64)>,
@@ -69,6 +71,51 @@ fn assert_in_order(
             "key {key}: every event once at least"
         );
     }
+}
+
+/// Verifies every request with the official Standard Webhooks package (the
+/// Python examples' `standardwebhooks`), as a receiver would.
+fn assert_verified_by_the_official_package(requests: &[Received], secret: &str) {
+    use std::io::Write;
+    let script = "import json, sys, standardwebhooks\n\
+                  wh = standardwebhooks.Webhook(sys.argv[1])\n\
+                  n = 0\n\
+                  for line in sys.stdin:\n\
+                  \x20   r = json.loads(line)\n\
+                  \x20   wh.verify(r['body'], r['headers'])\n\
+                  \x20   n += 1\n\
+                  print(n)\n";
+    let mut child = std::process::Command::new(examples_python())
+        .args(["-c", script, secret])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the examples' Python (tests/run.sh sets it up)");
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        for r in requests {
+            let headers: serde_json::Map<String, serde_json::Value> =
+                ["webhook-id", "webhook-timestamp", "webhook-signature"]
+                    .iter()
+                    .map(|h| (h.to_string(), r.header(h).unwrap().into()))
+                    .collect();
+            writeln!(
+                stdin,
+                "{}",
+                serde_json::json!({"body": r.body, "headers": headers})
+            )
+            .unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the official verifier refused a request"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        requests.len().to_string()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -203,8 +250,9 @@ async fn each_key_arrives_in_commit_order_through_concurrent_writers_chaos_and_k
         })
         .collect();
     assert_eq!(last.values().sum::<i64>(), total);
-    let secret = Secret::parse(&secret).unwrap();
     let requests = receiver.requests();
+    assert_verified_by_the_official_package(&requests, &secret);
+    let secret = Secret::parse(&secret).unwrap();
     // The row events (key: the table and primary key) ...
     assert_in_order(&requests, &secret, &last, |body| {
         (body["type"] == "account.updated").then(|| {

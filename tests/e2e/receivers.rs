@@ -5,7 +5,9 @@
 //! and a stale timestamp.
 
 use pg_webhook_protocol::{sign, Secret};
-use pg_webhook_tests::{within, worker_binary, RunningWorker, TestDb};
+use pg_webhook_tests::{
+    examples_python, repo_path as repo, within, worker_binary, RunningWorker, TestDb,
+};
 use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -68,17 +70,8 @@ impl Process {
     }
 }
 
-fn repo(path: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(path)
-}
-
 fn python(secret: &str) -> Command {
-    let python = std::env::var("PG_WEBHOOK_EXAMPLES_PYTHON")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| repo("examples/python/.venv/bin/python"));
-    let mut c = Command::new(python);
+    let mut c = Command::new(examples_python());
     c.arg(repo("examples/python/receiver.py"))
         .args(["--port", "0", "--secret", secret]);
     c

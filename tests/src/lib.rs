@@ -86,6 +86,21 @@ pub fn worker_binary() -> std::path::PathBuf {
     p
 }
 
+/// `path` in this repository.
+pub fn repo_path(path: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(path)
+}
+
+/// The Python of the examples' venv, which has the official Standard
+/// Webhooks package (tests/run.sh sets it up), or `PG_WEBHOOK_EXAMPLES_PYTHON`.
+pub fn examples_python() -> std::path::PathBuf {
+    std::env::var("PG_WEBHOOK_EXAMPLES_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| repo_path("examples/python/.venv/bin/python"))
+}
+
 /// Runs `f` and fails the test if it takes longer than the wait deadline.
 pub async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
     tokio::time::timeout(WAIT, f)
