@@ -109,6 +109,36 @@ begin
 end
 $$;
 
+-- API: Private
+-- Raises unless p_columns names at least one column of table p_tbl and
+-- only columns it has: 22023 for an empty list or a null in it, 42703 for
+-- an unknown column (webhook_watch's columns and key_columns).
+create function webhook._check_columns(
+    p_tbl regclass,      -- the table
+    p_columns text[],    -- the column names given
+    p_argument text,     -- the argument's name, for the message
+    p_when_null text     -- what null would have meant, for the message
+) returns void
+language plpgsql stable
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_missing text;
+begin
+    if cardinality(p_columns) = 0 or array_position(p_columns, null) is not null then
+        raise exception '% must list at least one column, or be null for %', p_argument, p_when_null
+            using errcode = '22023';
+    end if;
+    select string_agg(quote_ident(c), ', ') into v_missing
+    from unnest(p_columns) c
+    where not exists (select from pg_attribute a
+                      where a.attrelid = p_tbl and a.attname = c and a.attnum > 0 and not a.attisdropped);
+    if v_missing is not null then
+        raise exception 'table % has no column %', p_tbl, v_missing using errcode = '42703';
+    end if;
+end
+$$;
+
 -- API: Public
 -- SECURITY INVOKER on purpose: attaching a trigger is the table owner's
 -- decision, so PostgreSQL's own checks apply (TRIGGER on the table) along
@@ -138,7 +168,6 @@ declare
     v_ops text[];
     v_events text;
     v_prefix text;
-    v_missing text;
     v_args text[];
     v_citus text;
     v_state text;
@@ -164,30 +193,11 @@ begin
             using errcode = '22023', hint = 'Pass another event_prefix.';
     end if;
     if v_columns is not null then
-        if cardinality(v_columns) = 0 or array_position(v_columns, null) is not null then
-            raise exception 'columns must list at least one column, or be null for all of them' using errcode = '22023';
-        end if;
-        select string_agg(quote_ident(c), ', ') into v_missing
-        from unnest(v_columns) c
-        where not exists (select from pg_attribute a
-                          where a.attrelid = v_tbl and a.attname = c and a.attnum > 0 and not a.attisdropped);
-        if v_missing is not null then
-            raise exception 'table % has no column %', v_tbl, v_missing using errcode = '42703';
-        end if;
+        perform webhook._check_columns(v_tbl, v_columns, 'columns', 'all of them');
         v_columns := array(select distinct c from unnest(v_columns) c order by 1);
     end if;
     if v_keys is not null then
-        if cardinality(v_keys) = 0 or array_position(v_keys, null) is not null then
-            raise exception 'key_columns must list at least one column, or be null for the primary key'
-                using errcode = '22023';
-        end if;
-        select string_agg(quote_ident(c), ', ') into v_missing
-        from unnest(v_keys) c
-        where not exists (select from pg_attribute a
-                          where a.attrelid = v_tbl and a.attname = c and a.attnum > 0 and not a.attisdropped);
-        if v_missing is not null then
-            raise exception 'table % has no column %', v_tbl, v_missing using errcode = '42703';
-        end if;
+        perform webhook._check_columns(v_tbl, v_keys, 'key_columns', 'the primary key');
         -- An ordered endpoint reads the key from the event's data.
         if v_columns is not null and not v_keys <@ v_columns then
             raise exception 'key_columns must be among the columns sent'
@@ -291,7 +301,13 @@ declare
     v_id bigint;
     v_key text;
 begin
-    select webhook._event_key(p_event) into v_key from webhook.endpoints e where e.id = p_endpoint_id and e.ordered;
+    -- A replay keeps the key its delivery had (a watch's key_columns may
+    -- have changed since: webhook_unblock must resume the key it blocked).
+    select coalesce((select d.ordering_key from webhook.deliveries d
+                     where d.id = p_replay_of and d.endpoint_id = p_endpoint_id),
+                    webhook._event_key(p_event))
+    into v_key
+    from webhook.endpoints e where e.id = p_endpoint_id and e.ordered;
     insert into webhook.deliveries_open (event_id, event_txid, event_slot, endpoint_id, status, replay_of,
                                          event_namespace, ordering_key)
     select p_event.id, p_event.txid, p_event.slot, e.id,

@@ -110,6 +110,7 @@ grant execute on function
     webhook_backfill_cancel(bigint),
     webhook._citus_table_kind(regclass),
     webhook._check_capturable(regclass),
+    webhook._check_columns(regclass, text[], text, text),
     webhook._capture()
     to webhook_admin;
 

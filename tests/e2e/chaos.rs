@@ -6,10 +6,8 @@
 //! delivery ends `succeeded`.
 
 use pg_webhook_protocol::{verify, Secret};
-use pg_webhook_tests::{worker_binary, OwnCluster, Receiver};
+use pg_webhook_tests::{KilledInTurn, OwnCluster, Receiver};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_postgres::NoTls;
 
@@ -22,19 +20,6 @@ async fn connect(dsn: &str) -> Option<tokio_postgres::Client> {
     let (client, connection) = tokio_postgres::connect(dsn, NoTls).await.ok()?;
     tokio::spawn(connection);
     Some(client)
-}
-
-fn start_worker(dsn: &str, id: usize) -> std::process::Child {
-    std::process::Command::new(worker_binary())
-        .env("DATABASE_URL", dsn)
-        .env("PG_WEBHOOK_ALLOW_PRIVATE_TARGETS", "true")
-        .env("PG_WEBHOOK_POLL_INTERVAL_MS", "200")
-        .env("PG_WEBHOOK_LEASE_MARGIN_MS", "500")
-        .env("PG_WEBHOOK_WORKER_ID", format!("chaos-{id}"))
-        .env("RUST_LOG", "error")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("start the worker binary")
 }
 
 /// One producer transaction: `tx`'s events, and its row in the ledger when
@@ -106,28 +91,7 @@ async fn committed_events_survive_killed_workers_a_crash_restart_and_a_flaky_rec
     drop(admin);
 
     // Two workers, one of them SIGKILLed and restarted every 1.5 s in turn.
-    let stop = Arc::new(AtomicBool::new(false));
-    let supervisor = {
-        let (dsn, stop) = (dsn.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut workers = [start_worker(&dsn, 0), start_worker(&dsn, 1)];
-            let mut kills = 0;
-            let mut turn = 0;
-            while !stop.load(Ordering::Relaxed) {
-                tokio::time::sleep(Duration::from_millis(1500)).await;
-                let _ = workers[turn].kill(); // SIGKILL
-                let _ = workers[turn].wait();
-                workers[turn] = start_worker(&dsn, turn);
-                kills += 1;
-                turn = 1 - turn;
-            }
-            for w in &mut workers {
-                let _ = w.kill();
-                let _ = w.wait();
-            }
-            kills
-        })
-    };
+    let workers = KilledInTurn::start(&dsn, "chaos", Duration::from_millis(1500));
 
     // Producers, with a crash restart of the server halfway.
     let mut committed = HashSet::new();
@@ -169,8 +133,7 @@ async fn committed_events_survive_killed_workers_a_crash_restart_and_a_flaky_rec
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    stop.store(true, Ordering::Relaxed);
-    let kills = supervisor.await.unwrap();
+    let kills = workers.stop().await;
     assert!(kills >= 5, "the workers were killed {kills} times");
     let restarts: i64 = client
         .query_one(

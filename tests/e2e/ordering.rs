@@ -6,29 +6,14 @@
 
 use pg_webhook_protocol::{verify, Secret};
 use pg_webhook_tests::{
-    connect, examples_python, worker_binary, Received, Receiver, RunningWorker, TestDb,
+    connect, examples_python, KilledInTurn, Received, Receiver, RunningWorker, TestDb,
 };
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 const ROWS: i32 = 12;
 const WRITERS: i32 = 4;
 const UPDATES_PER_WRITER: i32 = 30;
-
-fn start_worker(dsn: &str, id: usize) -> std::process::Child {
-    std::process::Command::new(worker_binary())
-        .env("DATABASE_URL", dsn)
-        .env("PG_WEBHOOK_ALLOW_PRIVATE_TARGETS", "true")
-        .env("PG_WEBHOOK_POLL_INTERVAL_MS", "200")
-        .env("PG_WEBHOOK_LEASE_MARGIN_MS", "500")
-        .env("PG_WEBHOOK_WORKER_ID", format!("ordered-{id}"))
-        .env("RUST_LOG", "error")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("start the worker binary")
-}
 
 /// Checks that, per key, the counter `n` each request carries never goes
 /// down in arrival order (a redelivery repeats the last one, as
@@ -144,28 +129,7 @@ async fn each_key_arrives_in_commit_order_through_concurrent_writers_chaos_and_k
         .get(0);
 
     // Two workers, each SIGKILLed and restarted in turn every 2 s.
-    let stop = Arc::new(AtomicBool::new(false));
-    let supervisor = {
-        let (dsn, stop) = (db.dsn.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut workers = [start_worker(&dsn, 0), start_worker(&dsn, 1)];
-            let mut kills = 0;
-            let mut turn = 0;
-            while !stop.load(Ordering::Relaxed) {
-                tokio::time::sleep(Duration::from_millis(2000)).await;
-                let _ = workers[turn].kill(); // SIGKILL
-                let _ = workers[turn].wait();
-                workers[turn] = start_worker(&dsn, turn);
-                kills += 1;
-                turn = 1 - turn;
-            }
-            for w in &mut workers {
-                let _ = w.kill();
-                let _ = w.wait();
-            }
-            kills
-        })
-    };
+    let workers = KilledInTurn::start(&db.dsn, "ordered", Duration::from_millis(2000));
 
     // Writers updating the same rows at once: each transaction bumps a
     // row's counter (the row's lock orders them) and publishes an event
@@ -224,8 +188,7 @@ async fn each_key_arrives_in_commit_order_through_concurrent_writers_chaos_and_k
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    stop.store(true, Ordering::Relaxed);
-    let kills = supervisor.await.unwrap();
+    let kills = workers.stop().await;
     assert!(kills >= 2, "the workers were killed {kills} times");
     let gave_up: i64 = admin
         .query_one(
