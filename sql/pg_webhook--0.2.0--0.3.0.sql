@@ -5941,12 +5941,12 @@ begin
                  join before b on b.endpoint_id = ru.endpoint_id
                  where ru.last_success_at is not null and b.consecutive_failures >= v_failing_after),
            array(select f.id from finished f where f.outcome = 'failed'),
-           -- Heads of ordered endpoints' keys that finished.
-           array(select f.id from finished f where f.ordering_key is not null order by f.id),
-           array(select f.endpoint_id from finished f where f.ordering_key is not null order by f.id),
-           array(select f.ordering_key from finished f where f.ordering_key is not null order by f.id),
-           array(select f.event_id from finished f where f.ordering_key is not null order by f.id),
-           array(select f.outcome = 'failed' from finished f where f.ordering_key is not null order by f.id)
+           -- Heads of ordered endpoints' keys that finished (one pass).
+           h.ids, h.endpoints, h.keys, h.events, h.failed
+    from (select array_agg(f.id) as ids, array_agg(f.endpoint_id) as endpoints, array_agg(f.ordering_key) as keys,
+                 array_agg(f.event_id) as events, array_agg(f.outcome = 'failed') as failed
+          from finished f
+          where f.ordering_key is not null) h
     into v_moved, v_touched, v_gone, v_failing, v_recovered, v_exhausted,
          v_heads, v_head_endpoints, v_head_keys, v_head_events, v_head_failed;
     if cardinality(v_heads) > 0 then

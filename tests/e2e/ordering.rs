@@ -247,7 +247,7 @@ async fn each_key_arrives_in_commit_order_through_concurrent_writers_chaos_and_k
     db.finish().await;
 }
 
-/// (event type, data key) of every request, in arrival order.
+/// The `name` in the data of every request, in arrival order.
 fn arrivals(receiver: &Receiver) -> Vec<String> {
     receiver
         .requests()
@@ -396,7 +396,7 @@ async fn a_poison_event_blocks_its_key_and_nothing_else_until_resumed_or_skipped
     db.finish().await;
 }
 
-/// Claims as worker `worker` (fanning out at most one event's transaction
+/// Claims as worker 'chunks' (fanning out at most one event's transaction
 /// first): (endpoint, event, delivery, lease token) of each delivery claimed.
 async fn claim_one_chunk(c: &tokio_postgres::Client) -> Vec<(i64, i64, i64, i64)> {
     c.query(
