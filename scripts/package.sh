@@ -3,6 +3,7 @@
 #
 #   bash scripts/package.sh [MAJOR]         # the tarball; prints its path
 #   bash scripts/package.sh --deb [MAJOR]   # and the two Debian packages; prints the three paths
+#   bash scripts/package.sh --sql           # the SQL flavor's install script (any major); prints its path
 #
 # The tarball (target/package/pg_webhook-<version>-pg<MAJOR>-linux-<arch>.tar.gz)
 # holds, under one root so that `tar -xzf … -C /` installs it: the
@@ -26,6 +27,10 @@ cd "$(dirname "$0")/.."
 
 deb=false
 if [ "${1:-}" = --deb ]; then deb=true; shift; fi
+if [ "${1:-}" = --sql ]; then
+    # The SQL flavor: one script, no library, no build (scripts/sql-flavor.sh).
+    exec bash scripts/sql-flavor.sh
+fi
 major=${1:-15}
 PG_MAJORS=$major bash scripts/setup.sh >&2
 pg_config=$(bash scripts/postgres.sh pg_config "$major")

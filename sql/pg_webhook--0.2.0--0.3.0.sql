@@ -6644,3 +6644,320 @@ grant execute on function
     webhook._claim_deliveries(text, integer, interval, integer, bigint[], integer[], integer, bigint)
     to webhook_worker;
 select pg_catalog.pg_extension_config_dump('webhook.key_blocks', '');
+
+-- 0.3.0: the SQL flavor (pg_webhook without its library, sql/plain/): a filter's
+-- function joins the extension only when there is one, the role that owns
+-- pg_webhook may be a member of webhook_filter (it gives it the filters
+-- when it is no superuser), and a backfill says so when its owner cannot
+-- make a function of the role that asks.
+create or replace function webhook._check_filter_role()
+returns void
+language plpgsql stable
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+begin
+    -- The role was made without rights, but roles are cluster-wide and
+    -- made only when missing: one that someone made beforehand, or gave
+    -- rights to since, would lend its rights to every filter.
+    if exists (select from pg_roles r
+               where r.rolname = 'webhook_filter'
+                 and (r.rolsuper or r.rolcanlogin or r.rolcreaterole or r.rolcreatedb or r.rolreplication
+                      or r.rolbypassrls
+                      or exists (select from pg_auth_members m
+                                 where m.member = r.oid
+                                    -- Without a superuser (the SQL flavor), the owner of
+                                    -- pg_webhook can take the role to give it the filters.
+                                    or (m.roleid = r.oid and m.member <> (select n.nspowner from pg_namespace n
+                                                                          where n.nspname = 'webhook'))))) then
+        raise exception 'the role webhook_filter has rights: filters run as it, so it must have none'
+            using errcode = '42501',
+                  hint = 'Make it NOLOGIN, NOSUPERUSER, NOCREATEROLE, NOCREATEDB, NOREPLICATION, NOBYPASSRLS, '
+                         'and a member of no role.';
+    end if;
+end
+$$;
+
+create or replace function webhook._define_filter(
+    p_subscription_id bigint, -- the subscription period
+    p_filter text             -- a SQL condition on data (jsonb) and event_type (text)
+) returns void
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_name name := webhook._filter_name(p_subscription_id);
+    v_state text;
+    v_message text;
+    v_hint text := 'A filter is a SQL condition on data (the event''s data, jsonb) and event_type (text), '
+                   'e.g. filter => ''data->>''''status'''' = ''''paid'''''', and reads nothing else.';
+    v_propagation text;
+begin
+    if p_filter is null or btrim(p_filter) = '' then
+        raise exception 'a filter must be a SQL condition' using errcode = '22023', hint = v_hint;
+    end if;
+    if octet_length(p_filter) > 8192 then
+        raise exception 'a filter is at most 8 KiB' using errcode = '22023';
+    end if;
+    -- One condition, one statement: without a semicolon the function's
+    -- body cannot hold a second one.
+    if strpos(p_filter, ';') > 0 then
+        raise exception 'a filter is one SQL condition: it has no ";"' using errcode = '42601', hint = v_hint;
+    end if;
+    perform webhook._check_filter_role();
+    v_propagation := webhook._citus_ddl_propagation(true, null);
+    begin
+        -- Without ";" this is one statement, and RETURN its last clause.
+        -- The condition goes on lines of its own, so that a -- comment in
+        -- it ends where it does.
+        execute format(E'create function webhook.%I(data jsonb, event_type text) returns boolean'
+                       ' language sql stable security definer return (\n%s\n)', v_name, p_filter);
+    exception when others then
+        get stacked diagnostics v_state = returned_sqlstate, v_message = message_text;
+        raise exception 'invalid filter: %', v_message using errcode = v_state, hint = v_hint;
+    end;
+    execute format('alter function webhook.%I(jsonb, text) owner to webhook_filter', v_name);
+    execute format('revoke all on function webhook.%I(jsonb, text) from public', v_name);
+    -- A part of the extension (dropped with it), kept out of pg_dump: the
+    -- filter's text is in webhook.subscriptions, which pg_dump keeps. Added
+    -- last, so that the rights it was added with (which pg_dump compares
+    -- a member's with) are its final ones.
+    -- (No extension when pg_webhook came from the SQL flavor's script.)
+    if exists (select from pg_catalog.pg_extension e where e.extname = 'pg_webhook') then
+        execute format('alter extension pg_webhook add function webhook.%I(jsonb, text)', v_name);
+    end if;
+    perform webhook._citus_ddl_propagation(false, v_propagation);
+    -- PostgreSQL checks a statement's rights as it starts: a filter reading
+    -- a table or a schema webhook_filter may not read fails on this empty
+    -- event, whatever it would do with a real one. Other errors here are
+    -- the empty event's (a cast of a missing key, say).
+    begin
+        perform webhook._filter_by_name(p_subscription_id, null, null);
+    exception
+        when insufficient_privilege then
+            get stacked diagnostics v_message = message_text;
+            raise exception 'invalid filter: %', v_message using errcode = '42501', hint = v_hint;
+        when others then
+            null;
+    end;
+end
+$$;
+
+create or replace function webhook_filter_preview(
+    filter text,                       -- a SQL condition on data (jsonb) and event_type (text)
+    event_types text[] default '{*}',  -- among the events of these types
+    last integer default 100           -- the last this many logged events, 1 to 10,000
+) returns table (event_id bigint, event_type text, created_at timestamptz, matched boolean, error text)
+language plpgsql volatile
+security definer
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_filter text := $1;
+    v_patterns text[] := webhook._check_patterns($2);
+    v_last integer := $3;
+    -- A period id no subscription has: this backend's, negative.
+    v_id bigint := -pg_backend_pid();
+    v_name name := webhook._filter_name(v_id);
+    v_event record;
+    v_propagation text;
+begin
+    if v_last is null or v_last not between 1 and 10000 then
+        raise exception 'last must be between 1 and 10000, not %', coalesce(v_last::text, 'NULL') using errcode = '22023';
+    end if;
+    perform webhook._define_filter(v_id, v_filter);
+    for v_event in
+        select e.id, e.event_type, e.created_at, e.payload
+        from webhook.events e
+        where webhook._matches(v_patterns, e.event_type)
+        order by e.txid desc, e.id desc
+        limit v_last
+    loop
+        event_id := v_event.id;
+        event_type := v_event.event_type;
+        created_at := v_event.created_at;
+        error := null;
+        begin
+            matched := webhook._filter_by_name(v_id, v_event.payload::jsonb, v_event.event_type);
+        exception when others then
+            matched := null;
+            error := sqlerrm;
+        end;
+        return next;
+    end loop;
+    v_propagation := webhook._citus_ddl_propagation(true, null);
+    if exists (select from pg_catalog.pg_extension e where e.extname = 'pg_webhook') then
+        execute format('alter extension pg_webhook drop function webhook.%I(jsonb, text)', v_name);
+    end if;
+    execute format('drop function webhook.%I(jsonb, text)', v_name);
+    perform webhook._citus_ddl_propagation(false, v_propagation);
+end
+$$;
+
+create or replace function webhook_backfill(
+    tbl regclass,              -- the table
+    endpoint bigint default null, -- the one endpoint to send to; every endpoint subscribed to <prefix>.read when null
+    "where" text default null  -- a condition on the row (its columns by name); every row when null
+) returns bigint
+language plpgsql volatile
+security definer
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_tbl regclass := $1;
+    v_endpoint_id bigint := $2;
+    v_where text := $3;
+    v_table record := webhook._check_capturable(v_tbl);
+    v_args text[] := webhook._watch_args(v_tbl);
+    v_type text := coalesce(v_args[1], v_table.relname) || '.read';
+    v_columns text[] := nullif(v_args[2:], '{}');
+    v_keys text[];
+    v_id bigint;
+    f record;
+    v_alias text := quote_ident(v_table.relname);
+    v_key_list text;
+    v_select text;
+    v_order text;
+    v_key_object text;
+    v_after text;
+    v_new text;
+    v_propagation text;
+    v_state text;
+    v_message text;
+    v_hint text := 'A condition on the row, by column name (or <table>.<column>), e.g. "where" => ''created_at > '
+                   'now() - interval ''''30 days'''''', with the functions of other schemas than pg_catalog named with '
+                   'their schema.';
+begin
+    if v_endpoint_id is not null then
+        perform webhook._live_endpoint(v_endpoint_id);
+    elsif not exists (select from webhook._subscribed_now(v_type)) then
+        raise exception 'no endpoint is subscribed to %', v_type
+            using errcode = '22023',
+                  hint = format('Pass endpoint => <id>, or subscribe an endpoint to %s first.', v_type);
+    end if;
+    if v_where is not null then
+        if btrim(v_where) = '' then
+            raise exception '"where" must be a condition on the row, or null for every row'
+                using errcode = '22023', hint = v_hint;
+        end if;
+        -- One condition, one statement (as a filter, see 13_filters.sql).
+        if strpos(v_where, ';') > 0 then
+            raise exception '"where" is one SQL condition: it has no ";"' using errcode = '42601', hint = v_hint;
+        end if;
+    end if;
+    perform webhook._check_filter_role();
+    if (select c.relpersistence from pg_class c where c.oid = v_tbl) = 't' then
+        raise exception '% is a temporary table: the worker cannot read it', v_tbl using errcode = '0A000';
+    end if;
+    select array_agg(a.attname::text order by k.ord) into v_keys
+    from pg_index i
+    cross join lateral unnest(i.indkey) with ordinality k(attnum, ord)
+    join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum
+    where i.indrelid = v_tbl and i.indisprimary;
+    if v_keys is null then
+        raise exception '% has no primary key', v_tbl
+            using errcode = '0A000', hint = 'A backfill walks the table by its primary key: add one.';
+    end if;
+
+    insert into webhook.backfills (source_table, endpoint_id, event_type, condition, columns, key_columns,
+                                   requested_by, rows_estimate)
+    select v_tbl, v_endpoint_id, v_type, v_where, v_columns, v_keys, session_user,
+           nullif(greatest(c.reltuples, -1), -1)::bigint
+    from pg_class c where c.oid = v_tbl
+    returning id into v_id;
+    f := webhook._backfill_functions(v_id);
+
+    -- The reader: the next p_limit rows after the key p_after, in key
+    -- order (n), each with its key (k, as jsonb: the cursor, read back
+    -- with the columns' types) and, when it matches "where", its row
+    -- (new: compact, as row_to_json makes a captured row, limited to the
+    -- watch's columns). The condition and the row are computed on the
+    -- table itself, so that only the columns they name need SELECT. Two
+    -- branches, of which one-time filters run only one, so that each is an
+    -- index scan (an OR of "no key yet" and the key condition is not).
+    select string_agg(format('%s.%I', v_alias, k), ', ' order by o),
+           string_agg(format('%L, %s.%I', k, v_alias, k), ', ' order by o),
+           string_agg(format('(p_after ->> %L)::%s', k, format_type(a.atttypid, null)), ', ' order by o)
+    into v_key_list, v_key_object, v_after
+    from unnest(v_keys) with ordinality u(k, o)
+    join pg_attribute a on a.attrelid = v_tbl and a.attname = u.k;
+    v_new := case when v_columns is null then format('row_to_json(%s)', v_alias)
+                  else (select format('(select row_to_json(c) from (select %s) c)',
+                                      string_agg(format('%s.%I', v_alias, a.attname), ', ' order by a.attnum))
+                        from pg_attribute a
+                        where a.attrelid = v_tbl and a.attname = any (v_columns) and a.attnum > 0
+                          and not a.attisdropped)
+             end;
+    -- Each branch is v_select, its key condition and v_order (the user's
+    -- text is only ever an argument of format, never its format string).
+    -- The condition goes on lines of its own, so that a -- comment in it
+    -- ends where it does.
+    v_select := format(E'select row_number() over (order by %s) as n, jsonb_build_object(%s) as k,\n'
+                       || E'       case when (\n%s\n) then %s end as new\n'
+                       || 'from %s as %s where ',
+                       v_key_list, v_key_object, coalesce(v_where, 'true'), v_new, v_tbl, v_alias);
+    v_order := format(' order by %s limit p_limit', v_key_list);
+    v_propagation := webhook._citus_ddl_propagation(true, null);
+    begin
+        -- PL/pgSQL, not a SQL-standard body: Citus plans no SQL function
+        -- with parameters that reads a distributed table. Its names are
+        -- resolved as it runs, through its own pinned search_path; the
+        -- body is a quoted literal, and without ";" in the condition its
+        -- one statement cannot become two. use_column: a column named like
+        -- an argument or an output (n, k, new) is the column.
+        execute format(E'create function webhook.%I(p_after jsonb, p_limit integer)\n'
+                       || E'returns table (n bigint, k jsonb, new json)\n'
+                       || E'language plpgsql stable security definer\n'
+                       || E'set search_path = pg_catalog, webhook, pg_temp\n'
+                       || 'as %L',
+                       f.reader,
+                       format(E'#variable_conflict use_column\nbegin\nreturn query\n'
+                              || E'select r.n, r.k, r.new from ((%s)\nunion all\n(%s)) as r order by r.n;\nend',
+                              v_select || 'p_after is null' || v_order,
+                              v_select || format('(%s) > (%s)', v_key_list, v_after) || v_order));
+    exception when others then
+        get stacked diagnostics v_state = returned_sqlstate, v_message = message_text;
+        if v_where is null or v_state = '42501' then
+            raise; -- not the condition's fault
+        end if;
+        raise exception 'invalid "where" condition for %: %', v_tbl, v_message using errcode = v_state, hint = v_hint;
+    end;
+    execute format('create function webhook.%I(p_after jsonb, p_limit integer) '
+                   'returns table (n bigint, k jsonb, new json) language sql stable security definer '
+                   'begin atomic select r.n, r.k, r.new from webhook.%I(p_after, p_limit) r; end',
+                   f.entry, f.reader);
+    begin
+        execute format('alter function webhook.%I(jsonb, integer) owner to %I', f.reader, session_user);
+    exception when insufficient_privilege then
+        -- Only without a superuser (the SQL flavor): its owner may not
+        -- make functions of other roles.
+        raise exception 'cannot backfill % as %: the role that owns pg_webhook (%) cannot make a function of %',
+            v_tbl, session_user, current_user, session_user
+            using errcode = '42501',
+                  hint = format('Ask for the backfill as %s, or give it the role: grant %I to %I with set true; '
+                                'grant create on schema webhook to %I', current_user, session_user, current_user,
+                                session_user);
+    end;
+    execute format('alter function webhook.%I(jsonb, integer) owner to webhook_filter', f.entry);
+    execute format('revoke all on function webhook.%I(jsonb, integer) from public', f.reader);
+    execute format('revoke all on function webhook.%I(jsonb, integer) from public', f.entry);
+    execute format('grant execute on function webhook.%I(jsonb, integer) to webhook_filter', f.reader);
+    perform webhook._citus_ddl_propagation(false, v_propagation);
+    -- Reading nothing parses the reader's statement (an unknown column or
+    -- function, a condition that is not boolean) and checks its rights,
+    -- which PostgreSQL does as a statement starts: a table, column or
+    -- function the requester may not use.
+    begin
+        execute format('select from webhook.%I(null, 0)', f.entry);
+    exception when others then
+        get stacked diagnostics v_state = returned_sqlstate, v_message = message_text;
+        if v_state = '42501' or v_where is null then
+            raise exception 'cannot backfill %: %', v_tbl, v_message
+                using errcode = v_state,
+                      hint = format('The rows are read with the rights of %s, the role that asks.', session_user);
+        end if;
+        raise exception 'invalid "where" condition for %: %', v_tbl, v_message using errcode = v_state, hint = v_hint;
+    end;
+    perform webhook._wake();
+    return v_id;
+end
+$$;

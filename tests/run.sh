@@ -11,7 +11,9 @@
 #      upgrade chain;
 #   5. the release tarball and the Debian packages, each installed into a
 #      root holding only that major's server, then used the demo's way;
-#   and last, 6. across majors: a database in use on 15 moved to 17 and 18
+#   then 6. the end-to-end tests again against the SQL flavor (no library,
+#   no superuser: tests/sql-flavor.sh), on 17 (or the last major tested);
+#   and last, 7. across majors: a database in use on 15 moved to 17 and 18
 #   with pg_upgrade, and dumped into 18 (tests/majors).
 # Runs from the workspace root, where cargo-pgrx finds ./sql/.
 set -euo pipefail
@@ -88,7 +90,7 @@ for major in $PG_MAJORS; do
     port=$(bash scripts/cluster.sh free-port)
     bash scripts/cluster.sh start "$work" "$port" "fsync = off" "max_prepared_transactions = 10"
     PG_WEBHOOK_TEST_DSN="host=127.0.0.1 port=$port user=postgres dbname=postgres" \
-        cargo test -p pg_webhook_tests
+        cargo test -p pg_webhook_tests -- --skip sql_only
     cleanup
     work=""
 
@@ -99,6 +101,14 @@ for major in $PG_MAJORS; do
     layer "PostgreSQL $major: the tarball and Debian packages (dev build), installed and used"
     PG_WEBHOOK_PACKAGE_PROFILE=debug bash tests/package.sh "$major"
 done
+
+# The SQL flavor: the same end-to-end suite, on a copy of one major's
+# server without pg_webhook's files, installed by a role that is no
+# superuser (tests/sql-flavor.sh).
+sql_major=17
+[[ " $PG_MAJORS " == *" 17 "* ]] || sql_major=${PG_MAJORS##* }
+layer "PostgreSQL $sql_major: end-to-end, SQL flavor (no library, no superuser)"
+bash tests/sql-flavor.sh "$sql_major"
 
 # pg_upgrade from 15 to 17 and to 18, and a dump of 15 restored into 18,
 # when those majors were tested above (their extension is installed).

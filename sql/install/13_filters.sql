@@ -73,7 +73,12 @@ begin
                where r.rolname = 'webhook_filter'
                  and (r.rolsuper or r.rolcanlogin or r.rolcreaterole or r.rolcreatedb or r.rolreplication
                       or r.rolbypassrls
-                      or exists (select from pg_auth_members m where m.member = r.oid or m.roleid = r.oid))) then
+                      or exists (select from pg_auth_members m
+                                 where m.member = r.oid
+                                    -- Without a superuser (the SQL flavor), the owner of
+                                    -- pg_webhook can take the role to give it the filters.
+                                    or (m.roleid = r.oid and m.member <> (select n.nspowner from pg_namespace n
+                                                                          where n.nspname = 'webhook'))))) then
         raise exception 'the role webhook_filter has rights: filters run as it, so it must have none'
             using errcode = '42501',
                   hint = 'Make it NOLOGIN, NOSUPERUSER, NOCREATEROLE, NOCREATEDB, NOREPLICATION, NOBYPASSRLS, '
@@ -130,7 +135,10 @@ begin
     -- filter's text is in webhook.subscriptions, which pg_dump keeps. Added
     -- last, so that the rights it was added with (which pg_dump compares
     -- a member's with) are its final ones.
-    execute format('alter extension pg_webhook add function webhook.%I(jsonb, text)', v_name);
+    -- (No extension when pg_webhook came from the SQL flavor's script.)
+    if exists (select from pg_catalog.pg_extension e where e.extname = 'pg_webhook') then
+        execute format('alter extension pg_webhook add function webhook.%I(jsonb, text)', v_name);
+    end if;
     perform webhook._citus_ddl_propagation(false, v_propagation);
     -- PostgreSQL checks a statement's rights as it starts: a filter reading
     -- a table or a schema webhook_filter may not read fails on this empty
@@ -323,7 +331,9 @@ begin
         return next;
     end loop;
     v_propagation := webhook._citus_ddl_propagation(true, null);
-    execute format('alter extension pg_webhook drop function webhook.%I(jsonb, text)', v_name);
+    if exists (select from pg_catalog.pg_extension e where e.extname = 'pg_webhook') then
+        execute format('alter extension pg_webhook drop function webhook.%I(jsonb, text)', v_name);
+    end if;
     execute format('drop function webhook.%I(jsonb, text)', v_name);
     perform webhook._citus_ddl_propagation(false, v_propagation);
 end

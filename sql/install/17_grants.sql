@@ -140,31 +140,36 @@ grant select on webhook.endpoint_health, webhook.delivery_log, webhook.endpoint_
 -- every endpoint, secret, event and delivery, and ids continue.
 -- -----------------------------------------------------------------------------
 
-select pg_catalog.pg_extension_config_dump('webhook.endpoints', '');
-select pg_catalog.pg_extension_config_dump('webhook.endpoints_id_seq', '');
-select pg_catalog.pg_extension_config_dump('webhook.endpoint_secrets', '');
-select pg_catalog.pg_extension_config_dump('webhook.subscriptions', '');
-select pg_catalog.pg_extension_config_dump('webhook.subscriptions_id_seq', '');
-select pg_catalog.pg_extension_config_dump('webhook.endpoint_activity', '');
-select pg_catalog.pg_extension_config_dump('webhook.endpoint_stats', '');
-select pg_catalog.pg_extension_config_dump('webhook.endpoint_stats_hourly', '');
-select pg_catalog.pg_extension_config_dump('webhook.incarnations', '');
--- Generation 0 is the install script's own row: a restore has its own.
-select pg_catalog.pg_extension_config_dump('webhook.generations', 'where gen > 0');
-select pg_catalog.pg_extension_config_dump('webhook.fanout_state', '');
-select pg_catalog.pg_extension_config_dump('webhook.idempotency_keys', '');
-select pg_catalog.pg_extension_config_dump('webhook.published_types', '');
-select pg_catalog.pg_extension_config_dump('webhook.backfills', '');
-select pg_catalog.pg_extension_config_dump('webhook.backfills_id_seq', '');
-select pg_catalog.pg_extension_config_dump('webhook.key_blocks', '');
-select pg_catalog.pg_extension_config_dump('webhook.events_id_seq', '');
-select pg_catalog.pg_extension_config_dump('webhook.deliveries_id_seq', '');
-select pg_catalog.pg_extension_config_dump('webhook.attempts_id_seq', '');
--- The log's data lives in its partitions.
+-- Only inside CREATE EXTENSION (or pg_tle's): a database given pg_webhook by
+-- the SQL flavor's script has no extension, and pg_dump keeps all of it.
 do $$
 declare
     v_table text;
 begin
+    if not exists (select from pg_catalog.pg_extension e where e.extname = 'pg_webhook') then
+        return;
+    end if;
+    perform pg_catalog.pg_extension_config_dump('webhook.endpoints', '');
+    perform pg_catalog.pg_extension_config_dump('webhook.endpoints_id_seq', '');
+    perform pg_catalog.pg_extension_config_dump('webhook.endpoint_secrets', '');
+    perform pg_catalog.pg_extension_config_dump('webhook.subscriptions', '');
+    perform pg_catalog.pg_extension_config_dump('webhook.subscriptions_id_seq', '');
+    perform pg_catalog.pg_extension_config_dump('webhook.endpoint_activity', '');
+    perform pg_catalog.pg_extension_config_dump('webhook.endpoint_stats', '');
+    perform pg_catalog.pg_extension_config_dump('webhook.endpoint_stats_hourly', '');
+    perform pg_catalog.pg_extension_config_dump('webhook.incarnations', '');
+    -- Generation 0 is the install script's own row: a restore has its own.
+    perform pg_catalog.pg_extension_config_dump('webhook.generations', 'where gen > 0');
+    perform pg_catalog.pg_extension_config_dump('webhook.fanout_state', '');
+    perform pg_catalog.pg_extension_config_dump('webhook.idempotency_keys', '');
+    perform pg_catalog.pg_extension_config_dump('webhook.published_types', '');
+    perform pg_catalog.pg_extension_config_dump('webhook.backfills', '');
+    perform pg_catalog.pg_extension_config_dump('webhook.backfills_id_seq', '');
+    perform pg_catalog.pg_extension_config_dump('webhook.key_blocks', '');
+    perform pg_catalog.pg_extension_config_dump('webhook.events_id_seq', '');
+    perform pg_catalog.pg_extension_config_dump('webhook.deliveries_id_seq', '');
+    perform pg_catalog.pg_extension_config_dump('webhook.attempts_id_seq', '');
+    -- The log's data lives in its partitions.
     for v_table in
         select 'webhook.deliveries_open'
         union all

@@ -70,13 +70,9 @@ async fn committed_events_survive_killed_workers_a_crash_restart_and_a_flaky_rec
     let receiver = Receiver::start().await;
     receiver.set_chaos(3, 11, Duration::from_millis(1500));
     let admin = connect(&dsn).await.expect("connect");
+    pg_webhook_tests::install_over(&admin).await;
     admin
-        .batch_execute(
-            "create extension pg_webhook;
-             alter database postgres set pg_webhook.allow_private_targets = on;
-             set pg_webhook.allow_private_targets = on;
-             create table ledger (tx bigint primary key);",
-        )
+        .batch_execute("create table ledger (tx bigint primary key);")
         .await
         .unwrap();
     let secret: String = admin

@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 use tokio_postgres::Client;
 
-const NAME: &str = "citus::a_citus_cluster_captures_and_delivers_on_every_node";
+const NAME: &str = "citus::extension_only_a_citus_cluster_captures_and_delivers_on_every_node";
 
 async fn connect(node: &OwnCluster) -> Client {
     pg_webhook_tests::connect(&node.dsn("postgres")).await
@@ -87,7 +87,7 @@ fn ids(receiver: &Receiver) -> BTreeSet<i64> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_citus_cluster_captures_and_delivers_on_every_node() {
+async fn extension_only_a_citus_cluster_captures_and_delivers_on_every_node() {
     if !has_library("citus.so") {
         // Straight to the process's stderr: the test harness keeps what
         // eprintln! prints from a passing test to itself.

@@ -91,10 +91,7 @@ async fn sslmode_and_sslrootcert_work_as_in_libpq() {
         .await
         .unwrap();
     let receiver = Receiver::start().await;
-    client
-        .batch_execute("create extension pg_webhook; set pg_webhook.allow_private_targets = on;")
-        .await
-        .unwrap();
+    pg_webhook_tests::install_over(&client).await;
     client
         .query_one(
             "select endpoint_id from webhook_subscribe($1)",

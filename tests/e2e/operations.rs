@@ -478,15 +478,8 @@ async fn operator_events_tell_of_failing_recovered_and_exhausted() {
     );
     flaky.script(&[500, 500, 500]);
     dead.script(&[503]);
-    let admin = pg_webhook_tests::connect(&pg_webhook_tests::admin_dsn()).await;
-    admin
-        .batch_execute(&format!(
-            "alter database {} set pg_webhook.failing_after = 3",
-            db.name
-        ))
-        .await
-        .unwrap();
     let client = db.client().await;
+    pg_webhook_tests::set_setting(&client, &db.name, "failing_after", 3).await;
     let quick =
         r#"{"initial_delay": "100 milliseconds", "backoff_multiplier": 1, "max_attempts": 10}"#;
     // flaky takes everything, pg_webhook's own events included: it must
@@ -576,16 +569,9 @@ async fn an_endpoint_failing_longer_than_disable_after_is_disabled() {
     let db = TestDb::new().await;
     let receiver = Receiver::start().await;
     receiver.script(&[500; 1000]);
-    let admin = pg_webhook_tests::connect(&pg_webhook_tests::admin_dsn()).await;
-    // Seconds instead of days: the rule is the same.
-    admin
-        .batch_execute(&format!(
-            "alter database {} set pg_webhook.disable_after = '2s'",
-            db.name
-        ))
-        .await
-        .unwrap();
     let client = db.client().await;
+    // Seconds instead of days: the rule is the same.
+    pg_webhook_tests::set_setting(&client, &db.name, "disable_after", 2).await;
     let (id, _) = db
         .subscribe(&client, &receiver.url("/"), &["*"], Some(r#"{"initial_delay": "300 milliseconds", "backoff_multiplier": 1, "max_attempts": 100}"#))
         .await;

@@ -369,7 +369,7 @@ async fn scenario(public_writable: bool) {
         "public".to_owned()
     } else {
         run(
-            &root,
+            &db.superuser_client().await,
             "superuser",
             &format!("create schema evil authorization {attacker}"),
         )
@@ -499,7 +499,7 @@ async fn scenario(public_writable: bool) {
     )
     .await;
 
-    let (tries, hits) = counters(&root, &schema).await;
+    let (tries, hits) = counters(&db.superuser_client().await, &schema).await;
     assert_eq!(
         hits, 0,
         "a planted object ran with another role's rights ({tries} calls in all)"

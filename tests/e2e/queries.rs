@@ -27,10 +27,29 @@ async fn code_of(client: &tokio_postgres::Client, sql: &str) -> SqlState {
     }
 }
 
+/// Sets one of pg_webhook's settings for this session: `set pg_webhook.<name>`
+/// with the extension (superuser-only GUCs; the tests' role is one), the
+/// row of webhook.settings with the SQL flavor (for the whole database).
+async fn session_setting(client: &tokio_postgres::Client, name: &str, value: &str) {
+    let sql = match pg_webhook_tests::flavor() {
+        pg_webhook_tests::Flavor::Extension => format!("set pg_webhook.{name} = {value}"),
+        pg_webhook_tests::Flavor::Sql => {
+            format!("update webhook.settings set value = '{value}' where name = '{name}'")
+        }
+    };
+    client
+        .batch_execute(&sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_a_specific_sqlstate() {
     let db = TestDb::new().await;
     let c = db.client().await;
+    // A payload limit the cases below go over: this session's
+    // pg_webhook.max_payload_bytes, or the SQL flavor's webhook.settings.
+    session_setting(&c, "max_payload_bytes", "1024").await;
     let cases: &[(&str, SqlState)] = &[
         ("select webhook_subscribe('not a url')", SqlState::INVALID_PARAMETER_VALUE),
         ("select webhook_subscribe('ftp://example.com/x')", SqlState::INVALID_PARAMETER_VALUE),
@@ -45,7 +64,7 @@ async fn bad_input_gets_a_specific_sqlstate() {
         ("select webhook_unsubscribe(424242)", SqlState::UNDEFINED_OBJECT),
         ("select webhook_publish('bad type!', '{}')", SqlState::INVALID_PARAMETER_VALUE),
         ("select webhook_publish('ok.type', null)", SqlState::NULL_VALUE_NOT_ALLOWED),
-        ("set pg_webhook.max_payload_bytes = 1024; select webhook_publish('big.one', jsonb_build_object('x', repeat('a', 2000)))", SqlState::PROGRAM_LIMIT_EXCEEDED),
+        ("select webhook_publish('big.one', jsonb_build_object('x', repeat('a', 2000)))", SqlState::PROGRAM_LIMIT_EXCEEDED),
         ("select webhook_watch('pg_class')", SqlState::INVALID_PARAMETER_VALUE),
         ("select webhook_watch('webhook.events')", SqlState::INVALID_PARAMETER_VALUE),
         ("select webhook_sign('nope', 'id', 1, 'body')", SqlState::INVALID_PARAMETER_VALUE),
@@ -74,9 +93,7 @@ async fn bad_input_gets_a_specific_sqlstate() {
     }
     // Private targets: refused while the setting is off (the test database
     // turns it on for the receivers; this session turns it back off).
-    c.batch_execute("set pg_webhook.allow_private_targets = off")
-        .await
-        .unwrap();
+    session_setting(&c, "allow_private_targets", "off").await;
     for url in [
         "http://127.0.0.1:8080/",
         "http://localhost/x",
@@ -129,7 +146,7 @@ async fn sign_and_verify_in_sql_match_the_protocol_crate() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn settings_show_in_a_fresh_session_with_the_install_step_of_the_readme() {
+async fn extension_only_settings_show_in_a_fresh_session_with_the_install_step_of_the_readme() {
     let db = TestDb::new().await;
     let fresh = db.client().await;
     let err = fresh

@@ -174,7 +174,7 @@ async fn deliveries(c: &Client) -> Vec<(i64, String)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fresh_0_2_0_upgrades_to_a_fresh_install() {
+async fn extension_only_fresh_0_2_0_upgrades_to_a_fresh_install() {
     let db = TestDb::empty().await;
     let c = db.client().await;
     c.batch_execute("create extension pg_webhook version '0.2.0'")
@@ -190,7 +190,7 @@ async fn fresh_0_2_0_upgrades_to_a_fresh_install() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upgrade_chain_from_0_1_0_matches_a_fresh_install_and_keeps_the_data() {
+async fn extension_only_upgrade_chain_from_0_1_0_matches_a_fresh_install_and_keeps_the_data() {
     let old = TestDb::empty().await;
     let receiver = Receiver::start().await;
     let c = old.client().await;

@@ -15,6 +15,7 @@ mod browser;
 mod ca;
 mod cluster;
 mod db;
+mod flavor;
 mod killed;
 mod network;
 mod receiver;
@@ -25,6 +26,9 @@ pub use browser::chromium;
 pub use ca::{version_1_certificate, TestCa};
 pub use cluster::{has_library, pg_tool, pg_tool_of, OwnCluster, PgBouncer, TlsCluster};
 pub use db::{attempt_due_once, Listener, TestDb};
+pub use flavor::{
+    flavor, install, install_over, set_setting, sql_script, Flavor, INSTALLER, WORKER_LOGIN,
+};
 pub use killed::KilledInTurn;
 pub use network::{Blackhole, ForwardProxy};
 pub use receiver::{Received, Receiver};

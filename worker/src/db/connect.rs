@@ -127,14 +127,52 @@ where
     }
 }
 
+/// How pg_webhook was installed in a database: the same schema, API and
+/// delivery semantics, told apart for the log, `/readyz` and the status
+/// page (what differs is in the README's table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// `create extension pg_webhook` with its C library.
+    Extension,
+    /// The SQL flavor, installed by its script (`psql -f pg_webhook--<version>.sql`).
+    Sql,
+    /// The SQL flavor installed as a pg_tle extension.
+    SqlTle,
+}
+
+impl std::fmt::Display for Flavor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Extension => "extension",
+            Self::Sql => "SQL (script)",
+            Self::SqlTle => "SQL (pg_tle extension)",
+        })
+    }
+}
+
+/// What a database has: pg_webhook's version and flavor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Installed {
+    /// The installed version, e.g. `0.3.0`.
+    pub version: String,
+    /// How it was installed.
+    pub flavor: Flavor,
+}
+
+impl std::fmt::Display for Installed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}, {} flavor", self.version, self.flavor)
+    }
+}
+
 /// Why the database cannot be served by this worker.
 #[derive(Debug, thiserror::Error)]
 pub enum ExtensionError {
-    /// The database has no pg_webhook extension.
-    #[error("the pg_webhook extension is not installed in this database; run CREATE EXTENSION pg_webhook; first")]
+    /// The database has no pg_webhook.
+    #[error("pg_webhook is not installed in this database; run CREATE EXTENSION pg_webhook; first (or, where no extension can be added, the SQL flavor's script: see the README)")]
     Missing,
-    /// The extension's version is one this worker does not speak.
-    #[error("the pg_webhook extension is at version {found}, but this worker supports {supported}; run ALTER EXTENSION pg_webhook UPDATE; or use a matching worker")]
+    /// The installed version is one this worker does not speak.
+    #[error("pg_webhook is at version {found}, but this worker supports {supported}; upgrade it (ALTER EXTENSION pg_webhook UPDATE;, or the SQL flavor's upgrade script) or use a matching worker")]
     Version {
         /// installed version
         found: String,
@@ -146,26 +184,44 @@ pub enum ExtensionError {
     Db(#[from] DbError),
 }
 
-/// Refuses a database without the extension, or with a version of another
-/// `major.minor`; returns the installed version. At start-up and on
-/// `/readyz`.
-pub async fn check_extension(client: &Client) -> Result<String, ExtensionError> {
+/// Refuses a database without pg_webhook, or with a version of another
+/// `major.minor`; returns the installed version and flavor. At start-up
+/// and on `/readyz`.
+pub async fn check_extension(client: &Client) -> Result<Installed, ExtensionError> {
     let row = client
-        .query_typed_opt(queries::EXTENSION_VERSION, &[])
+        .query_typed_one(queries::INSTALLED, &[])
         .await
         .map_err(DbError::from)?;
-    let found: String = match row {
-        None => return Err(ExtensionError::Missing),
-        Some(r) => r.get(0),
+    let (extversion, capture_language, script): (Option<String>, Option<String>, bool) =
+        (row.get(0), row.get(1), row.get(2));
+    let library = capture_language.as_deref() == Some("c");
+    let installed = match (extversion, script) {
+        (Some(version), _) => Installed {
+            version,
+            flavor: if library || capture_language.is_none() {
+                Flavor::Extension
+            } else {
+                Flavor::SqlTle
+            },
+        },
+        (None, true) => Installed {
+            version: client
+                .query_typed_one(queries::SQL_FLAVOR_VERSION, &[])
+                .await
+                .map_err(DbError::from)?
+                .get(0),
+            flavor: Flavor::Sql,
+        },
+        (None, false) => return Err(ExtensionError::Missing),
     };
     let prefix = SUPPORTED_EXTENSION.trim_end_matches('x');
-    if !found.starts_with(prefix) {
+    if !installed.version.starts_with(prefix) {
         return Err(ExtensionError::Version {
-            found,
+            found: installed.version,
             supported: SUPPORTED_EXTENSION,
         });
     }
-    Ok(found)
+    Ok(installed)
 }
 
 /// On a Citus node: how many endpoints the coordinator published that this

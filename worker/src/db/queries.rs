@@ -21,9 +21,22 @@
 
 use tokio_postgres::types::Type;
 
-/// The installed extension version (compatibility check at start-up).
-pub const EXTENSION_VERSION: &str =
-    "select extversion from pg_catalog.pg_extension where extname operator(pg_catalog.=) 'pg_webhook'";
+/// What is installed (compatibility check at start-up and on /readyz): the
+/// extension's version when there is an extension (the C library's, or the
+/// SQL flavor made a pg_tle extension), the language of the capture trigger
+/// (`c` for the library, `plpgsql` for the SQL flavor), and whether the
+/// SQL flavor's script left its version function (no extension then). No
+/// row from the catalog: nulls.
+pub const INSTALLED: &str = "select (select e.extversion from pg_catalog.pg_extension e \
+     where e.extname operator(pg_catalog.=) 'pg_webhook'), \
+     (select l.lanname::text from pg_catalog.pg_proc p join pg_catalog.pg_language l \
+     on l.oid operator(pg_catalog.=) p.prolang \
+     where p.oid operator(pg_catalog.=) pg_catalog.to_regprocedure('webhook._capture()')), \
+     pg_catalog.to_regprocedure('webhook._sql_flavor_version()') is not null";
+
+/// The SQL flavor's version, when its script installed it (see [`INSTALLED`];
+/// not in [`ALL`]: the function exists in that flavor only).
+pub const SQL_FLAVOR_VERSION: &str = "select webhook._sql_flavor_version()";
 
 /// Fans out what was committed since the last call, then claims and leases
 /// due deliveries fairly across endpoints: $1 worker id, $2 limit, $3 lease
@@ -135,7 +148,7 @@ pub const LISTEN: &str = "listen pg_webhook_wake";
 
 /// All statements that take part in `prepare` (for the drift test).
 pub const ALL: &[&str] = &[
-    EXTENSION_VERSION,
+    INSTALLED,
     CLUSTER_BEHIND,
     CLAIM,
     RECORD,

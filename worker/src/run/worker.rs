@@ -70,8 +70,9 @@ impl Worker {
             metrics,
         } = self;
         let client = connect(&config.pg, &config.pg_tls).await?;
-        let version = check_extension(&client).await?;
-        tracing::info!(extension_version = %version, ?config, "pg-webhook-worker starting");
+        let installed = check_extension(&client).await?;
+        tracing::info!(extension_version = %installed.version, flavor = %installed.flavor, ?config,
+            "pg-webhook-worker starting");
         warn_if_cluster_behind(&client).await;
         if config.claim_timeout() < config.db_timeout {
             tracing::warn!(

@@ -115,7 +115,9 @@ pub(crate) async fn start(
 async fn ready(State(shared): State<Arc<Shared>>) -> Response {
     // The same check as at start-up (an extension, of a version this worker speaks).
     match shared.with_db(async |c| check_extension(c).await).await {
-        Ok(v) => (StatusCode::OK, format!("ready: pg_webhook {v}\n")).into_response(),
+        Ok(installed) => {
+            (StatusCode::OK, format!("ready: pg_webhook {installed}\n")).into_response()
+        }
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")).into_response(),
     }
 }

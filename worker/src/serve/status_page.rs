@@ -9,6 +9,7 @@
 //! Must not: write to the database, or show anything a `webhook_reader`
 //! could not read.
 
+use crate::db::connect::check_extension;
 use crate::db::error::DbError;
 use crate::db::queries;
 use maud::{html, Markup, PreEscaped, DOCTYPE};
@@ -81,6 +82,8 @@ pub(crate) struct Minute {
 /// What the page shows.
 #[derive(Debug, Clone)]
 pub(crate) struct Status {
+    /// pg_webhook's version and flavor (see `check_extension`).
+    installed: String,
     endpoints: Vec<EndpointRow>,
     failures: Vec<FailureRow>,
     minutes: Vec<Minute>,
@@ -148,7 +151,12 @@ pub(crate) async fn load(client: &Client) -> Result<Status, DbError> {
             p95_ms: r.get(4),
         })
         .collect();
+    let installed = match check_extension(client).await {
+        Ok(installed) => format!("pg_webhook {installed}"),
+        Err(e) => e.to_string(),
+    };
     Ok(Status {
+        installed,
         endpoints,
         failures,
         minutes,
@@ -193,7 +201,7 @@ pub(crate) fn render(status: &Status, worker_id: &str) -> String {
             }
             body {
                 h1 { "pg_webhook" }
-                p.meta { "Worker " code { (worker_id) } " — " (when(Some(SystemTime::now()))) " UTC — refreshes every 10 s" }
+                p.meta { "Worker " code { (worker_id) } " — " (status.installed) " — " (when(Some(SystemTime::now()))) " UTC — refreshes every 10 s" }
                 h2 { "Endpoints" }
                 table id="endpoints" {
                     thead { tr {
@@ -364,6 +372,7 @@ mod tests {
     fn renders_escaped_text_and_origins_only() {
         let now = SystemTime::now();
         let status = Status {
+            installed: "pg_webhook 0.3.0, SQL (script) flavor".into(),
             endpoints: vec![EndpointRow {
                 id: 3,
                 name: "<script>alert(1)</script>".into(),
@@ -409,6 +418,10 @@ mod tests {
         assert!(!page.contains("s3cret") && page.contains("https://hooks.example.com:8443"));
         assert!(page.contains("<svg") && page.contains("<rect") && page.contains("<circle"));
         assert!(!page.contains("<script"), "no script at all");
+        assert!(
+            page.contains("pg_webhook 0.3.0, SQL (script) flavor"),
+            "the flavor is shown"
+        );
     }
 
     #[test]
@@ -451,6 +464,7 @@ mod tests {
         assert_eq!(row("paused", 2, None).health().0, "health-held");
         let page = render(
             &Status {
+                installed: String::new(),
                 endpoints: vec![row("active", 5, Some(0.0))],
                 failures: vec![],
                 minutes: vec![],
