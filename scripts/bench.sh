@@ -21,6 +21,7 @@ PG_MAJORS=$PG_MAJOR bash scripts/setup.sh nginx-light postgresql-contrib
 echo "== building (release)"
 cargo pgrx install --release -p pg_webhook --pg-config "$PG_CONFIG" >/dev/null
 cargo build --release --quiet -p pg-webhook-worker -p pg_webhook_bench
+sql_script=$ROOT/$(bash scripts/package.sh --sql)   # the flavors scenario's SQL flavor
 
 work=$(mktemp -d /tmp/pg_webhook-bench.XXXXXX)
 free_port() { bash "$ROOT/scripts/cluster.sh" free-port; }
@@ -49,5 +50,5 @@ git diff --quiet HEAD 2>/dev/null || commit="$commit-dirty"
 ./target/release/pg-webhook-bench \
     --dsn "host=127.0.0.1 port=$pg_port user=postgres dbname=postgres" \
     --sink "http://127.0.0.1:$sink_port/webhooks" \
-    --worker-bin "$ROOT/target/release/pg-webhook-worker" --pgbench "$PG_BIN/pgbench" \
+    --worker-bin "$ROOT/target/release/pg-webhook-worker" --pgbench "$PG_BIN/pgbench" --sql-script "$sql_script" \
     --out "$ROOT/results" --commit "$commit" --command "bash scripts/bench.sh $*" "$@"

@@ -50,6 +50,10 @@ cargo test --quiet
 
 cargo build --quiet -p pg-webhook-worker
 export PG_WEBHOOK_WORKER_BIN="$ROOT/target/debug/pg-webhook-worker"
+# The SQL flavor's script: the extension's end-to-end tests compare it with
+# the extension and move a database from it to the extension.
+PG_WEBHOOK_SQL_SCRIPT="$ROOT/$(bash scripts/package.sh --sql)"
+export PG_WEBHOOK_SQL_SCRIPT
 work=""
 cleanup() {
     if [ -n "$work" ]; then

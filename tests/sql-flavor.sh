@@ -7,13 +7,14 @@
 # superuser; the worker logged in as a member of webhook_worker (see
 # tests/src/flavor.rs). Tests named extension_only_… are skipped.
 #
-#   bash tests/sql-flavor.sh [MAJOR]
+#   bash tests/sql-flavor.sh [MAJOR [TEST FILTERS...]]
 #
 # Run by tests/run.sh; needs the worker built (PG_WEBHOOK_WORKER_BIN) and
 # the examples set up, as the extension's end-to-end run does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 major=${1:-17}
+shift || true
 script=$(bash scripts/package.sh --sql)
 bin=$(bash scripts/postgres.sh bin "$([ "$major" = 15 ] && echo 15-pypi || echo "$major")")
 root=$(mktemp -d /tmp/pg_webhook-sql-flavor.XXXXXX)
@@ -31,4 +32,4 @@ port=$(bash scripts/cluster.sh free-port)
 bash scripts/cluster.sh start "$work" "$port" "fsync = off" "max_prepared_transactions = 10"
 PG_WEBHOOK_TEST_FLAVOR=sql PG_WEBHOOK_SQL_SCRIPT="$PWD/$script" \
     PG_WEBHOOK_TEST_DSN="host=127.0.0.1 port=$port user=postgres dbname=postgres" \
-    cargo test -p pg_webhook_tests --test e2e -- --skip extension_only
+    cargo test -p pg_webhook_tests --test e2e -- --skip extension_only "$@"

@@ -116,10 +116,10 @@ fn script_sql(table: &str) -> String {
 
 /// One measurement of one configuration.
 #[derive(Debug, Clone, Copy)]
-struct Sample {
-    tps: f64,
-    wal_bytes_per_txn: f64,
-    cpu_us_per_txn: f64,
+pub(crate) struct Sample {
+    pub tps: f64,
+    pub wal_bytes_per_txn: f64,
+    pub cpu_us_per_txn: f64,
 }
 
 /// The cluster's WAL insert position, in bytes.
@@ -137,7 +137,7 @@ async fn wal_position(c: &Client) -> anyhow::Result<f64> {
 /// checkpoint and leaves its database vacuumed (neither timed): otherwise
 /// the autovacuum of the rows one configuration wrote, and the checkpoint
 /// its WAL brought on, would be paid by whichever runs next.
-async fn measure(
+pub(crate) async fn measure(
     args: &Args,
     db: &BenchDb,
     c: &Client,

@@ -28,7 +28,18 @@ pub async fn connect_with_notices(
     Ok((client, rx))
 }
 
-/// A database created for one run, with the extension.
+/// How pg_webhook is installed in a benchmark's database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Flavor {
+    /// `create extension pg_webhook` (its Rust library).
+    Extension,
+    /// The SQL flavor's script (`bash scripts/package.sh --sql`), run by
+    /// the benchmark's superuser: what it costs does not depend on who
+    /// installed it.
+    Sql,
+}
+
+/// A database created for one run, with pg_webhook.
 pub struct BenchDb {
     pub dsn: String,
     pub name: String,
@@ -36,7 +47,18 @@ pub struct BenchDb {
 }
 
 impl BenchDb {
+    /// With the extension.
     pub async fn new(admin: &str, label: &str) -> anyhow::Result<Self> {
+        Self::with(admin, label, Flavor::Extension, None).await
+    }
+
+    /// With pg_webhook in `flavor` (the SQL flavor from `sql_script`).
+    pub async fn with(
+        admin: &str,
+        label: &str,
+        flavor: Flavor,
+        sql_script: Option<&std::path::Path>,
+    ) -> anyhow::Result<Self> {
         let name = format!("bench_{label}_{}", rand::random::<u32>());
         let c = connect(admin).await?;
         c.batch_execute(&format!("create database {name}")).await?;
@@ -45,10 +67,18 @@ impl BenchDb {
         ))
         .await?;
         let dsn = format!("{admin} dbname={name}");
-        connect(&dsn)
-            .await?
-            .batch_execute("create extension pg_webhook")
-            .await?;
+        let install = match flavor {
+            Flavor::Extension => "create extension pg_webhook".to_owned(),
+            Flavor::Sql => {
+                let path = sql_script.ok_or_else(|| anyhow::anyhow!("no SQL flavor script"))?;
+                let script = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                format!(
+                    "{script}; update webhook.settings set value = 'on' where name = 'allow_private_targets'"
+                )
+            }
+        };
+        connect(&dsn).await?.batch_execute(&install).await?;
         Ok(Self {
             dsn,
             name,

@@ -3,7 +3,7 @@
 //! until nothing is pending (its fan-out included: each claim first turns up
 //! to 1,000 committed events into deliveries).
 
-use crate::db::{self, BenchDb};
+use crate::db::{self, BenchDb, Flavor};
 use crate::worker::WorkerProcess;
 use crate::{median, Args};
 use serde::Serialize;
@@ -93,7 +93,19 @@ pub async fn drain_once(
     endpoints: usize,
     workers: usize,
 ) -> anyhow::Result<DrainRun> {
-    let db = BenchDb::new(&args.dsn, "drain").await?;
+    drain_flavor(args, bin, events, endpoints, workers, Flavor::Extension).await
+}
+
+/// [`drain_once`] with pg_webhook installed in `flavor`.
+pub async fn drain_flavor(
+    args: &Args,
+    bin: &std::path::Path,
+    events: usize,
+    endpoints: usize,
+    workers: usize,
+    flavor: Flavor,
+) -> anyhow::Result<DrainRun> {
+    let db = BenchDb::with(&args.dsn, "drain", flavor, Some(&args.sql_script)).await?;
     let c = db.client().await?;
     db.subscribe(&c, &args.sink, endpoints).await?;
     db::watched_table(&c, "bench_rows").await?;

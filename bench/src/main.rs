@@ -14,6 +14,7 @@ mod db;
 mod drain;
 mod fairness;
 mod filters;
+mod flavors;
 mod heads;
 mod health;
 mod latency;
@@ -92,11 +93,15 @@ pub struct Args {
     /// Requests in the HTTP ceiling run.
     #[arg(long, default_value_t = 100_000)]
     pub ceiling_requests: usize,
+    /// The SQL flavor's install script (`bash scripts/package.sh --sql`),
+    /// for the flavors scenario.
+    #[arg(long, default_value = "target/package/pg_webhook--0.3.0.sql")]
+    pub sql_script: PathBuf,
     /// Only these scenarios (comma separated: ceiling, drain, drain2 (the
     /// same drain by two worker processes), fanout, fanout2 (by two), capture,
     /// latency, backlog, memory, heads (hostile receivers' answer heads),
     /// fairness, retention, health, analysts, statements, compare, filters,
-    /// backfill, ordering).
+    /// backfill, ordering, flavors (the extension and the SQL flavor)).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Commit being measured (for the report).
@@ -190,6 +195,10 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.wants("ordering") {
         figures.ordering = Some(ordering::run(&args).await?);
+        eprintln!();
+    }
+    if args.wants("flavors") {
+        figures.flavors = Some(flavors::run(&args).await?);
         eprintln!();
     }
     if args.wants("statements") {

@@ -8,6 +8,7 @@ use crate::ceiling::Ceiling;
 use crate::drain::{Backlog, Throughput};
 use crate::fairness::Fairness;
 use crate::filters::Filters;
+use crate::flavors::Flavors;
 use crate::heads::Heads;
 use crate::health::Health;
 use crate::latency::LatencyRow;
@@ -49,6 +50,8 @@ pub struct Figures {
     pub filters: Option<Filters>,
     pub backfill: Option<Backfill>,
     pub ordering: Option<Ordering>,
+    /// the extension and the SQL flavor side by side
+    pub flavors: Option<Flavors>,
     pub retention: Option<Retention>,
     pub health: Option<Health>,
     pub memory: Option<Memory>,
@@ -112,6 +115,7 @@ impl Figures {
             filters: None,
             backfill: None,
             ordering: None,
+            flavors: None,
             retention: None,
             health: None,
             memory: None,
@@ -283,6 +287,28 @@ pub fn table(f: &Figures) -> String {
             t,
             "| {} events of one key to an ordered endpoint: a delivery every / attempt | {:.0} deliveries/s; {:.2} / {:.2} ms | back to back | | |",
             o.one_key_events, o.one_key_per_sec, o.one_key_gap_ms, o.one_key_attempt_ms
+        );
+    }
+    if let Some(fl) = &f.flavors {
+        for c in &fl.capture {
+            let (ext, sql) = c.of_plain();
+            let per = |v: &[(usize, f64)]| {
+                v.iter()
+                    .map(|(n, t)| format!("{t:.0} ({n})"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let _ = writeln!(
+                t,
+                "| capture at {} clients, extension / SQL flavor: watched TPS (endpoints) over plain INSERT {:.0} tps | {} / {}: **{:.2} / {:.2}** | SQL flavor ≥ 0.70 at 2 clients | | |",
+                c.clients, c.plain_tps, per(&c.extension_tps), per(&c.sql_tps), ext, sql
+            );
+        }
+        let _ = writeln!(
+            t,
+            "| drain of {} row events to one endpoint, extension / SQL flavor | {:.0} / {:.0} deliveries/s ({:.0} / {:.0} µs CPU each): **{:.2}** | | | |",
+            fl.drain_events, fl.drain_per_sec.0, fl.drain_per_sec.1, fl.drain_cpu_us.0, fl.drain_cpu_us.1,
+            fl.drain_per_sec.1 / fl.drain_per_sec.0
         );
     }
     if let Some(r) = &f.retention {

@@ -79,16 +79,60 @@ fn push_string(out: &mut String, s: &str) {
 }
 
 /// The object `row` (JSON text of an object, as `row_to_json` makes it)
-/// with only the keys in `columns`, in the row's order.
+/// with only the keys in `columns`, in the row's order, each value's text
+/// as PostgreSQL wrote it (`9.50` stays `9.50`, a jsonb column keeps its
+/// spacing): the same bytes as the SQL flavor's projection and a
+/// backfill's `row_to_json` of the chosen columns, so that a row's events
+/// and ordering keys do not depend on how they were made.
 pub(crate) fn project(row: &str, columns: &[impl AsRef<str>]) -> String {
-    match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(row) {
-        Ok(mut map) => {
-            map.retain(|k, _| columns.iter().any(|c| c.as_ref() == k));
-            serde_json::to_string(&map).expect("a map of JSON values always serializes")
+    match serde_json::from_str::<Entries<'_>>(row) {
+        Ok(Entries(entries)) => {
+            let mut out = String::with_capacity(row.len());
+            out.push('{');
+            for (key, value) in entries
+                .iter()
+                .filter(|(k, _)| columns.iter().any(|c| c.as_ref() == k.as_ref()))
+            {
+                if out.len() > 1 {
+                    out.push(',');
+                }
+                push_string(&mut out, key);
+                out.push(':');
+                out.push_str(value.get());
+            }
+            out.push('}');
+            out
         }
         // row_to_json always makes an object; were it not one, send nothing
         // rather than columns the watch excluded.
         Err(_) => "null".to_owned(),
+    }
+}
+
+/// A JSON object's entries in their order, each value's text borrowed as
+/// it is (serde_json's map would re-serialise numbers and nested values).
+struct Entries<'a>(Vec<(std::borrow::Cow<'a, str>, &'a serde_json::value::RawValue)>);
+
+impl<'de> serde::Deserialize<'de> for Entries<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Entries<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(Entries(entries))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
     }
 }
 
@@ -175,5 +219,18 @@ mod tests {
             project(r#"{"id":1,"password":"x","email":"a@b"}"#, &cols),
             r#"{"id":1,"email":"a@b"}"#
         );
+    }
+
+    #[test]
+    fn projection_keeps_each_values_text() {
+        let cols = ["price", "doc", "big", "name"];
+        assert_eq!(
+            project(
+                r#"{"price":9.50,"skip":1,"doc":{"a": [1, 2.0]},"big":100000000000000000000,"name":"\u00e9\"x"}"#,
+                &cols
+            ),
+            r#"{"price":9.50,"doc":{"a": [1, 2.0]},"big":100000000000000000000,"name":"\u00e9\"x"}"#
+        );
+        assert_eq!(project("[1]", &cols), "null");
     }
 }

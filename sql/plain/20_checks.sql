@@ -184,6 +184,46 @@ end
 $$;
 
 -- API: Private
+-- An IPv6 address as a URL writes it (WHATWG): eight lower-case hex
+-- groups, the first longest run of two or more zero groups as "::", no
+-- dotted IPv4 part (inet's text writes ::ffff:10.0.0.1, a URL
+-- [::ffff:a00:1]).
+create function webhook._ipv6_text(p_ip inet) returns text
+language plpgsql immutable strict parallel safe
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    g integer[] := webhook._ipv6_groups(p_ip);
+    v_start integer := 0;
+    v_length integer := 1;
+    v_run integer := 0;
+    v_text text := '';
+begin
+    for i in 1..8 loop
+        if g[i] = 0 then
+            v_run := v_run + 1;
+            if v_run > v_length then
+                v_length := v_run;
+                v_start := i - v_run + 1;
+            end if;
+        else
+            v_run := 0;
+        end if;
+    end loop;
+    for i in 1..8 loop
+        if v_start > 0 and i between v_start and v_start + v_length - 1 then
+            if i = v_start then
+                v_text := v_text || case when i = 1 then '::' else ':' end;
+            end if;
+        else
+            v_text := v_text || to_hex(g[i]) || case when i < 8 then ':' else '' end;
+        end if;
+    end loop;
+    return v_text;
+end
+$$;
+
+-- API: Private
 -- The class of a non-public address (the worker's own list: loopback,
 -- private, …), or null for a public one. An IPv6 address carrying an IPv4
 -- one (mapped, compatible, NAT64, 6to4) gets the IPv4 verdict.
@@ -313,7 +353,7 @@ begin
         if family(v_ip) <> 6 then
             perform webhook._url_error('not a valid URL: invalid IPv6 address');
         end if;
-        v_host := '[' || host(v_ip) || ']';
+        v_host := '[' || webhook._ipv6_text(v_ip) || ']';
         v_port := v_parts[3];
     else
         v_parts := regexp_match(v_authority, '^([^:]*)(:([0-9]*))?$');

@@ -47,6 +47,8 @@ declare
     v_data text;
     v_keys text[];
     v_qualified text := quote_ident(p_schema) || '.' || quote_ident(p_table);
+    v_xid bigint := pg_current_xact_id()::text::bigint;
+    v_incarnation integer;
 begin
     if octet_length(p_prefix) > 240 or p_prefix !~ '^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$' then
         raise exception 'webhook._capture: invalid event prefix %; install the trigger with webhook_watch()',
@@ -60,7 +62,7 @@ begin
         raise exception 'webhook._capture does not capture %', p_op using errcode = '39P01';
     end if;
     v_data := webhook._row_event(p_table, p_schema, p_op, p_new, p_old, p_columns);
-    v_max := webhook._setting('max_payload_bytes')::integer;
+    v_max := coalesce((select st.value::integer from webhook.settings st where st.name = 'max_payload_bytes'), 1048576);
     if octet_length(v_data) > v_max then
         -- Too large to send: the writer's transaction goes on, and the event
         -- carries the primary key (if the watch sends all of it) and says so.
@@ -80,11 +82,25 @@ begin
         raise warning 'pg_webhook: the % event of % exceeds pg_webhook.max_payload_bytes (%); sent with its key columns only ("truncated": true)',
             p_op, v_qualified, v_max;
     end if;
+    -- What webhook._current_slot(), _vxid(), _id_namespace() and _wake()
+    -- do, written out: this runs for every captured row, and each call of
+    -- a function with a SET clause costs a settings save and restore.
+    v_incarnation := (select max(i.n) from webhook.incarnations i);
+    if v_incarnation is null or current_setting('webhook.incarnation', true) is distinct from v_incarnation::text then
+        v_incarnation := webhook._incarnation();
+    end if;
+    if v_xid >= 281474976710656 then -- 2^48
+        raise exception 'pg_webhook: transaction ids have outgrown pg_webhook''s 48-bit space' using errcode = 'XX000';
+    end if;
     insert into webhook.events (slot, txid, event_type, payload, payload_bytes, source_table, id_namespace)
-    values (webhook._current_slot(), webhook._vxid(),
+    values (coalesce((select (max(g.gen) % webhook._slots())::smallint from webhook.generations g), 0),
+            (v_incarnation::bigint << 48) | v_xid,
             p_prefix || case p_op when 'INSERT' then '.created' when 'UPDATE' then '.updated' else '.deleted' end,
-            v_data::json, octet_length(v_data), v_qualified, webhook._id_namespace());
-    perform webhook._wake();
+            v_data::json, octet_length(v_data), v_qualified,
+            ('x' || encode(substr(uuid_send(gen_random_uuid()), 1, 8), 'hex'))::bit(64)::bigint);
+    if current_setting('webhook.woke', true) is distinct from v_xid::text then
+        perform webhook._wake();
+    end if;
 end
 $$;
 

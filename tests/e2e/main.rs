@@ -15,6 +15,7 @@ mod egress;
 mod fairness;
 mod fanout;
 mod filters;
+mod flavor;
 mod observability;
 mod operations;
 mod ordering;

@@ -55,19 +55,34 @@ async fn two_workers_together_keep_an_endpoints_rate_and_its_neighbour_is_not_he
     a.stop().await;
     b.stop().await;
 
-    // In every 10 s of arrivals: within 10 % of the rate. (The claims
-    // hold to the bucket's bound, rate × 10 + burst; requests claimed
-    // apart may arrive closer together.)
-    let mut times: Vec<_> = got.iter().map(|r| r.at).collect();
-    times.sort();
-    let window = Duration::from_secs(10);
+    // In every 10 s of attempts: within 10 % of the rate. (The claims
+    // hold to the bucket's bound, rate × 10 + burst.) Counted by when each
+    // request started, as its worker recorded it, not by when the test's
+    // receiver got to it: on a loaded machine the receiver, in this test's
+    // process, handles requests late and in bunches (452 in 10 s at 40/s
+    // once, in CI).
+    let starts: Vec<f64> = client
+        .query(
+            "select extract(epoch from a.started_at)::float8 from webhook.attempts a
+             join webhook.endpoints e on e.id = a.endpoint_id
+             where e.max_per_second is not null order by 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(starts.len(), EVENTS, "one attempt each");
     let (mut most, mut first) = (0, 0);
-    for last in 0..times.len() {
-        while times[last] - times[first] > window {
+    for last in 0..starts.len() {
+        while starts[last] - starts[first] > 10.0 {
             first += 1;
         }
         most = most.max(last - first + 1);
     }
+    let mut times: Vec<_> = got.iter().map(|r| r.at).collect();
+    times.sort();
     assert!(
         most as f64 <= 1.1 * (RATE * 10) as f64,
         "{most} requests within 10 s at {RATE}/s"

@@ -384,3 +384,233 @@ async fn extension_only_upgrade_chain_from_0_1_0_matches_a_fresh_install_and_kee
     assert_eq!(key, 2, "idempotency keys carry over");
     old.finish().await;
 }
+
+/// Everything a database's pg_webhook holds that a move must keep: the
+/// endpoints with their secrets, the subscriptions, every event with its
+/// webhook-id, every delivery with its state and every attempt.
+async fn held(c: &Client) -> Vec<String> {
+    let sql = "select 'endpoint ' || e.id || ' ' || e.name || ' ' || s.url || ' ' || e.is_active
+                      || ' ' || s.secret || ' ' || coalesce(s.previous_secret, '')
+               from webhook.endpoints e join webhook.endpoint_secrets s on s.endpoint_id = e.id
+               union all
+               select 'subscription ' || id || ' ' || endpoint_id || ' ' || event_types::text
+               from webhook.subscriptions
+               union all
+               select 'event ' || id || ' ' || event_type || ' ' || payload::text || ' '
+                      || webhook._message_id(txid, id, id_namespace)
+               from webhook.events
+               union all
+               select 'delivery ' || id || ' ' || event_id || ' ' || endpoint_id || ' ' || status::text
+               from webhook.deliveries
+               union all
+               select 'attempt ' || id || ' ' || delivery_id || ' ' || coalesce(status_code, 0)
+               from webhook.attempts";
+    let mut rows: Vec<String> = c
+        .query(sql, &[])
+        .await
+        .expect("what pg_webhook holds")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    rows.sort();
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extension_only_a_database_moves_from_the_sql_flavor_to_the_extension() {
+    // A database given pg_webhook by the SQL flavor's script (a managed
+    // service), in use; then, on a server with the extension's files, the
+    // move script: the extension's exact schema, every row kept, and the
+    // same worker goes on with the same secrets and webhook-ids.
+    let db = TestDb::empty().await;
+    let receiver = Receiver::start().await;
+    let c = db.client().await;
+    let script = std::fs::read_to_string(pg_webhook_tests::sql_script())
+        .expect("the SQL flavor's script (bash scripts/package.sh --sql)");
+    c.batch_execute(&script)
+        .await
+        .expect("the SQL flavor installs");
+    c.batch_execute(
+        "update webhook.settings set value = 'on' where name = 'allow_private_targets';
+         update webhook.settings set value = '7' where name = 'failing_after';
+         create table orders (id int primary key, note text);
+         select webhook_watch('orders', event_prefix => 'order');",
+    )
+    .await
+    .unwrap();
+    let (_, secret) = db
+        .subscribe(&c, &receiver.url("/"), &["order.*"], None)
+        .await;
+    c.batch_execute(
+        "insert into orders values (1, 'a'), (2, 'b');
+         select webhook_publish('order.noted', '{\"n\": 1}', 'key-1');",
+    )
+    .await
+    .unwrap();
+    let mut worker = RunningWorker::start(db.worker_config());
+    db.wait_deliveries(&c, "succeeded", 3, &mut worker.events)
+        .await;
+    worker.stop().await;
+    // Pending across the move: one attempted and due again, one never sent.
+    c.batch_execute("insert into orders values (3, 'c')")
+        .await
+        .unwrap();
+    assert_eq!(attempt_due_once(&c, "w-sql").await, 1);
+    c.batch_execute("insert into orders values (4, 'd')")
+        .await
+        .unwrap();
+    c.query(
+        "select * from webhook._claim_deliveries('fan-out', 0, '1 minute', 1, '{}', '{}', 1000, 0)",
+        &[],
+    )
+    .await
+    .unwrap();
+    let before = held(&c).await;
+    drop(c);
+
+    let mover = db.client().await;
+    let moving = std::fs::read_to_string(pg_webhook_tests::repo_path(
+        "sql/move/sql_flavor_to_extension.sql",
+    ))
+    .unwrap();
+    mover
+        .batch_execute(&format!("begin;\n{moving}\ncommit;"))
+        .await
+        .unwrap_or_else(|e| panic!("the move: {e:?}"));
+    drop(mover);
+
+    let c = db.client().await;
+    assert_eq!(extension_version(&c).await, env!("CARGO_PKG_VERSION"));
+    assert_same_as_fresh_install(&c).await;
+    assert_eq!(held(&c).await, before, "every row kept");
+    let failing_after: String = c
+        .query_one("select current_setting('pg_webhook.failing_after')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(failing_after, "7", "a setting that differed became the GUC");
+    db.assert_invariants(&c).await;
+
+    // The capture goes on through the extension's trigger, and the worker
+    // sends what was pending and what comes, signed with the same secret,
+    // with ids never sent before.
+    c.batch_execute("insert into orders values (5, 'e')")
+        .await
+        .unwrap();
+    let mut worker = RunningWorker::start(db.worker_config());
+    db.wait_deliveries(&c, "succeeded", 6, &mut worker.events)
+        .await;
+    worker.stop().await;
+    let got = receiver.requests();
+    let key = pg_webhook_protocol::Secret::parse(&secret).unwrap();
+    let mut ids = std::collections::HashSet::new();
+    for r in &got {
+        let id = r.header("webhook-id").unwrap();
+        let ts: i64 = r.header("webhook-timestamp").unwrap().parse().unwrap();
+        assert!(
+            pg_webhook_protocol::verify(
+                &key,
+                id,
+                ts,
+                r.body.as_bytes(),
+                r.header("webhook-signature").unwrap()
+            ),
+            "signed with the secret from before the move"
+        );
+        ids.insert(id.to_owned());
+    }
+    let notes: Vec<i64> = got
+        .iter()
+        .filter_map(|r| r.json()["data"]["new"]["id"].as_i64())
+        .collect();
+    for n in 1..=5 {
+        assert!(notes.contains(&n), "row {n} delivered: {notes:?}");
+    }
+    assert_eq!(
+        ids.len(),
+        6,
+        "six events, each sent once with a webhook-id of its own"
+    );
+    db.finish().await;
+}
+
+/// What a database's pg_webhook offers to call, however it was installed:
+/// each function's name, arguments, result, volatility and grants (the
+/// capture trigger's grants name its owner, which differs by flavor).
+async fn callable(c: &Client) -> Vec<String> {
+    let sql = r"
+        select p.oid::regprocedure::text || ' returns ' || pg_get_function_result(p.oid)
+               || ' volatility=' || p.provolatile::text
+               || case when p.proname = '_capture' then ''
+                       else ' acl=' || coalesce(p.proacl::text, '') end
+        from pg_proc p
+        where (p.pronamespace = 'webhook'::regnamespace or p.proname like 'webhook\_%')
+          and p.pronamespace in ('webhook'::regnamespace, 'public'::regnamespace)";
+    let mut rows: Vec<String> = c
+        .query(sql, &[])
+        .await
+        .expect("functions")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    rows.sort();
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extension_only_the_sql_flavor_has_the_schema_and_functions_of_the_extension() {
+    // Both flavors come from sql/install/; the SQL flavor replaces the
+    // library's functions and adds its own helpers and webhook.settings.
+    // Installed here by the same superuser, so that grants name the same
+    // grantor.
+    let sql = TestDb::empty().await;
+    let c = sql.client().await;
+    let script = std::fs::read_to_string(pg_webhook_tests::sql_script())
+        .expect("the SQL flavor's script (bash scripts/package.sh --sql)");
+    c.batch_execute(&script)
+        .await
+        .expect("the SQL flavor installs");
+    let extension = TestDb::new().await;
+    let e = extension.client().await;
+    // Tables, columns, constraints, indexes, triggers, views, types,
+    // sequences, the schema: the same but for webhook.settings.
+    // (The SQL flavor's schema also lets webhook_capture call its one
+    // function there and webhook_filter own functions there: see
+    // sql/plain/90_roles.sql.)
+    let schema = |rows: Vec<String>| -> Vec<String> {
+        rows.into_iter()
+            .filter(|r| {
+                !(r.starts_with("fn ") || r.starts_with("member ") || r.starts_with("dump "))
+                    && !r.contains("webhook.settings")
+            })
+            .map(|r| r.replace(",webhook_capture=U/postgres,webhook_filter=C/postgres", ""))
+            .collect()
+    };
+    let (in_sql, in_extension) = (schema(catalog(&c).await), schema(catalog(&e).await));
+    let only_sql: Vec<_> = in_sql
+        .iter()
+        .filter(|r| !in_extension.contains(r))
+        .collect();
+    let only_extension: Vec<_> = in_extension
+        .iter()
+        .filter(|r| !in_sql.contains(r))
+        .collect();
+    assert!(
+        only_sql.is_empty() && only_extension.is_empty(),
+        "the flavors' schemas differ:\nonly in the SQL flavor: {only_sql:#?}\nonly in the extension: {only_extension:#?}"
+    );
+    // Every function of the extension, with the same signature, volatility
+    // and grants.
+    let sql_functions = callable(&c).await;
+    let missing: Vec<_> = callable(&e)
+        .await
+        .into_iter()
+        .filter(|f| !sql_functions.contains(f))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "functions of the extension the SQL flavor lacks or has otherwise: {missing:#?}"
+    );
+    sql.finish().await;
+    extension.finish().await;
+}
