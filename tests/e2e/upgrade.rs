@@ -580,8 +580,10 @@ async fn extension_only_the_sql_flavor_has_the_schema_and_functions_of_the_exten
     let schema = |rows: Vec<String>| -> Vec<String> {
         rows.into_iter()
             .filter(|r| {
-                !(r.starts_with("fn ") || r.starts_with("member ") || r.starts_with("dump "))
-                    && !r.contains("webhook.settings")
+                !(r.starts_with("fn ")
+                    || r.starts_with("member ")
+                    || r.starts_with("dump ")
+                    || r.contains("webhook.settings"))
             })
             .map(|r| r.replace(",webhook_capture=U/postgres,webhook_filter=C/postgres", ""))
             .collect()
