@@ -23,7 +23,7 @@
 //! (`LWLock:WALWrite`) more than on anything else, so WAL per transaction
 //! bounds what any of these statements can reach.
 
-use crate::db::BenchDb;
+use crate::db::{BenchDb, Flavor};
 use crate::{median, pgbench, Args};
 use serde::Serialize;
 use tokio_postgres::Client;
@@ -165,9 +165,15 @@ pub(crate) async fn measure(
     })
 }
 
-/// One database per endpoint count, so that each keeps its endpoints.
-async fn watched_db(args: &Args, endpoints: usize) -> anyhow::Result<BenchDb> {
-    let db = BenchDb::new(&args.dsn, &format!("capture{endpoints}")).await?;
+/// One database per endpoint count (and flavor), so that each keeps its
+/// endpoints.
+pub(crate) async fn watched_db(
+    args: &Args,
+    endpoints: usize,
+    flavor: Flavor,
+) -> anyhow::Result<BenchDb> {
+    let label = format!("capture_{flavor:?}_{endpoints}").to_lowercase();
+    let db = BenchDb::with(&args.dsn, &label, flavor, Some(&args.sql_script)).await?;
     let c = db.client().await?;
     db.subscribe(&c, &args.sink, endpoints).await?;
     c.batch_execute(
@@ -213,7 +219,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Vec<CaptureRow>> {
     .await?;
     let mut watched = Vec::new();
     for n in ENDPOINTS {
-        let db = watched_db(args, n).await?;
+        let db = watched_db(args, n, Flavor::Extension).await?;
         let c = db.client().await?;
         watched.push((n, db, c));
     }

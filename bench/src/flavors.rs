@@ -8,7 +8,7 @@
 //! machine's drift falls on all of them. Goal: the SQL flavor keeps at
 //! least 0.7 of plain INSERT at 2 clients.
 
-use crate::capture::measure;
+use crate::capture::{measure, watched_db};
 use crate::db::{BenchDb, Flavor};
 use crate::drain::{drain_flavor, DrainRun};
 use crate::{median, Args};
@@ -52,20 +52,6 @@ pub struct Flavors {
     pub drain_cpu_us: (f64, f64),
 }
 
-/// A database of `flavor` with `endpoints` endpoints and the watched table.
-async fn watched_db(args: &Args, flavor: Flavor, endpoints: usize) -> anyhow::Result<BenchDb> {
-    let label = format!("flavor_{flavor:?}_{endpoints}").to_lowercase();
-    let db = BenchDb::with(&args.dsn, &label, flavor, Some(&args.sql_script)).await?;
-    let c = db.client().await?;
-    db.subscribe(&c, &args.sink, endpoints).await?;
-    c.batch_execute(
-        "create table cap_watched (id bigserial primary key, payload text not null);
-         select webhook_watch('cap_watched', event_prefix => 'row');",
-    )
-    .await?;
-    Ok(db)
-}
-
 pub async fn run(args: &Args) -> anyhow::Result<Flavors> {
     let base = BenchDb::new(&args.dsn, "flavor_plain").await?;
     let bc = base.client().await?;
@@ -75,7 +61,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Flavors> {
     let mut watched = Vec::new();
     for flavor in [Flavor::Extension, Flavor::Sql] {
         for n in ENDPOINTS {
-            let db = watched_db(args, flavor, n).await?;
+            let db = watched_db(args, n, flavor).await?;
             let c = db.client().await?;
             watched.push((flavor, n, db, c));
         }

@@ -43,14 +43,21 @@ insert into webhook.settings (name, value) values
 
 -- API: Private
 -- One setting's value (the defaults above when a row was deleted).
+-- PL/pgSQL, not SQL: called per event, and a SQL function called from
+-- PL/pgSQL is planned again in every transaction (PL/pgSQL keeps its own
+-- statements' plans).
 create function webhook._setting(p_name text) returns text
-language sql stable parallel safe
+language plpgsql stable parallel safe
 set search_path = pg_catalog, webhook, pg_temp
-return coalesce((select s.value from webhook.settings s where s.name operator(pg_catalog.=) p_name),
-                case p_name when 'allow_private_targets' then 'off'
-                            when 'notify_min_interval' then '50' when 'retention' then '2592000'
-                            when 'disable_after' then '432000' when 'failing_after' then '5'
-                            when 'max_payload_bytes' then '1048576' end);
+as $$
+begin
+    return coalesce((select s.value from webhook.settings s where s.name = p_name),
+                    case p_name when 'allow_private_targets' then 'off'
+                                when 'notify_min_interval' then '50' when 'retention' then '2592000'
+                                when 'disable_after' then '432000' when 'failing_after' then '5'
+                                when 'max_payload_bytes' then '1048576' end);
+end
+$$;
 
 -- API: Private
 -- notify_min_interval, in ms (the worker reads it at start: SECURITY

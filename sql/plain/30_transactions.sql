@@ -154,7 +154,8 @@ begin
     v_last := current_setting('webhook.notified_at', true);
     if v_last is not null and v_last <> ''
        and clock_timestamp() < v_last::timestamptz
-                               + webhook._setting('notify_min_interval')::integer * interval '1 millisecond' then
+                               + coalesce((select st.value::integer from webhook.settings st
+                                           where st.name = 'notify_min_interval'), 50) * interval '1 millisecond' then
         return;
     end if;
     perform pg_notify('pg_webhook_wake', '');

@@ -43,12 +43,14 @@ language plpgsql volatile security definer
 set search_path = pg_catalog, webhook, pg_temp
 as $$
 declare
-    v_max integer;
-    v_data text;
-    v_keys text[];
     v_qualified text := quote_ident(p_schema) || '.' || quote_ident(p_table);
     v_xid bigint := pg_current_xact_id()::text::bigint;
+    v_columns text[] := p_columns;
+    v_level integer := 0; -- 0: the rows; 1: their keys only; 2: neither
+    v_data text;
+    v_max integer;
     v_incarnation integer;
+    v_slot smallint;
 begin
     if octet_length(p_prefix) > 240 or p_prefix !~ '^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$' then
         raise exception 'webhook._capture: invalid event prefix %; install the trigger with webhook_watch()',
@@ -61,40 +63,52 @@ begin
     if p_op not in ('INSERT', 'UPDATE', 'DELETE') then
         raise exception 'webhook._capture does not capture %', p_op using errcode = '39P01';
     end if;
-    v_data := webhook._row_event(p_table, p_schema, p_op, p_new, p_old, p_columns);
-    v_max := coalesce((select st.value::integer from webhook.settings st where st.name = 'max_payload_bytes'), 1048576);
-    if octet_length(v_data) > v_max then
-        -- Too large to send: the writer's transaction goes on, and the event
-        -- carries the primary key (if the watch sends all of it) and says so.
-        v_keys := coalesce((select array_agg(a.attname::text order by k.i)
-                            from pg_index x
-                            cross join lateral unnest(x.indkey[0:x.indnkeyatts - 1]) with ordinality k(attnum, i)
-                            join pg_attribute a on a.attrelid = x.indrelid and a.attnum = k.attnum
-                            where x.indrelid = p_relid and x.indisprimary), '{}');
-        if p_columns is not null and not v_keys <@ p_columns then
-            v_keys := '{}';
+    -- The event's data; a row over max_payload_bytes (never under 1024, its
+    -- least) is sent with its primary key only (when the watch sends all of
+    -- it), then bare, "truncated": true, and the writer's transaction goes on.
+    loop
+        v_data := format('{"table":%s,"schema":%s,"op":"%s","new":%s,"old":%s%s}',
+                         to_json(p_table), to_json(p_schema), p_op,
+                         case when v_level = 2 then 'null'
+                              when v_columns is null then coalesce(p_new, 'null')
+                              else coalesce(webhook._project(p_new, v_columns), 'null') end,
+                         case when v_level = 2 then 'null'
+                              when v_columns is null then coalesce(p_old, 'null')
+                              else coalesce(webhook._project(p_old, v_columns), 'null') end,
+                         case when v_level > 0 then ',"truncated":true' else '' end);
+        exit when octet_length(v_data) <= 1024 or v_level = 2;
+        v_max := coalesce(v_max, (select st.value::integer from webhook.settings st where st.name = 'max_payload_bytes'),
+                          1048576);
+        exit when octet_length(v_data) <= v_max;
+        if v_level = 0 then
+            raise warning 'pg_webhook: the % event of % exceeds pg_webhook.max_payload_bytes (%); sent with its key columns only ("truncated": true)',
+                p_op, v_qualified, v_max;
+            v_columns := coalesce((select array_agg(a.attname::text order by k.i)
+                                   from pg_index x
+                                   cross join lateral unnest(x.indkey[0:x.indnkeyatts - 1]) with ordinality k(attnum, i)
+                                   join pg_attribute a on a.attrelid = x.indrelid and a.attnum = k.attnum
+                                   where x.indrelid = p_relid and x.indisprimary), '{}');
+            if p_columns is not null and not v_columns <@ p_columns then
+                v_columns := '{}';
+            end if;
         end if;
-        v_data := webhook._row_event(p_table, p_schema, p_op, p_new, p_old, v_keys);
-        if octet_length(v_data) + 17 > v_max then
-            v_data := webhook._row_event(p_table, p_schema, p_op, null, null, null);
-        end if;
-        v_data := left(v_data, -1) || ',"truncated":true}';
-        raise warning 'pg_webhook: the % event of % exceeds pg_webhook.max_payload_bytes (%); sent with its key columns only ("truncated": true)',
-            p_op, v_qualified, v_max;
-    end if;
+        v_level := v_level + 1;
+    end loop;
     -- What webhook._current_slot(), _vxid(), _id_namespace() and _wake()
     -- do, written out: this runs for every captured row, and each call of
     -- a function with a SET clause costs a settings save and restore.
-    v_incarnation := (select max(i.n) from webhook.incarnations i);
-    if v_incarnation is null or current_setting('webhook.incarnation', true) is distinct from v_incarnation::text then
+    select case when current_setting('webhook.incarnation', true) = i.n::text then i.n end,
+           coalesce((select (max(g.gen) % webhook._slots())::smallint from webhook.generations g), 0)
+    into v_incarnation, v_slot
+    from (select max(i.n) as n from webhook.incarnations i) i;
+    if v_incarnation is null then
         v_incarnation := webhook._incarnation();
     end if;
     if v_xid >= 281474976710656 then -- 2^48
         raise exception 'pg_webhook: transaction ids have outgrown pg_webhook''s 48-bit space' using errcode = 'XX000';
     end if;
     insert into webhook.events (slot, txid, event_type, payload, payload_bytes, source_table, id_namespace)
-    values (coalesce((select (max(g.gen) % webhook._slots())::smallint from webhook.generations g), 0),
-            (v_incarnation::bigint << 48) | v_xid,
+    values (v_slot, (v_incarnation::bigint << 48) | v_xid,
             p_prefix || case p_op when 'INSERT' then '.created' when 'UPDATE' then '.updated' else '.deleted' end,
             v_data::json, octet_length(v_data), v_qualified,
             ('x' || encode(substr(uuid_send(gen_random_uuid()), 1, 8), 'hex'))::bit(64)::bigint);
@@ -105,27 +119,28 @@ end
 $$;
 
 -- API: Private
--- A row's JSON object with only the listed keys (all when p_columns is
--- null), in its order, each value's text as it was.
+-- A row's JSON object with only the listed keys, in its order, each
+-- value's text as it was (json_each of json, not jsonb, keeps it); null
+-- for no row. PL/pgSQL, for its plans (a SQL function called from PL/pgSQL
+-- is planned again in every transaction), and without a SET clause (called
+-- per row): every name in it is pg_catalog's.
 create function webhook._project(p_row text, p_columns text[]) returns text
-language sql immutable parallel safe
-set search_path = pg_catalog, webhook, pg_temp
-return case when p_row is null or p_columns is null then p_row
-            else '{' || coalesce((select string_agg(to_json(e.key)::text || ':' || e.value::text, ',' order by e.n)
-                                  from json_each(p_row::json) with ordinality e(key, value, n)
-                                  where e.key = any (p_columns)), '') || '}' end;
-
--- API: Private
--- {"table":…,"schema":…,"op":…,"new":…,"old":…} around the rows' JSON
--- (null when absent), each projected to p_columns when given: the keys of
--- the row that are listed, in the row's order, each value's text kept.
-create function webhook._row_event(p_table text, p_schema text, p_op text, p_new text, p_old text, p_columns text[])
-returns text
-language sql immutable parallel safe
-set search_path = pg_catalog, webhook, pg_temp
-return '{"table":' || to_json(p_table)::text || ',"schema":' || to_json(p_schema)::text || ',"op":"' || p_op
-       || '","new":' || coalesce(webhook._project(p_new, p_columns), 'null')
-       || ',"old":' || coalesce(webhook._project(p_old, p_columns), 'null') || '}';
+language plpgsql immutable parallel safe
+as $$
+begin
+    if p_row is null then
+        return null;
+    end if;
+    return '{' operator(pg_catalog.||)
+           coalesce((select pg_catalog.string_agg(pg_catalog.to_json(e.key)::pg_catalog.text
+                                                  operator(pg_catalog.||) ':'
+                                                  operator(pg_catalog.||) e.value::pg_catalog.text,
+                                                  ',' order by e.n)
+                     from pg_catalog.json_each(p_row::pg_catalog.json) with ordinality e(key, value, n)
+                     where e.key operator(pg_catalog.=) any (p_columns)), '')
+           operator(pg_catalog.||) '}';
+end
+$$;
 
 -- API: Private
 create function webhook._capture() returns trigger

@@ -219,13 +219,7 @@ async fn extension_only_both_flavors_capture_the_same_bytes() {
     // a delete, an update, a partition, a row over the size limit.
     let extension = TestDb::new().await;
     let sql = TestDb::empty().await;
-    let script = std::fs::read_to_string(pg_webhook_tests::sql_script())
-        .expect("the SQL flavor's script (bash scripts/package.sh --sql)");
-    sql.client()
-        .await
-        .batch_execute(&script)
-        .await
-        .expect("the SQL flavor installs");
+    pg_webhook_tests::install_sql_flavor(&sql.client().await).await;
     let mut payloads = Vec::new();
     for db in [&extension, &sql] {
         let c = db.client().await;

@@ -425,11 +425,7 @@ async fn extension_only_a_database_moves_from_the_sql_flavor_to_the_extension() 
     let db = TestDb::empty().await;
     let receiver = Receiver::start().await;
     let c = db.client().await;
-    let script = std::fs::read_to_string(pg_webhook_tests::sql_script())
-        .expect("the SQL flavor's script (bash scripts/package.sh --sql)");
-    c.batch_execute(&script)
-        .await
-        .expect("the SQL flavor installs");
+    pg_webhook_tests::install_sql_flavor(&c).await;
     c.batch_execute(
         "update webhook.settings set value = 'on' where name = 'allow_private_targets';
          update webhook.settings set value = '7' where name = 'failing_after';
@@ -565,11 +561,7 @@ async fn extension_only_the_sql_flavor_has_the_schema_and_functions_of_the_exten
     // grantor.
     let sql = TestDb::empty().await;
     let c = sql.client().await;
-    let script = std::fs::read_to_string(pg_webhook_tests::sql_script())
-        .expect("the SQL flavor's script (bash scripts/package.sh --sql)");
-    c.batch_execute(&script)
-        .await
-        .expect("the SQL flavor installs");
+    pg_webhook_tests::install_sql_flavor(&c).await;
     let extension = TestDb::new().await;
     let e = extension.client().await;
     // Tables, columns, constraints, indexes, triggers, views, types,

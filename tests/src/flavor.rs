@@ -160,6 +160,16 @@ pub async fn install_over(client: &Client) {
         .unwrap_or_else(|e| panic!("installing pg_webhook ({:?}): {e:?}", flavor()));
 }
 
+/// Runs the SQL flavor's script over `client`'s connection, whatever this
+/// run's flavor (the extension's run compares the two and moves one to the
+/// other, in its cluster where both can be).
+pub async fn install_sql_flavor(client: &Client) {
+    client
+        .batch_execute(&read_sql_script())
+        .await
+        .unwrap_or_else(|e| panic!("the SQL flavor's script: {e:?}"));
+}
+
 /// The SQL flavor's script.
 fn read_sql_script() -> String {
     std::fs::read_to_string(sql_script()).unwrap_or_else(|e| {

@@ -27,7 +27,8 @@ pub use ca::{version_1_certificate, TestCa};
 pub use cluster::{has_library, pg_tool, pg_tool_of, OwnCluster, PgBouncer, TlsCluster};
 pub use db::{attempt_due_once, Listener, TestDb};
 pub use flavor::{
-    flavor, install, install_over, set_setting, sql_script, Flavor, INSTALLER, WORKER_LOGIN,
+    flavor, install, install_over, install_sql_flavor, set_setting, sql_script, Flavor, INSTALLER,
+    WORKER_LOGIN,
 };
 pub use killed::KilledInTurn;
 pub use network::{Blackhole, ForwardProxy};
