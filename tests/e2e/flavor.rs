@@ -213,6 +213,39 @@ async fn sql_only_secrets_and_signatures_are_the_protocols() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_only_subscription_changes_commit_only_at_read_committed() {
+    // The SQL flavor reads "committed by now" from the statement's
+    // snapshot, which REPEATABLE READ freezes: it refuses there (0A000) at
+    // commit rather than place the change at the wrong point of the log.
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    for isolation in ["repeatable read", "serializable"] {
+        let err = c
+            .batch_execute(&format!(
+                "begin isolation level {isolation}; select webhook_subscribe('https://example.com/'); commit;"
+            ))
+            .await
+            .expect_err("refused at commit");
+        assert_eq!(
+            err.code().map(|s| s.code()),
+            Some("0A000"),
+            "{isolation}: {err:?}"
+        );
+        c.batch_execute("rollback").await.ok();
+    }
+    let n: i64 = c
+        .query_one("select count(*) from webhook.endpoints", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "nothing half-made");
+    c.batch_execute("select webhook_subscribe('https://example.com/')")
+        .await
+        .expect("read committed, the default");
+    db.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extension_only_both_flavors_capture_the_same_bytes() {
     // The same table and writes in a database of each flavor (one cluster:
     // this needs the library), every kind of column, all columns and some,
