@@ -10,8 +10,8 @@
 -- API: Private
 -- The incarnation of the cluster and database this session runs in (see
 -- webhook._vxid and webhook.incarnations), registering it when new. The
--- cluster is told by pg_control_system().system_identifier, read once per
--- session: the number found is kept in the session setting
+-- cluster is told by pg_control_system().system_identifier, read about
+-- once per session: the number found is kept in the session setting
 -- webhook.incarnation and trusted only while it is still the newest
 -- incarnation registered, so a session that sets it by hand can at most
 -- make this function look again. (Settings are transactional: a number
