@@ -171,10 +171,7 @@ declare
 begin
     for v_setting in
         select s.name, s.value from webhook_sql_flavor.settings s
-        join (values ('allow_private_targets', 'off'), ('notify_min_interval', '50'), ('retention', '2592000'),
-                     ('disable_after', '432000'), ('failing_after', '5'), ('max_payload_bytes', '1048576'))
-             as d(name, value) on d.name operator(pg_catalog.=) s.name
-        where s.value operator(pg_catalog.<>) d.value
+        where s.value operator(pg_catalog.<>) webhook_sql_flavor._setting_default(s.name)
     loop
         execute pg_catalog.format('alter database %I set pg_webhook.%s = %L', pg_catalog.current_database(),
                                   v_setting.name, v_setting.value);

@@ -33,16 +33,24 @@ create table webhook.settings (
 );
 comment on table webhook.settings is
     'SQL flavor only: pg_webhook''s settings (the extension''s pg_webhook.* GUCs but capture_enabled, same names without the prefix; notify_min_interval in ms, retention and disable_after in seconds, max_payload_bytes in bytes, the rest on/off or a count). Changed by the role that installed pg_webhook: update webhook.settings set value = ''7'' where name = ''failing_after''.';
-insert into webhook.settings (name, value) values
-    ('allow_private_targets', 'off'),
-    ('notify_min_interval', '50'),
-    ('retention', '2592000'),
-    ('disable_after', '432000'),
-    ('failing_after', '5'),
-    ('max_payload_bytes', '1048576');
 
 -- API: Private
--- One setting's value (the defaults above when a row was deleted).
+-- A setting's default, the extension's GUC's (extension/src/gucs.rs): the
+-- one place the SQL flavor names them. SQL-standard and immutable, so that
+-- a call with a constant name is folded into the caller's plan.
+create function webhook._setting_default(p_name text) returns text
+language sql immutable parallel safe
+return case p_name when 'allow_private_targets' then 'off' when 'notify_min_interval' then '50'
+                   when 'retention' then '2592000' when 'disable_after' then '432000'
+                   when 'failing_after' then '5' when 'max_payload_bytes' then '1048576' end;
+
+insert into webhook.settings (name, value)
+select n, webhook._setting_default(n)
+from unnest(array['allow_private_targets', 'notify_min_interval', 'retention', 'disable_after', 'failing_after',
+                  'max_payload_bytes']) n;
+
+-- API: Private
+-- One setting's value (its default when its row was deleted).
 -- PL/pgSQL, not SQL: called per event, and a SQL function called from
 -- PL/pgSQL is planned again in every transaction (PL/pgSQL keeps its own
 -- statements' plans).
@@ -51,11 +59,7 @@ language plpgsql stable parallel safe
 set search_path = pg_catalog, webhook, pg_temp
 as $$
 begin
-    return coalesce((select s.value from webhook.settings s where s.name = p_name),
-                    case p_name when 'allow_private_targets' then 'off'
-                                when 'notify_min_interval' then '50' when 'retention' then '2592000'
-                                when 'disable_after' then '432000' when 'failing_after' then '5'
-                                when 'max_payload_bytes' then '1048576' end);
+    return coalesce((select s.value from webhook.settings s where s.name = p_name), webhook._setting_default(p_name));
 end
 $$;
 

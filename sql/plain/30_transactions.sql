@@ -155,7 +155,9 @@ begin
     if v_last is not null and v_last <> ''
        and clock_timestamp() < v_last::timestamptz
                                + coalesce((select st.value::integer from webhook.settings st
-                                           where st.name = 'notify_min_interval'), 50) * interval '1 millisecond' then
+                                           where st.name = 'notify_min_interval'),
+                                          webhook._setting_default('notify_min_interval')::integer)
+                                 * interval '1 millisecond' then
         return;
     end if;
     perform pg_notify('pg_webhook_wake', '');

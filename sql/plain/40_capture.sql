@@ -78,7 +78,7 @@ begin
                          case when v_level > 0 then ',"truncated":true' else '' end);
         exit when octet_length(v_data) <= 1024 or v_level = 2;
         v_max := coalesce(v_max, (select st.value::integer from webhook.settings st where st.name = 'max_payload_bytes'),
-                          1048576);
+                          webhook._setting_default('max_payload_bytes')::integer);
         exit when octet_length(v_data) <= v_max;
         if v_level = 0 then
             raise warning 'pg_webhook: the % event of % exceeds pg_webhook.max_payload_bytes (%); sent with its key columns only ("truncated": true)',

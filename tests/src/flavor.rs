@@ -104,37 +104,22 @@ pub async fn prepare(admin: &Client, name: &str, dsn: &str) -> String {
 /// reaches (made by [`prepare`]), private targets allowed (the receivers
 /// live on 127.0.0.1).
 pub async fn install(dsn: &str) {
-    match flavor() {
-        Flavor::Extension => connect(dsn)
+    // One simple query: one implicit transaction, all or nothing, as
+    // `psql --single-transaction -f` runs the SQL flavor's script.
+    let client = connect(dsn).await;
+    install_over(&client).await;
+    if flavor() == Flavor::Sql {
+        // The README's next step: the administrator takes webhook_admin.
+        client
+            .batch_execute("grant webhook_admin to current_user")
             .await
-            .batch_execute("create extension pg_webhook")
-            .await
-            .expect("create extension"),
-        Flavor::Sql => {
-            let script = read_sql_script();
-            // One simple query: one implicit transaction, all or nothing,
-            // as `psql --single-transaction -f` runs it.
-            let installer = connect(dsn).await;
-            installer
-                .batch_execute(&script)
-                .await
-                .unwrap_or_else(|e| panic!("the SQL flavor's script: {e:?}"));
-            // The README's next steps: the administrator takes
-            // webhook_admin, and allows the receivers' loopback address.
-            installer
-                .batch_execute(
-                    "grant webhook_admin to current_user; \
-                     update webhook.settings set value = 'on' where name = 'allow_private_targets'",
-                )
-                .await
-                .expect("after the install");
-            ensure_role(
-                &connect(&admin_dsn()).await,
-                WORKER_LOGIN,
-                "login in role webhook_worker",
-            )
-            .await;
-        }
+            .expect("after the install");
+        ensure_role(
+            &connect(&admin_dsn()).await,
+            WORKER_LOGIN,
+            "login in role webhook_worker",
+        )
+        .await;
     }
 }
 
