@@ -5096,9 +5096,17 @@ begin
     select * into v_batch from webhook.fanout_state;
     return query
     with quotas as (
-        -- A rate-limited endpoint takes no more than the tokens it got.
-        select q.endpoint_id as id, least(q.quota, coalesce(a.allowed, q.quota)) as quota
+        -- A rate-limited endpoint takes no more than the tokens it got,
+        -- and none when it got none: this statement's snapshot is not
+        -- _take_tokens' (READ COMMITTED), and work another worker's
+        -- fan-out committed in between is here for an endpoint that had
+        -- none there (once, that let 50 deliveries past a 40/s limit).
+        select q.endpoint_id as id,
+               case when a.endpoint_id is not null then least(q.quota, a.allowed)
+                    when ep.max_per_second is null then q.quota
+                    else 0 end as quota
         from webhook._endpoint_quotas(p_concurrency, p_busy_endpoints, p_busy_counts) q
+        join webhook.endpoints ep on ep.id = q.endpoint_id
         left join unnest(v_limited, v_allowed) as a(endpoint_id, allowed) on a.endpoint_id = q.endpoint_id
     ), fair as (
         select greatest(1, ceil(p_limit::numeric / greatest(count(*), 1)))::integer as share
@@ -6648,8 +6656,9 @@ select pg_catalog.pg_extension_config_dump('webhook.key_blocks', '');
 -- 0.3.0: the SQL flavor (pg_webhook without its library, sql/plain/): a filter's
 -- function joins the extension only when there is one, the role that owns
 -- pg_webhook may be a member of webhook_filter (it gives it the filters
--- when it is no superuser), and a backfill says so when its owner cannot
--- make a function of the role that asks.
+-- when it is no superuser, through webhook._give_function, which grants
+-- CREATE on schema webhook for that ALTER only), and a backfill says so
+-- when its owner cannot make a function of the role that asks.
 create or replace function webhook._check_filter_role()
 returns void
 language plpgsql stable
@@ -6676,6 +6685,37 @@ begin
     end if;
 end
 $$;
+
+-- API: Private
+-- Gives p_function to p_role. An owner of pg_webhook that is no superuser
+-- (the SQL flavor) may only give a function to a role with CREATE on
+-- schema webhook, which neither webhook_filter, webhook_capture nor a
+-- backfill's asking role may hold for longer: code running as them (a
+-- filter's or a reader's call, a writer's cast) could put a function in
+-- schema webhook that a call in pg_webhook's SECURITY DEFINER functions
+-- would resolve to. So the right is granted for this one ALTER, in this
+-- transaction, and taken back: no other session ever sees it (the same
+-- for a superuser owner, who needs no grant: one way for both flavors).
+-- Grants to one schema at once fail on its row, hence the lock.
+create function webhook._give_function(
+    p_function regprocedure, -- a function in schema webhook
+    p_role name              -- its new owner
+) returns void
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+begin
+    if has_schema_privilege(p_role, 'webhook', 'CREATE') then
+        execute format('alter function %s owner to %I', p_function, p_role);
+        return;
+    end if;
+    perform pg_advisory_xact_lock(hashtext('pg_webhook: create on schema webhook'));
+    execute format('grant create on schema webhook to %I', p_role);
+    execute format('alter function %s owner to %I', p_function, p_role);
+    execute format('revoke create on schema webhook from %I', p_role);
+end
+$$;
+revoke all on function webhook._give_function(regprocedure, name) from public;
 
 create or replace function webhook._define_filter(
     p_subscription_id bigint, -- the subscription period
@@ -6715,8 +6755,11 @@ begin
         get stacked diagnostics v_state = returned_sqlstate, v_message = message_text;
         raise exception 'invalid filter: %', v_message using errcode = v_state, hint = v_hint;
     end;
-    execute format('alter function webhook.%I(jsonb, text) owner to webhook_filter', v_name);
+    -- Its rights set before it is given away: an owner of pg_webhook that
+    -- is no superuser has none on a function of webhook_filter's (its
+    -- REVOKE would do nothing, with a warning).
     execute format('revoke all on function webhook.%I(jsonb, text) from public', v_name);
+    perform webhook._give_function(format('webhook.%I(jsonb, text)', v_name)::regprocedure, 'webhook_filter');
     -- A part of the extension (dropped with it), kept out of pg_dump: the
     -- filter's text is in webhook.subscriptions, which pg_dump keeps. Added
     -- last, so that the rights it was added with (which pg_dump compares
@@ -6925,22 +6968,24 @@ begin
                    'returns table (n bigint, k jsonb, new json) language sql stable security definer '
                    'begin atomic select r.n, r.k, r.new from webhook.%I(p_after, p_limit) r; end',
                    f.entry, f.reader);
+    -- Their rights set before they are given away: an owner of pg_webhook
+    -- that is no superuser may have none on its new owners' functions
+    -- (a REVOKE or GRANT would do nothing, with a warning).
+    execute format('revoke all on function webhook.%I(jsonb, integer) from public', f.reader);
+    execute format('revoke all on function webhook.%I(jsonb, integer) from public', f.entry);
+    execute format('grant execute on function webhook.%I(jsonb, integer) to webhook_filter', f.reader);
     begin
-        execute format('alter function webhook.%I(jsonb, integer) owner to %I', f.reader, session_user);
+        perform webhook._give_function(format('webhook.%I(jsonb, integer)', f.reader)::regprocedure, session_user);
     exception when insufficient_privilege then
         -- Only without a superuser (the SQL flavor): its owner may not
         -- make functions of other roles.
         raise exception 'cannot backfill % as %: the role that owns pg_webhook (%) cannot make a function of %',
             v_tbl, session_user, current_user, session_user
             using errcode = '42501',
-                  hint = format('Ask for the backfill as %s, or give it the role: grant %I to %I with set true; '
-                                'grant create on schema webhook to %I', current_user, session_user, current_user,
-                                session_user);
+                  hint = format('Ask for the backfill as %s, or give it the role: grant %I to %I with set true',
+                                current_user, session_user, current_user);
     end;
-    execute format('alter function webhook.%I(jsonb, integer) owner to webhook_filter', f.entry);
-    execute format('revoke all on function webhook.%I(jsonb, integer) from public', f.reader);
-    execute format('revoke all on function webhook.%I(jsonb, integer) from public', f.entry);
-    execute format('grant execute on function webhook.%I(jsonb, integer) to webhook_filter', f.reader);
+    perform webhook._give_function(format('webhook.%I(jsonb, integer)', f.entry)::regprocedure, 'webhook_filter');
     perform webhook._citus_ddl_propagation(false, v_propagation);
     -- Reading nothing parses the reader's statement (an unknown column or
     -- function, a condition that is not boolean) and checks its rights,

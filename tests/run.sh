@@ -94,7 +94,7 @@ for major in $PG_MAJORS; do
     port=$(bash scripts/cluster.sh free-port)
     bash scripts/cluster.sh start "$work" "$port" "fsync = off" "max_prepared_transactions = 10"
     PG_WEBHOOK_TEST_DSN="host=127.0.0.1 port=$port user=postgres dbname=postgres" \
-        bash tests/e2e.sh sql_only
+        cargo test -p pg_webhook_tests -- --skip sql_only
     cleanup
     work=""
 

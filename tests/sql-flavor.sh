@@ -32,4 +32,4 @@ port=$(bash scripts/cluster.sh free-port)
 bash scripts/cluster.sh start "$work" "$port" "fsync = off" "max_prepared_transactions = 10"
 PG_WEBHOOK_TEST_FLAVOR=sql PG_WEBHOOK_SQL_SCRIPT="$PWD/$script" \
     PG_WEBHOOK_TEST_DSN="host=127.0.0.1 port=$port user=postgres dbname=postgres" \
-    bash tests/e2e.sh extension_only "$@"
+    cargo test -p pg_webhook_tests --test e2e -- --skip extension_only "$@"

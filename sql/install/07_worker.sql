@@ -403,9 +403,17 @@ begin
     select * into v_batch from webhook.fanout_state;
     return query
     with quotas as (
-        -- A rate-limited endpoint takes no more than the tokens it got.
-        select q.endpoint_id as id, least(q.quota, coalesce(a.allowed, q.quota)) as quota
+        -- A rate-limited endpoint takes no more than the tokens it got,
+        -- and none when it got none: this statement's snapshot is not
+        -- _take_tokens' (READ COMMITTED), and work another worker's
+        -- fan-out committed in between is here for an endpoint that had
+        -- none there (once, that let 50 deliveries past a 40/s limit).
+        select q.endpoint_id as id,
+               case when a.endpoint_id is not null then least(q.quota, a.allowed)
+                    when ep.max_per_second is null then q.quota
+                    else 0 end as quota
         from webhook._endpoint_quotas(p_concurrency, p_busy_endpoints, p_busy_counts) q
+        join webhook.endpoints ep on ep.id = q.endpoint_id
         left join unnest(v_limited, v_allowed) as a(endpoint_id, allowed) on a.endpoint_id = q.endpoint_id
     ), fair as (
         select greatest(1, ceil(p_limit::numeric / greatest(count(*), 1)))::integer as share

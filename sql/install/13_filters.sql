@@ -88,6 +88,36 @@ end
 $$;
 
 -- API: Private
+-- Gives p_function to p_role. An owner of pg_webhook that is no superuser
+-- (the SQL flavor) may only give a function to a role with CREATE on
+-- schema webhook, which neither webhook_filter, webhook_capture nor a
+-- backfill's asking role may hold for longer: code running as them (a
+-- filter's or a reader's call, a writer's cast) could put a function in
+-- schema webhook that a call in pg_webhook's SECURITY DEFINER functions
+-- would resolve to. So the right is granted for this one ALTER, in this
+-- transaction, and taken back: no other session ever sees it (the same
+-- for a superuser owner, who needs no grant: one way for both flavors).
+-- Grants to one schema at once fail on its row, hence the lock.
+create function webhook._give_function(
+    p_function regprocedure, -- a function in schema webhook
+    p_role name              -- its new owner
+) returns void
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+begin
+    if has_schema_privilege(p_role, 'webhook', 'CREATE') then
+        execute format('alter function %s owner to %I', p_function, p_role);
+        return;
+    end if;
+    perform pg_advisory_xact_lock(hashtext('pg_webhook: create on schema webhook'));
+    execute format('grant create on schema webhook to %I', p_role);
+    execute format('alter function %s owner to %I', p_function, p_role);
+    execute format('revoke create on schema webhook from %I', p_role);
+end
+$$;
+
+-- API: Private
 -- Makes p_filter the filter of subscription period p_subscription_id, or
 -- raises what is wrong with it (its syntax, a name it does not know, a type
 -- other than boolean, something it may not read).
@@ -129,8 +159,11 @@ begin
         get stacked diagnostics v_state = returned_sqlstate, v_message = message_text;
         raise exception 'invalid filter: %', v_message using errcode = v_state, hint = v_hint;
     end;
-    execute format('alter function webhook.%I(jsonb, text) owner to webhook_filter', v_name);
+    -- Its rights set before it is given away: an owner of pg_webhook that
+    -- is no superuser has none on a function of webhook_filter's (its
+    -- REVOKE would do nothing, with a warning).
     execute format('revoke all on function webhook.%I(jsonb, text) from public', v_name);
+    perform webhook._give_function(format('webhook.%I(jsonb, text)', v_name)::regprocedure, 'webhook_filter');
     -- A part of the extension (dropped with it), kept out of pg_dump: the
     -- filter's text is in webhook.subscriptions, which pg_dump keeps. Added
     -- last, so that the rights it was added with (which pg_dump compares

@@ -418,22 +418,24 @@ begin
                    'returns table (n bigint, k jsonb, new json) language sql stable security definer '
                    'begin atomic select r.n, r.k, r.new from webhook.%I(p_after, p_limit) r; end',
                    f.entry, f.reader);
+    -- Their rights set before they are given away: an owner of pg_webhook
+    -- that is no superuser may have none on its new owners' functions
+    -- (a REVOKE or GRANT would do nothing, with a warning).
+    execute format('revoke all on function webhook.%I(jsonb, integer) from public', f.reader);
+    execute format('revoke all on function webhook.%I(jsonb, integer) from public', f.entry);
+    execute format('grant execute on function webhook.%I(jsonb, integer) to webhook_filter', f.reader);
     begin
-        execute format('alter function webhook.%I(jsonb, integer) owner to %I', f.reader, session_user);
+        perform webhook._give_function(format('webhook.%I(jsonb, integer)', f.reader)::regprocedure, session_user);
     exception when insufficient_privilege then
         -- Only without a superuser (the SQL flavor): its owner may not
         -- make functions of other roles.
         raise exception 'cannot backfill % as %: the role that owns pg_webhook (%) cannot make a function of %',
             v_tbl, session_user, current_user, session_user
             using errcode = '42501',
-                  hint = format('Ask for the backfill as %s, or give it the role: grant %I to %I with set true; '
-                                'grant create on schema webhook to %I', current_user, session_user, current_user,
-                                session_user);
+                  hint = format('Ask for the backfill as %s, or give it the role: grant %I to %I with set true',
+                                current_user, session_user, current_user);
     end;
-    execute format('alter function webhook.%I(jsonb, integer) owner to webhook_filter', f.entry);
-    execute format('revoke all on function webhook.%I(jsonb, integer) from public', f.reader);
-    execute format('revoke all on function webhook.%I(jsonb, integer) from public', f.entry);
-    execute format('grant execute on function webhook.%I(jsonb, integer) to webhook_filter', f.reader);
+    perform webhook._give_function(format('webhook.%I(jsonb, integer)', f.entry)::regprocedure, 'webhook_filter');
     perform webhook._citus_ddl_propagation(false, v_propagation);
     -- Reading nothing parses the reader's statement (an unknown column or
     -- function, a condition that is not boolean) and checks its rights,

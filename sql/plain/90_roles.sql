@@ -7,10 +7,15 @@
 -- CREATE on the database) made the group roles, or was given them with
 -- ADMIN OPTION. It must be able to SET ROLE to webhook_filter and
 -- webhook_capture, whose functions it makes (PostgreSQL 16 and later grant
--- a role's creator ADMIN but not SET; 15 only knows membership): granted
--- here without INHERIT, so it never acts with their rights, and they get
--- none of its. Those two own functions in the schema webhook, which takes
--- CREATE on it; webhook_capture only for this script.
+-- a role's creator ADMIN but not SET; 15 only knows membership), and have
+-- their rights (INHERIT): it sets the rights on their functions as their
+-- owner (a REVOKE or GRANT by a role without them does nothing), the
+-- backfill's step calls webhook_filter's entry to a reader, and a restore
+-- comments on them and grants as their owner. Those roles have no right
+-- but their functions', so this lends the installer nothing that SET ROLE
+-- would not, and they get none of its. They own functions in the schema
+-- webhook, which takes CREATE on it: webhook._give_function grants it for
+-- each ALTER only.
 -- =============================================================================
 
 -- API: Public
@@ -26,7 +31,7 @@ begin
         foreach v_role in array array['webhook_filter', 'webhook_capture'] loop
             begin
                 if current_setting('server_version_num')::integer >= 160000 then
-                    execute format('grant %I to %I with inherit false, set true', v_role, current_user);
+                    execute format('grant %I to %I with inherit true, set true', v_role, current_user);
                 else
                     execute format('grant %I to %I', v_role, current_user);
                 end if;
@@ -58,9 +63,7 @@ begin
 end
 $$;
 grant usage on schema webhook to webhook_capture;
-grant create on schema webhook to webhook_filter, webhook_capture;
-alter function webhook._capture() owner to webhook_capture;
-revoke create on schema webhook from webhook_capture;
+select webhook._give_function('webhook._capture()', 'webhook_capture');
 grant execute on function webhook._store_captured(oid, text, text, text, text, text, text, text[]) to webhook_capture;
 
 grant select on webhook.settings to webhook_reader;

@@ -232,8 +232,7 @@ async fn a_backfill_reads_with_the_rights_of_the_role_that_asks_and_can_be_cance
         client
             .batch_execute(&format!(
                 "do $$ begin execute format('grant {name} to {installer}%s', \
-                     case when current_setting('server_version_num')::int >= 160000 then ' with set true' else '' end); end $$; \
-                 grant create on schema webhook to {name}",
+                     case when current_setting('server_version_num')::int >= 160000 then ' with set true' else '' end); end $$",
                 installer = pg_webhook_tests::INSTALLER
             ))
             .await

@@ -233,3 +233,113 @@ async fn an_event_a_filter_errs_on_is_left_out_with_a_warning_and_can_be_replaye
     assert_eq!(replayed, 1);
     db.finish().await;
 }
+
+/// A filter runs as webhook_filter, a backfill's reader as the role that
+/// asks and (SQL flavor) a writer's cast to json as webhook_capture: none
+/// may make a function in schema webhook, where one could catch a call of
+/// pg_webhook's SECURITY DEFINER functions. (With the SQL flavor, whose
+/// owner is no superuser, they hold CREATE on the schema only inside the
+/// ALTER that gives them their function.) Nor may PUBLIC call the
+/// functions made for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn neither_a_filter_nor_a_backfill_reader_can_make_a_function_in_schema_webhook() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    let receiver = Receiver::start().await;
+    let (name, admin) = db.login(&client, "planter", &["webhook_admin"]).await;
+    client
+        .batch_execute(&format!(
+            "create function public.pgwh_plant() returns boolean language plpgsql as $$
+             begin
+                 create function webhook.planted() returns integer language sql return 1;
+                 return true;
+             end
+             $$;
+             create table plants (id int primary key);
+             insert into plants values (1);
+             select webhook_watch('plants');
+             grant select on plants to {name}"
+        ))
+        .await
+        .unwrap();
+    if pg_webhook_tests::flavor() == pg_webhook_tests::Flavor::Sql {
+        // The backfill's reader is the asking role's, made by pg_webhook's
+        // owner: it has to be able to take that role (README).
+        client
+            .batch_execute(&format!(
+                "do $$ begin execute format('grant {name} to {installer}%s', \
+                     case when current_setting('server_version_num')::int >= 160000 then ' with set true' else '' end); end $$",
+                installer = pg_webhook_tests::INSTALLER
+            ))
+            .await
+            .unwrap();
+    }
+    let planted = || async {
+        client
+            .query_one(
+                "select to_regprocedure('webhook.planted()') is not null",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, bool>(0)
+    };
+
+    // The filter runs once, on an empty event, as it is made.
+    let e = admin
+        .query_one(
+            "select endpoint_id from webhook_subscribe($1, filter => 'public.pgwh_plant()')",
+            &[&receiver.url("/f")],
+        )
+        .await
+        .expect_err("a filter that makes a function");
+    assert_eq!(e.code().map(|c| c.code()), Some("42501"), "{e}");
+    assert!(!planted().await, "the filter made webhook.planted()");
+
+    // A filter and a backfill made as they should be leave no role that
+    // runs code of theirs with that right.
+    subscribe_filtered(&admin, &receiver.url("/f"), "data->>'id' = '1'").await;
+    db.subscribe(&client, &receiver.url("/b"), &["plants.*"], None)
+        .await;
+    admin
+        .batch_execute("select webhook_backfill('plants')")
+        .await
+        .unwrap();
+    let may_create: Vec<String> = client
+        .query(
+            "select r from unnest(array['webhook_filter', $1]) r
+             where has_schema_privilege(r, 'webhook', 'CREATE')
+             union all
+             select r.rolname::text from pg_roles r
+             where r.rolname = 'webhook_capture' and has_schema_privilege(r.oid, 'webhook', 'CREATE')",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        may_create.is_empty(),
+        "{may_create:?} may make functions in schema webhook"
+    );
+    // And the functions made for them are granted to no one but whom they
+    // are for (set before they are given away: with the SQL flavor, the
+    // owner of pg_webhook is no superuser, and its REVOKE on a function of
+    // another role did nothing).
+    let public: Vec<String> = client
+        .query(
+            "select p.oid::regprocedure::text from pg_proc p
+             where p.pronamespace = 'webhook'::regnamespace
+               and (p.proacl is null or exists (select from aclexplode(p.proacl) a where a.grantee = 0))",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(public.is_empty(), "PUBLIC may call {public:?}");
+    db.assert_invariants(&client).await;
+    db.finish().await;
+}

@@ -567,8 +567,7 @@ async fn extension_only_the_sql_flavor_has_the_schema_and_functions_of_the_exten
     // Tables, columns, constraints, indexes, triggers, views, types,
     // sequences, the schema: the same but for webhook.settings.
     // (The SQL flavor's schema also lets webhook_capture call its one
-    // function there and webhook_filter own functions there: see
-    // sql/plain/90_roles.sql.)
+    // function there: see sql/plain/90_roles.sql.)
     let schema = |rows: Vec<String>| -> Vec<String> {
         rows.into_iter()
             .filter(|r| {
@@ -577,7 +576,7 @@ async fn extension_only_the_sql_flavor_has_the_schema_and_functions_of_the_exten
                     || r.starts_with("dump ")
                     || r.contains("webhook.settings"))
             })
-            .map(|r| r.replace(",webhook_capture=U/postgres,webhook_filter=C/postgres", ""))
+            .map(|r| r.replace(",webhook_capture=U/postgres", ""))
             .collect()
     };
     let (in_sql, in_extension) = (schema(catalog(&c).await), schema(catalog(&e).await));

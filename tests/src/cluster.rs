@@ -175,8 +175,36 @@ pub async fn pg_tool(program: &str, args: &[&str]) {
 
 /// [`pg_tool`] with the programs in `bin` (another major's).
 pub async fn pg_tool_of(bin: &std::path::Path, program: &str, args: &[&str]) {
-    let out = tokio::process::Command::new(bin.join(program))
-        .args(args)
+    succeed(
+        tokio::process::Command::new(bin.join(program)).args(args),
+        program,
+        args,
+    )
+    .await;
+}
+
+/// Runs the project's `scripts/<name>` with bash, `PG_BIN` naming the
+/// PostgreSQL under test's programs; panics with its output unless it
+/// succeeds.
+pub async fn pg_script(name: &str, args: &[&str]) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../scripts")
+        .join(name);
+    succeed(
+        tokio::process::Command::new("bash")
+            .arg(script)
+            .args(args)
+            .env("PG_BIN", pg_bin()),
+        name,
+        args,
+    )
+    .await;
+}
+
+/// Runs `command` (`program` with `args`, for the message) to its end;
+/// panics with its output unless it succeeds.
+async fn succeed(command: &mut tokio::process::Command, program: &str, args: &[&str]) {
+    let out = command
         .output()
         .await
         .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));

@@ -128,18 +128,62 @@ impl TestDb {
 
     /// A fresh database holding what this one holds, through the real tools:
     /// a custom-format `pg_dump` restored by `pg_restore --exit-on-error`
-    /// (which creates the extension itself), as the superuser.
+    /// (which creates the extension itself) as the superuser, or, with the
+    /// SQL flavor, by `scripts/sql-flavor-restore.sh` as the role that
+    /// installed it (no superuser).
     pub async fn dump_and_restore(&self) -> TestDb {
         let dump = std::env::temp_dir().join(format!("{}.dump", self.name));
         let path = dump.to_str().expect("a UTF-8 temporary path");
         crate::pg_tool("pg_dump", &["-Fc", "-f", path, "-d", &self.dsn]).await;
         let restored = TestDb::empty().await;
-        // As the superuser: the SQL flavor's dump gives functions to
-        // webhook_capture and webhook_filter before it grants them CREATE
-        // on the schema webhook (rights come last in a restore), which only
-        // a superuser may do. (Not yet restorable by its administrator.)
-        let target = format!("{} dbname={}", admin_dsn(), restored.name);
-        crate::pg_tool("pg_restore", &["--exit-on-error", "-d", &target, path]).await;
+        match crate::flavor() {
+            crate::Flavor::Extension => {
+                crate::pg_tool(
+                    "pg_restore",
+                    &["--exit-on-error", "-d", &restored.dsn, path],
+                )
+                .await
+            }
+            crate::Flavor::Sql => {
+                crate::pg_script("sql-flavor-restore.sh", &[path, &restored.dsn]).await;
+                // Every function of pg_webhook with its owner, rights and
+                // comment, as in the original; and the right the script
+                // lent for the restore taken back.
+                const FUNCTIONS: &str = "select p.oid::regprocedure::text, p.proowner::regrole::text,
+                        coalesce(p.proacl::text, ''), coalesce(obj_description(p.oid, 'pg_proc'), '')
+                    from pg_proc p where p.pronamespace = 'webhook'::regnamespace order by 1";
+                let rows = |rows: Vec<tokio_postgres::Row>| -> Vec<[String; 4]> {
+                    rows.iter()
+                        .map(|r| [r.get(0), r.get(1), r.get(2), r.get(3)])
+                        .collect()
+                };
+                let (before, after) = (self.client().await, restored.client().await);
+                let original = rows(before.query(FUNCTIONS, &[]).await.unwrap());
+                let copy = rows(after.query(FUNCTIONS, &[]).await.unwrap());
+                let lost: Vec<_> = original.iter().filter(|f| !copy.contains(f)).collect();
+                let changed: Vec<_> = copy.iter().filter(|f| !original.contains(f)).collect();
+                assert!(
+                    lost.is_empty() && changed.is_empty(),
+                    "pg_webhook's functions, restored: {changed:#?}\ninstead of {lost:#?}"
+                );
+                let lent: Vec<String> = after
+                    .query(
+                        "select p.proowner::regrole::text from pg_proc p
+                         where p.pronamespace = 'webhook'::regnamespace and p.proowner <> current_user::regrole
+                           and has_schema_privilege(p.proowner, 'webhook', 'CREATE')",
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                assert!(
+                    lent.is_empty(),
+                    "CREATE on the schema webhook stayed: {lent:?}"
+                );
+            }
+        }
         std::fs::remove_file(&dump).ok();
         restored
     }

@@ -18,8 +18,8 @@ pub enum Flavor {
 }
 
 /// The role that installs the SQL flavor: a managed service's
-/// administrator, with CREATEROLE, CREATE on each test database and on its
-/// schema public, and nothing else.
+/// administrator, with CREATEROLE, CREATE on each test database, the
+/// schema public of each, pg_signal_backend, and nothing else.
 pub const INSTALLER: &str = "pgwh_installer";
 
 /// The login the worker uses with the SQL flavor: a member of webhook_worker.
@@ -84,17 +84,19 @@ pub async fn prepare(admin: &Client, name: &str, dsn: &str) -> String {
                 .batch_execute(&format!("grant create on database {name} to {INSTALLER}"))
                 .await
                 .expect("grant create on the database");
-            // And what a managed service's administrator has besides:
-            // rights on the schema public it may pass on (it usually owns
-            // the database), and pg_signal_backend.
+            // And what a managed service's administrator has besides: the
+            // schema public (it usually owns the database, hence public;
+            // owning it, rather than holding rights on it with grant
+            // option, lets a dump restore as it: a GRANT to itself fails),
+            // and pg_signal_backend.
             connect(dsn)
                 .await
                 .batch_execute(&format!(
-                    "grant all on schema public to {INSTALLER} with grant option; \
+                    "alter schema public owner to {INSTALLER}; \
                      grant pg_signal_backend to {INSTALLER}"
                 ))
                 .await
-                .expect("grant the schema public");
+                .expect("give the schema public");
             format!("{dsn} user={INSTALLER}")
         }
     }

@@ -24,7 +24,7 @@ mod worker;
 
 pub use browser::chromium;
 pub use ca::{version_1_certificate, TestCa};
-pub use cluster::{has_library, pg_tool, pg_tool_of, OwnCluster, PgBouncer, TlsCluster};
+pub use cluster::{has_library, pg_script, pg_tool, pg_tool_of, OwnCluster, PgBouncer, TlsCluster};
 pub use db::{attempt_due_once, Listener, TestDb};
 pub use flavor::{
     flavor, install, install_over, install_sql_flavor, set_setting, sql_script, Flavor, INSTALLER,
