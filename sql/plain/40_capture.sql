@@ -15,7 +15,7 @@
 -- writer, then stores as the extension owner. PL/pgSQL cannot switch back
 -- and forth, and a writer (any role) cannot call anything in the schema
 -- webhook; so the trigger is SECURITY DEFINER owned by webhook_capture, a
--- role granted to no one that may do one thing, call
+-- role granted to no one but the installing role, that may do one thing, call
 -- webhook._store_captured, which is SECURITY DEFINER owned by the
 -- installing role and builds, checks and stores the event. Attaching the
 -- trigger takes EXECUTE on webhook._capture, which only webhook_admin has.
