@@ -229,14 +229,7 @@ async fn a_backfill_reads_with_the_rights_of_the_role_that_asks_and_can_be_cance
             sqlstate(&admin, "select webhook_backfill('accounts')").await,
             "42501"
         );
-        client
-            .batch_execute(&format!(
-                "do $$ begin execute format('grant {name} to {installer}%s', \
-                     case when current_setting('server_version_num')::int >= 160000 then ' with set true' else '' end); end $$",
-                installer = pg_webhook_tests::INSTALLER
-            ))
-            .await
-            .unwrap();
+        pg_webhook_tests::let_owner_take(&client, &name).await;
     }
 
     // No right on the table; then the right on some columns but not on

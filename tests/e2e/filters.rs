@@ -262,18 +262,7 @@ async fn neither_a_filter_nor_a_backfill_reader_can_make_a_function_in_schema_we
         ))
         .await
         .unwrap();
-    if pg_webhook_tests::flavor() == pg_webhook_tests::Flavor::Sql {
-        // The backfill's reader is the asking role's, made by pg_webhook's
-        // owner: it has to be able to take that role (README).
-        client
-            .batch_execute(&format!(
-                "do $$ begin execute format('grant {name} to {installer}%s', \
-                     case when current_setting('server_version_num')::int >= 160000 then ' with set true' else '' end); end $$",
-                installer = pg_webhook_tests::INSTALLER
-            ))
-            .await
-            .unwrap();
-    }
+    pg_webhook_tests::let_owner_take(&client, &name).await;
     let planted = || async {
         client
             .query_one(
@@ -305,20 +294,16 @@ async fn neither_a_filter_nor_a_backfill_reader_can_make_a_function_in_schema_we
         .batch_execute("select webhook_backfill('plants')")
         .await
         .unwrap();
-    let may_create: Vec<String> = client
-        .query(
-            "select r from unnest(array['webhook_filter', $1]) r
-             where has_schema_privilege(r, 'webhook', 'CREATE')
-             union all
-             select r.rolname::text from pg_roles r
-             where r.rolname = 'webhook_capture' and has_schema_privilege(r.oid, 'webhook', 'CREATE')",
-            &[&name],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let may_create: Vec<String> = pg_webhook_tests::column(
+        &client,
+        "select r from unnest(array['webhook_filter', $1]) r
+         where has_schema_privilege(r, 'webhook', 'CREATE')
+         union all
+         select r.rolname::text from pg_roles r
+         where r.rolname = 'webhook_capture' and has_schema_privilege(r.oid, 'webhook', 'CREATE')",
+        &[&name],
+    )
+    .await;
     assert!(
         may_create.is_empty(),
         "{may_create:?} may make functions in schema webhook"
@@ -327,18 +312,14 @@ async fn neither_a_filter_nor_a_backfill_reader_can_make_a_function_in_schema_we
     // are for (set before they are given away: with the SQL flavor, the
     // owner of pg_webhook is no superuser, and its REVOKE on a function of
     // another role did nothing).
-    let public: Vec<String> = client
-        .query(
-            "select p.oid::regprocedure::text from pg_proc p
-             where p.pronamespace = 'webhook'::regnamespace
-               and (p.proacl is null or exists (select from aclexplode(p.proacl) a where a.grantee = 0))",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let public: Vec<String> = pg_webhook_tests::column(
+        &client,
+        "select p.oid::regprocedure::text from pg_proc p
+         where p.pronamespace = 'webhook'::regnamespace
+           and (p.proacl is null or exists (select from aclexplode(p.proacl) a where a.grantee = 0))",
+        &[],
+    )
+    .await;
     assert!(public.is_empty(), "PUBLIC may call {public:?}");
     db.assert_invariants(&client).await;
     db.finish().await;

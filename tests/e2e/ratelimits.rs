@@ -173,17 +173,13 @@ async fn work_that_appears_between_a_claims_tokens_and_its_deliveries_waits_for_
         )
         .await
         .unwrap();
-    let claimed: Vec<i64> = client
-        .query(
-            "select c.endpoint_id from webhook._claim_deliveries('w', 100, '1 minute', 10, '{}', '{}', 0, 1000000) c
-             where c.row_kind = 'delivery' order by 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let claimed: Vec<i64> = pg_webhook_tests::column(
+        &client,
+        "select c.endpoint_id from webhook._claim_deliveries('w', 100, '1 minute', 10, '{}', '{}', 0, 1000000) c
+         where c.row_kind = 'delivery' order by 1",
+        &[],
+    )
+    .await;
     let fanned: i64 = client
         .query_one(
             "select count(*) from webhook.deliveries where endpoint_id = $1",

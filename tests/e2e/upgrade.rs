@@ -65,13 +65,7 @@ async fn catalog(c: &Client) -> Vec<String> {
     select 'member ' || pg_describe_object(d.classid, d.objid, d.objsubid)
     from pg_depend d where d.refobjid = (select oid from ext) and d.deptype = 'e'
     "#;
-    let mut rows: Vec<String> = c
-        .query(sql, &[])
-        .await
-        .expect("catalog query")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let mut rows: Vec<String> = pg_webhook_tests::column(c, sql, &[]).await;
     rows.sort();
     rows
 }
@@ -405,13 +399,7 @@ async fn held(c: &Client) -> Vec<String> {
                union all
                select 'attempt ' || id || ' ' || delivery_id || ' ' || coalesce(status_code, 0)
                from webhook.attempts";
-    let mut rows: Vec<String> = c
-        .query(sql, &[])
-        .await
-        .expect("what pg_webhook holds")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let mut rows: Vec<String> = pg_webhook_tests::column(c, sql, &[]).await;
     rows.sort();
     rows
 }
@@ -542,13 +530,7 @@ async fn callable(c: &Client) -> Vec<String> {
         from pg_proc p
         where (p.pronamespace = 'webhook'::regnamespace or p.proname like 'webhook\_%')
           and p.pronamespace in ('webhook'::regnamespace, 'public'::regnamespace)";
-    let mut rows: Vec<String> = c
-        .query(sql, &[])
-        .await
-        .expect("functions")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let mut rows: Vec<String> = pg_webhook_tests::column(c, sql, &[]).await;
     rows.sort();
     rows
 }

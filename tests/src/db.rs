@@ -166,18 +166,14 @@ impl TestDb {
                     lost.is_empty() && changed.is_empty(),
                     "pg_webhook's functions, restored: {changed:#?}\ninstead of {lost:#?}"
                 );
-                let lent: Vec<String> = after
-                    .query(
-                        "select p.proowner::regrole::text from pg_proc p
-                         where p.pronamespace = 'webhook'::regnamespace and p.proowner <> current_user::regrole
-                           and has_schema_privilege(p.proowner, 'webhook', 'CREATE')",
-                        &[],
-                    )
-                    .await
-                    .unwrap()
-                    .iter()
-                    .map(|r| r.get(0))
-                    .collect();
+                let lent: Vec<String> = crate::column(
+                    &after,
+                    "select p.proowner::regrole::text from pg_proc p
+                     where p.pronamespace = 'webhook'::regnamespace and p.proowner <> current_user::regrole
+                       and has_schema_privilege(p.proowner, 'webhook', 'CREATE')",
+                    &[],
+                )
+                .await;
                 assert!(
                     lent.is_empty(),
                     "CREATE on the schema webhook stayed: {lent:?}"

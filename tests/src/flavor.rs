@@ -183,3 +183,20 @@ pub async fn set_setting(client: &Client, database: &str, name: &str, value: i64
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
+
+/// Lets pg_webhook's owner make functions of `role` (a backfill's reader
+/// is the asking role's): with the SQL flavor, `grant <role> to` the
+/// installer (with SET on PostgreSQL 16 and later), as the README tells a
+/// DBA; nothing with the extension, whose owner is a superuser.
+pub async fn let_owner_take(client: &Client, role: &str) {
+    if flavor() == Flavor::Extension {
+        return;
+    }
+    client
+        .batch_execute(&format!(
+            "do $$ begin execute format('grant {role} to {INSTALLER}%s', \
+                 case when current_setting('server_version_num')::int >= 160000 then ' with set true' else '' end); end $$"
+        ))
+        .await
+        .expect("grant the role to the installer");
+}

@@ -27,8 +27,8 @@ pub use ca::{version_1_certificate, TestCa};
 pub use cluster::{has_library, pg_script, pg_tool, pg_tool_of, OwnCluster, PgBouncer, TlsCluster};
 pub use db::{attempt_due_once, Listener, TestDb};
 pub use flavor::{
-    flavor, install, install_over, install_sql_flavor, set_setting, sql_script, Flavor, INSTALLER,
-    WORKER_LOGIN,
+    flavor, install, install_over, install_sql_flavor, let_owner_take, set_setting, sql_script,
+    Flavor, INSTALLER, WORKER_LOGIN,
 };
 pub use killed::KilledInTurn;
 pub use network::{Blackhole, ForwardProxy};
@@ -58,6 +58,25 @@ pub async fn connect(dsn: &str) -> Client {
         .unwrap_or_else(|e| panic!("cannot connect to {dsn}: {e}"));
     tokio::spawn(connection);
     client
+}
+
+/// The first column of the rows `sql` returns (run by `client` with
+/// `params`), in their order; panics on an error.
+pub async fn column<T>(
+    client: &Client,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Vec<T>
+where
+    T: for<'a> tokio_postgres::types::FromSql<'a>,
+{
+    client
+        .query(sql, params)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
 }
 
 /// Connects to `dsn` as [`connect`] does, and hands each notice the server
