@@ -164,16 +164,12 @@ async fn a_fan_out_inside_a_writing_transaction_leaves_that_transaction_whole() 
         .await
         .unwrap();
     client.batch_execute(fan_out).await.unwrap();
-    let fanned: Vec<String> = client
-        .query(
-            "select e.event_type from webhook.events e join webhook.deliveries d on d.event_id = e.id order by e.event_type",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let fanned: Vec<String> = pg_webhook_tests::column(
+        &client,
+        "select e.event_type from webhook.events e join webhook.deliveries d on d.event_id = e.id order by e.event_type",
+        &[],
+    )
+    .await;
     assert_eq!(fanned, ["later.committed", "own.first", "own.second"]);
     db.assert_invariants(&client).await;
     db.finish().await;

@@ -180,18 +180,14 @@ async fn an_event_a_filter_errs_on_is_left_out_with_a_warning_and_can_be_replaye
     .await;
     // One transaction: one chunk, which the fan-out makes again catching
     // the filter's error on the first event.
-    let ids: Vec<i64> = client
-        .query(
-            "select webhook_publish('order.paid', d::jsonb)
-             from unnest(array['{\"amount\": \"abc\"}', '{\"amount\": 500}']) with ordinality as t(d, n)
-             order by n",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let ids: Vec<i64> = pg_webhook_tests::column(
+        &client,
+        "select webhook_publish('order.paid', d::jsonb)
+         from unnest(array['{\"amount\": \"abc\"}', '{\"amount\": 500}']) with ordinality as t(d, n)
+         order by n",
+        &[],
+    )
+    .await;
     let (fanner, mut notices) = connect_with_notices(&db.dsn).await;
     let made: i32 = fanner
         .query_one("select webhook._fan_out(100)", &[])
@@ -213,16 +209,12 @@ async fn an_event_a_filter_errs_on_is_left_out_with_a_warning_and_can_be_replaye
         "{}",
         warning.message()
     );
-    let delivered: Vec<i64> = client
-        .query(
-            "select event_id from webhook.deliveries where endpoint_id = $1",
-            &[&endpoint],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let delivered: Vec<i64> = pg_webhook_tests::column(
+        &client,
+        "select event_id from webhook.deliveries where endpoint_id = $1",
+        &[&endpoint],
+    )
+    .await;
     assert_eq!(delivered, [ids[1]]);
     // The endpoint was subscribed to it: a replay sends it (after a fix).
     let replayed: i32 = client

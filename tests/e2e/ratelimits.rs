@@ -61,18 +61,14 @@ async fn two_workers_together_keep_an_endpoints_rate_and_its_neighbour_is_not_he
     // receiver got to it: on a loaded machine the receiver, in this test's
     // process, handles requests late and in bunches (452 in 10 s at 40/s
     // once, in CI).
-    let starts: Vec<f64> = client
-        .query(
-            "select extract(epoch from a.started_at)::float8 from webhook.attempts a
-             join webhook.endpoints e on e.id = a.endpoint_id
-             where e.max_per_second is not null order by 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let starts: Vec<f64> = pg_webhook_tests::column(
+        &client,
+        "select extract(epoch from a.started_at)::float8 from webhook.attempts a
+         join webhook.endpoints e on e.id = a.endpoint_id
+         where e.max_per_second is not null order by 1",
+        &[],
+    )
+    .await;
     assert_eq!(starts.len(), EVENTS, "one attempt each");
     let (mut most, mut first) = (0, 0);
     for last in 0..starts.len() {

@@ -115,16 +115,12 @@ async fn a_dump_restored_into_a_fresh_database_carries_on() {
             sig
         ));
     }
-    let restored_event_ids: Vec<String> = rclient
-        .query(
-            "select webhook._message_id(txid, id, id_namespace) from webhook.events where id <= $1 order by id",
-            &[&before.max_event_id],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let restored_event_ids: Vec<String> = pg_webhook_tests::column(
+        &rclient,
+        "select webhook._message_id(txid, id, id_namespace) from webhook.events where id <= $1 order by id",
+        &[&before.max_event_id],
+    )
+    .await;
     assert_eq!(
         restored_event_ids, before.message_ids,
         "a restored event keeps its webhook-id"

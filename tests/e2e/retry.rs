@@ -132,16 +132,12 @@ async fn gone_410_is_final() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redirects_are_not_followed() {
     let (db, client, _receiver) = deliver_one(&[302, 302, 302], "{}", "failed").await;
-    let codes: Vec<Option<i32>> = client
-        .query(
-            "select status_code from webhook.attempts order by attempt_number",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let codes: Vec<Option<i32>> = pg_webhook_tests::column(
+        &client,
+        "select status_code from webhook.attempts order by attempt_number",
+        &[],
+    )
+    .await;
     assert_eq!(
         codes,
         [Some(302), Some(302), Some(302)],

@@ -129,16 +129,12 @@ async fn a_receiver_echoing_the_request_leaves_no_secret_in_the_log() {
             ]
         })
         .collect();
-    let excerpts: Vec<String> = client
-        .query(
-            "select response_excerpt from webhook.attempts order by id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let excerpts: Vec<String> = pg_webhook_tests::column(
+        &client,
+        "select response_excerpt from webhook.attempts order by id",
+        &[],
+    )
+    .await;
     assert_eq!(excerpts.len(), 2);
     for excerpt in &excerpts {
         assert!(excerpt.contains("x-tenant: acme"), "{excerpt}");
