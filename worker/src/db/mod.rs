@@ -6,6 +6,7 @@
 
 pub mod connect;
 pub mod error;
+pub mod isolation;
 pub mod listen;
 pub mod queries;
 pub mod queue;

@@ -8,6 +8,7 @@
 use crate::claim::AttemptRecord;
 use crate::db::connect::{connect, Backoff};
 use crate::db::error::{bounded, DbError};
+use crate::db::isolation::Isolation;
 use crate::db::queries;
 use crate::db::queue::typed;
 use crate::db::tls::PgTls;
@@ -31,18 +32,28 @@ const MAX_HOPELESS_TRIES: u32 = 5;
 /// The recording side's connection.
 pub struct Recorder {
     client: Client,
+    /// How the recording runs at READ COMMITTED on this connection.
+    isolation: Isolation,
     worker_id: String,
     timeout: Duration,
 }
 
 impl Recorder {
-    /// Records over `client` as `worker_id`, each call bounded by `timeout`.
-    pub fn new(client: Client, worker_id: String, timeout: Duration) -> Self {
-        Self {
+    /// Records over `client` as `worker_id`, each call bounded by
+    /// `timeout`; reads the connection's default isolation level (see
+    /// isolation.rs).
+    pub async fn open(
+        client: Client,
+        worker_id: String,
+        timeout: Duration,
+    ) -> Result<Self, DbError> {
+        let isolation = bounded(timeout, Isolation::of(&client)).await?;
+        Ok(Self {
             client,
+            isolation,
             worker_id,
             timeout,
-        }
+        })
     }
 
     /// Writes a batch in one statement; returns how many deliveries moved.
@@ -74,8 +85,11 @@ impl Recorder {
         ];
         let row = bounded(
             self.timeout,
-            self.client
-                .query_typed_one(queries::RECORD, &typed(&params, queries::RECORD_TYPES)),
+            self.isolation.run(
+                &self.client,
+                self.client
+                    .query_typed_one(queries::RECORD, &typed(&params, queries::RECORD_TYPES)),
+            ),
         )
         .await?;
         let moved: i32 = row.get(0);
@@ -235,11 +249,8 @@ impl RecordConnection {
                 self.metrics.reconnected(Connection::Record);
             }
             self.connected_once = true;
-            self.recorder = Some(Recorder::new(
-                client,
-                self.worker_id.clone(),
-                self.db_timeout,
-            ));
+            self.recorder =
+                Some(Recorder::open(client, self.worker_id.clone(), self.db_timeout).await?);
         }
         let recorder = self.recorder.as_ref().expect("connected above");
         recorder.record(part).await

@@ -9,7 +9,8 @@
 
 use crate::config::MaintenanceSchedule;
 use crate::db::connect::connect;
-use crate::db::error::bounded;
+use crate::db::error::{bounded, DbError};
+use crate::db::isolation::Isolation;
 use crate::db::queries;
 use crate::db::tls::PgTls;
 use crate::events::{Events, WorkerEvent};
@@ -26,7 +27,7 @@ pub(crate) async fn run(
     events: Events,
     metrics: std::sync::Arc<Metrics>,
 ) {
-    let mut client: Option<tokio_postgres::Client> = None;
+    let mut client: Option<(tokio_postgres::Client, Isolation)> = None;
     let mut connected_once = false;
     loop {
         let Some(wait) = schedule.until_next(chrono::Utc::now()) else {
@@ -36,8 +37,13 @@ pub(crate) async fn run(
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
         }
-        if client.as_ref().is_none_or(|c| c.is_closed()) {
-            client = match connect(&pg, &tls).await {
+        if client.as_ref().is_none_or(|(c, _)| c.is_closed()) {
+            let opened = async {
+                let c = connect(&pg, &tls).await?;
+                let isolation = bounded(db_timeout, Isolation::of(&c)).await?;
+                Ok::<_, DbError>((c, isolation))
+            };
+            client = match opened.await {
                 Ok(c) => {
                     if connected_once {
                         metrics.reconnected(Connection::Maintenance);
@@ -51,14 +57,21 @@ pub(crate) async fn run(
                 }
             };
         }
-        let Some(c) = client.as_ref() else { continue };
+        let Some((c, isolation)) = client.as_ref() else {
+            continue;
+        };
         // The simple-query protocol: no prepared statement to keep (works
         // through a transaction-mode pooler), and this runs once a minute.
         // A purge may take a while on a big log: ten times the bound of the
         // other calls. Out of time, the connection is given up (the purge
         // is idempotent and runs again at the next schedule).
         let limit = db_timeout * 10;
-        match bounded(limit, c.simple_query(queries::MAINTENANCE)).await {
+        match bounded(
+            limit,
+            isolation.run(c, c.simple_query(queries::MAINTENANCE)),
+        )
+        .await
+        {
             Ok(messages) => {
                 let report = messages.iter().find_map(|m| match m {
                     tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
