@@ -20,9 +20,11 @@
 -- installing role and builds, checks and stores the event. Attaching the
 -- trigger takes EXECUTE on webhook._capture, which only webhook_admin has.
 -- What this leaves open, and the library does not: a cast to json on a
--- watched column's type runs as webhook_capture and could store events of
--- its choosing (never of pg_webhook's own webhook.* types) — only whoever
--- owns such a type and such a table could set that up.
+-- watched column's type, or a function in a virtual generated column's
+-- expression (PostgreSQL 18), runs as webhook_capture and could store
+-- events of its choosing (never of pg_webhook's own webhook.* types) —
+-- only whoever owns such a type or function and such a table could set
+-- that up.
 -- =============================================================================
 
 -- API: Private
@@ -155,6 +157,9 @@ declare
     v_key_at integer;
     v_parent oid;
     v_root oid;
+    v_new text;
+    v_old text;
+    v_remake text;
 begin
     if current_setting('pg_webhook.capture_enabled', true) = 'off'
        and pg_has_role(session_user, 'webhook_admin', 'member') then
@@ -207,11 +212,38 @@ begin
             end if;
         end if;
     end if;
-    perform webhook._store_captured(
-        tg_relid, v_schema, v_table, tg_argv[v_first], tg_op,
-        case when tg_op <> 'DELETE' then row_to_json(new)::text end,
-        case when tg_op <> 'INSERT' then row_to_json(old)::text end,
-        v_columns);
+    -- PostgreSQL 18's virtual generated columns: a trigger sees them null,
+    -- where a SELECT (and the library's capture, extension/src/generated.rs)
+    -- shows their values. For a table that has any, the row is made again:
+    -- its columns in order, each virtual one computed by its generation
+    -- expression (deparsed under this function's pinned search_path, so
+    -- every name outside pg_catalog comes qualified; cast to its column's
+    -- type) on the row's own columns. A statement planned per row, for such
+    -- tables only; the others pay one catalog probe per row, on 18 only.
+    if current_setting('server_version_num')::integer >= 180000
+       and exists (select from pg_attribute a
+                   where a.attrelid = tg_relid and a.attgenerated = 'v' and not a.attisdropped) then
+        select format('select row_to_json(r)::text from (select %s from (select ($1).*) s) r',
+                      string_agg(case when a.attgenerated = 'v'
+                                      then format('(%s)::%s as %I', pg_get_expr(d.adbin, d.adrelid),
+                                                  format_type(a.atttypid, a.atttypmod), a.attname)
+                                      else format('s.%I', a.attname) end,
+                                 ', ' order by a.attnum))
+        into v_remake
+        from pg_attribute a
+        left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
+        where a.attrelid = tg_relid and a.attnum > 0 and not a.attisdropped;
+        if tg_op <> 'DELETE' then
+            execute v_remake into v_new using new;
+        end if;
+        if tg_op <> 'INSERT' then
+            execute v_remake into v_old using old;
+        end if;
+    else
+        v_new := case when tg_op <> 'DELETE' then row_to_json(new)::text end;
+        v_old := case when tg_op <> 'INSERT' then row_to_json(old)::text end;
+    end if;
+    perform webhook._store_captured(tg_relid, v_schema, v_table, tg_argv[v_first], tg_op, v_new, v_old, v_columns);
     return null;
 end
 $$;
