@@ -161,8 +161,9 @@ $$;
 
 -- API: Private
 -- The periodic maintenance at a given time: retention, auto-disable of
--- endpoints failing for pg_webhook.disable_after, old counters, and the
--- secrets of removed endpoints that have nothing left to send. One caller
+-- endpoints failing for pg_webhook.disable_after, old counters, the
+-- secrets of removed endpoints that have nothing left to send, and the
+-- functions of filters the fan-out is done with (13_filters.sql). One caller
 -- at a time: a second one returns null at once. Returns what it did, for
 -- the worker's log. Granted to no one: a time in the future would purge
 -- the log and disable endpoints early, so the worker gets
@@ -182,6 +183,7 @@ declare
     v_secrets integer;
     v_stats integer;
     v_hours integer;
+    v_filters integer;
 begin
     -- Transaction-scoped: released at commit. The key is 'pg_webho' as
     -- eight ASCII bytes, unlikely to collide with an application's keys.
@@ -220,8 +222,10 @@ begin
       and f.cur_xmax is null
       and not exists (select from webhook.deliveries_open d where d.endpoint_id = e.id);
     get diagnostics v_secrets = row_count;
+    v_filters := webhook._prune_filters();
     return jsonb_build_object('events_purged', v_removed, 'endpoints_disabled', v_disabled,
-                              'stats_rows_dropped', v_stats, 'secrets_dropped', v_secrets);
+                              'stats_rows_dropped', v_stats, 'secrets_dropped', v_secrets,
+                              'filters_dropped', v_filters);
 end
 $$;
 

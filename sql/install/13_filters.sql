@@ -247,12 +247,29 @@ language sql immutable
 return '{}'::bigint[];
 
 -- API: Private
+-- The subscription periods whose filter the fan-out may still call, in
+-- order: those with a filter that are open, or that ended after the point
+-- the fan-out has passed (an event committed before their end may still be
+-- fanned out; the fan-out's own join, 06_fanout.sql, leaves the others out).
+-- A period the fan-out has passed stays passed: its position only moves on.
+create function webhook._filter_periods()
+returns bigint[]
+language sql stable
+set search_path = pg_catalog, webhook, pg_temp
+return array(select s.id from webhook.subscriptions s
+             where s.filter is not null
+               and (s.until_xmax is null
+                    or s.until_xmax > coalesce((select f.prev_xmin from webhook.fanout_state f), 0))
+             order by s.id);
+
+-- API: Private
 -- Rewrites webhook._filter_match (and webhook._filter_match_knows) with a
--- branch per subscription period that has a filter, and makes again the
--- filter functions that are missing (after a restore). Its text is made of
--- subscription ids alone. Concurrent rewrites queue on a transaction
--- advisory lock (two at once would fail on the function's row; a table
--- lock taken after the caller's own writes to the table would deadlock).
+-- branch per subscription period whose filter the fan-out may still call
+-- (webhook._filter_periods), and makes again the filter functions of those
+-- that are missing (after a restore). Its text is made of subscription ids
+-- alone. Concurrent rewrites queue on a transaction advisory lock (two at
+-- once would fail on the function's row; a table lock taken after the
+-- caller's own writes to the table would deadlock).
 create function webhook._write_filter_match()
 returns void
 language plpgsql volatile
@@ -266,9 +283,10 @@ declare
     v_propagation text;
 begin
     perform pg_advisory_xact_lock(hashtext('pg_webhook: webhook._filter_match'));
+    v_ids := webhook._filter_periods();
     for v_sub in
         select s.id, s.filter from webhook.subscriptions s
-        where s.filter is not null
+        where s.id = any (v_ids)
           and to_regprocedure(format('webhook.%I(jsonb, text)', webhook._filter_name(s.id))) is null
     loop
         begin
@@ -279,7 +297,6 @@ begin
             raise warning 'the filter of subscription period % cannot be made again: %', v_sub.id, sqlerrm;
         end;
     end loop;
-    v_ids := array(select s.id from webhook.subscriptions s where s.filter is not null order by s.id);
     v_case := E'case p_subscription_id\n'
               || coalesce((select string_agg(format(E'        when %s then return webhook.%I(p_data, p_event_type);\n',
                                                     i, webhook._filter_name(i)), '' order by i)
@@ -302,21 +319,66 @@ end
 $$;
 
 -- API: Private
--- Rewrites the dispatcher when it does not know every filter (after a
--- restore); true when it did. Run by the fan-out before each chunk that a
--- filter may apply to.
+-- Rewrites the dispatcher when it does not know every filter the fan-out
+-- may call (after a restore); true when it did. Run by the fan-out before
+-- each chunk that a filter may apply to. (A branch for a period the
+-- fan-out has passed is harmless: it is never taken; the maintenance
+-- removes it, webhook._prune_filters.)
 create function webhook._refresh_filter_match()
 returns boolean
 language plpgsql volatile
 set search_path = pg_catalog, webhook, pg_temp
 as $$
 begin
-    if webhook._filter_match_knows()
-       = array(select s.id from webhook.subscriptions s where s.filter is not null order by s.id) then
+    if webhook._filter_periods() <@ webhook._filter_match_knows() then
         return false;
     end if;
     perform webhook._write_filter_match();
     return true;
+end
+$$;
+
+-- API: Private
+-- Drops the filter functions of the subscription periods the fan-out has
+-- passed, after rewriting the dispatcher without their branches; returns
+-- how many (the maintenance's report). Without it every filter change
+-- would leave a function and a dispatcher branch behind for good, and
+-- each filtered event would walk past all of them. Safe while the fan-out
+-- runs: a period is passed once a fan-out that moved past its end has
+-- committed, and every later one reads that position (it locks its row
+-- first) and never calls the period's filter again. The subscription
+-- period itself, with its filter's text, stays (the history).
+create function webhook._prune_filters()
+returns integer
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_live bigint[];
+    v_passed name[];
+    v_name name;
+    v_propagation text;
+begin
+    perform pg_advisory_xact_lock(hashtext('pg_webhook: webhook._filter_match'));
+    v_live := webhook._filter_periods();
+    v_passed := array(select p.proname from pg_proc p
+                      join webhook.subscriptions s on p.proname = webhook._filter_name(s.id)
+                      where p.pronamespace = 'webhook'::regnamespace
+                        and s.filter is not null and not s.id = any (v_live)
+                      order by s.id);
+    if cardinality(v_passed) = 0 and webhook._filter_match_knows() <@ v_live then
+        return 0;
+    end if;
+    perform webhook._write_filter_match();
+    v_propagation := webhook._citus_ddl_propagation(true, null);
+    foreach v_name in array v_passed loop
+        if exists (select from pg_catalog.pg_extension e where e.extname = 'pg_webhook') then
+            execute format('alter extension pg_webhook drop function webhook.%I(jsonb, text)', v_name);
+        end if;
+        execute format('drop function webhook.%I(jsonb, text)', v_name);
+    end loop;
+    perform webhook._citus_ddl_propagation(false, v_propagation);
+    return cardinality(v_passed);
 end
 $$;
 

@@ -316,3 +316,112 @@ async fn neither_a_filter_nor_a_backfill_reader_can_make_a_function_in_schema_we
     db.assert_invariants(&client).await;
     db.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_filters_function_is_dropped_once_the_fan_out_is_past_it() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    let receiver = Receiver::start().await;
+    let endpoint = subscribe_filtered(
+        &client,
+        &receiver.url("/"),
+        "(data->>'amount')::numeric > 100",
+    )
+    .await;
+    for filter in [
+        "(data->>'amount')::numeric > 200",
+        "(data->>'amount')::numeric > 300",
+    ] {
+        client
+            .execute(
+                "select webhook_update($1, filter => $2)",
+                &[&endpoint, &filter],
+            )
+            .await
+            .unwrap();
+    }
+    let functions = || async {
+        pg_webhook_tests::column::<String>(
+            &client,
+            "select p.proname::text from pg_proc p
+             where p.pronamespace = 'webhook'::regnamespace and p.proname ~ '^_filter_[0-9]+$' order by p.oid",
+            &[],
+        )
+        .await
+    };
+    let maintenance = || async {
+        client
+            .query_one(
+                "select (webhook._maintenance_at(now())->>'filters_dropped')::int",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i32>(0)
+    };
+    let periods: Vec<i64> = pg_webhook_tests::column(
+        &client,
+        "select id from webhook.subscriptions where endpoint_id = $1 order by id",
+        &[&endpoint],
+    )
+    .await;
+    assert_eq!(periods.len(), 3);
+    assert_eq!(functions().await.len(), 3);
+    // Nothing fanned out yet: an event committed before a filter was
+    // replaced may still need it.
+    assert_eq!(maintenance().await, 0);
+    assert_eq!(functions().await.len(), 3);
+
+    // The fan-out passes the two ended periods once it has fanned out a
+    // snapshot taken after their end with no transaction of before still
+    // running (other tests' transactions in this cluster may hold it back
+    // a while).
+    pg_webhook_tests::within("the fan-out passing the replaced filters", async {
+        loop {
+            client
+                .batch_execute("select webhook_publish('tick.one', '{\"amount\": 1}')")
+                .await
+                .unwrap();
+            client
+                .batch_execute("select webhook._fan_out(100)")
+                .await
+                .unwrap();
+            let live: Vec<i64> =
+                pg_webhook_tests::column(&client, "select unnest(webhook._filter_periods())", &[])
+                    .await;
+            if live == periods[2..] {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert_eq!(maintenance().await, 2);
+    assert_eq!(functions().await, [format!("_filter_{}", periods[2])]);
+    let knows: Vec<i64> =
+        pg_webhook_tests::column(&client, "select unnest(webhook._filter_match_knows())", &[])
+            .await;
+    assert_eq!(knows, periods[2..], "the dispatcher without their branches");
+    assert_eq!(maintenance().await, 0, "nothing more to drop");
+
+    // The live filter still decides, and no fan-out makes the dropped ones again.
+    let mut worker = RunningWorker::start(db.worker_config());
+    client
+        .batch_execute(
+            "select webhook_publish('order.paid', '{\"amount\": 150}');
+             select webhook_publish('order.paid', '{\"amount\": 350}');",
+        )
+        .await
+        .unwrap();
+    db.wait_for(
+        &client,
+        "select count(*) = 1 from webhook.deliveries where status = 'succeeded'",
+        Some(&mut worker.events),
+    )
+    .await;
+    worker.stop().await;
+    assert_eq!(amounts(&receiver), [350]);
+    assert_eq!(functions().await, [format!("_filter_{}", periods[2])]);
+    db.assert_invariants(&client).await;
+    db.finish().await;
+}
