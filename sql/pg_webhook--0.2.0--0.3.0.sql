@@ -7072,3 +7072,41 @@ begin
     return v_id;
 end
 $$;
+
+-- -----------------------------------------------------------------------------
+-- 0.3.0: webhook.event_types lists the backfills' <prefix>.read types
+-- (webhook.backfills is made above).
+-- -----------------------------------------------------------------------------
+create or replace view webhook.event_types as
+with seen as (
+    select e.event_type, count(*) as events, max(e.created_at) as last_seen_at
+    from webhook.events e
+    group by e.event_type
+), types as (
+    select p.event_type, 'published'::text as source, null::regclass as source_table, p.first_published_at as since
+    from webhook.published_types p
+    union all
+    -- The prefix is the first argument, or the fourth after a Citus
+    -- table's "@table", schema, name (see webhook_watch).
+    select a.prefix || '.' || op.suffix, 'watched', t.tgrelid::regclass, null
+    from pg_catalog.pg_trigger t
+    cross join lateral (select case split_part(encode(t.tgargs, 'escape'), '\000', 1)
+                                   when '@table' then split_part(encode(t.tgargs, 'escape'), '\000', 4)
+                                   else split_part(encode(t.tgargs, 'escape'), '\000', 1) end as prefix) a
+    cross join lateral (values (4, 'created'), (16, 'updated'), (8, 'deleted')) as op(bit, suffix)
+    -- A watched partitioned table, not the clones of its trigger on its partitions.
+    where t.tgname = 'webhook_capture' and t.tgfoid = 'webhook._capture'::regproc and t.tgparentid = 0
+      and t.tgtype & op.bit <> 0
+    union all
+    -- What backfills sent or send (<prefix>.read), from the first one asked.
+    select b.event_type, 'backfilled', b.source_table, min(b.created_at)
+    from webhook.backfills b
+    group by b.event_type, b.source_table
+)
+select t.event_type, t.source, t.source_table, t.since,
+       coalesce(s.events, 0) as events_kept, s.last_seen_at
+from types t
+left join seen s on s.event_type = t.event_type;
+
+comment on view webhook.event_types is
+    'The event types that exist: those of watched tables (<prefix>.created/.updated/.deleted), those of backfills (<prefix>.read) and every type passed to webhook_publish or sent by pg_webhook itself, with how many events of each the log holds (kept for pg_webhook.retention) and the last one''s time.';

@@ -200,6 +200,17 @@ async fn a_backfill_sends_every_row_once_beside_live_writes_and_goes_on_after_a_
         [(ROWS, ROWS), (ROWS, ROWS / 10)],
         "{to_all} {to_one}"
     );
+    let types: Vec<String> = pg_webhook_tests::column(
+        &client,
+        "select event_type || ' ' || source || ' ' || source_table::text || ' ' || (events_kept > 0)::text
+         from webhook.event_types where source_table = 'items'::regclass order by 1",
+        &[],
+    )
+    .await;
+    assert!(
+        types.contains(&"items.read backfilled items true".to_owned()),
+        "webhook.event_types lists the backfills' type: {types:?}"
+    );
     db.finish().await;
 }
 
