@@ -6377,7 +6377,7 @@ begin
                               where p.oid = to_regprocedure(format('webhook.%I(jsonb, integer)', f.reader))
                                 and p.proowner = (select r.oid from pg_roles r where r.rolname = b.requested_by)) then
                 raise exception 'the functions of backfill % are missing or not owned as webhook_backfill made them', b.id
-                    using errcode = '42501', hint = 'Start it again: webhook_backfill(..., "where" => <a condition on the key past last_key>).';
+                    using errcode = '42501', hint = format('Go on with it as the role that asks: webhook_backfill_resume(%s).', b.id);
             end if;
             execute format($q$
                 with r as materialized (
@@ -6902,27 +6902,52 @@ begin
 end
 $$;
 
-create or replace function webhook_backfill(
-    tbl regclass,              -- the table
-    endpoint bigint default null, -- the one endpoint to send to; every endpoint subscribed to <prefix>.read when null
-    "where" text default null  -- a condition on the row (its columns by name); every row when null
-) returns bigint
+-- API: Private
+-- The hint of an invalid "where" (webhook_backfill), in one place.
+create function webhook._backfill_where_hint()
+returns text
+language sql immutable
+return 'A condition on the row, by column name (or <table>.<column>), e.g. "where" => ''created_at > '
+       'now() - interval ''''30 days'''''', with the functions of other schemas than pg_catalog named with '
+       'their schema.';
+
+
+-- API: Private
+-- The primary key columns of table p_tbl, in key order; null without one.
+create function webhook._primary_key(
+    p_tbl regclass -- the table
+) returns text[]
+language sql stable
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+    select array_agg(a.attname::text order by k.ord)
+    from pg_index i
+    cross join lateral unnest(i.indkey) with ordinality k(attnum, ord)
+    join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum
+    where i.indrelid = p_tbl and i.indisprimary
+$$;
+
+
+-- API: Private
+-- Makes backfill p_id's two functions from its row: the reader (see the
+-- head of this file), owned by the session's login, the role that asks,
+-- and the one the step calls, owned by webhook_filter; then calls them
+-- once on nothing, which checks the reader's SQL and that role's rights.
+-- For webhook_backfill and webhook_backfill_resume (their caller is
+-- SECURITY DEFINER: session_user is the one role whose rights the session
+-- holds in any case, as it can RESET ROLE).
+create function webhook._make_backfill_reader(
+    p_id bigint -- the backfill
+) returns void
 language plpgsql volatile
-security definer
 set search_path = pg_catalog, webhook, pg_temp
 as $$
 declare
-    v_tbl regclass := $1;
-    v_endpoint_id bigint := $2;
-    v_where text := $3;
-    v_table record := webhook._check_capturable(v_tbl);
-    v_args text[] := webhook._watch_args(v_tbl);
-    v_type text := coalesce(v_args[1], v_table.relname) || '.read';
-    v_columns text[] := nullif(v_args[2:], '{}');
-    v_keys text[];
-    v_id bigint;
-    f record;
-    v_alias text := quote_ident(v_table.relname);
+    b webhook.backfills;
+    v_tbl regclass;
+    v_where text;
+    f record := webhook._backfill_functions(p_id);
+    v_alias text;
     v_key_list text;
     v_select text;
     v_order text;
@@ -6932,48 +6957,12 @@ declare
     v_propagation text;
     v_state text;
     v_message text;
-    v_hint text := 'A condition on the row, by column name (or <table>.<column>), e.g. "where" => ''created_at > '
-                   'now() - interval ''''30 days'''''', with the functions of other schemas than pg_catalog named with '
-                   'their schema.';
+    v_hint text := webhook._backfill_where_hint();
 begin
-    if v_endpoint_id is not null then
-        perform webhook._live_endpoint(v_endpoint_id);
-    elsif not exists (select from webhook._subscribed_now(v_type)) then
-        raise exception 'no endpoint is subscribed to %', v_type
-            using errcode = '22023',
-                  hint = format('Pass endpoint => <id>, or subscribe an endpoint to %s first.', v_type);
-    end if;
-    if v_where is not null then
-        if btrim(v_where) = '' then
-            raise exception '"where" must be a condition on the row, or null for every row'
-                using errcode = '22023', hint = v_hint;
-        end if;
-        -- One condition, one statement (as a filter, see 13_filters.sql).
-        if strpos(v_where, ';') > 0 then
-            raise exception '"where" is one SQL condition: it has no ";"' using errcode = '42601', hint = v_hint;
-        end if;
-    end if;
-    perform webhook._check_filter_role();
-    if (select c.relpersistence from pg_class c where c.oid = v_tbl) = 't' then
-        raise exception '% is a temporary table: the worker cannot read it', v_tbl using errcode = '0A000';
-    end if;
-    select array_agg(a.attname::text order by k.ord) into v_keys
-    from pg_index i
-    cross join lateral unnest(i.indkey) with ordinality k(attnum, ord)
-    join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum
-    where i.indrelid = v_tbl and i.indisprimary;
-    if v_keys is null then
-        raise exception '% has no primary key', v_tbl
-            using errcode = '0A000', hint = 'A backfill walks the table by its primary key: add one.';
-    end if;
-
-    insert into webhook.backfills (source_table, endpoint_id, event_type, condition, columns, key_columns,
-                                   requested_by, rows_estimate)
-    select v_tbl, v_endpoint_id, v_type, v_where, v_columns, v_keys, session_user,
-           nullif(greatest(c.reltuples, -1), -1)::bigint
-    from pg_class c where c.oid = v_tbl
-    returning id into v_id;
-    f := webhook._backfill_functions(v_id);
+    select * into strict b from webhook.backfills where id = p_id;
+    v_tbl := b.source_table;
+    v_where := b.condition;
+    v_alias := quote_ident((select c.relname from pg_class c where c.oid = v_tbl));
 
     -- The reader: the next p_limit rows after the key p_after, in key
     -- order (n), each with its key (k, as jsonb: the cursor, read back
@@ -6987,13 +6976,13 @@ begin
            string_agg(format('%L, %s.%I', k, v_alias, k), ', ' order by o),
            string_agg(format('(p_after ->> %L)::%s', k, format_type(a.atttypid, null)), ', ' order by o)
     into v_key_list, v_key_object, v_after
-    from unnest(v_keys) with ordinality u(k, o)
+    from unnest(b.key_columns) with ordinality u(k, o)
     join pg_attribute a on a.attrelid = v_tbl and a.attname = u.k;
-    v_new := case when v_columns is null then format('row_to_json(%s)', v_alias)
+    v_new := case when b.columns is null then format('row_to_json(%s)', v_alias)
                   else (select format('(select row_to_json(c) from (select %s) c)',
                                       string_agg(format('%s.%I', v_alias, a.attname), ', ' order by a.attnum))
                         from pg_attribute a
-                        where a.attrelid = v_tbl and a.attname = any (v_columns) and a.attnum > 0
+                        where a.attrelid = v_tbl and a.attname = any (b.columns) and a.attnum > 0
                           and not a.attisdropped)
              end;
     -- Each branch is v_select, its key condition and v_order (the user's
@@ -7068,6 +7057,65 @@ begin
         end if;
         raise exception 'invalid "where" condition for %: %', v_tbl, v_message using errcode = v_state, hint = v_hint;
     end;
+end
+$$;
+
+
+create or replace function webhook_backfill(
+    tbl regclass,              -- the table
+    endpoint bigint default null, -- the one endpoint to send to; every endpoint subscribed to <prefix>.read when null
+    "where" text default null  -- a condition on the row (its columns by name); every row when null
+) returns bigint
+language plpgsql volatile
+security definer
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    v_tbl regclass := $1;
+    v_endpoint_id bigint := $2;
+    v_where text := $3;
+    v_table record := webhook._check_capturable(v_tbl);
+    v_args text[] := webhook._watch_args(v_tbl);
+    v_type text := coalesce(v_args[1], v_table.relname) || '.read';
+    v_columns text[] := nullif(v_args[2:], '{}');
+    v_keys text[];
+    v_id bigint;
+    v_hint text := webhook._backfill_where_hint();
+begin
+    if v_endpoint_id is not null then
+        perform webhook._live_endpoint(v_endpoint_id);
+    elsif not exists (select from webhook._subscribed_now(v_type)) then
+        raise exception 'no endpoint is subscribed to %', v_type
+            using errcode = '22023',
+                  hint = format('Pass endpoint => <id>, or subscribe an endpoint to %s first.', v_type);
+    end if;
+    if v_where is not null then
+        if btrim(v_where) = '' then
+            raise exception '"where" must be a condition on the row, or null for every row'
+                using errcode = '22023', hint = v_hint;
+        end if;
+        -- One condition, one statement (as a filter, see 13_filters.sql).
+        if strpos(v_where, ';') > 0 then
+            raise exception '"where" is one SQL condition: it has no ";"' using errcode = '42601', hint = v_hint;
+        end if;
+    end if;
+    perform webhook._check_filter_role();
+    if (select c.relpersistence from pg_class c where c.oid = v_tbl) = 't' then
+        raise exception '% is a temporary table: the worker cannot read it', v_tbl using errcode = '0A000';
+    end if;
+    v_keys := webhook._primary_key(v_tbl);
+    if v_keys is null then
+        raise exception '% has no primary key', v_tbl
+            using errcode = '0A000', hint = 'A backfill walks the table by its primary key: add one.';
+    end if;
+
+    insert into webhook.backfills (source_table, endpoint_id, event_type, condition, columns, key_columns,
+                                   requested_by, rows_estimate)
+    select v_tbl, v_endpoint_id, v_type, v_where, v_columns, v_keys, session_user,
+           nullif(greatest(c.reltuples, -1), -1)::bigint
+    from pg_class c where c.oid = v_tbl
+    returning id into v_id;
+    perform webhook._make_backfill_reader(v_id);
     perform webhook._wake();
     return v_id;
 end
@@ -7110,3 +7158,62 @@ left join seen s on s.event_type = t.event_type;
 
 comment on view webhook.event_types is
     'The event types that exist: those of watched tables (<prefix>.created/.updated/.deleted), those of backfills (<prefix>.read) and every type passed to webhook_publish or sent by pg_webhook itself, with how many events of each the log holds (kept for pg_webhook.retention) and the last one''s time.';
+
+-- -----------------------------------------------------------------------------
+-- 0.3.0: a backfill that failed or was cancelled goes on from its last key
+-- (webhook_backfill_resume), its reader made by webhook._make_backfill_reader.
+-- -----------------------------------------------------------------------------
+-- API: Public
+-- Goes on with a backfill that failed or was cancelled, from the row after
+-- its last_key (what it sent is not sent again), with the rights of the
+-- role that asks now, whose reader is made again. Its table must still
+-- have the primary key the backfill walks.
+create function webhook_backfill_resume(
+    backfill_id bigint -- the backfill
+) returns boolean
+language plpgsql volatile
+security definer
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    b webhook.backfills;
+begin
+    -- Waits for a batch in progress (a running backfill is left alone).
+    select * into b from webhook.backfills where id = $1 for update;
+    if not found then
+        raise exception 'backfill % does not exist', coalesce($1::text, 'NULL') using errcode = '42704';
+    end if;
+    if b.status in ('running', 'done') then
+        return false;
+    end if;
+    if not exists (select from pg_class c where c.oid = b.source_table) then
+        raise exception 'the table of backfill % no longer exists', b.id using errcode = '42P01';
+    end if;
+    perform webhook._check_capturable(b.source_table);
+    if b.endpoint_id is not null then
+        perform webhook._live_endpoint(b.endpoint_id);
+    elsif not exists (select from webhook._subscribed_now(b.event_type)) then
+        raise exception 'no endpoint is subscribed to %', b.event_type
+            using errcode = '22023', hint = format('Subscribe an endpoint to %s first.', b.event_type);
+    end if;
+    perform webhook._check_filter_role();
+    if webhook._primary_key(b.source_table) is distinct from b.key_columns then
+        raise exception 'the primary key of % is not (%) any more: backfill % cannot go on from its last key',
+            b.source_table, array_to_string(b.key_columns, ', '), b.id
+            using errcode = '55000', hint = 'Start a new backfill with webhook_backfill().';
+    end if;
+    update webhook.backfills
+    set status = 'running', error = null, finished_at = null, requested_by = session_user, updated_at = now()
+    where id = b.id;
+    perform webhook._make_backfill_reader(b.id);
+    perform webhook._wake();
+    return true;
+end
+$$;
+
+comment on function webhook_backfill_resume(bigint) is
+    'Goes on with a backfill that failed or was cancelled, from the row after its last_key, with the rights of the role that asks now. False if it is running or done.';
+revoke all on function webhook._backfill_where_hint(), webhook._primary_key(regclass),
+    webhook._make_backfill_reader(bigint), webhook_backfill_resume(bigint)
+    from public;
+grant execute on function webhook_backfill_resume(bigint) to webhook_admin;

@@ -108,6 +108,7 @@ grant execute on function
     webhook_unwatch(regclass),
     webhook_backfill(regclass, bigint, text),
     webhook_backfill_cancel(bigint),
+    webhook_backfill_resume(bigint),
     webhook._citus_table_kind(regclass),
     webhook._check_capturable(regclass),
     webhook._check_columns(regclass, text[], text, text),

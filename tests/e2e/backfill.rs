@@ -480,3 +480,133 @@ async fn a_lock_on_the_table_holds_back_its_backfill_and_not_the_live_deliveries
     drop(locker);
     db.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_backfill_resumes_from_its_last_key_and_sends_no_row_twice() {
+    const N: i64 = 3000;
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    let receiver = Receiver::start().await;
+    items(&db, &client, N, &receiver, &["items.*"]).await;
+    // Row 2500 makes the condition divide by zero: the third batch (rows
+    // 2001-3000) fails, the first two are sent.
+    client
+        .batch_execute("update items set v = 0 where id = 2500")
+        .await
+        .unwrap();
+    let id: i64 = client
+        .query_one(
+            "select webhook_backfill('items', \"where\" => '100 / v >= 0')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let running: bool = client
+        .query_one("select webhook_backfill_resume($1)", &[&id])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!running, "a running backfill is left alone");
+    let mut worker = RunningWorker::start(db.worker_config());
+    db.wait_for(
+        &client,
+        &format!("select status = 'failed' from webhook.backfills where id = {id}"),
+        Some(&mut worker.events),
+    )
+    .await;
+    let failed = client
+        .query_one(
+            "select last_key::text, rows_read, error from webhook.backfills where id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (failed.get::<_, String>(0), failed.get::<_, i64>(1)),
+        (r#"{"id": 2000}"#.to_owned(), 2000)
+    );
+    let error: String = failed.get(2);
+    assert!(error.contains("division by zero"), "{error}");
+
+    // Fixed, it goes on from row 2001: every row once, none twice.
+    client
+        .batch_execute("update items set v = 1 where id = 2500")
+        .await
+        .unwrap();
+    assert_eq!(
+        sqlstate(&client, "select webhook_backfill_resume(-1)").await,
+        "42704"
+    );
+    let resumed: bool = client
+        .query_one("select webhook_backfill_resume($1)", &[&id])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(resumed);
+    db.wait_for(
+        &client,
+        &format!(
+            "select b.status = 'done' and not exists (select from webhook.deliveries_open) \
+             from webhook.backfills b where b.id = {id}"
+        ),
+        Some(&mut worker.events),
+    )
+    .await;
+    worker.stop().await;
+    assert_each_once(&row_ids(&receiver, "items.read"), 1..=N, "resumed");
+    let done = client
+        .query_one(
+            "select rows_read, rows_sent, error is null, finished_at is not null from webhook.backfills where id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            done.get::<_, i64>(0),
+            done.get::<_, i64>(1),
+            done.get::<_, bool>(2),
+            done.get::<_, bool>(3)
+        ),
+        (N, N, true, true)
+    );
+    let again: bool = client
+        .query_one("select webhook_backfill_resume($1)", &[&id])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!again, "a finished backfill is left alone");
+
+    // One that fails on its first batch cannot go on once the key it walks
+    // is another.
+    let second: i64 = client
+        .query_one(
+            "select webhook_backfill('items', \"where\" => '100 / (v - 7) >= 0')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let mut worker = RunningWorker::start(db.worker_config());
+    db.wait_for(
+        &client,
+        &format!("select status = 'failed' and last_key is null from webhook.backfills where id = {second}"),
+        Some(&mut worker.events),
+    )
+    .await;
+    worker.stop().await;
+    client
+        .batch_execute("alter table items drop constraint items_pkey, add primary key (v, id)")
+        .await
+        .unwrap();
+    assert_eq!(
+        sqlstate(
+            &client,
+            &format!("select webhook_backfill_resume({second})")
+        )
+        .await,
+        "55000"
+    );
+    db.finish().await;
+}
