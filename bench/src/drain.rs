@@ -105,11 +105,33 @@ pub async fn drain_flavor(
     workers: usize,
     flavor: Flavor,
 ) -> anyhow::Result<DrainRun> {
+    drain_in(args, bin, events, endpoints, workers, flavor, None).await
+}
+
+/// [`drain_flavor`] in a database whose new sessions, the workers' among
+/// them, default to `default_isolation` (when given) rather than READ
+/// COMMITTED (see worker/src/db/isolation.rs).
+pub async fn drain_in(
+    args: &Args,
+    bin: &std::path::Path,
+    events: usize,
+    endpoints: usize,
+    workers: usize,
+    flavor: Flavor,
+    default_isolation: Option<&str>,
+) -> anyhow::Result<DrainRun> {
     let db = BenchDb::with(&args.dsn, "drain", flavor, Some(&args.sql_script)).await?;
     let c = db.client().await?;
     db.subscribe(&c, &args.sink, endpoints).await?;
     db::watched_table(&c, "bench_rows").await?;
     fill(&c, events).await?;
+    if let Some(level) = default_isolation {
+        c.batch_execute(&format!(
+            "alter database {} set default_transaction_isolation = '{level}'",
+            db.name
+        ))
+        .await?;
+    }
     let total = events * endpoints;
     let running = (0..workers.max(1))
         .map(|_| WorkerProcess::start(bin, &db.dsn))

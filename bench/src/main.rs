@@ -17,6 +17,7 @@ mod filters;
 mod flavors;
 mod heads;
 mod health;
+mod isolation;
 mod latency;
 mod memory;
 mod ordering;
@@ -101,7 +102,8 @@ pub struct Args {
     /// same drain by two worker processes), fanout, fanout2 (by two), capture,
     /// latency, backlog, memory, heads (hostile receivers' answer heads),
     /// fairness, retention, health, analysts, statements, compare, filters,
-    /// backfill, ordering, flavors (the extension and the SQL flavor)).
+    /// backfill, ordering, flavors (the extension and the SQL flavor),
+    /// isolation (the drain where the database defaults to SERIALIZABLE)).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Commit being measured (for the report).
@@ -199,6 +201,10 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.wants("flavors") {
         figures.flavors = Some(flavors::run(&args).await?);
+        eprintln!();
+    }
+    if args.wants("isolation") {
+        figures.isolation = Some(isolation::run(&args).await?);
         eprintln!();
     }
     if args.wants("statements") {

@@ -11,6 +11,7 @@ use crate::filters::Filters;
 use crate::flavors::Flavors;
 use crate::heads::Heads;
 use crate::health::Health;
+use crate::isolation::Isolation;
 use crate::latency::LatencyRow;
 use crate::memory::Memory;
 use crate::ordering::Ordering;
@@ -52,6 +53,8 @@ pub struct Figures {
     pub ordering: Option<Ordering>,
     /// the extension and the SQL flavor side by side
     pub flavors: Option<Flavors>,
+    /// the drain where the database defaults to SERIALIZABLE
+    pub isolation: Option<Isolation>,
     pub retention: Option<Retention>,
     pub health: Option<Health>,
     pub memory: Option<Memory>,
@@ -116,6 +119,7 @@ impl Figures {
             backfill: None,
             ordering: None,
             flavors: None,
+            isolation: None,
             retention: None,
             health: None,
             memory: None,
@@ -309,6 +313,15 @@ pub fn table(f: &Figures) -> String {
             "| drain of {} row events to one endpoint, extension / SQL flavor | {:.0} / {:.0} deliveries/s ({:.0} / {:.0} µs CPU each): **{:.2}** | | | |",
             fl.drain_events, fl.drain_per_sec.0, fl.drain_per_sec.1, fl.drain_cpu_us.0, fl.drain_cpu_us.1,
             fl.drain_per_sec.1 / fl.drain_per_sec.0
+        );
+    }
+    if let Some(i) = &f.isolation {
+        let _ = writeln!(
+            t,
+            "| drain of {} row events to one endpoint where the database defaults to read committed / serializable (the worker's writes then each in a transaction of its own) | {:.0} / {:.0} deliveries/s ({:.0} / {:.0} µs CPU each): **{:.2}** | | | |",
+            i.read_committed.events, i.read_committed.per_sec, i.serializable.per_sec,
+            i.read_committed.cpu_us_per_delivery, i.serializable.cpu_us_per_delivery,
+            i.serializable.per_sec / i.read_committed.per_sec
         );
     }
     if let Some(r) = &f.retention {
