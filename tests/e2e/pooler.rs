@@ -76,15 +76,23 @@ async fn the_worker_writes_at_read_committed_in_a_database_that_defaults_to_seri
     .await;
     // Every claim and record notes the isolation level it runs at: a row
     // trigger on the deliveries (claimed, fanned out, moved by a record)
-    // and on the attempts (recorded).
+    // and on the attempts (recorded). The first claim and the first record
+    // fail (a sequence counts across rollbacks): the connection goes on
+    // after a write that failed in its own transaction.
     client
         .batch_execute(
             "create table public.pgwh_levels (tbl text, level text);
+             create sequence public.pgwh_refuse_deliveries;
+             create sequence public.pgwh_refuse_attempts;
              create function public.pgwh_note_level() returns trigger language plpgsql
              security definer set search_path = pg_catalog, public as $$
+             declare
+                 v_table text := split_part(tg_table_name, '_', 1); -- the table, not its partition
              begin
-                 insert into public.pgwh_levels -- the table, not its partition
-                 values (split_part(tg_table_name, '_', 1), current_setting('transaction_isolation'));
+                 if nextval(format('public.pgwh_refuse_%s', v_table)::regclass) = 1 then
+                     raise exception 'the first % refused, on purpose', v_table;
+                 end if;
+                 insert into public.pgwh_levels values (v_table, current_setting('transaction_isolation'));
                  return null;
              end
              $$;
@@ -160,5 +168,15 @@ async fn the_worker_writes_at_read_committed_in_a_database_that_defaults_to_seri
         .unwrap()
         .get(0);
     assert_eq!(attempts, N + N / 2, "each failure recorded, then its retry");
+    let refused: Vec<i64> = pg_webhook_tests::column(
+        &client,
+        "select last_value from public.pgwh_refuse_deliveries union all select last_value from public.pgwh_refuse_attempts",
+        &[],
+    )
+    .await;
+    assert!(
+        refused.iter().all(|&n| n > 1),
+        "a claim and a record were refused, and others ran after them: {refused:?}"
+    );
     db.finish().await;
 }

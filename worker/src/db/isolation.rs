@@ -18,9 +18,9 @@
 //! transaction-mode pooler the next transaction may run on another server
 //! connection, which never saw the SET; nor the start-up packet's
 //! `options`, which pgbouncer refuses. An explicit transaction stays on one
-//! server connection from BEGIN to COMMIT. Where the default is READ
-//! COMMITTED (nearly everywhere) nothing more is sent: each write is still
-//! one statement in one round trip.
+//! server connection from BEGIN to COMMIT, and the three are pipelined: one
+//! round trip, as the statement alone. Where the default is READ COMMITTED
+//! (nearly everywhere) nothing more is sent.
 //!
 //! Must not: know what the statements are (queries.rs).
 
@@ -59,10 +59,12 @@ impl Isolation {
     }
 
     /// Runs `call`, one statement on `client`, at READ COMMITTED. In an
-    /// explicit transaction, a failed statement is rolled back (a ROLLBACK
-    /// that fails too, on a lost connection, changes nothing: the server
-    /// ends the transaction with the session) and its error returned; a
-    /// COMMIT that fails returns its own.
+    /// explicit transaction, pipelined: START TRANSACTION, the statement and
+    /// COMMIT go out together and cost one round trip, as the statement
+    /// alone does. (`biased`: polled in that order, each sends its message
+    /// when first polled.) A failed statement leaves the transaction
+    /// aborted, which the COMMIT then ends as a rollback; its error is
+    /// returned, else a failed COMMIT's.
     pub async fn run<T>(
         self,
         client: &Client,
@@ -71,18 +73,15 @@ impl Isolation {
         if self == Self::Default {
             return call.await;
         }
-        client.batch_execute(queries::BEGIN_READ_COMMITTED).await?;
-        match call.await {
-            Ok(value) => {
-                client.batch_execute(queries::COMMIT).await?;
-                Ok(value)
-            }
-            Err(e) => {
-                if let Err(rollback) = client.batch_execute(queries::ROLLBACK).await {
-                    tracing::debug!(error = %rollback, "rollback after a failed statement failed too");
-                }
-                Err(e)
-            }
-        }
+        let (begun, result, committed) = tokio::join!(
+            biased;
+            client.batch_execute(queries::BEGIN_READ_COMMITTED),
+            call,
+            client.batch_execute(queries::COMMIT),
+        );
+        begun?;
+        let value = result?;
+        committed?;
+        Ok(value)
     }
 }

@@ -150,10 +150,8 @@ pub const DEFAULT_ISOLATION: &str =
 /// Opens a write's own transaction where the session's default isolation
 /// level is another than READ COMMITTED (see isolation.rs).
 pub const BEGIN_READ_COMMITTED: &str = "start transaction isolation level read committed";
-/// Ends it.
+/// Ends it (as a rollback when its statement failed).
 pub const COMMIT: &str = "commit";
-/// Ends it after its statement failed.
-pub const ROLLBACK: &str = "rollback";
 
 /// The wake-up channel that the extension notifies at commit.
 pub const LISTEN: &str = "listen pg_webhook_wake";
