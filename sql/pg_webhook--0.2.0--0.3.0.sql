@@ -2752,7 +2752,12 @@ declare
     v_name name;
     v_propagation text;
 begin
-    perform pg_advisory_xact_lock(hashtext('pg_webhook: webhook._filter_match'));
+    -- Not waited for: the maintenance calls this after its purge, holding
+    -- locks on the log that a fan-out rewriting the dispatcher (holding
+    -- this lock) may be waiting for. Busy: next time.
+    if not pg_try_advisory_xact_lock(hashtext('pg_webhook: webhook._filter_match')) then
+        return 0;
+    end if;
     v_live := webhook._filter_periods();
     v_passed := array(select p.proname from pg_proc p
                       join webhook.subscriptions s on p.proname = webhook._filter_name(s.id)
