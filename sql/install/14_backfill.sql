@@ -25,10 +25,11 @@
 -- Backpressure: a batch (half of webhook._backfill_window(), so 1,000 rows)
 -- is read only while the endpoint has room for it under the window (2,000
 -- open deliveries); for a backfill to every subscribed endpoint, each of
--- them, and only once the previous batch is fanned out. A backfill never
--- queues more than a window ahead of live events: the endpoint's live
--- deliveries wait behind at most that many, other endpoints keep their
--- fair share of the worker, and a paused, failing or rate-limited endpoint
+-- them that is not paused or disabled, and only once the previous batch is
+-- fanned out. A backfill never queues more than a window ahead of live
+-- events: the endpoint's live deliveries wait behind at most that many,
+-- other endpoints keep their fair share of the worker, and a failing or
+-- rate-limited endpoint (or a paused one, for a backfill to it alone)
 -- holds its backfill back instead of piling the table up in the queue.
 -- =============================================================================
 
@@ -195,9 +196,12 @@ $$;
 
 -- API: Private
 -- How many rows backfill p_backfill may send now: the window left by its
--- endpoint (the fullest endpoint subscribed to its events, for a backfill
--- to all; none until its last batch is fanned out, nor for a second after
--- a batch gave up on a lock).
+-- endpoint (for a backfill to all, by the fullest endpoint subscribed to
+-- its events that is not paused or disabled: one held by its operator
+-- would otherwise hold every other one's backfill for as long, while its
+-- own deliveries wait in any case; by the fullest of all when every one is
+-- held); none until its last batch is fanned out, nor for a second after a
+-- batch gave up on a lock.
 create function webhook._backfill_room(
     p_backfill webhook.backfills -- a running backfill
 ) returns integer
@@ -223,8 +227,11 @@ begin
         end if;
     end if;
     return v_window - coalesce((
-        select max(webhook._open_deliveries(e, v_window))
-        from webhook._subscribed_now(p_backfill.event_type) e), 0);
+        select coalesce(max(webhook._open_deliveries(e, v_window)) filter (where ep.paused_at is null
+                                                                          and ep.disabled_at is null),
+                        max(webhook._open_deliveries(e, v_window)))
+        from webhook._subscribed_now(p_backfill.event_type) e
+        join webhook.endpoints ep on ep.id = e), 0);
 end
 $$;
 

@@ -610,3 +610,56 @@ async fn a_failed_backfill_resumes_from_its_last_key_and_sends_no_row_twice() {
     );
     db.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_endpoint_does_not_hold_a_backfill_to_every_endpoint() {
+    // More rows than the window (2,000): a paused endpoint's held
+    // deliveries fill it, and would stop the backfill there.
+    const N: i64 = 2500;
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    let active = Receiver::start().await;
+    let paused = Receiver::start().await;
+    items(&db, &client, N, &active, &["items.*"]).await;
+    let (held, _) = db
+        .subscribe(&client, &paused.url("/p"), &["items.*"], None)
+        .await;
+    client
+        .execute("select webhook_pause($1)", &[&held])
+        .await
+        .unwrap();
+    client
+        .batch_execute("select webhook_backfill('items')")
+        .await
+        .unwrap();
+    let mut worker = RunningWorker::start(db.worker_config());
+    db.wait_for(
+        &client,
+        &format!(
+            "select (select status from webhook.backfills) = 'done' \
+             and (select count(*) from webhook.deliveries where endpoint_id <> {held} and status = 'succeeded') = {N}"
+        ),
+        Some(&mut worker.events),
+    )
+    .await;
+    assert_each_once(
+        &row_ids(&active, "items.read"),
+        1..=N,
+        "the active endpoint",
+    );
+    assert!(paused.requests().is_empty(), "nothing to the paused one");
+    // Resumed, it gets every row.
+    client
+        .execute("select webhook_resume($1)", &[&held])
+        .await
+        .unwrap();
+    db.wait_deliveries(&client, "succeeded", 2 * N, &mut worker.events)
+        .await;
+    worker.stop().await;
+    assert_each_once(
+        &row_ids(&paused, "items.read"),
+        1..=N,
+        "the resumed endpoint",
+    );
+    db.finish().await;
+}
