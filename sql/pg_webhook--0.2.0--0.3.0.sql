@@ -4090,11 +4090,11 @@ begin
         end if;
     end if;
     return v_window - coalesce((
-        select coalesce(max(webhook._open_deliveries(e, v_window)) filter (where ep.paused_at is null
-                                                                          and ep.disabled_at is null),
-                        max(webhook._open_deliveries(e, v_window)))
-        from webhook._subscribed_now(p_backfill.event_type) e
-        join webhook.endpoints ep on ep.id = e), 0);
+        select coalesce(max(o.open) filter (where not o.held), max(o.open))
+        from (select webhook._open_deliveries(e, v_window) as open,
+                     (ep.paused_at is not null or ep.disabled_at is not null) as held
+              from webhook._subscribed_now(p_backfill.event_type) e
+              join webhook.endpoints ep on ep.id = e) o), 0);
 end
 $$;
 
