@@ -6940,6 +6940,28 @@ $$;
 
 
 -- API: Private
+-- Raises unless a backfill of p_type events has somewhere to go: endpoint
+-- p_endpoint_id (42704 unless it exists), or, when null, an endpoint
+-- subscribed to p_type now (22023).
+create function webhook._check_backfill_target(
+    p_endpoint_id bigint, -- the one endpoint, or null for every one subscribed
+    p_type text           -- the backfill's event type
+) returns void
+language plpgsql stable
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+begin
+    if p_endpoint_id is not null then
+        perform webhook._live_endpoint(p_endpoint_id);
+    elsif not exists (select from webhook._subscribed_now(p_type)) then
+        raise exception 'no endpoint is subscribed to %', p_type
+            using errcode = '22023',
+                  hint = format('Subscribe an endpoint to %s first, or send to one endpoint: endpoint => <id>.', p_type);
+    end if;
+end
+$$;
+
+-- API: Private
 -- Makes backfill p_id's two functions from its row: the reader (see the
 -- head of this file), owned by the session's login, the role that asks,
 -- and the one the step calls, owned by webhook_filter; then calls them
@@ -7093,13 +7115,7 @@ declare
     v_id bigint;
     v_hint text := webhook._backfill_where_hint();
 begin
-    if v_endpoint_id is not null then
-        perform webhook._live_endpoint(v_endpoint_id);
-    elsif not exists (select from webhook._subscribed_now(v_type)) then
-        raise exception 'no endpoint is subscribed to %', v_type
-            using errcode = '22023',
-                  hint = format('Pass endpoint => <id>, or subscribe an endpoint to %s first.', v_type);
-    end if;
+    perform webhook._check_backfill_target(v_endpoint_id, v_type);
     if v_where is not null then
         if btrim(v_where) = '' then
             raise exception '"where" must be a condition on the row, or null for every row'
@@ -7201,12 +7217,7 @@ begin
         raise exception 'the table of backfill % no longer exists', b.id using errcode = '42P01';
     end if;
     perform webhook._check_capturable(b.source_table);
-    if b.endpoint_id is not null then
-        perform webhook._live_endpoint(b.endpoint_id);
-    elsif not exists (select from webhook._subscribed_now(b.event_type)) then
-        raise exception 'no endpoint is subscribed to %', b.event_type
-            using errcode = '22023', hint = format('Subscribe an endpoint to %s first.', b.event_type);
-    end if;
+    perform webhook._check_backfill_target(b.endpoint_id, b.event_type);
     perform webhook._check_filter_role();
     if webhook._primary_key(b.source_table) is distinct from b.key_columns then
         raise exception 'the primary key of % is not (%) any more: backfill % cannot go on from its last key',
@@ -7225,6 +7236,7 @@ $$;
 comment on function webhook_backfill_resume(bigint) is
     'Goes on with a backfill that failed or was cancelled, from the row after its last_key, with the rights of the role that asks now. False if it is running or done.';
 revoke all on function webhook._backfill_where_hint(), webhook._primary_key(regclass),
-    webhook._make_backfill_reader(bigint), webhook_backfill_resume(bigint)
+    webhook._make_backfill_reader(bigint), webhook._check_backfill_target(bigint, text),
+    webhook_backfill_resume(bigint)
     from public;
 grant execute on function webhook_backfill_resume(bigint) to webhook_admin;

@@ -440,6 +440,28 @@ begin
 end
 $$;
 
+-- API: Private
+-- Raises unless a backfill of p_type events has somewhere to go: endpoint
+-- p_endpoint_id (42704 unless it exists), or, when null, an endpoint
+-- subscribed to p_type now (22023).
+create function webhook._check_backfill_target(
+    p_endpoint_id bigint, -- the one endpoint, or null for every one subscribed
+    p_type text           -- the backfill's event type
+) returns void
+language plpgsql stable
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+begin
+    if p_endpoint_id is not null then
+        perform webhook._live_endpoint(p_endpoint_id);
+    elsif not exists (select from webhook._subscribed_now(p_type)) then
+        raise exception 'no endpoint is subscribed to %', p_type
+            using errcode = '22023',
+                  hint = format('Subscribe an endpoint to %s first, or send to one endpoint: endpoint => <id>.', p_type);
+    end if;
+end
+$$;
+
 -- API: Public
 -- Sends the rows of a table that exist now as <prefix>.read events. The
 -- function makes the backfill's reader (webhook._make_backfill_reader),
@@ -470,13 +492,7 @@ declare
     v_id bigint;
     v_hint text := webhook._backfill_where_hint();
 begin
-    if v_endpoint_id is not null then
-        perform webhook._live_endpoint(v_endpoint_id);
-    elsif not exists (select from webhook._subscribed_now(v_type)) then
-        raise exception 'no endpoint is subscribed to %', v_type
-            using errcode = '22023',
-                  hint = format('Pass endpoint => <id>, or subscribe an endpoint to %s first.', v_type);
-    end if;
+    perform webhook._check_backfill_target(v_endpoint_id, v_type);
     if v_where is not null then
         if btrim(v_where) = '' then
             raise exception '"where" must be a condition on the row, or null for every row'
@@ -564,12 +580,7 @@ begin
         raise exception 'the table of backfill % no longer exists', b.id using errcode = '42P01';
     end if;
     perform webhook._check_capturable(b.source_table);
-    if b.endpoint_id is not null then
-        perform webhook._live_endpoint(b.endpoint_id);
-    elsif not exists (select from webhook._subscribed_now(b.event_type)) then
-        raise exception 'no endpoint is subscribed to %', b.event_type
-            using errcode = '22023', hint = format('Subscribe an endpoint to %s first.', b.event_type);
-    end if;
+    perform webhook._check_backfill_target(b.endpoint_id, b.event_type);
     perform webhook._check_filter_role();
     if webhook._primary_key(b.source_table) is distinct from b.key_columns then
         raise exception 'the primary key of % is not (%) any more: backfill % cannot go on from its last key',

@@ -6,6 +6,32 @@
 
 use pg_webhook_tests::{PgBouncer, Receiver, RunningWorker, TestDb};
 
+/// The test settings with claims, records and maintenance (every second)
+/// through `bouncer`, LISTEN direct, claims of 10.
+fn through(bouncer: &PgBouncer, db: &TestDb) -> pg_webhook_worker::Config {
+    let mut config = db.worker_config();
+    config.pg = bouncer.dsn(&db.name).parse().unwrap();
+    config.listen_pg = db.dsn.parse().unwrap();
+    config.batch_size = 10;
+    config.maintenance =
+        pg_webhook_worker::config::MaintenanceSchedule::parse("* * * * * *").unwrap();
+    config
+}
+
+/// Waits for `worker` to report a maintenance run that did its work.
+async fn a_maintenance_report(worker: &mut RunningWorker) {
+    pg_webhook_tests::within("a maintenance report", async {
+        loop {
+            if let Some(pg_webhook_worker::WorkerEvent::Maintenance(Some(_))) =
+                worker.events.recv().await
+            {
+                return;
+            }
+        }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worker_delivers_through_pgbouncer_in_transaction_mode() {
     const N: i64 = 200;
@@ -15,14 +41,7 @@ async fn the_worker_delivers_through_pgbouncer_in_transaction_mode() {
     let client = db.client().await;
     db.subscribe(&client, &receiver.url("/"), &["*"], None)
         .await;
-    let mut config = db.worker_config();
-    // Claims, records and maintenance through the pooler; LISTEN direct.
-    config.pg = bouncer.dsn(&db.name).parse().unwrap();
-    config.listen_pg = db.dsn.parse().unwrap();
-    config.batch_size = 10;
-    config.maintenance =
-        pg_webhook_worker::config::MaintenanceSchedule::parse("* * * * * *").unwrap();
-    let mut worker = RunningWorker::start(config);
+    let mut worker = RunningWorker::start(through(&bouncer, &db));
     // A burst (found by the NOTIFY on the direct connection) and a trickle.
     client
         .batch_execute(&format!(
@@ -41,16 +60,7 @@ async fn the_worker_delivers_through_pgbouncer_in_transaction_mode() {
     db.wait_deliveries(&client, "succeeded", 2 * N, &mut worker.events)
         .await;
     // And a maintenance run went through it too.
-    pg_webhook_tests::within("a maintenance report through pgbouncer", async {
-        loop {
-            if let Some(pg_webhook_worker::WorkerEvent::Maintenance(Some(_))) =
-                worker.events.recv().await
-            {
-                return;
-            }
-        }
-    })
-    .await;
+    a_maintenance_report(&mut worker).await;
     worker.stop().await;
     assert_eq!(receiver.requests().len() as i64, 2 * N);
     assert!(
@@ -115,13 +125,7 @@ async fn the_worker_writes_at_read_committed_in_a_database_that_defaults_to_seri
         .unwrap();
     // Half of the first answers fail: each of those is recorded and retried.
     receiver.script(&[500; (N / 2) as usize]);
-    let mut config = db.worker_config();
-    config.pg = bouncer.dsn(&db.name).parse().unwrap();
-    config.listen_pg = db.dsn.parse().unwrap();
-    config.batch_size = 10;
-    config.maintenance =
-        pg_webhook_worker::config::MaintenanceSchedule::parse("* * * * * *").unwrap();
-    let mut worker = RunningWorker::start(config);
+    let mut worker = RunningWorker::start(through(&bouncer, &db));
     client
         .batch_execute(&format!(
             "select webhook_publish('burst.one', jsonb_build_object('i', i)) from generate_series(1, {N}) i"
@@ -130,16 +134,7 @@ async fn the_worker_writes_at_read_committed_in_a_database_that_defaults_to_seri
         .unwrap();
     db.wait_deliveries(&client, "succeeded", N, &mut worker.events)
         .await;
-    pg_webhook_tests::within("a maintenance report", async {
-        loop {
-            if let Some(pg_webhook_worker::WorkerEvent::Maintenance(Some(_))) =
-                worker.events.recv().await
-            {
-                return;
-            }
-        }
-    })
-    .await;
+    a_maintenance_report(&mut worker).await;
     worker.stop().await;
     let superuser = db.superuser_client().await;
     let level: String = superuser
