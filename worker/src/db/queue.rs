@@ -7,7 +7,7 @@
 
 use crate::claim::{Claim, Target};
 use crate::db::error::{bounded, DbError};
-use crate::db::isolation::Isolation;
+use crate::db::isolation::at_read_committed;
 use crate::db::queries;
 use crate::retry::RetryPolicy;
 use pg_webhook_protocol::{envelope, Secret};
@@ -203,8 +203,6 @@ pub struct ClaimRequest<'a> {
 /// The claim side's connection.
 pub struct Queue {
     client: Client,
-    /// How the claim runs at READ COMMITTED on this connection.
-    isolation: Isolation,
     /// Bound on each call (see `--db-timeout-ms`).
     timeout: Duration,
     /// Set when a call ran out of time: the connection is given up.
@@ -220,16 +218,13 @@ pub(crate) fn typed<'a>(
 }
 
 impl Queue {
-    /// The claim side over `client`, each call bounded by `timeout`; reads
-    /// the connection's default isolation level (see isolation.rs).
-    pub async fn open(client: Client, timeout: Duration) -> Result<Self, DbError> {
-        let isolation = bounded(timeout, Isolation::of(&client)).await?;
-        Ok(Self {
+    /// The claim side over `client`, each call bounded by `timeout`.
+    pub fn new(client: Client, timeout: Duration) -> Self {
+        Self {
             client,
-            isolation,
             timeout,
             given_up: std::sync::atomic::AtomicBool::new(false),
-        })
+        }
     }
 
     /// Runs a call within the bound; a call that runs out of time gives the
@@ -266,13 +261,11 @@ impl Queue {
             &max_bytes,
         ];
         let rows = self
-            .bounded(
-                self.isolation.run(
-                    &self.client,
-                    self.client
-                        .query_typed(queries::CLAIM, &typed(&params, queries::CLAIM_TYPES)),
-                ),
-            )
+            .bounded(at_read_committed(
+                &self.client,
+                self.client
+                    .query_typed(queries::CLAIM, &typed(&params, queries::CLAIM_TYPES)),
+            ))
             .await?;
         claims_from_rows(&rows)
     }

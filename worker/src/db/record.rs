@@ -8,7 +8,7 @@
 use crate::claim::AttemptRecord;
 use crate::db::connect::{connect, Backoff};
 use crate::db::error::{bounded, DbError};
-use crate::db::isolation::Isolation;
+use crate::db::isolation::at_read_committed;
 use crate::db::queries;
 use crate::db::queue::typed;
 use crate::db::tls::PgTls;
@@ -32,28 +32,18 @@ const MAX_HOPELESS_TRIES: u32 = 5;
 /// The recording side's connection.
 pub struct Recorder {
     client: Client,
-    /// How the recording runs at READ COMMITTED on this connection.
-    isolation: Isolation,
     worker_id: String,
     timeout: Duration,
 }
 
 impl Recorder {
-    /// Records over `client` as `worker_id`, each call bounded by
-    /// `timeout`; reads the connection's default isolation level (see
-    /// isolation.rs).
-    pub async fn open(
-        client: Client,
-        worker_id: String,
-        timeout: Duration,
-    ) -> Result<Self, DbError> {
-        let isolation = bounded(timeout, Isolation::of(&client)).await?;
-        Ok(Self {
+    /// Records over `client` as `worker_id`, each call bounded by `timeout`.
+    pub fn new(client: Client, worker_id: String, timeout: Duration) -> Self {
+        Self {
             client,
-            isolation,
             worker_id,
             timeout,
-        })
+        }
     }
 
     /// Writes a batch in one statement; returns how many deliveries moved.
@@ -85,7 +75,7 @@ impl Recorder {
         ];
         let row = bounded(
             self.timeout,
-            self.isolation.run(
+            at_read_committed(
                 &self.client,
                 self.client
                     .query_typed_one(queries::RECORD, &typed(&params, queries::RECORD_TYPES)),
@@ -249,8 +239,11 @@ impl RecordConnection {
                 self.metrics.reconnected(Connection::Record);
             }
             self.connected_once = true;
-            self.recorder =
-                Some(Recorder::open(client, self.worker_id.clone(), self.db_timeout).await?);
+            self.recorder = Some(Recorder::new(
+                client,
+                self.worker_id.clone(),
+                self.db_timeout,
+            ));
         }
         let recorder = self.recorder.as_ref().expect("connected above");
         recorder.record(part).await

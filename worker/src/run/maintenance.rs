@@ -9,8 +9,8 @@
 
 use crate::config::MaintenanceSchedule;
 use crate::db::connect::connect;
-use crate::db::error::{bounded, DbError};
-use crate::db::isolation::Isolation;
+use crate::db::error::bounded;
+use crate::db::isolation::at_read_committed;
 use crate::db::queries;
 use crate::db::tls::PgTls;
 use crate::events::{Events, WorkerEvent};
@@ -27,7 +27,7 @@ pub(crate) async fn run(
     events: Events,
     metrics: std::sync::Arc<Metrics>,
 ) {
-    let mut client: Option<(tokio_postgres::Client, Isolation)> = None;
+    let mut client: Option<tokio_postgres::Client> = None;
     let mut connected_once = false;
     loop {
         let Some(wait) = schedule.until_next(chrono::Utc::now()) else {
@@ -37,13 +37,8 @@ pub(crate) async fn run(
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
         }
-        if client.as_ref().is_none_or(|(c, _)| c.is_closed()) {
-            let opened = async {
-                let c = connect(&pg, &tls).await?;
-                let isolation = bounded(db_timeout, Isolation::of(&c)).await?;
-                Ok::<_, DbError>((c, isolation))
-            };
-            client = match opened.await {
+        if client.as_ref().is_none_or(|c| c.is_closed()) {
+            client = match connect(&pg, &tls).await {
                 Ok(c) => {
                     if connected_once {
                         metrics.reconnected(Connection::Maintenance);
@@ -57,9 +52,7 @@ pub(crate) async fn run(
                 }
             };
         }
-        let Some((c, isolation)) = client.as_ref() else {
-            continue;
-        };
+        let Some(c) = client.as_ref() else { continue };
         // The simple-query protocol: no prepared statement to keep (works
         // through a transaction-mode pooler), and this runs once a minute.
         // A purge may take a while on a big log: ten times the bound of the
@@ -68,7 +61,7 @@ pub(crate) async fn run(
         let limit = db_timeout * 10;
         match bounded(
             limit,
-            isolation.run(c, c.simple_query(queries::MAINTENANCE)),
+            at_read_committed(c, c.simple_query(queries::MAINTENANCE)),
         )
         .await
         {

@@ -80,7 +80,7 @@ impl Worker {
                 "claims wait at most --lease-margin-ms, which is shorter than --db-timeout-ms"
             );
         }
-        let mut queue = Queue::open(client, config.claim_timeout()).await?;
+        let mut queue = Queue::new(client, config.claim_timeout());
         let mut linger = Linger::new(queue.notify_min_interval().await?);
         let dispatcher = Arc::new(Dispatcher::new(&config)?);
 
@@ -356,11 +356,10 @@ async fn reopen(
             return None;
         }
         let attempt = async {
-            Queue::open(
+            Ok::<_, DbError>(Queue::new(
                 connect(&config.pg, &config.pg_tls).await?,
                 config.claim_timeout(),
-            )
-            .await
+            ))
         };
         match attempt.await {
             Ok(q) => {
