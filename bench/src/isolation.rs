@@ -1,10 +1,10 @@
-//! What the worker's own READ COMMITTED transactions cost where the
-//! database defaults to another level (worker/src/db/isolation.rs): the
-//! same drain (row events to one endpoint, one worker) in a database whose
-//! sessions default to READ COMMITTED, where each claim and record is one
-//! statement, and in one that defaults to SERIALIZABLE, where each runs
-//! between a START TRANSACTION and a COMMIT of its own. Interleaved, so
-//! that the machine's drift falls on both.
+//! The worker where the database defaults to another isolation level
+//! (worker/src/db/isolation.rs): the same drain (row events to one
+//! endpoint, one worker) in a database whose sessions default to READ
+//! COMMITTED and in one whose sessions default to SERIALIZABLE. The worker
+//! runs each write in a READ COMMITTED transaction of its own in both, so
+//! the two should not differ. Interleaved, so that the machine's drift
+//! falls on both.
 
 use crate::db::Flavor;
 use crate::drain::{drain_in, Throughput};

@@ -318,7 +318,7 @@ pub fn table(f: &Figures) -> String {
     if let Some(i) = &f.isolation {
         let _ = writeln!(
             t,
-            "| drain of {} row events to one endpoint where the database defaults to read committed / serializable (the worker's writes then each in a transaction of its own) | {:.0} / {:.0} deliveries/s ({:.0} / {:.0} µs CPU each): **{:.2}** | | | |",
+            "| drain of {} row events to one endpoint where the database defaults to read committed / serializable | {:.0} / {:.0} deliveries/s ({:.0} / {:.0} µs CPU each): **{:.2}** | | | |",
             i.read_committed.events, i.read_committed.per_sec, i.serializable.per_sec,
             i.read_committed.cpu_us_per_delivery, i.serializable.cpu_us_per_delivery,
             i.serializable.per_sec / i.read_committed.per_sec
