@@ -6387,8 +6387,11 @@ begin
                or not exists (select from pg_proc p
                               where p.oid = to_regprocedure(format('webhook.%I(jsonb, integer)', f.reader))
                                 and p.proowner = (select r.oid from pg_roles r where r.rolname = b.requested_by)) then
-                raise exception 'the functions of backfill % are missing or not owned as webhook_backfill made them', b.id
-                    using errcode = '42501', hint = format('Go on with it as the role that asks: webhook_backfill_resume(%s).', b.id);
+                -- (The backfill ends failed with this message, which says
+                -- what to do: a hint would be lost.)
+                raise exception 'the functions of backfill % are missing or not owned as webhook_backfill made them; '
+                                'webhook_backfill_resume(%) makes them again for the role that calls it', b.id, b.id
+                    using errcode = '42501';
             end if;
             execute format($q$
                 with r as materialized (
