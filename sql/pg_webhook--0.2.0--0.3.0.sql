@@ -4324,15 +4324,8 @@ language plpgsql volatile
 security definer
 set search_path = pg_catalog, webhook, pg_temp
 as $$
-declare
-    v_status text;
 begin
-    -- Waits for a batch in progress: what it wrote is sent.
-    select b.status into v_status from webhook.backfills b where b.id = $1 for update;
-    if not found then
-        raise exception 'backfill % does not exist', coalesce($1::text, 'NULL') using errcode = '42704';
-    end if;
-    if v_status <> 'running' then
+    if (webhook._lock_backfill($1)).status <> 'running' then
         return false;
     end if;
     perform webhook._finish_backfill($1, 'cancelled', 'cancelled by ' || session_user);
@@ -7193,6 +7186,26 @@ comment on view webhook.event_types is
 -- 0.3.0: a backfill that failed or was cancelled goes on from its last key
 -- (webhook_backfill_resume), its reader made by webhook._make_backfill_reader.
 -- -----------------------------------------------------------------------------
+-- API: Private
+-- Backfill p_id's row, locked (waiting for a batch in progress: what it
+-- wrote is sent); 42704 when there is none.
+create function webhook._lock_backfill(
+    p_id bigint -- the backfill
+) returns webhook.backfills
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    b webhook.backfills;
+begin
+    select * into b from webhook.backfills where id = p_id for update;
+    if not found then
+        raise exception 'backfill % does not exist', coalesce(p_id::text, 'NULL') using errcode = '42704';
+    end if;
+    return b;
+end
+$$;
+
 -- API: Public
 -- Goes on with a backfill that failed or was cancelled, from the row after
 -- its last_key (what it sent is not sent again), with the rights of the
@@ -7206,13 +7219,8 @@ security definer
 set search_path = pg_catalog, webhook, pg_temp
 as $$
 declare
-    b webhook.backfills;
+    b webhook.backfills := webhook._lock_backfill($1);
 begin
-    -- Waits for a batch in progress (a running backfill is left alone).
-    select * into b from webhook.backfills where id = $1 for update;
-    if not found then
-        raise exception 'backfill % does not exist', coalesce($1::text, 'NULL') using errcode = '42704';
-    end if;
     if b.status in ('running', 'done') then
         return false;
     end if;
@@ -7240,6 +7248,6 @@ comment on function webhook_backfill_resume(bigint) is
     'Goes on with a backfill that failed or was cancelled, from the row after its last_key, with the rights of the role that asks now. False if it is running or done.';
 revoke all on function webhook._backfill_where_hint(), webhook._primary_key(regclass),
     webhook._make_backfill_reader(bigint), webhook._check_backfill_target(bigint, text),
-    webhook_backfill_resume(bigint)
+    webhook._lock_backfill(bigint), webhook_backfill_resume(bigint)
     from public;
 grant execute on function webhook_backfill_resume(bigint) to webhook_admin;

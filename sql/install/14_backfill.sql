@@ -527,6 +527,26 @@ $$;
 comment on function webhook_backfill(regclass, bigint, text) is
     'Sends the rows of a table as <prefix>.read events (data {table, schema, op: "read", new, old: null}), in primary key order and batches, to one endpoint or to every endpoint subscribed; read with the rights of the role that asks. Returns the backfill''s id: its progress is its row in webhook.backfills.';
 
+-- API: Private
+-- Backfill p_id's row, locked (waiting for a batch in progress: what it
+-- wrote is sent); 42704 when there is none.
+create function webhook._lock_backfill(
+    p_id bigint -- the backfill
+) returns webhook.backfills
+language plpgsql volatile
+set search_path = pg_catalog, webhook, pg_temp
+as $$
+declare
+    b webhook.backfills;
+begin
+    select * into b from webhook.backfills where id = p_id for update;
+    if not found then
+        raise exception 'backfill % does not exist', coalesce(p_id::text, 'NULL') using errcode = '42704';
+    end if;
+    return b;
+end
+$$;
+
 -- API: Public
 create function webhook_backfill_cancel(
     backfill_id bigint -- the backfill
@@ -535,15 +555,8 @@ language plpgsql volatile
 security definer
 set search_path = pg_catalog, webhook, pg_temp
 as $$
-declare
-    v_status text;
 begin
-    -- Waits for a batch in progress: what it wrote is sent.
-    select b.status into v_status from webhook.backfills b where b.id = $1 for update;
-    if not found then
-        raise exception 'backfill % does not exist', coalesce($1::text, 'NULL') using errcode = '42704';
-    end if;
-    if v_status <> 'running' then
+    if (webhook._lock_backfill($1)).status <> 'running' then
         return false;
     end if;
     perform webhook._finish_backfill($1, 'cancelled', 'cancelled by ' || session_user);
@@ -566,13 +579,8 @@ security definer
 set search_path = pg_catalog, webhook, pg_temp
 as $$
 declare
-    b webhook.backfills;
+    b webhook.backfills := webhook._lock_backfill($1);
 begin
-    -- Waits for a batch in progress (a running backfill is left alone).
-    select * into b from webhook.backfills where id = $1 for update;
-    if not found then
-        raise exception 'backfill % does not exist', coalesce($1::text, 'NULL') using errcode = '42704';
-    end if;
     if b.status in ('running', 'done') then
         return false;
     end if;
