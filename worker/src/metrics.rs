@@ -120,13 +120,14 @@ pub enum Check {
 pub enum Wakeup {
     /// the worker looked at the queue
     Heeded,
-    /// ignored: the last ones found nothing (see run/pacing.rs)
-    Ignored,
+    /// held back until the pause after wake-ups that found nothing ends,
+    /// then looked into once for all (see run/pacing.rs)
+    Deferred,
 }
 
 label_values! {
     Check { Claim => "claim", NextDue => "next_due" }
-    Wakeup { Heeded => "heeded", Ignored => "ignored" }
+    Wakeup { Heeded => "heeded", Deferred => "deferred" }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -33,13 +33,14 @@ const WAKE_PAUSE_MIN: Duration = Duration::from_millis(50);
 /// stray or hostile notification, or one another worker answered first)
 /// therefore makes the next ones count for less while the worker is idle
 /// (lingering after real work, it looks every few ms anyway, and only real
-/// work makes it linger): after such a wake-up, wake-ups are
-/// ignored for a pause that doubles from [`WAKE_PAUSE_MIN`] with each empty
-/// one, up to a cap (twice the poll interval), and the first wake-up that
-/// finds work restores them all. A flood of notifications then costs at
-/// most one extra look at the queue per cap, and real work is still found
-/// by the poll, by lingering after every non-empty claim, and by the next
-/// heeded wake-up.
+/// work makes it linger): after such a wake-up, wake-ups are held back for
+/// a pause that doubles from [`WAKE_PAUSE_MIN`] with each empty one, up to
+/// a cap (twice the poll interval), and the first wake-up that finds work
+/// restores them all. Held back, not dropped: the worker looks at the
+/// queue once when the pause ends (however many came meanwhile), so a real
+/// event notified right after an empty wake-up waits for the pause, not
+/// for the poll. A flood of notifications then costs at most one extra
+/// look at the queue per pause, and at the cap one per cap.
 #[derive(Debug, Default)]
 pub(crate) struct WakeGate {
     /// A wake-up was heeded and its claim has not reported yet.
@@ -54,6 +55,11 @@ impl WakeGate {
     /// Whether a wake-up arriving now is heeded.
     pub(crate) fn open(&self) -> bool {
         self.closed_until.is_none_or(|t| Instant::now() >= t)
+    }
+
+    /// When a wake-up held back now is to be looked into: the pause's end.
+    pub(crate) fn opens_at(&self) -> Option<Instant> {
+        self.closed_until
     }
 
     /// A wake-up was heeded: the next claim tells whether it found anything.
@@ -137,8 +143,9 @@ impl Linger {
 
 /// The last claim came back short: sleep until a delivery this worker may
 /// claim is due (a retry, an expired lease; "may" as in an endpoint's share
-/// of the slots), a NOTIFY (heeded as [`WakeGate`] says, unless lingering),
-/// the poll interval, or cancellation; while lingering, look at the queue
+/// of the slots), a NOTIFY (heeded as [`WakeGate`] says, unless lingering;
+/// one held back brings the wait's end forward to the gate's opening), the
+/// poll interval, or cancellation; while lingering, look at the queue
 /// every [`LINGER_POLL`] instead. A wake-up does not start lingering: the
 /// claim it leads to does, if it finds something. With
 /// deliveries in flight, also return once `min_claim` of them (or all) have
@@ -184,6 +191,7 @@ pub(crate) async fn idle(
         };
         let sleep = tokio::time::sleep(sleep_for);
         tokio::pin!(sleep);
+        let mut held_back = false;
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -200,7 +208,13 @@ pub(crate) async fn idle(
                         gate.heeded();
                         return;
                     }
-                    metrics.woken(Wakeup::Ignored);
+                    metrics.woken(Wakeup::Deferred);
+                    if let Some(at) = gate.opens_at().map(tokio::time::Instant::from_std) {
+                        if at < sleep.deadline() {
+                            sleep.as_mut().reset(at);
+                        }
+                    }
+                    held_back = true;
                     continue;
                 }
                 Some(()) = in_flight.next(), if busy => {
@@ -213,6 +227,10 @@ pub(crate) async fn idle(
                 _ = &mut sleep => {}
             }
             break;
+        }
+        if held_back {
+            // The look it was held back for: it counts as a heeded one.
+            gate.heeded();
         }
         if !lingering {
             return;
