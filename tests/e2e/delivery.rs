@@ -258,8 +258,10 @@ async fn publish_with_idempotency_key_is_one_event() {
     db.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn notify_wakes_the_worker_without_polling() {
+/// A database with a receiver subscribed to everything and a worker whose
+/// poll is an hour, once it listens: only a NOTIFY can wake it before then.
+async fn listening_with_an_hourly_poll() -> (TestDb, Receiver, tokio_postgres::Client, RunningWorker)
+{
     let db = TestDb::new().await;
     let receiver = Receiver::start().await;
     let client = db.client().await;
@@ -268,9 +270,13 @@ async fn notify_wakes_the_worker_without_polling() {
     let mut config = db.worker_config();
     config.poll_interval = Duration::from_secs(3600);
     let mut worker = RunningWorker::start(config);
-    // Wait until the worker listens and has gone idle, so that only a NOTIFY
-    // can wake it before the (hour-long) poll.
     while worker.events.recv().await != Some(pg_webhook_worker::WorkerEvent::Listening) {}
+    (db, receiver, client, worker)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_wakes_the_worker_without_polling() {
+    let (db, receiver, client, worker) = listening_with_an_hourly_poll().await;
     client
         .batch_execute("select webhook_publish('ping.now', '{}')")
         .await
@@ -536,15 +542,7 @@ async fn a_wake_up_held_back_after_empty_ones_is_looked_into_when_the_pause_ends
     // Empty wake-ups (a second of stray notifications) make the worker hold
     // the next ones back for a growing pause; a real event notified during
     // it must be found when the pause ends, not at the (hour-long) poll.
-    let db = TestDb::new().await;
-    let receiver = Receiver::start().await;
-    let client = db.client().await;
-    db.subscribe(&client, &receiver.url("/"), &["*"], None)
-        .await;
-    let mut config = db.worker_config();
-    config.poll_interval = Duration::from_secs(3600);
-    let mut worker = RunningWorker::start(config);
-    while worker.events.recv().await != Some(pg_webhook_worker::WorkerEvent::Listening) {}
+    let (db, receiver, client, worker) = listening_with_an_hourly_poll().await;
     let started = std::time::Instant::now();
     while started.elapsed() < Duration::from_secs(1) {
         client
