@@ -4,6 +4,7 @@
 #   bash scripts/package.sh [MAJOR]         # the tarball; prints its path
 #   bash scripts/package.sh --deb [MAJOR]   # and the two Debian packages; prints the three paths
 #   bash scripts/package.sh --sql           # the SQL flavor's install script (any major); prints its path
+#                                           # (and its upgrade from the previous release beside it, if any)
 #
 # The tarball (target/package/pg_webhook-<version>-pg<MAJOR>-linux-<arch>.tar.gz)
 # holds, under one root so that `tar -xzf … -C /` installs it: the
@@ -28,7 +29,11 @@ cd "$(dirname "$0")/.."
 deb=false
 if [ "${1:-}" = --deb ]; then deb=true; shift; fi
 if [ "${1:-}" = --sql ]; then
-    # The SQL flavor: one script, no library, no build (scripts/sql-flavor.sh).
+    # The SQL flavor: one script, no library, no build (scripts/sql-flavor.sh);
+    # and the step from its previous release (scripts/sql-flavor-step.sh),
+    # named on stderr.
+    step=$(bash scripts/sql-flavor-step.sh)
+    [ -z "$step" ] || echo "package.sh: the SQL flavor's upgrade: $step" >&2
     exec bash scripts/sql-flavor.sh
 fi
 major=${1:-15}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the SQL flavor's install script, target/package/pg_webhook--<version>.sql,
-# and prints its path (`bash scripts/package.sh --sql` runs this).
+# and prints its path (`bash scripts/package.sh --sql` runs this, and
+# scripts/sql-flavor-step.sh for the upgrade from the previous release).
 #
 # The same sources as the extension (sql/install/, in the order
 # extension/src/lib.rs registers them), with sql/plain/ in place of the
@@ -9,11 +10,18 @@
 # Public functions go into the schema public, as with `create extension
 # pg_webhook` (@extschema@). No psql meta-command, no BEGIN/COMMIT: the same
 # text is a pg_tle extension's script.
+#
+# PG_WEBHOOK_SQL_SOURCES (default sql), PG_WEBHOOK_SQL_VERSION (default
+# Cargo.toml's) and PG_WEBHOOK_SQL_OUT (default target/package) build from
+# other sources (tests/rehearsal/build.sh, a rehearsal of a next release).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
-out="target/package/pg_webhook--$version.sql"
-mkdir -p target/package
+sources=${PG_WEBHOOK_SQL_SOURCES:-sql}
+version=${PG_WEBHOOK_SQL_VERSION:-$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)}
+out_dir=${PG_WEBHOOK_SQL_OUT:-target/package}
+mkdir -p "$out_dir"
+
+out="$out_dir/pg_webhook--$version.sql"
 {
     cat <<HEADER
 -- pg_webhook $version, SQL flavor: the whole of pg_webhook without its C
@@ -34,9 +42,9 @@ end
 \$guard\$;
 set search_path = public;
 HEADER
-    for f in sql/install/0[1-4]_*.sql sql/plain/[1-4]*.sql sql/install/0[5-9]_*.sql sql/install/1*.sql \
-             sql/plain/9*.sql; do
-        printf '\n-- ---- %s\n' "$f"
+    for f in "$sources"/install/0[1-4]_*.sql "$sources"/plain/[1-4]*.sql "$sources"/install/0[5-9]_*.sql \
+             "$sources"/install/1*.sql "$sources"/plain/9*.sql; do
+        printf '\n-- ---- %s\n' "sql/${f#"$sources"/}"
         sed -e 's/@extschema@/public/g' -e "s/@VERSION@/$version/g" "$f"
     done
 } >"$out.tmp"

@@ -30,4 +30,5 @@ mod retention;
 mod retry;
 mod roles;
 mod security;
+mod sql_flavor_upgrade;
 mod upgrade;

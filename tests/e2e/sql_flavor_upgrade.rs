@@ -1,0 +1,301 @@
+//! The SQL flavor upgrades in place, by the step `bash
+//! scripts/sql-flavor-step.sh` builds from the extension's step and the SQL
+//! flavor's own (sql/plain/upgrade/), to exactly the schema of a fresh
+//! install, keeping every row.
+//!
+//! 0.3.0 is the SQL flavor's first release, so no real step exists yet (the
+//! first is 0.3.0 → 0.4.0, from the install frozen at 0.3.0's release).
+//! Until then the step is rehearsed (tests/rehearsal/build.sh): a next
+//! release made from the current sources with the kinds of change a
+//! release brings (a table, a column, a function of the install changed,
+//! a C function changed and one added, with their SQL counterparts, a
+//! change of the SQL flavor's own), each written as a release writes it;
+//! the generator must turn them into a script that takes the current
+//! install there.
+
+use crate::upgrade::catalog;
+use pg_webhook_tests::{attempt_due_once, repo_path, TestDb};
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use tokio_postgres::Client;
+
+/// The rehearsed next release's version (tests/rehearsal/build.sh).
+const NEXT: &str = concat!(env!("CARGO_PKG_VERSION"), "-rehearsal");
+
+/// A directory of its own under the temporary one, removed when dropped.
+struct WorkDir(PathBuf);
+
+impl WorkDir {
+    /// A new, empty one.
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "pgwh-sql-step-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    /// A new one holding copies of sql/install and sql/plain, in `sql/`.
+    fn with_sources() -> Self {
+        let work = Self::new();
+        let sources = work.sources();
+        std::fs::create_dir_all(&sources).unwrap();
+        copy_tree(&repo_path("sql/install"), &sources);
+        copy_tree(&repo_path("sql/plain"), &sources);
+        work
+    }
+
+    fn sources(&self) -> PathBuf {
+        self.0.join("sql")
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Copies a directory tree (cp -r; the tests run where the scripts do).
+fn copy_tree(from: &Path, to: &Path) {
+    let status = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(from)
+        .arg(to)
+        .status()
+        .expect("cp");
+    assert!(status.success(), "cp -r {from:?} {to:?}");
+}
+
+/// Runs one of the repository's bash scripts; what it printed, or the
+/// test fails with what it said.
+fn bash(script: &str, args: &[&OsStr], envs: &[(&str, &OsStr)]) -> std::process::Output {
+    std::process::Command::new("bash")
+        .arg(repo_path(script))
+        .args(args)
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap_or_else(|e| panic!("bash {script}: {e}"))
+}
+
+/// The rows a step must keep.
+async fn rows(c: &Client) -> Vec<String> {
+    pg_webhook_tests::column(
+        c,
+        "select format('endpoint %s %s %s', id, url, is_active) from webhook.endpoints
+         union all select format('secret %s %s', endpoint_id, md5(secret)) from webhook.endpoint_secrets
+         union all select format('event %s %s %s', id, event_type, payload) from webhook.events
+         union all select format('delivery %s %s %s %s %s', id, event_id, endpoint_id, status, attempt_count)
+                   from webhook.deliveries
+         union all select format('attempt %s %s %s', id, delivery_id, status_code) from webhook.attempts
+         order by 1",
+        &[],
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_only_a_rehearsed_next_release_upgrades_the_sql_flavor_in_place_to_a_fresh_install() {
+    // The next release's install, and the step to it.
+    let work = WorkDir::new();
+    let built = bash("tests/rehearsal/build.sh", &[work.0.as_os_str()], &[]);
+    assert!(
+        built.status.success(),
+        "tests/rehearsal/build.sh: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let paths = String::from_utf8(built.stdout).unwrap();
+    let [next_install, step] = [0, 1].map(|i| {
+        let path = paths.lines().nth(i).expect("two paths");
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    });
+    assert!(
+        !step.contains("MODULE_PATHNAME") && !step.contains("@extschema@"),
+        "{step}"
+    );
+
+    // The current release installed and in use: an endpoint, a watched
+    // table, events pending with a failed attempt behind them.
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(
+        "select webhook_subscribe('http://127.0.0.1:9/hook', name => 'kept');
+         create table orders (id int primary key, note text);
+         select webhook_watch('orders', event_prefix => 'order');
+         insert into orders values (1, 'before');
+         select webhook_publish('order.noted', '{\"n\": 1}');",
+    )
+    .await
+    .unwrap();
+    assert!(
+        attempt_due_once(&c, "w01").await > 0,
+        "deliveries made and attempted"
+    );
+    let before = rows(&c).await;
+    assert!(
+        before.iter().any(|r| r.starts_with("delivery ")),
+        "{before:?}"
+    );
+
+    c.batch_execute(&step).await.expect("the generated step");
+    let c = db.client().await; // a session that planned nothing before
+    let version: String = c
+        .query_one("select webhook._sql_flavor_version()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(version, NEXT);
+    assert_eq!(rows(&c).await, before, "every row kept");
+
+    // The step refuses a database without the SQL flavor, and one at
+    // another version (here, the one it has just upgraded).
+    let fresh = TestDb::empty().await;
+    for (target, what) in [(&fresh, "without pg_webhook"), (&db, "upgraded")] {
+        let refused = target
+            .client()
+            .await
+            .batch_execute(&step)
+            .await
+            .expect_err(what);
+        let e = refused.as_db_error().expect("a database error");
+        assert_eq!(e.code().code(), "55000", "{what}: {e:?}");
+    }
+    let version: String = c
+        .query_one("select webhook._sql_flavor_version()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(version, NEXT, "a refused step changes nothing");
+    let schemas: Vec<String> = pg_webhook_tests::column(
+        &fresh.client().await,
+        "select nspname::text from pg_namespace where nspname = 'webhook'",
+        &[],
+    )
+    .await;
+    assert!(schemas.is_empty(), "a refused step leaves nothing behind");
+
+    // Exactly the schema of the next release installed afresh.
+    let f = fresh.client().await;
+    f.batch_execute(&next_install)
+        .await
+        .expect("the next release's install");
+    f.batch_execute("grant webhook_admin to current_user")
+        .await
+        .unwrap();
+    let upgraded = catalog(&c).await;
+    let installed = catalog(&f).await;
+    let only_upgraded: Vec<_> = upgraded.iter().filter(|r| !installed.contains(r)).collect();
+    let only_installed: Vec<_> = installed.iter().filter(|r| !upgraded.contains(r)).collect();
+    assert!(
+        only_upgraded.is_empty() && only_installed.is_empty(),
+        "the upgraded schema differs from a fresh install:\nonly after the step: {only_upgraded:#?}\nonly in a fresh install: {only_installed:#?}"
+    );
+    assert!(
+        installed
+            .iter()
+            .any(|r| r.starts_with("rel webhook.rehearsal ")),
+        "the rehearsal's table is compared"
+    );
+
+    // What the step brought works, and capture goes on.
+    let next: i32 = c
+        .query_one("select webhook._rehearsal_next()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(next, 42, "the new function and its SQL counterpart");
+    c.batch_execute("insert into orders values (2, 'after')")
+        .await
+        .unwrap();
+    let captured: i64 = c
+        .query_one(
+            "select count(*) from webhook.events where event_type = 'order.created'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(captured, 2);
+    fresh.finish().await;
+    db.finish().await;
+}
+
+/// "0.3.0" as (0, 3, 0).
+fn version(v: &str) -> Vec<u32> {
+    v.split('.').map(|n| n.parse().unwrap()).collect()
+}
+
+/// The current release's step, as `bash scripts/package.sh --sql` builds
+/// it: there is one when the previous release had the SQL flavor (0.3.0
+/// on), none before (0.2.0 → 0.3.0); a step that cannot run without the
+/// library is refused.
+#[test]
+fn the_sql_flavor_has_a_step_from_a_release_that_had_it_and_never_with_the_library_in_it() {
+    let work = WorkDir::with_sources();
+    let sources = work.sources();
+    let current = env!("CARGO_PKG_VERSION");
+    let mut previous = None;
+    for step in std::fs::read_dir(repo_path("sql")).unwrap() {
+        let step = step.unwrap().path();
+        let name = step.file_name().unwrap().to_str().unwrap().to_owned();
+        if let Some(from) = name
+            .strip_prefix("pg_webhook--")
+            .and_then(|n| n.strip_suffix(&format!("--{current}.sql")))
+        {
+            previous = Some(from.to_owned());
+        }
+        if name.ends_with(".sql") {
+            std::fs::copy(&step, sources.join(&name)).unwrap();
+        }
+    }
+    let previous = previous.expect("an extension step to the current version");
+    let out = work.0.join("out");
+    let step = |version: &str| {
+        bash(
+            "scripts/sql-flavor-step.sh",
+            &[],
+            &[
+                ("PG_WEBHOOK_SQL_SOURCES", sources.as_os_str()),
+                ("PG_WEBHOOK_SQL_VERSION", version.as_ref()),
+                ("PG_WEBHOOK_SQL_OUT", out.as_os_str()),
+            ],
+        )
+    };
+    let built = step(current);
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let has_step = !built.stdout.is_empty();
+    assert_eq!(
+        has_step,
+        version(&previous) >= version("0.3.0"),
+        "a SQL-flavor step from {previous} (0.3.0 is the SQL flavor's first release)"
+    );
+    if has_step {
+        // A real step, to be tested as the rehearsed one is, from the
+        // frozen install of the release it starts from.
+        let frozen = format!("tests/fixtures/sql-flavor/pg_webhook--{previous}.sql");
+        assert!(
+            repo_path(&frozen).exists(),
+            "{frozen}: freeze it and test the step from it"
+        );
+    }
+
+    // A step whose ALTER EXTENSION would fail in a script install.
+    std::fs::write(
+        sources.join(format!("pg_webhook--{current}--{NEXT}.sql")),
+        "alter extension pg_webhook add function webhook._rehearsal_base();\n",
+    )
+    .unwrap();
+    let refused = step(NEXT);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("ALTER EXTENSION"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}
