@@ -13,7 +13,7 @@
 //! the generator must turn them into a script that takes the current
 //! install there.
 
-use crate::upgrade::catalog;
+use crate::upgrade::{assert_same_catalog, catalog};
 use pg_webhook_tests::{attempt_due_once, repo_path, TestDb};
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -199,14 +199,8 @@ async fn assert_upgrades_in_place(
     f.batch_execute("grant webhook_admin to current_user")
         .await
         .unwrap();
-    let upgraded = catalog(&c).await;
+    assert_same_catalog(&c, &f).await;
     let installed = catalog(&f).await;
-    let only_upgraded: Vec<_> = upgraded.iter().filter(|r| !installed.contains(r)).collect();
-    let only_installed: Vec<_> = installed.iter().filter(|r| !upgraded.contains(r)).collect();
-    assert!(
-        only_upgraded.is_empty() && only_installed.is_empty(),
-        "the upgraded schema differs from a fresh install:\nonly after the step: {only_upgraded:#?}\nonly in a fresh install: {only_installed:#?}"
-    );
     fresh.finish().await;
     (db, installed)
 }
@@ -279,71 +273,60 @@ async fn sql_only_the_release_upgrades_the_sql_flavor_of_the_previous_one_in_pla
     db.finish().await;
 }
 
-/// "0.3.0" as (0, 3, 0).
-fn version(v: &str) -> Vec<u32> {
-    v.split('.').map(|n| n.parse().unwrap()).collect()
-}
-
-/// The current release's step, as `bash scripts/package.sh --sql` builds
-/// it: there is one when the previous release had the SQL flavor (0.3.0
-/// on), none before (0.2.0 → 0.3.0); a step that cannot run without the
-/// library is refused.
+/// What the step's generator refuses or skips: a step from a release
+/// before the SQL flavor's first (0.3.0) makes none; one that cannot run
+/// without the library (a top-level ALTER EXTENSION, MODULE_PATHNAME
+/// outside a C function's statement) fails the build, saying why.
 #[test]
 fn the_sql_flavor_has_a_step_from_a_release_that_had_it_and_never_with_the_library_in_it() {
     let work = WorkDir::with_sources();
     let sources = work.sources();
-    let current = env!("CARGO_PKG_VERSION");
-    let mut previous = None;
-    for step in std::fs::read_dir(repo_path("sql")).unwrap() {
-        let step = step.unwrap().path();
-        let name = step.file_name().unwrap().to_str().unwrap().to_owned();
-        if let Some(from) = name
-            .strip_prefix("pg_webhook--")
-            .and_then(|n| n.strip_suffix(&format!("--{current}.sql")))
-        {
-            previous = Some(from.to_owned());
-        }
-        if name.ends_with(".sql") {
-            std::fs::copy(&step, sources.join(&name)).unwrap();
-        }
-    }
-    let previous = previous.expect("an extension step to the current version");
     let out = work.0.join("out");
-    let step = |version: &str| {
-        bash(
+    let current = env!("CARGO_PKG_VERSION");
+    let step = |from: &str, text: &str| {
+        let path = sources.join(format!("pg_webhook--{from}--{NEXT}.sql"));
+        std::fs::write(&path, text).unwrap();
+        let run = bash(
             "scripts/sql-flavor-step.sh",
             &[],
             &[
                 ("PG_WEBHOOK_SQL_SOURCES", sources.as_os_str()),
-                ("PG_WEBHOOK_SQL_VERSION", version.as_ref()),
+                ("PG_WEBHOOK_SQL_VERSION", NEXT.as_ref()),
                 ("PG_WEBHOOK_SQL_OUT", out.as_os_str()),
             ],
-        )
+        );
+        std::fs::remove_file(&path).unwrap();
+        run
     };
-    let built = step(current);
+    let before = step(
+        "0.2.0",
+        "alter table webhook.endpoints add column x text;\n",
+    );
     assert!(
-        built.status.success(),
-        "{}",
-        String::from_utf8_lossy(&built.stderr)
+        before.status.success() && before.stdout.is_empty(),
+        "no step from 0.2.0: {before:?}"
     );
-    let has_step = !built.stdout.is_empty();
-    assert_eq!(
-        has_step,
-        version(&previous) >= version("0.3.0"),
-        "a SQL-flavor step from {previous} (0.3.0 is the SQL flavor's first release)"
+    let kept = step(
+        current,
+        "alter table webhook.endpoints add column x text;\n",
     );
-
-    // A step whose ALTER EXTENSION would fail in a script install.
-    std::fs::write(
-        sources.join(format!("pg_webhook--{current}--{NEXT}.sql")),
-        "alter extension pg_webhook add function webhook._rehearsal_base();\n",
-    )
-    .unwrap();
-    let refused = step(NEXT);
-    assert!(!refused.status.success());
-    assert!(
-        String::from_utf8_lossy(&refused.stderr).contains("ALTER EXTENSION"),
-        "{}",
-        String::from_utf8_lossy(&refused.stderr)
-    );
+    assert!(kept.status.success() && !kept.stdout.is_empty(), "{kept:?}");
+    for (text, why) in [
+        (
+            "alter extension pg_webhook add function webhook._rehearsal_base();\n",
+            "ALTER EXTENSION",
+        ),
+        (
+            "select 'MODULE_PATHNAME';\n",
+            "MODULE_PATHNAME outside a create function statement",
+        ),
+    ] {
+        let refused = step(current, text);
+        assert!(!refused.status.success(), "{text}");
+        assert!(
+            String::from_utf8_lossy(&refused.stderr).contains(why),
+            "{text}: {}",
+            String::from_utf8_lossy(&refused.stderr)
+        );
+    }
 }

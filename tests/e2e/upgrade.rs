@@ -61,8 +61,14 @@ fn released_scripts_are_unchanged() {
 /// of a fresh install of the current version.
 async fn assert_same_as_fresh_install(c: &Client) {
     let fresh = TestDb::new().await;
-    let upgraded_catalog = catalog(c).await;
-    let fresh_catalog = catalog(&fresh.client().await).await;
+    assert_same_catalog(c, &fresh.client().await).await;
+}
+
+/// Fails with both sides' differences unless the databases `upgraded` and
+/// `fresh` are connected to hold exactly the same objects of pg_webhook.
+pub(crate) async fn assert_same_catalog(upgraded: &Client, fresh: &Client) {
+    let upgraded_catalog = catalog(upgraded).await;
+    let fresh_catalog = catalog(fresh).await;
     let only_upgraded: Vec<_> = upgraded_catalog
         .iter()
         .filter(|r| !fresh_catalog.contains(r))
