@@ -15,13 +15,17 @@
 # Cargo.toml's) and PG_WEBHOOK_SQL_OUT (default target/package) build from
 # other sources (tests/rehearsal/build.sh, a rehearsal of a next release).
 set -euo pipefail
+absolute() { case "$1" in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
+sources=${PG_WEBHOOK_SQL_SOURCES:+$(absolute "$PG_WEBHOOK_SQL_SOURCES")}
+out_dir=${PG_WEBHOOK_SQL_OUT:+$(absolute "$PG_WEBHOOK_SQL_OUT")}
 cd "$(dirname "$0")/.."
-sources=${PG_WEBHOOK_SQL_SOURCES:-sql}
+sources=${sources:-sql}
+out_dir=${out_dir:-target/package}
 version=${PG_WEBHOOK_SQL_VERSION:-$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)}
-out_dir=${PG_WEBHOOK_SQL_OUT:-target/package}
 mkdir -p "$out_dir"
 
 out="$out_dir/pg_webhook--$version.sql"
+trap 'rm -f "$out.tmp"' EXIT
 {
     cat <<HEADER
 -- pg_webhook $version, SQL flavor: the whole of pg_webhook without its C

@@ -2,7 +2,15 @@
 -- comparable between databases (an upgraded one and a fresh install): see
 -- catalog() in tests/e2e/upgrade.rs, and tests/pg-tle.sh.
 with ext as (select oid from pg_extension where extname = 'pg_webhook'),
-rels as (select c.* from pg_class c join pg_namespace n on n.oid = c.relnamespace where n.nspname = 'webhook')
+rels as (select c.* from pg_class c join pg_namespace n on n.oid = c.relnamespace where n.nspname = 'webhook'),
+fns as (
+    select p.* from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+    where exists (select from pg_depend d
+                  where d.objid = p.oid and d.classid = 'pg_proc'::regclass and d.deptype = 'e'
+                    and d.refobjid = (select oid from ext))
+          -- the SQL flavor's script: no extension, its schema and public's webhook_* functions
+          or (not exists (select from ext)
+              and (n.nspname = 'webhook' or (n.nspname = 'public' and p.proname like 'webhook\_%'))))
 select 'rel ' || r.oid::regclass || ' kind=' || r.relkind::text || ' owner=' || pg_get_userbyid(r.relowner)
        || ' opts=' || coalesce(r.reloptions::text, '')
        || ' acl=' || coalesce(r.relacl::text, '') || ' bound=' || coalesce(pg_get_expr(r.relpartbound, r.oid), '')
@@ -27,14 +35,13 @@ from pg_trigger t join rels r on r.oid = t.tgrelid where not t.tgisinternal
 union all
 select 'fn ' || p.oid::regprocedure || ' owner=' || pg_get_userbyid(p.proowner) || ' acl=' || coalesce(p.proacl::text, '')
        || ' comment=' || coalesce(obj_description(p.oid, 'pg_proc'), '') || E'\n' || pg_get_functiondef(p.oid)
-from pg_proc p join pg_namespace n on n.oid = p.pronamespace
-where p.prokind <> 'a'
-  and (exists (select from pg_depend d
-               where d.objid = p.oid and d.classid = 'pg_proc'::regclass and d.deptype = 'e'
-                 and d.refobjid = (select oid from ext))
-       -- the SQL flavor's script: no extension, its schema and public's webhook_* functions
-       or (not exists (select from ext)
-           and (n.nspname = 'webhook' or (n.nspname = 'public' and p.proname like 'webhook\_%'))))
+from fns p where p.prokind <> 'a'
+union all
+select 'agg ' || p.oid::regprocedure || ' owner=' || pg_get_userbyid(p.proowner) || ' acl=' || coalesce(p.proacl::text, '')
+       || ' comment=' || coalesce(obj_description(p.oid, 'pg_proc'), '') || ' sfunc=' || a.aggtransfn::regprocedure
+       || ' stype=' || a.aggtranstype::regtype || ' final=' || a.aggfinalfn::text || ' combine=' || a.aggcombinefn::text
+       || ' init=' || coalesce(a.agginitval, '')
+from fns p join pg_aggregate a on a.aggfnoid = p.oid
 union all
 select 'view ' || r.oid::regclass || E'\n' || pg_get_viewdef(r.oid) from rels r where r.relkind = 'v'
 union all

@@ -59,8 +59,8 @@ stop_all() {
     cleanup
 }
 trap stop_all EXIT
-mapfile -t rehearsal < <(bash tests/rehearsal/build.sh "$work/rehearsal")
-next_install=${rehearsal[0]} step=${rehearsal[1]}
+built=$(bash tests/rehearsal/build.sh "$work/rehearsal")
+next_install=$(sed -n 1p <<<"$built") step=$(sed -n 2p <<<"$built")
 
 psql_as() { # role database [psql arguments…]
     local role=$1 db=$2

@@ -8,10 +8,10 @@
 //! Until then the step is rehearsed (tests/rehearsal/build.sh): a next
 //! release made from the current sources with the kinds of change a
 //! release brings (a table, a column, a function of the install changed,
-//! a C function changed and one added, with their SQL counterparts, a
-//! change of the SQL flavor's own), each written as a release writes it;
-//! the generator must turn them into a script that takes the current
-//! install there.
+//! a C function added, one replaced and one dropped and made again, with
+//! their SQL counterparts, a change of the SQL flavor's own), each written
+//! as a release writes it; the generator must turn them into a script that
+//! takes the current install there.
 
 use crate::upgrade::{assert_same_catalog, catalog};
 use pg_webhook_tests::{attempt_due_once, repo_path, TestDb};
@@ -273,10 +273,11 @@ async fn sql_only_the_release_upgrades_the_sql_flavor_of_the_previous_one_in_pla
     db.finish().await;
 }
 
-/// What the step's generator refuses or skips: a step from a release
-/// before the SQL flavor's first (0.3.0) makes none; one that cannot run
-/// without the library (a top-level ALTER EXTENSION, MODULE_PATHNAME
-/// outside a C function's statement) fails the build, saying why.
+/// What the step's generator keeps, replaces, refuses or skips: a step
+/// from a release before the SQL flavor's first (0.3.0) makes none; one
+/// that cannot run without the library (a top-level ALTER EXTENSION, the
+/// library named outside a C function's statement, a C function without
+/// a counterpart) or cannot be read fails the build, saying why.
 #[test]
 fn the_sql_flavor_has_a_step_from_a_release_that_had_it_and_never_with_the_library_in_it() {
     let work = WorkDir::with_sources();
@@ -306,11 +307,46 @@ fn the_sql_flavor_has_a_step_from_a_release_that_had_it_and_never_with_the_libra
         before.status.success() && before.stdout.is_empty(),
         "no step from 0.2.0: {before:?}"
     );
+    // Kept: what is not the library's, statement by statement (a dollar
+    // quote holding what would be refused at the top level, a comment
+    // naming the library); a hand-written C function (`language c`) made
+    // its SQL counterpart where it stood; the config dump made conditional.
     let kept = step(
         current,
-        "alter table webhook.endpoints add column x text;\n",
+        "alter table webhook.endpoints add column x text;
+         -- not MODULE_PATHNAME: a comment
+         do $$ begin
+         alter extension pg_webhook drop function webhook._forget_slot(); -- in a body: its business
+         end $$;
+         create or replace function webhook._forget_slot() returns void
+             language c strict as '$libdir/pg_webhook', 'forget_slot_wrapper';
+         grant execute on function webhook._forget_slot() to webhook_worker;
+         select pg_catalog.pg_extension_config_dump('webhook.endpoints',
+                                                    '');
+        ",
     );
-    assert!(kept.status.success() && !kept.stdout.is_empty(), "{kept:?}");
+    assert!(kept.status.success(), "{kept:?}");
+    let path = String::from_utf8(kept.stdout).unwrap();
+    let kept = std::fs::read_to_string(path.trim()).unwrap();
+    for expected in [
+        "this database has %",
+        "alter table webhook.endpoints add column x text;",
+        "-- not MODULE_PATHNAME: a comment",
+        "alter extension pg_webhook drop function webhook._forget_slot(); -- in a body",
+        "-- (the C function webhook._forget_slot: its SQL counterpart, from sql/plain/)",
+        "create or replace function webhook._forget_slot() returns void\nlanguage sql volatile strict\nbegin atomic\n    select;\nend;",
+        "grant execute on function webhook._forget_slot() to webhook_worker;",
+        "then perform pg_catalog.pg_extension_config_dump('webhook.endpoints',",
+        "revoke all on all functions in schema webhook from public;",
+        &format!("return '{NEXT}';"),
+    ] {
+        assert!(kept.contains(expected), "{expected:?} in:\n{kept}");
+    }
+    assert!(
+        !kept.contains("$libdir") && !kept.contains("language c "),
+        "{kept}"
+    );
+
     for (text, why) in [
         (
             "alter extension pg_webhook add function webhook._rehearsal_base();\n",
@@ -318,7 +354,15 @@ fn the_sql_flavor_has_a_step_from_a_release_that_had_it_and_never_with_the_libra
         ),
         (
             "select 'MODULE_PATHNAME';\n",
-            "MODULE_PATHNAME outside a create function statement",
+            "the library named outside a C function's create statement",
+        ),
+        (
+            "CREATE FUNCTION webhook.\"_nowhere\"() RETURNS int LANGUAGE c AS 'MODULE_PATHNAME', 'nowhere_wrapper';\n",
+            "the C function webhook._nowhere has no SQL counterpart in sql/plain/",
+        ),
+        (
+            "select 1; select $$ never ended;\n",
+            "the dollar quote $$ never ends",
         ),
     ] {
         let refused = step(current, text);

@@ -5,8 +5,9 @@
 # with the kinds of change a release brings, each written as a release
 # writes it: in the sources (install.sql appended to
 # sql/install/17_grants.sql, plain.sql to sql/plain/40_capture.sql) and as
-# the hunks of the two steps (extension-step.sql, plain.sql); then builds
-# its install and the SQL flavor's step to it with scripts/sql-flavor.sh.
+# the hunks of the two steps (extension-step.sql, plain-step.sql); then
+# builds its install and the SQL flavor's step to it
+# (scripts/sql-flavor.sh, scripts/sql-flavor-step.sh).
 #
 #   bash tests/rehearsal/build.sh DIR   # prints the next install's path, then the step's
 #
@@ -16,6 +17,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 dir=${1:?usage: build.sh DIR}
+case "$dir" in /*) ;; *) dir="$PWD/$dir" ;; esac
 current=$(sed -n 's/^version = "\(.*\)"/\1/p' "$root/Cargo.toml" | head -1)
 next="$current-rehearsal"
 rm -rf "$dir/sql" "$dir/out"
@@ -24,7 +26,7 @@ cp -r "$root/sql/install" "$root/sql/plain" "$dir/sql/"
 { echo; cat "$here/install.sql"; } >>"$dir/sql/install/17_grants.sql"
 { echo; cat "$here/plain.sql"; } >>"$dir/sql/plain/40_capture.sql"
 mkdir -p "$dir/sql/plain/upgrade"
-cp "$here/plain.sql" "$dir/sql/plain/upgrade/pg_webhook--$current--$next.sql"
+cp "$here/plain-step.sql" "$dir/sql/plain/upgrade/pg_webhook--$current--$next.sql"
 cp "$here/extension-step.sql" "$dir/sql/pg_webhook--$current--$next.sql"
 export PG_WEBHOOK_SQL_SOURCES="$dir/sql" PG_WEBHOOK_SQL_VERSION="$next" PG_WEBHOOK_SQL_OUT="$dir/out"
 bash "$root/scripts/sql-flavor.sh"

@@ -1,6 +1,6 @@
 -- The rehearsed next release (tests/rehearsal/build.sh): the extension's
 -- step, with what cargo-pgrx emits for the library's functions (one new,
--- one replaced).
+-- one replaced, one dropped and made again, as a changed signature needs).
 create table webhook.rehearsal (id bigint primary key, note text);
 revoke all on webhook.rehearsal from public;
 grant select on webhook.rehearsal to webhook_reader;
@@ -24,5 +24,12 @@ CREATE OR REPLACE FUNCTION webhook."_check_payload_size"(
 STRICT STABLE PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'check_payload_size_wrapper';
+
+drop function webhook._forget_slot();
+CREATE  FUNCTION webhook."_forget_slot"() RETURNS void
+STRICT VOLATILE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'forget_slot_wrapper';
+revoke all on function webhook._forget_slot() from public;
 
 comment on function webhook._incarnation_of(bigint) is 'rehearsed';

@@ -1,7 +1,7 @@
--- The rehearsed next release (tests/rehearsal/build.sh): the SQL
--- counterparts of the extension step's two C functions and a change of
--- the SQL flavor's own: appended to sql/plain/40_capture.sql, and the SQL
--- flavor's own step.
+-- The rehearsed next release (tests/rehearsal/build.sh), appended to
+-- sql/plain/40_capture.sql: the SQL counterparts of the extension step's
+-- new C function and of the one it replaces (its last definition wins),
+-- and a change of the SQL flavor's own (also in plain-step.sql).
 create function webhook._rehearsal_base() returns integer
 language sql immutable parallel safe
 return 41;
