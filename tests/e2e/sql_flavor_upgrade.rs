@@ -69,8 +69,8 @@ fn copy_tree(from: &Path, to: &Path) {
     assert!(status.success(), "cp -r {from:?} {to:?}");
 }
 
-/// Runs one of the repository's bash scripts; what it printed, or the
-/// test fails with what it said.
+/// Runs one of the repository's bash scripts with `args` and `envs`; its
+/// exit status and what it printed (the caller judges them).
 fn bash(script: &str, args: &[&OsStr], envs: &[(&str, &OsStr)]) -> std::process::Output {
     std::process::Command::new("bash")
         .arg(repo_path(script))

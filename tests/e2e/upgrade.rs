@@ -9,12 +9,12 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use tokio_postgres::Client;
 
-/// Everything pg_webhook defines in a database, as comparable text: tables,
-/// partitions and their options, columns, constraints, indexes, triggers,
-/// functions (definitions, privileges, comments), views, types, sequences,
-/// privileges, owners, and what pg_dump keeps; with the SQL flavor's
-/// script (no extension), the functions of the schema webhook and public's
-/// `webhook_*` ones.
+/// Everything pg_webhook defines in a database, as comparable text
+/// (tests/catalog.sql): tables, partitions and their options, columns,
+/// constraints, indexes, triggers, functions and aggregates (definitions,
+/// privileges, comments), views, types, sequences, privileges, owners, and
+/// what pg_dump keeps; with the SQL flavor's script (no extension), the
+/// functions of the schema webhook and public's `webhook_*` ones.
 pub(crate) async fn catalog(c: &Client) -> Vec<String> {
     let sql = include_str!("../catalog.sql");
     let mut rows: Vec<String> = pg_webhook_tests::column(c, sql, &[]).await;
