@@ -245,6 +245,75 @@ async fn sql_only_subscription_changes_commit_only_at_read_committed() {
     db.finish().await;
 }
 
+/// The SQL flavor reads pg_control_system() (everyone may, by default):
+/// where the installing role may not, the install is refused, and capture
+/// after the right was taken away fails, each with 42501 and what to grant
+/// (function rights are per database: the revoke touches this test's only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_only_without_pg_control_system_the_install_and_capture_say_what_to_grant() {
+    let db = TestDb::empty().await;
+    let superuser = db.superuser_client().await;
+    let revoke = "revoke execute on function pg_catalog.pg_control_system() from public";
+    let grant = "grant execute on function pg_catalog.pg_control_system() to public";
+    let says_what_to_grant = |e: &tokio_postgres::Error, what: &str| {
+        let e = e.as_db_error().unwrap_or_else(|| panic!("{what}: {e:?}"));
+        assert_eq!(e.code().code(), "42501", "{what}: {e:?}");
+        assert!(e.message().contains("pg_control_system()"), "{what}: {e:?}");
+        assert_eq!(
+            e.hint(),
+            Some(
+                format!(
+                    "As a superuser: grant execute on function pg_catalog.pg_control_system() to {}",
+                    pg_webhook_tests::INSTALLER
+                )
+                .as_str()
+            ),
+            "{what}"
+        );
+    };
+
+    superuser.batch_execute(revoke).await.unwrap();
+    let script = std::fs::read_to_string(pg_webhook_tests::sql_script()).unwrap();
+    let refused = db
+        .client()
+        .await
+        .batch_execute(&script)
+        .await
+        .expect_err("the install refused");
+    says_what_to_grant(&refused, "install");
+    let schemas: i64 = db
+        .client()
+        .await
+        .query_one(
+            "select count(*) from pg_namespace where nspname = 'webhook'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(schemas, 0, "nothing half-made");
+
+    superuser.batch_execute(grant).await.unwrap();
+    pg_webhook_tests::install_over(&db.client().await).await;
+    db.client()
+        .await
+        .batch_execute("create table t (id int); select webhook_watch('t');")
+        .await
+        .unwrap();
+    superuser.batch_execute(revoke).await.unwrap();
+    let c = db.client().await; // a new session: it looks its incarnation up
+    let refused = c
+        .batch_execute("insert into t values (1)")
+        .await
+        .expect_err("capture refused");
+    says_what_to_grant(&refused, "capture");
+    superuser.batch_execute(grant).await.unwrap();
+    c.batch_execute("insert into t values (1)")
+        .await
+        .expect("capture again once granted");
+    db.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extension_only_both_flavors_capture_the_same_bytes() {
     // The same table and writes in a database of each flavor (one cluster:
