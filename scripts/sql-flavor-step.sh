@@ -26,8 +26,8 @@
 #      fails here, not at a user's. Each top-level
 #      pg_extension_config_dump() is made conditional (a script install is
 #      no extension), @extschema@ = public;
-#   4. EXECUTE on every function taken from PUBLIC, as the install does
-#      (sql/plain/90_roles.sql), and webhook._sql_flavor_version() saying
+#   4. EXECUTE on every function taken from PUBLIC, by the install's own
+#      sql/plain/85_no_public.sql, and webhook._sql_flavor_version() saying
 #      <version>.
 # The same text runs with psql -f and as a pg_tle update path.
 #
@@ -35,20 +35,11 @@
 # its SQL flavor's install into tests/fixtures/sql-flavor/, which the next
 # release's step is tested from (tests/e2e/sql_flavor_upgrade.rs).
 #
-# PG_WEBHOOK_SQL_SOURCES (default sql), PG_WEBHOOK_SQL_VERSION (default
-# Cargo.toml's) and PG_WEBHOOK_SQL_OUT (default target/package) build from
-# other sources (tests/rehearsal/build.sh, a rehearsal of a next release).
+# Where from, where to, which version: scripts/sql-flavor-paths.sh.
 set -euo pipefail
-absolute() { case "$1" in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
-sources=${PG_WEBHOOK_SQL_SOURCES:+$(absolute "$PG_WEBHOOK_SQL_SOURCES")}
-out_dir=${PG_WEBHOOK_SQL_OUT:+$(absolute "$PG_WEBHOOK_SQL_OUT")}
-cd "$(dirname "$0")/.."
-sources=${sources:-sql}
-out_dir=${out_dir:-target/package}
-version=${PG_WEBHOOK_SQL_VERSION:-$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)}
+source "$(dirname "$0")/sql-flavor-paths.sh"
 # The first release with a SQL flavor: no step starts before it.
 first_sql_release=0.3.0
-mkdir -p "$out_dir"
 
 steps=("$sources"/pg_webhook--*--"$version".sql)
 [ -e "${steps[0]}" ] || exit 0
@@ -238,22 +229,9 @@ HEADER
         sed -e 's/@extschema@/public/g' "$plain_step"
     fi
     cat "$out.tmp"
+    printf '\n-- ---- %s\n' "sql/plain/85_no_public.sql, as the install"
+    cat "$sources/plain/85_no_public.sql"
     cat <<FOOTER
-
--- ---- as the install ends (sql/plain/90_roles.sql): nothing to PUBLIC
-revoke all on all functions in schema webhook from public;
-do \$revoke\$
-declare
-    v_fn regprocedure;
-begin
-    for v_fn in
-        select p.oid::regprocedure from pg_catalog.pg_proc p
-        where p.pronamespace = 'public'::regnamespace and p.proname like 'webhook\_%'
-    loop
-        execute pg_catalog.format('revoke all on function %s from public', v_fn);
-    end loop;
-end
-\$revoke\$;
 
 -- ---- the version
 create or replace function webhook._sql_flavor_version() returns text

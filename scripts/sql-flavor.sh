@@ -6,23 +6,15 @@
 # The same sources as the extension (sql/install/, in the order
 # extension/src/lib.rs registers them), with sql/plain/ in place of the
 # library: 10-40 after 04_checks.sql (the SQL-language bodies of 05 on
-# resolve the functions they call when created), 90 after 17_grants.sql.
+# resolve the functions they call when created), 85 and 90 after
+# 17_grants.sql.
 # Public functions go into the schema public, as with `create extension
 # pg_webhook` (@extschema@). No psql meta-command, no BEGIN/COMMIT: the same
 # text is a pg_tle extension's script.
 #
-# PG_WEBHOOK_SQL_SOURCES (default sql), PG_WEBHOOK_SQL_VERSION (default
-# Cargo.toml's) and PG_WEBHOOK_SQL_OUT (default target/package) build from
-# other sources (tests/rehearsal/build.sh, a rehearsal of a next release).
+# Where from, where to, which version: scripts/sql-flavor-paths.sh.
 set -euo pipefail
-absolute() { case "$1" in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
-sources=${PG_WEBHOOK_SQL_SOURCES:+$(absolute "$PG_WEBHOOK_SQL_SOURCES")}
-out_dir=${PG_WEBHOOK_SQL_OUT:+$(absolute "$PG_WEBHOOK_SQL_OUT")}
-cd "$(dirname "$0")/.."
-sources=${sources:-sql}
-out_dir=${out_dir:-target/package}
-version=${PG_WEBHOOK_SQL_VERSION:-$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)}
-mkdir -p "$out_dir"
+source "$(dirname "$0")/sql-flavor-paths.sh"
 
 out="$out_dir/pg_webhook--$version.sql"
 trap 'rm -f "$out.tmp"' EXIT
@@ -47,7 +39,7 @@ end
 set search_path = public;
 HEADER
     for f in "$sources"/install/0[1-4]_*.sql "$sources"/plain/[1-4]*.sql "$sources"/install/0[5-9]_*.sql \
-             "$sources"/install/1*.sql "$sources"/plain/9*.sql; do
+             "$sources"/install/1*.sql "$sources"/plain/[89]*.sql; do
         printf '\n-- ---- %s\n' "sql/${f#"$sources"/}"
         sed -e 's/@extschema@/public/g' -e "s/@VERSION@/$version/g" "$f"
     done

@@ -7,19 +7,25 @@
 -- README's table of differences.
 -- =============================================================================
 
--- The incarnation below reads pg_control_system(), which PostgreSQL lets
--- everyone execute. A service that took that away from the installing role
--- would have every captured row fail: refuse the install instead, saying
--- what to grant.
-do $$
+-- API: Private
+-- This cluster's system identifier, from pg_control_system(), which
+-- PostgreSQL lets everyone execute; where a service took that away from
+-- the installing role, 42501 saying what to grant.
+create function webhook._system_identifier() returns bigint
+language plpgsql stable strict
+set search_path = pg_catalog, pg_temp
+as $$
 begin
-    if not has_function_privilege('pg_catalog.pg_control_system()', 'execute') then
-        raise exception 'pg_webhook: % may not execute pg_control_system(), which the SQL flavor reads to tell a restored copy of the database from its original', current_user
-            using errcode = '42501',
-                  hint = format('As a superuser: grant execute on function pg_catalog.pg_control_system() to %I', current_user);
-    end if;
+    return (select c.system_identifier from pg_control_system() c);
+exception when insufficient_privilege then
+    raise exception 'pg_webhook: % may not execute pg_control_system(), which the SQL flavor reads to tell a restored copy of the database from its original', current_user
+        using errcode = '42501',
+              hint = format('As a superuser: grant execute on function pg_catalog.pg_control_system() to %I', current_user);
 end
 $$;
+
+-- Without it every captured row would fail: refuse the install instead.
+do $$ begin perform webhook._system_identifier(); end $$;
 
 -- API: Private
 -- The incarnation of the cluster and database this session runs in (see
@@ -43,14 +49,7 @@ begin
     if current_setting('webhook.incarnation', true) = v_newest::text then
         return v_newest;
     end if;
-    begin
-        select c.system_identifier into v_system from pg_control_system() c;
-    exception when insufficient_privilege then
-        -- Taken away since the install (which checks it): say what to grant.
-        raise exception 'pg_webhook: % may not execute pg_control_system(), which the SQL flavor reads to tell a restored copy of the database from its original', current_user
-            using errcode = '42501',
-                  hint = format('As a superuser: grant execute on function pg_catalog.pg_control_system() to %I', current_user);
-    end;
+    v_system := webhook._system_identifier();
     select i.n into v_n from webhook.incarnations i
     where i.system_identifier = v_system and i.database_oid = v_database;
     if not found then

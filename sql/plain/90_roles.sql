@@ -45,23 +45,6 @@ begin
 end
 $$;
 
--- Everything made here starts with no grant to PUBLIC (17_grants.sql
--- finds the extension's functions through the extension, which a script
--- has not).
-revoke all on all functions in schema webhook from public;
-do $$
-declare
-    v_fn regprocedure;
-begin
-    for v_fn in
-        select p.oid::regprocedure from pg_catalog.pg_proc p
-        where p.pronamespace = 'public'::regnamespace and p.proname like 'webhook\_%'
-          and p.proowner = (select n.nspowner from pg_catalog.pg_namespace n where n.nspname = 'webhook')
-    loop
-        execute format('revoke all on function %s from public', v_fn);
-    end loop;
-end
-$$;
 grant usage on schema webhook to webhook_capture;
 select webhook._give_function('webhook._capture()', 'webhook_capture');
 grant execute on function webhook._store_captured(oid, text, text, text, text, text, text, text[]) to webhook_capture;
